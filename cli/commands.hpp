@@ -1,0 +1,20 @@
+#pragma once
+// Subcommands of the single `moesim` executable. Each takes the arguments after
+// its own name and returns the process exit code.
+#include <string>
+#include <vector>
+
+namespace moesim::cli {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(const std::vector<std::string>& args);
+};
+
+const std::vector<Command>& commands();
+
+int cmd_policies(const std::vector<std::string>& args);
+int cmd_demo(const std::vector<std::string>& args);
+
+}  // namespace moesim::cli

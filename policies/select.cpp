@@ -1,0 +1,112 @@
+#include "policies/select.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace moesim {
+
+void topk_row_sorted(const float* row, int n, int k, std::int32_t* idx) {
+  std::vector<std::int32_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [row](std::int32_t a, std::int32_t b) {
+    return row[a] > row[b] || (row[a] == row[b] && a < b);
+  });
+  std::copy_n(order.begin(), k, idx);
+}
+
+void check_finite(const float* logits, int tokens, int experts, const char* who) {
+  const std::size_t n = static_cast<std::size_t>(tokens) * static_cast<std::size_t>(experts);
+  // Branch-free pass the compiler vectorises; the slow search runs only on failure.
+  int bad = 0;
+  for (std::size_t i = 0; i < n; ++i) bad |= !(std::fabs(logits[i]) <= 3.4028235e38f);
+  if (!bad) return;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(logits[i])) {
+      const auto t = i / static_cast<std::size_t>(experts);
+      const auto e = i % static_cast<std::size_t>(experts);
+      throw Error(std::string(who) + ": gate score is " +
+                  (std::isnan(logits[i]) ? "NaN" : "infinite") + " at token " +
+                  std::to_string(t) + ", expert " + std::to_string(e));
+    }
+  }
+}
+
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a) {
+  const int W = a.width;
+  const int E = a.experts;
+  for (int t = 0; t < a.tokens; ++t) {
+    const float* z = logits + static_cast<std::size_t>(t) * E;
+    const std::int32_t* ex = a.expert.data() + static_cast<std::size_t>(t) * W;
+    const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
+    float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
+    switch (spec.rule) {
+      case WeightRule::SoftmaxSelected: {
+        float m = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < W; ++j)
+          if (ex[j] >= 0) m = std::max(m, z[ex[j]] + off[j]);
+        float s = 0.0f;
+        for (int j = 0; j < W; ++j) {
+          w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] + off[j] - m) : 0.0f;
+          s += w[j];
+        }
+        if (s > 0.0f)
+          for (int j = 0; j < W; ++j) w[j] /= s;
+        break;
+      }
+      case WeightRule::SoftmaxGather: {
+        bool any = false;
+        for (int j = 0; j < W; ++j) any |= ex[j] >= 0;
+        if (!any) {
+          std::fill(w, w + W, 0.0f);
+          break;
+        }
+        float lse = 0.0f;
+        if (!spec.renormalize) {  // full softmax denominator needed only without renormalisation
+          float m = z[0];
+          for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
+          float s = 0.0f;
+          for (int e = 0; e < E; ++e) s += std::exp(z[e] - m);
+          lse = m + std::log(s);
+        } else {
+          lse = -std::numeric_limits<float>::infinity();
+          for (int j = 0; j < W; ++j)
+            if (ex[j] >= 0) lse = std::max(lse, z[ex[j]]);
+        }
+        float s = 0.0f;
+        for (int j = 0; j < W; ++j) {
+          w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] - lse) : 0.0f;
+          s += w[j];
+        }
+        if (spec.renormalize && s > 0.0f)
+          for (int j = 0; j < W; ++j) w[j] /= s;
+        break;
+      }
+      case WeightRule::SigmoidGather: {
+        if (!spec.renormalize) {
+          for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
+          break;
+        }
+        // Renormalise in log space: sigmoid(-120) underflows, its share must not.
+        auto log_sigmoid = [](float x) {
+          return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
+        };
+        float m = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j < W; ++j)
+          if (ex[j] >= 0) m = std::max(m, log_sigmoid(z[ex[j]]));
+        float s = 0.0f;
+        for (int j = 0; j < W; ++j) {
+          w[j] = ex[j] >= 0 ? std::exp(log_sigmoid(z[ex[j]]) - m) : 0.0f;
+          s += w[j];
+        }
+        if (s > 0.0f)
+          for (int j = 0; j < W; ++j) w[j] /= s;
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace moesim

@@ -1,0 +1,81 @@
+#pragma once
+// Selection kernels shared by the policies. Tie-breaking everywhere: higher
+// score first, then lower expert index.
+#include <cstdint>
+#include <limits>
+
+#include "policies/types.hpp"
+
+namespace moesim {
+
+// The k best indices of value(0..n-1), best first, written to idx[0..k).
+// One pass, insertion into a sorted k-buffer: O(n*k) worst case but branch-
+// predictable for small k, and no allocation (this is the routing hot path).
+// Scanning in index order and inserting only on a strict '>' means an equal
+// value never overtakes an earlier (lower) index.
+template <class ValueFn>
+inline void topk_by(int n, int k, ValueFn&& value, std::int32_t* idx, float* val) {
+  constexpr float kNeg = -std::numeric_limits<float>::infinity();
+  for (int j = 0; j < k; ++j) {
+    idx[j] = kNoExpert;
+    val[j] = kNeg;
+  }
+  if (k == 1) {
+    float best = kNeg;
+    std::int32_t bi = kNoExpert;
+    for (int i = 0; i < n; ++i) {
+      const float v = value(i);
+      if (v > best) best = v, bi = i;
+    }
+    idx[0] = bi;
+    val[0] = best;
+    return;
+  }
+  if (k == 2) {
+    float v0 = kNeg, v1 = kNeg;
+    std::int32_t i0 = kNoExpert, i1 = kNoExpert;
+    for (int i = 0; i < n; ++i) {
+      const float v = value(i);
+      if (v > v1) {
+        if (v > v0) {
+          v1 = v0, i1 = i0;
+          v0 = v, i0 = i;
+        } else {
+          v1 = v, i1 = i;
+        }
+      }
+    }
+    idx[0] = i0, idx[1] = i1, val[0] = v0, val[1] = v1;
+    return;
+  }
+  for (int i = 0; i < n; ++i) {
+    const float v = value(i);
+    if (v > val[k - 1]) {
+      int p = k - 1;
+      while (p > 0 && v > val[p - 1]) {
+        val[p] = val[p - 1];
+        idx[p] = idx[p - 1];
+        --p;
+      }
+      val[p] = v;
+      idx[p] = i;
+    }
+  }
+}
+
+inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* val) {
+  topk_by(n, k, [row](int i) { return row[i]; }, idx, val);
+}
+
+// Reference: the straightforward full sort per token, kept for the benchmark's
+// side-by-side comparison and as a second implementation for tests.
+void topk_row_sorted(const float* row, int n, int k, std::int32_t* idx);
+
+// Throws Error naming the first token and expert whose score is NaN or infinite.
+void check_finite(const float* logits, int tokens, int experts, const char* who);
+
+// Combine weights for every served slot of `a` from the logits, by `spec`
+// (see WeightRule). Empty slots get 0. Tokens with no served slot get nothing.
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a);
+
+}  // namespace moesim

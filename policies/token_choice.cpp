@@ -1,0 +1,44 @@
+#include "policies/token_choice.hpp"
+
+#include "policies/select.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moesim {
+
+void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, const WeightSpec& spec,
+                             Assignment& out) {
+  const int T = out.tokens, k = out.width, E = out.experts;
+  const float* prio = nullptr;
+  if (!cfg.dropless && cfg.drop == DropBy::Probability) {
+    // Requests compete across tokens, so rank by the gate probability the rule defines.
+    priority_.resize(static_cast<std::size_t>(T) * k);
+    for (int t = 0; t < T; ++t) {
+      const float* z = logits + static_cast<std::size_t>(t) * E;
+      float lse = 0.0f;
+      if (spec.rule == WeightRule::SoftmaxGather) {
+        const float m = *std::max_element(z, z + E);
+        float s = 0.0f;
+        for (int e = 0; e < E; ++e) s += std::exp(z[e] - m);
+        lse = m + std::log(s);
+      }
+      for (int j = 0; j < k; ++j) {
+        const std::size_t i = static_cast<std::size_t>(t) * k + j;
+        const float zj = z[out.expert[i]];
+        switch (spec.rule) {
+          case WeightRule::SoftmaxSelected: priority_[i] = zj + out.offset[i]; break;
+          case WeightRule::SoftmaxGather: priority_[i] = std::exp(zj - lse); break;
+          case WeightRule::SigmoidGather: priority_[i] = 1.0f / (1.0f + std::exp(-zj)); break;
+        }
+      }
+    }
+    prio = priority_.data();
+  }
+  filter_.apply(cfg, prio, out);
+  for (std::size_t i = 0; i < out.expert.size(); ++i)
+    if (out.expert[i] < 0) out.offset[i] = 0.0f;
+  compute_weights(spec, logits, out);
+}
+
+}  // namespace moesim
