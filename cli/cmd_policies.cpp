@@ -25,7 +25,7 @@ int cmd_policies(const std::vector<std::string>& args) {
   }
   for (const auto& p : policy_registry()) {
     if (!args.empty() && args[0] != p.name) continue;
-    std::printf("%s\n  %s\n", p.name.c_str(), p.summary.c_str());
+    std::printf("%s%s\n  %s\n", p.name.c_str(), p.top1_only ? "  (k = 1 only)" : "", p.summary.c_str());
     for (const auto& k : p.knobs) {
       std::string def = k.default_value;
       if (k.type == KnobType::Choice) {
@@ -43,8 +43,8 @@ int cmd_policies(const std::vector<std::string>& args) {
 
 int cmd_demo(const std::vector<std::string>& args) {
   if (wants_help(args)) {
-    std::printf("usage: moesim demo [--seed N]\n\nRoutes one skewed synthetic batch (T=4096, E=16, k=2) through\n"
-                "every policy with default knobs and prints drop rate, load CV, MaxVio and the aux losses.\n");
+    std::printf("usage: moesim demo [--seed N]\n\nRoutes 50 skewed synthetic batches (T=4096, E=16, k=2) through every\n"
+                "policy with default knobs and prints the last batch's drop rate, load CV, MaxVio, aux losses.\n");
     return 0;
   }
   std::uint64_t seed = 1;
@@ -57,30 +57,35 @@ int cmd_demo(const std::vector<std::string>& args) {
       throw Error("unknown argument '" + args[i] + "'");
     }
   }
-  const int T = 4096, E = 16, k = 2;
-  Rng data(derive_seed(seed, "demo.logits"));
+  const int T = 4096, E = 16, k = 2, steps = 50;
   std::vector<float> logits(static_cast<std::size_t>(T) * E);
   std::vector<std::int64_t> ids(T);
-  for (int t = 0; t < T; ++t) {
-    ids[t] = static_cast<std::int64_t>(data.below(50000));
-    for (int e = 0; e < E; ++e)  // expert e is favoured by e/E: a skewed gate, so balancing matters
-      logits[static_cast<std::size_t>(t) * E + e] = static_cast<float>(data.normal() + 1.5 * e / E);
-  }
-  RouteInput in{logits.data(), T, E, ids.data()};
-  std::printf("seed %llu, T=%d E=%d k=%d  (replay: moesim demo --seed %llu)\n\n", (unsigned long long)seed, T, E, k,
-              (unsigned long long)seed);
-  std::printf("%-16s %8s %8s %8s %8s %8s\n", "policy", "drop%", "loadCV", "MaxVio", "LBloss", "zloss");
+  std::printf("seed %llu, T=%d E=%d k=%d, %d batches, statistics of the last batch  (replay: moesim demo --seed %llu)\n\n",
+              (unsigned long long)seed, T, E, k, steps, (unsigned long long)seed);
+  std::printf("%-12s %8s %8s %8s %8s %8s\n", "policy", "drop%", "loadCV", "MaxVio", "LBloss", "zloss");
   for (const auto& p : policy_registry()) {
-    auto pol = p.make(E, k, Knobs(p.name, p.knobs, {}));
+    auto pol = p.make(E, p.top1_only ? 1 : k, Knobs(p.name, p.knobs, {}));
     Rng rng(derive_seed(seed, "demo.policy." + p.name));
+    Rng data(derive_seed(seed, "demo.logits"));  // every policy sees the same batches
     Assignment a;
-    pol->route(in, rng, a);
+    std::vector<float> perf;
+    for (int s = 0; s < steps; ++s) {
+      for (int t = 0; t < T; ++t) {
+        ids[t] = static_cast<std::int64_t>(data.below(50000));
+        for (int e = 0; e < E; ++e)  // expert e is favoured by 1.5*e/E: a skewed gate, so balancing matters
+          logits[static_cast<std::size_t>(t) * E + e] = static_cast<float>(data.normal() + 1.5 * e / E);
+      }
+      RouteInput in{logits.data(), T, E, ids.data()};
+      pol->route(in, rng, a);
+      perf.assign(a.expert.size(), 1.0f);
+      pol->observe(a, perf.data());
+    }
     const double mean = static_cast<double>(a.served()) / E;
     double var = 0, mx = 0;
     for (auto c : a.counts) var += (c - mean) * (c - mean), mx = std::max(mx, static_cast<double>(c));
     const double cv = mean > 0 ? std::sqrt(var / E) / mean : 0.0;
     const double drop = a.routed ? 100.0 * static_cast<double>(a.dropped) / static_cast<double>(a.routed) : 0.0;
-    std::printf("%-16s %8.2f %8.3f %8.3f %8.3f %8.3f\n", p.name.c_str(), drop, cv, mean > 0 ? (mx - mean) / mean : 0.0,
+    std::printf("%-12s %8.2f %8.3f %8.3f %8.3f %8.3f\n", p.name.c_str(), drop, cv, mean > 0 ? (mx - mean) / mean : 0.0,
                 load_balancing_loss(logits.data(), T, E, a), z_loss(logits.data(), T, E));
   }
   return 0;

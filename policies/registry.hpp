@@ -17,6 +17,7 @@ struct PolicyInfo {
   std::string summary;
   std::vector<KnobSpec> knobs;
   std::function<std::unique_ptr<Policy>(int experts, int k, const Knobs& knobs)> make;
+  bool top1_only = false;  // routes exactly one expert per token (Switch): k must be 1
 };
 
 const std::vector<PolicyInfo>& policy_registry();

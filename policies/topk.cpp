@@ -22,7 +22,7 @@ WeightSpec score_weight_spec(const Knobs& knobs) {
   return s;
 }
 
-static std::vector<KnobSpec> group_knobs() {
+std::vector<KnobSpec> group_knobs() {
   return {
       int_knob("n_groups", 1, "group-limited routing: experts split into this many groups (1 = off)", 1,
                1 << 20),

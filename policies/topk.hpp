@@ -23,6 +23,7 @@ struct TopKSelector {
 };
 
 std::vector<KnobSpec> score_knobs();  // score_fn, renormalize
+std::vector<KnobSpec> group_knobs();  // n_groups, topk_groups, group_score
 WeightSpec score_weight_spec(const Knobs& knobs);
 
 class TopKPolicy : public Policy {

@@ -1,0 +1,77 @@
+#include "policies/noisy_topk.hpp"
+
+#include <Eigen/Core>
+
+namespace moesim {
+
+void jittered_logits(const RouteInput& in, double eps, Rng& rng, const std::string& owner,
+                     std::vector<float>& out) {
+  if (in.tokens > 0 && (!in.gate_input || !in.gate_weight || in.gate_dim < 1))
+    throw Error(owner + ": knob 'jitter_eps' > 0 needs the gate input (RouteInput::gate_input, "
+                        "gate_weight, gate_dim)");
+  using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const int T = in.tokens, E = in.experts, d = in.gate_dim;
+  RowMat x = Eigen::Map<const RowMat>(in.gate_input, T, d);
+  for (Eigen::Index i = 0; i < x.size(); ++i)
+    x.data()[i] *= static_cast<float>(rng.uniform(1.0 - eps, 1.0 + eps));
+  out.resize(static_cast<std::size_t>(T) * E);
+  Eigen::Map<RowMat>(out.data(), T, E).noalias() = x * Eigen::Map<const RowMat>(in.gate_weight, E, d).transpose();
+}
+
+NoisyTopKPolicy::NoisyTopKPolicy(int experts, int k, const Knobs& kn)
+    : Policy("noisy_topk", experts, k, kn),
+      std_(kn.real("noise_std")),
+      jitter_(kn.real("jitter_eps")),
+      weights_noisy_(kn.choice("weights_from") == "noisy"),
+      spec_(score_weight_spec(kn)),
+      cap_(capacity_from(kn, "noisy_topk")) {
+  const auto& n = kn.choice("noise");
+  noise_ = n == "gaussian" ? Noise::Gaussian : n == "gumbel" ? Noise::Gumbel : Noise::None;
+  // Shazeer's gate is softmax(KeepTopK(H(x))): softmax over the selected noisy logits.
+  if (weights_noisy_) spec_ = {WeightRule::SoftmaxSelected, true};
+  sel_.experts = experts;
+  sel_.k = k;
+  sel_.configure_groups(kn, "noisy_topk");
+}
+
+void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
+  const int T = in.tokens, E = experts(), k = this->k();
+  const std::size_t n = static_cast<std::size_t>(T) * E;
+  if (jitter_ > 0.0) {
+    jittered_logits(in, jitter_, rng, name(), noisy_);
+  } else {
+    noisy_.assign(in.logits, in.logits + n);
+  }
+  if (noise_ != Noise::None && std_ > 0.0) {
+    for (std::size_t i = 0; i < n; ++i)
+      noisy_[i] += static_cast<float>(std_ * (noise_ == Noise::Gaussian ? rng.normal() : rng.gumbel()));
+  }
+  out.reset(T, E, k);
+  sel_.select(noisy_.data(), T, out);
+  if (weights_noisy_) {
+    for (int t = 0; t < T; ++t)
+      for (int j = 0; j < k; ++j) {
+        const std::size_t i = static_cast<std::size_t>(t) * k + j;
+        const std::size_t z = static_cast<std::size_t>(t) * E + out.expert[i];
+        out.offset[i] = noisy_[z] - in.logits[z];
+      }
+  }
+  tail_.finish(in.logits, cap_, spec_, out);
+}
+
+PolicyInfo noisy_topk_info() {
+  auto knobs = score_knobs();
+  knobs.push_back(choice_knob("noise", "gaussian", {"gaussian", "gumbel", "none"},
+                              "additive logit noise: Gaussian (Shazeer) or Gumbel (DeepSpeed RSample)"));
+  knobs.push_back(real_knob("noise_std", 1.0, "scale of the additive logit noise", 0.0));
+  knobs.push_back(real_knob("jitter_eps", 0.0,
+                            "multiplicative input jitter x*U(1-eps,1+eps); needs the gate input; 0 = off", 0.0, 1.0));
+  knobs.push_back(choice_knob("weights_from", "noisy", {"noisy", "clean"},
+                              "weights: softmax over the selected noisy logits (Shazeer) or the clean score rule"));
+  for (auto& g : group_knobs()) knobs.push_back(g);
+  for (auto& c : capacity_knobs()) knobs.push_back(c);
+  return {"noisy_topk", "top-k on noisy logits (Gaussian/Gumbel noise, multiplicative input jitter)", knobs,
+          [](int E, int k, const Knobs& kn) { return std::make_unique<NoisyTopKPolicy>(E, k, kn); }};
+}
+
+}  // namespace moesim

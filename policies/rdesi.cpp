@@ -1,0 +1,184 @@
+#include "policies/rdesi.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "policies/select.hpp"
+
+namespace moesim {
+
+static std::vector<KnobSpec> rdesi_knobs() {
+  std::vector<KnobSpec> k = {
+      real_knob("beta", 0.1, "weight of reputation R_i in the selection score"),
+      real_knob("gamma", 0.1, "weight of the load penalty L_i in the selection score"),
+      real_knob("alpha", 0.9, "reputation EMA rate: R <- alpha*perf + (1-alpha)*R", 0.0, 1.0),
+      real_knob("ucb_c", 0.1, "exploration constant c of c*sqrt(ln(N+1)/(N_i+eps)); 0 = off", 0.0),
+      real_knob("ucb_eps", 1e-10, "eps in the UCB denominator (reference: 1e-10)", 1e-300),
+      real_knob("decay_rate", 0.99, "reputation decay R <- decay_rate*R each step; 1 = off", 0.0, 1.0),
+      choice_knob("decay_on", "idle", {"idle", "all", "none"},
+                  "which experts decay: idle ones (reference router) or all (reference mitigation module)"),
+      choice_knob("idle_perf", "zero", {"zero", "keep"},
+                  "idle expert's perf: 0, dragging R down (reference), or keep R unchanged"),
+      real_knob("load_ema_alpha", 0.9, "load EMA rate: L <- a*demand + (1-a)*L", 0.0, 1.0),
+      choice_knob("load_normalize", "capacity", {"capacity", "none"},
+                  "divide per-batch demand by the expert capacity (fair share when dropless), or raw counts"),
+      real_knob("epsilon", 0.0, "epsilon-greedy: a token takes k uniformly random experts with this probability",
+                0.0, 1.0),
+      real_knob("score_noise", 0.0, "std of Gaussian noise added to every selection score", 0.0),
+      choice_knob("weights_over", "scores", {"scores", "logits"},
+                  "combine weights: softmax over the selected scores (reference) or over their gate logits"),
+      real_knob("initial_reputation", 0.0, "R_i at the start"),
+  };
+  for (auto& c : capacity_knobs()) k.push_back(c);
+  return k;
+}
+
+RdesiPolicy::RdesiPolicy(int experts, int k, const Knobs& kn)
+    : Policy("rdesi", experts, k, kn),
+      beta_(kn.real("beta")),
+      gamma_(kn.real("gamma")),
+      alpha_(kn.real("alpha")),
+      ucb_c_(kn.real("ucb_c")),
+      ucb_eps_(kn.real("ucb_eps")),
+      decay_rate_(kn.real("decay_rate")),
+      load_alpha_(kn.real("load_ema_alpha")),
+      epsilon_(kn.real("epsilon")),
+      noise_(kn.real("score_noise")),
+      cap_(capacity_from(kn, "rdesi")) {
+  const auto& d = kn.choice("decay_on");
+  decay_on_ = d == "idle" ? Decay::Idle : d == "all" ? Decay::All : Decay::None;
+  idle_perf_zero_ = kn.choice("idle_perf") == "zero";
+  load_by_capacity_ = kn.choice("load_normalize") == "capacity";
+  weights_on_scores_ = kn.choice("weights_over") == "scores";
+  const auto E = static_cast<std::size_t>(experts);
+  R_.assign(E, kn.real("initial_reputation"));
+  L_.assign(E, 0.0);
+  N_i_.assign(E, 0.0);
+  demand_.assign(E, 0.0);
+}
+
+std::vector<double> RdesiPolicy::score_bias() const {
+  const int E = experts();
+  std::vector<double> b(static_cast<std::size_t>(E));
+  const double lnN = std::log(N_ + 1.0);
+  for (int e = 0; e < E; ++e) {
+    b[e] = beta_ * R_[e] - gamma_ * L_[e];
+    if (ucb_c_ > 0.0) b[e] += ucb_c_ * std::sqrt(lnN / (N_i_[e] + ucb_eps_));
+  }
+  return b;
+}
+
+std::vector<NamedVector> RdesiPolicy::state_vectors() const {
+  return {{"reputation", R_}, {"load", L_}, {"counts", N_i_}, {"score_bias", score_bias()}};
+}
+
+void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
+  const int T = in.tokens, E = experts(), k = this->k();
+  out.reset(T, E, k);
+  const auto b = score_bias();
+  bias_.assign(b.begin(), b.end());
+  const float* bias = bias_.data();
+
+  float val_small[64];
+  std::vector<float> val_big(k > 64 ? static_cast<std::size_t>(k) : 0);
+  float* val = k > 64 ? val_big.data() : val_small;
+  if (noise_ > 0.0) scores_.resize(static_cast<std::size_t>(E));
+  if (epsilon_ > 0.0) perm_.resize(static_cast<std::size_t>(E));
+
+  for (int t = 0; t < T; ++t) {
+    const float* z = in.logits + static_cast<std::size_t>(t) * E;
+    std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * k;
+    float* off = out.offset.data() + static_cast<std::size_t>(t) * k;
+    // Draw order is fixed (epsilon coin, then noise, then the random pick) so a
+    // knob that is off consumes no randomness and cannot shift the others.
+    const bool explore = epsilon_ > 0.0 && rng.uniform() < epsilon_;
+    if (noise_ > 0.0) {
+      for (int e = 0; e < E; ++e)
+        scores_[e] = z[e] + bias[e] + static_cast<float>(noise_ * rng.normal());
+    }
+    if (explore) {
+      // k distinct experts uniformly: partial Fisher-Yates.
+      std::iota(perm_.begin(), perm_.end(), 0);
+      for (int j = 0; j < k; ++j) {
+        const auto r = j + static_cast<int>(rng.below(static_cast<std::uint64_t>(E - j)));
+        std::swap(perm_[j], perm_[r]);
+        ex[j] = perm_[j];
+      }
+    } else if (noise_ > 0.0) {
+      topk_row(scores_.data(), E, k, ex, val);
+    } else {
+      topk_by(E, k, [z, bias](int e) { return z[e] + bias[e]; }, ex, val);
+    }
+    if (weights_on_scores_) {
+      for (int j = 0; j < k; ++j) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];
+    }
+  }
+  std::fill(demand_.begin(), demand_.end(), 0.0);
+  for (auto e : out.expert) demand_[e] += 1.0;
+  tail_.finish(in.logits, cap_, weight_spec(), out);
+  last_tokens_ = T;
+  last_capacity_ = out.capacity;
+}
+
+void RdesiPolicy::do_observe(const Assignment& a, const float* perf) {
+  const int E = experts();
+  std::vector<double> sum(static_cast<std::size_t>(E), 0.0), cnt(static_cast<std::size_t>(E), 0.0);
+  if (perf) {
+    for (std::size_t i = 0; i < a.expert.size(); ++i) {
+      const auto e = a.expert[i];
+      if (e < 0) continue;
+      sum[e] += perf[i];
+      cnt[e] += 1.0;
+    }
+  } else {
+    for (int e = 0; e < E; ++e) cnt[e] = static_cast<double>(a.counts[e]);
+  }
+  // Capacity in force for the batch; when dropless, the fair share T*k/E.
+  double capacity = static_cast<double>(last_capacity_);
+  if (capacity <= 0.0) capacity = static_cast<double>(last_tokens_) * k() / E;
+  for (int e = 0; e < E; ++e) {
+    const bool served = cnt[e] > 0.0;
+    if (perf && (served || idle_perf_zero_)) {
+      const double p = served ? sum[e] / cnt[e] : 0.0;
+      R_[e] = alpha_ * p + (1.0 - alpha_) * R_[e];
+    }
+    if (decay_on_ == Decay::All || (decay_on_ == Decay::Idle && !served)) R_[e] *= decay_rate_;
+    const double d = load_by_capacity_ ? (capacity > 0.0 ? demand_[e] / capacity : 0.0) : demand_[e];
+    L_[e] = load_alpha_ * d + (1.0 - load_alpha_) * L_[e];
+    N_i_[e] += static_cast<double>(a.counts[e]);
+  }
+  N_ += static_cast<double>(a.served());
+}
+
+void RdesiPolicy::save_state(StateWriter& w) const {
+  w.put("reputation", R_);
+  w.put("load", L_);
+  w.put("counts", N_i_);
+  w.put("total", N_);
+  w.put("demand", demand_);
+  w.put("last_capacity", static_cast<std::int64_t>(last_capacity_));
+  w.put("last_tokens", static_cast<std::int64_t>(last_tokens_));
+}
+
+void RdesiPolicy::load_state(StateReader& r) {
+  const auto E = static_cast<std::size_t>(experts());
+  // Read everything before assigning: a failed load leaves the policy untouched.
+  auto R = r.get_vec("reputation", E);
+  auto L = r.get_vec("load", E);
+  auto Ni = r.get_vec("counts", E);
+  const double N = r.get_real("total");
+  auto dem = r.get_vec("demand", E);
+  const auto cap = r.get_int("last_capacity");
+  const auto tok = r.get_int("last_tokens");
+  R_ = std::move(R), L_ = std::move(L), N_i_ = std::move(Ni), N_ = N, demand_ = std::move(dem);
+  last_capacity_ = cap;
+  last_tokens_ = static_cast<int>(tok);
+}
+
+PolicyInfo rdesi_info() {
+  return {"rdesi", "RD-ESI: gate logit + beta*reputation - gamma*load + UCB bonus, top-k on the sum", rdesi_knobs(),
+          [](int E, int k, const Knobs& kn) { return std::make_unique<RdesiPolicy>(E, k, kn); }};
+}
+
+}  // namespace moesim
