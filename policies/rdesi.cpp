@@ -108,7 +108,7 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     } else if (noise_ > 0.0) {
       topk_row(scores_.data(), E, k, ex, val);
     } else {
-      topk_by(E, k, [z, bias](int e) { return z[e] + bias[e]; }, ex, val);
+      topk_row(z, E, k, ex, val, bias);
     }
     if (weights_on_scores_) {
       for (int j = 0; j < k; ++j) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];

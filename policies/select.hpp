@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <limits>
 
+#include "policies/select_avx512.hpp"
 #include "policies/types.hpp"
 
 namespace moesim {
@@ -63,7 +64,22 @@ inline void topk_by(int n, int k, ValueFn&& value, std::int32_t* idx, float* val
   }
 }
 
-inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* val) {
+// The k best of row (+ bias when non-null), best first. The AVX-512 kernel
+// handles k in {1,2,3,4,6,8} when there are no -inf entries to hide (it pads
+// with -inf); everything else takes the scalar kernel. Both give identical output.
+inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* val,
+                     const float* bias = nullptr) {
+#if defined(__AVX512F__)
+  if (simd::topk_dispatch(row, bias, n, k, idx, val)) return;
+#endif
+  if (bias)
+    topk_by(n, k, [row, bias](int i) { return row[i] + bias[i]; }, idx, val);
+  else
+    topk_by(n, k, [row](int i) { return row[i]; }, idx, val);
+}
+
+// The scalar kernel alone, for tests that compare the two.
+inline void topk_row_scalar(const float* row, int n, int k, std::int32_t* idx, float* val) {
   topk_by(n, k, [row](int i) { return row[i]; }, idx, val);
 }
 
