@@ -1,0 +1,411 @@
+#pragma once
+// Shared helpers for the policy tests: scenario generation (sizes, logits with or
+// without ties, knob variations, token ids), an independent data PRNG, bitwise
+// assignment comparison and the generic assignment invariants.
+//
+// Test data never comes from moesim's own Rng: a local SplitMix64 fills logits and
+// perf signals, so a bug in the code under test cannot also bend the test input.
+#include <rapidcheck.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "policies/registry.hpp"
+
+namespace testutil {
+
+using moesim::Assignment;
+using moesim::KnobMap;
+using moesim::kNoExpert;
+using moesim::PolicyInfo;
+
+// SplitMix64 (Steele et al. 2014), written out here independently of policies/rng.hpp.
+struct DataRng {
+  std::uint64_t s;
+  explicit DataRng(std::uint64_t seed) : s(seed) {}
+  std::uint64_t next() {
+    std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  double unit() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  int below(int n) { return static_cast<int>(next() % static_cast<std::uint64_t>(n)); }
+};
+
+// Logit styles: continuous (distinct with overwhelming probability), drawn from a
+// small set (many exact ties), or each row one or the other.
+enum LogitStyle { kContinuous = 0, kTies = 1, kMixed = 2 };
+
+inline std::vector<float> make_logits(int T, int E, std::uint64_t seed, int style) {
+  DataRng r(seed);
+  static const float kSet[] = {-1.0f, 0.0f, 0.5f, 1.0f, 2.0f};
+  std::vector<float> z(static_cast<std::size_t>(T) * E);
+  for (int t = 0; t < T; ++t) {
+    const bool ties = style == kTies || (style == kMixed && (r.next() & 1));
+    for (int e = 0; e < E; ++e)
+      z[static_cast<std::size_t>(t) * E + e] =
+          ties ? kSet[r.below(5)] : static_cast<float>(r.unit() * 8.0 - 4.0);
+  }
+  return z;
+}
+
+// Continuous logits with every row's values pairwise distinct by a wide margin
+// (>= 1/8 of the grid step), so sums, normalisations and added biases cannot
+// round two of them into a tie: each row is a random permutation of a jittered grid.
+inline std::vector<float> make_distinct_logits(int T, int E, std::uint64_t seed) {
+  DataRng r(seed);
+  std::vector<float> z(static_cast<std::size_t>(T) * E);
+  std::vector<int> perm(static_cast<std::size_t>(E));
+  const double step = 8.0 / E;
+  for (int t = 0; t < T; ++t) {
+    for (int e = 0; e < E; ++e) perm[static_cast<std::size_t>(e)] = e;
+    for (int e = E - 1; e > 0; --e) std::swap(perm[static_cast<std::size_t>(e)], perm[static_cast<std::size_t>(r.below(e + 1))]);
+    for (int e = 0; e < E; ++e)
+      z[static_cast<std::size_t>(t) * E + e] =
+          static_cast<float>(-4.0 + step * (perm[static_cast<std::size_t>(e)] + 0.75 * r.unit()));
+  }
+  return z;
+}
+
+inline std::vector<float> make_perf(std::size_t n, std::uint64_t seed) {
+  DataRng r(seed);
+  std::vector<float> p(n);
+  for (auto& x : p) x = static_cast<float>(r.unit() * 5.0 - 2.0);  // [-2, 3)
+  return p;
+}
+
+inline std::vector<std::int64_t> make_ids(int T, std::uint64_t seed) {
+  DataRng r(seed);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(T));
+  // Small vocabulary: repeated ids must map to the same expert.
+  for (auto& x : ids) x = static_cast<std::int64_t>(r.below(50));
+  return ids;
+}
+
+// Uniform over [0, n), not scaled by RapidCheck's size; shrinks toward 0.
+inline int choose(int n) { return *rc::gen::resize(100, rc::gen::inRange(0, n)); }
+inline std::uint64_t any_seed() {
+  return *rc::gen::noShrink(rc::gen::resize(100, rc::gen::arbitrary<std::uint64_t>()));
+}
+
+inline const moesim::KnobSpec* find_knob(const PolicyInfo& info, const std::string& name) {
+  for (const auto& k : info.knobs)
+    if (k.name == name) return &k;
+  return nullptr;
+}
+inline bool has_knob(const PolicyInfo& info, const std::string& name) { return find_knob(info, name) != nullptr; }
+
+inline bool is_policy(const std::string& name) {
+  for (const auto& p : moesim::policy_registry())
+    if (p.name == name) return true;
+  return false;
+}
+
+// Policies whose routing draws randomness or hashes ids: expert permutation
+// equivariance does not apply to them.
+inline bool is_equivariant_policy(const std::string& name) {
+  return name != "noisy_topk" && name != "random" && name != "hash";
+}
+
+struct Scenario {
+  std::string policy;
+  int E = 1, k = 1, T = 0;
+  KnobMap knobs;
+  int style = kContinuous;
+  std::uint64_t seed = 0;
+  std::vector<float> logits;
+  std::vector<std::int64_t> ids;
+
+  moesim::RouteInput input() const {
+    moesim::RouteInput in;
+    in.logits = logits.data();
+    in.tokens = T;
+    in.experts = E;
+    in.token_ids = ids.empty() ? nullptr : ids.data();
+    return in;
+  }
+  std::string describe() const {
+    std::ostringstream os;
+    os << policy << " E=" << E << " k=" << k << " T=" << T << " style=" << style << " seed=" << seed
+       << " knobs={";
+    for (const auto& [key, v] : knobs) os << key << '=' << v << ' ';
+    os << '}';
+    return os.str();
+  }
+};
+
+// Knob variations that are valid for any size; each knob varied with probability
+// 1/4 when `vary` (so most knobs stay at their defaults).
+inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
+  auto maybe = [&](const std::string& name, std::vector<std::string> values) {
+    if (!has_knob(info, name) || choose(4) != 0) return;
+    kn[name] = values[static_cast<std::size_t>(choose(static_cast<int>(values.size())))];
+  };
+  maybe("capacity_factor", {"0.5", "1", "1.25", "2"});
+  maybe("min_capacity", {"0", "1", "4"});
+  maybe("dropless", {"true", "false"});
+  maybe("drop_policy", {"position", "probability"});
+  maybe("score_fn", {"softmax", "sigmoid"});
+  maybe("renormalize", {"true", "false"});
+  // RD-ESI
+  maybe("alpha", {"0", "0.3", "1"});
+  maybe("decay_on", {"idle", "all", "none"});
+  maybe("decay_rate", {"0", "0.5", "1"});
+  maybe("idle_perf", {"zero", "keep"});
+  maybe("load_normalize", {"capacity", "none"});
+  maybe("weights_over", {"scores", "logits"});
+  maybe("epsilon", {"0", "0.2"});
+  maybe("score_noise", {"0", "0.5"});
+  maybe("ucb_c", {"0", "0.1", "2"});
+  // loss-free
+  maybe("bias_rate", {"0.001", "0.1"});
+  // noisy top-k
+  maybe("noise", {"gaussian", "gumbel", "none"});
+  maybe("weights_from", {"noisy", "clean"});
+  // group-limited routing: a divisor of E, enough groups kept for k
+  if (has_knob(info, "n_groups") && choose(4) == 0) {
+    std::vector<int> divs;
+    for (int g = 1; g <= E; ++g)
+      if (E % g == 0) divs.push_back(g);
+    const int g = divs[static_cast<std::size_t>(choose(static_cast<int>(divs.size())))];
+    const int gs = E / g;
+    const int need = (k + gs - 1) / gs;  // groups needed to hold k experts
+    const int tg = need + choose(g - need + 1);
+    kn["n_groups"] = std::to_string(g);
+    kn["topk_groups"] = std::to_string(tg);
+    if (gs >= 2 && choose(2)) kn["group_score"] = "top2sum";
+  }
+}
+
+// A generated scenario for `info` (call inside an rc::prop).
+inline Scenario gen_scenario(const PolicyInfo& info, bool allow_knob_variation = true,
+                             int max_T = 200, int max_E = 32) {
+  Scenario s;
+  s.policy = info.name;
+  s.E = *rc::gen::inRange(1, max_E + 1);
+  s.k = info.top1_only ? 1 : 1 + choose(s.E);
+  if (info.name == "balanced") {
+    s.T = s.E * choose(max_T / s.E + 1);  // T a multiple of E
+  } else {
+    s.T = *rc::gen::inRange(0, max_T + 1);
+  }
+  s.style = choose(3);
+  s.seed = any_seed();
+  if (allow_knob_variation && choose(2) == 0) vary_knobs(info, s.E, s.k, s.knobs);
+  s.logits = make_logits(s.T, s.E, s.seed, s.style);
+  s.ids = make_ids(s.T, s.seed ^ 0x5bd1e995ULL);
+  return s;
+}
+
+// Input for step `step` of a multi-step run: step 0 is the scenario's own batch,
+// later steps draw fresh logits and ids of the same shape and style.
+struct Step {
+  std::vector<float> logits;
+  std::vector<std::int64_t> ids;
+  std::uint64_t perf_seed = 0;
+  bool with_perf = true;
+};
+
+inline Step make_step(const Scenario& s, int step, bool distinct = false) {
+  Step st;
+  const std::uint64_t seed = s.seed + 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(step);
+  if (step == 0) {
+    st.logits = s.logits;
+    st.ids = s.ids;
+  } else {
+    st.logits = distinct ? make_distinct_logits(s.T, s.E, seed) : make_logits(s.T, s.E, seed, s.style);
+    st.ids = make_ids(s.T, seed ^ 0x5bd1e995ULL);
+  }
+  st.perf_seed = seed ^ 0xa0761d6478bd642fULL;
+  st.with_perf = (seed >> 7) % 4 != 0;  // now and then no feedback signal at all
+  return st;
+}
+
+inline moesim::RouteInput input_of(const Scenario& s, const Step& st) {
+  moesim::RouteInput in;
+  in.logits = st.logits.data();
+  in.tokens = s.T;
+  in.experts = s.E;
+  in.token_ids = st.ids.data();
+  return in;
+}
+
+// Feedback for an assignment: one value per slot, a pure function of the step.
+inline std::vector<float> perf_for(const Step& st, const Assignment& a) {
+  return make_perf(a.expert.size(), st.perf_seed);
+}
+
+inline void feed(moesim::Policy& p, const Step& st, const Assignment& a) {
+  const auto perf = perf_for(st, a);
+  p.observe(a, st.with_perf ? perf.data() : nullptr);
+}
+
+inline std::unique_ptr<moesim::Policy> make(const Scenario& s) {
+  return moesim::make_policy(s.policy, s.E, s.k, s.knobs);
+}
+
+// Independent reference: indices sorted by (value desc, index asc), first k.
+inline std::vector<int> ref_topk(const float* row, int n, int k) {
+  std::vector<int> idx(static_cast<std::size_t>(n));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(), [row](int a, int b) { return row[a] > row[b]; });
+  idx.resize(static_cast<std::size_t>(k));
+  return idx;
+}
+
+// Independent combine-weight oracle in double for the score rules top-k uses.
+inline std::vector<double> ref_weights(const float* z, int E, const std::vector<int>& chosen, bool sigmoid,
+                                bool renormalize) {
+  std::vector<double> w;
+  if (sigmoid) {
+    for (int e : chosen) w.push_back(1.0 / (1.0 + std::exp(-double(z[e]))));
+  } else {
+    double m = z[0];
+    for (int e = 1; e < E; ++e) m = std::max(m, double(z[e]));
+    double s = 0;
+    for (int e = 0; e < E; ++e) s += std::exp(double(z[e]) - m);
+    for (int e : chosen) w.push_back(std::exp(double(z[e]) - m) / s);
+  }
+  if (renormalize) {
+    double s = 0;
+    for (double x : w) s += x;
+    for (double& x : w) x /= s;
+  }
+  return w;
+}
+
+inline Assignment route_once(moesim::Policy& p, const std::vector<float>& z, int T, int E, std::uint64_t seed = 1,
+                             const std::int64_t* ids = nullptr) {
+  moesim::RouteInput in;
+  in.logits = z.data();
+  in.tokens = T;
+  in.experts = E;
+  in.token_ids = ids;
+  moesim::Rng rng(seed);
+  Assignment a;
+  p.route(in, rng, a);
+  return a;
+}
+
+// Bitwise equality of two assignments: an empty string when equal, else where they differ.
+inline std::string diff_assignments(const Assignment& a, const Assignment& b) {
+  std::ostringstream os;
+  if (a.tokens != b.tokens || a.experts != b.experts || a.width != b.width) {
+    os << "shape " << a.tokens << 'x' << a.width << " vs " << b.tokens << 'x' << b.width;
+    return os.str();
+  }
+  for (std::size_t i = 0; i < a.expert.size(); ++i)
+    if (a.expert[i] != b.expert[i]) {
+      os << "slot " << i << ": expert " << a.expert[i] << " vs " << b.expert[i];
+      return os.str();
+    }
+  if (a.weight.size() != b.weight.size() ||
+      std::memcmp(a.weight.data(), b.weight.data(), a.weight.size() * sizeof(float)) != 0)
+    return "weights differ bitwise";
+  if (a.offset.size() != b.offset.size() ||
+      std::memcmp(a.offset.data(), b.offset.data(), a.offset.size() * sizeof(float)) != 0)
+    return "offsets differ bitwise";
+  if (a.counts != b.counts) return "counts differ";
+  if (a.routed != b.routed || a.dropped != b.dropped || a.dropped_tokens != b.dropped_tokens ||
+      a.capacity != b.capacity)
+    return "routed/dropped/dropped_tokens/capacity differ";
+  return {};
+}
+
+inline bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+}
+
+// The generic invariants every policy's assignment satisfies. Empty when all hold,
+// otherwise the first violation, named.
+inline std::string violation(const moesim::Policy& p, int T, int E, int k, const Assignment& a) {
+  std::ostringstream os;
+  if (a.tokens != T || a.experts != E) {
+    os << "assignment is " << a.tokens << " tokens x " << a.experts << " experts, want " << T << 'x' << E;
+    return os.str();
+  }
+  if (a.width != k && a.width != E) {
+    os << "width " << a.width << " is neither k=" << k << " nor E=" << E;
+    return os.str();
+  }
+  const std::size_t n = static_cast<std::size_t>(T) * a.width;
+  if (a.expert.size() != n || a.weight.size() != n || a.offset.size() != n ||
+      a.counts.size() != static_cast<std::size_t>(E))
+    return "vector sizes do not match tokens x width / experts";
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(E), 0);
+  std::int64_t no_expert_tokens = 0;
+  const bool normalized = p.weight_spec().normalized();
+  for (int t = 0; t < T; ++t) {
+    std::set<int> seen;
+    double sum = 0.0;
+    int served = 0;
+    for (int j = 0; j < a.width; ++j) {
+      const int e = a.at(t, j);
+      const float w = a.weight_at(t, j);
+      if (e == kNoExpert) {
+        if (w != 0.0f) {
+          os << "token " << t << " slot " << j << " is empty but has weight " << w;
+          return os.str();
+        }
+        continue;
+      }
+      if (e < 0 || e >= E) {
+        os << "token " << t << " slot " << j << ": expert " << e << " out of range [0," << E << ")";
+        return os.str();
+      }
+      if (!seen.insert(e).second) {
+        os << "token " << t << ": expert " << e << " appears twice";
+        return os.str();
+      }
+      if (!std::isfinite(w) || w < 0.0f || w > 1.0f + 1e-6f) {
+        os << "token " << t << " slot " << j << ": weight " << w << " not in [0,1]";
+        return os.str();
+      }
+      ++counts[static_cast<std::size_t>(e)];
+      sum += w;
+      ++served;
+    }
+    if (served == 0) ++no_expert_tokens;
+    if (served > 0 && normalized && std::fabs(sum - 1.0) > 1e-5) {
+      os << "token " << t << ": weights sum to " << sum << ", want 1";
+      return os.str();
+    }
+  }
+  for (int e = 0; e < E; ++e) {
+    if (counts[static_cast<std::size_t>(e)] != a.counts[static_cast<std::size_t>(e)]) {
+      os << "counts[" << e << "] = " << a.counts[static_cast<std::size_t>(e)] << " but "
+         << counts[static_cast<std::size_t>(e)] << " slots hold expert " << e;
+      return os.str();
+    }
+    if (a.capacity > 0 && a.counts[static_cast<std::size_t>(e)] > a.capacity) {
+      os << "expert " << e << " serves " << a.counts[static_cast<std::size_t>(e)] << " > capacity "
+         << a.capacity;
+      return os.str();
+    }
+  }
+  if (a.capacity < 0) return "negative capacity";
+  if (a.dropped < 0) return "negative dropped";
+  if (a.served() + a.dropped != a.routed) {
+    os << "served " << a.served() << " + dropped " << a.dropped << " != routed " << a.routed;
+    return os.str();
+  }
+  if (a.dropped_tokens != no_expert_tokens) {
+    os << "dropped_tokens = " << a.dropped_tokens << " but " << no_expert_tokens << " tokens have no expert";
+    return os.str();
+  }
+  if (a.width == k && a.width != E && a.routed != static_cast<std::int64_t>(T) * k) {
+    os << "token-choice routed = " << a.routed << ", want T*k = " << static_cast<std::int64_t>(T) * k;
+    return os.str();
+  }
+  return {};
+}
+
+}  // namespace testutil

@@ -1,0 +1,246 @@
+// Bad input: every refusal is a moesim::Error whose message names what is wrong.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include "helpers.hpp"
+#include "policies/registry.hpp"
+
+using namespace testutil;
+using moesim::Assignment;
+using moesim::Rng;
+
+// Type and message (the expression runs twice: once per check).
+#define REQUIRE_ERROR(expr, fragment)                   \
+  do {                                                  \
+    REQUIRE_THROWS_AS(expr, moesim::Error);             \
+    REQUIRE_THROWS_WITH(expr, Catch::Contains(fragment)); \
+  } while (0)
+
+namespace {
+void route(moesim::Policy& p, const moesim::RouteInput& in) {
+  Rng rng(1);
+  Assignment a;
+  p.route(in, rng, a);
+}
+moesim::RouteInput input(const std::vector<float>& z, int T, int E, const std::vector<std::int64_t>* ids = nullptr) {
+  moesim::RouteInput in;
+  in.logits = z.data();
+  in.tokens = T;
+  in.experts = E;
+  in.token_ids = ids ? ids->data() : nullptr;
+  return in;
+}
+}  // namespace
+
+TEST_CASE("k < 1, k > E and E < 1 are refused by every policy") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, 0), "k=0");
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, -2), "k=-2");
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, 5), "k=5");
+    REQUIRE_ERROR(moesim::make_policy(info.name, 0, 1), "E=0");
+    REQUIRE_ERROR(moesim::make_policy(info.name, -3, 1), "E=-3");
+    // The message names the policy.
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, 5), info.name);
+  }
+}
+
+TEST_CASE("capacity_factor <= 0 is refused outside dropless mode and accepted in dropless mode") {
+  for (const auto& info : moesim::policy_registry()) {
+    if (!has_knob(info, "capacity_factor")) continue;
+    CAPTURE(info.name);
+    const int k = 1;
+    // hash is dropless by default: ask for capacity mode explicitly.
+    moesim::KnobMap capped;
+    if (has_knob(info, "dropless")) capped["dropless"] = "false";
+    for (const char* cf : {"0", "-1", "-0.5"}) {
+      CAPTURE(cf);
+      capped["capacity_factor"] = cf;
+      REQUIRE_ERROR(moesim::make_policy(info.name, 4, k, capped), "must be > 0");
+      REQUIRE_ERROR(moesim::make_policy(info.name, 4, k, capped), "capacity_factor");
+      // Policies with a dropless mode say so, and accept any factor in it (expert
+      // choice has no dropless mode: C is its whole mechanism).
+      if (has_knob(info, "dropless")) {
+        REQUIRE_ERROR(moesim::make_policy(info.name, 4, k, capped), "outside dropless mode");
+        REQUIRE_NOTHROW(moesim::make_policy(info.name, 4, k, {{"capacity_factor", cf}, {"dropless", "true"}}));
+      }
+    }
+  }
+}
+
+TEST_CASE("logits shaped for another E, negative tokens and null logits are refused") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    auto p = moesim::make_policy(info.name, 4, 1);
+    const std::vector<float> z(15, 0.0f);
+    const std::vector<std::int64_t> ids(5, 1);
+    REQUIRE_ERROR(route(*p, input(z, 5, 3, &ids)), "logits have 3 experts per token, policy was built for E=4");
+    REQUIRE_ERROR(route(*p, input(z, -1, 4, &ids)), "tokens=-1");
+    moesim::RouteInput in = input(z, 2, 4, &ids);
+    in.logits = nullptr;
+    REQUIRE_ERROR(route(*p, in), "logits pointer is null");
+  }
+}
+
+TEST_CASE("a NaN or infinite gate score is refused, naming the token and expert") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    // Balanced needs T a multiple of E: T = 8, E = 4 suits every policy.
+    auto p = moesim::make_policy(info.name, 4, 1);
+    const std::vector<std::int64_t> ids(8, 3);
+    std::vector<float> z = make_logits(8, 4, 1, kContinuous);
+    z[3 * 4 + 1] = std::numeric_limits<float>::quiet_NaN();
+    REQUIRE_ERROR(route(*p, input(z, 8, 4, &ids)), "NaN at token 3, expert 1");
+    REQUIRE_ERROR(route(*p, input(z, 8, 4, &ids)), info.name);
+    z[3 * 4 + 1] = 0.0f;
+    z[6 * 4 + 2] = std::numeric_limits<float>::infinity();
+    REQUIRE_ERROR(route(*p, input(z, 8, 4, &ids)), "infinite at token 6, expert 2");
+    z[6 * 4 + 2] = 0.0f;
+    z[0] = -std::numeric_limits<float>::infinity();
+    REQUIRE_ERROR(route(*p, input(z, 8, 4, &ids)), "infinite at token 0, expert 0");
+    // The first bad score is the one named.
+    z[7 * 4 + 3] = std::numeric_limits<float>::quiet_NaN();
+    REQUIRE_ERROR(route(*p, input(z, 8, 4, &ids)), "token 0, expert 0");
+  }
+}
+
+TEST_CASE("unknown policy names are refused, listing the known ones") {
+  REQUIRE_ERROR(moesim::make_policy("no_such_policy", 4, 1), "unknown policy 'no_such_policy'");
+  REQUIRE_ERROR(moesim::make_policy("no_such_policy", 4, 1), "topk");
+  REQUIRE_ERROR(moesim::make_policy("", 4, 1), "unknown policy ''");
+  REQUIRE_ERROR(moesim::make_policy("TOPK", 4, 1), "unknown policy 'TOPK'");  // names are case-sensitive
+}
+
+TEST_CASE("unknown knobs are refused, naming the policy and the key") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{"no_such_knob", "1"}}), "unknown knob 'no_such_knob'");
+    REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{"no_such_knob", "1"}}), info.name);
+  }
+}
+
+TEST_CASE("every knob of every policy refuses a value of the wrong type") {
+  for (const auto& info : moesim::policy_registry()) {
+    for (const auto& spec : info.knobs) {
+      CAPTURE(info.name, spec.name);
+      const std::string where = "knob '" + spec.name + "'";
+      switch (spec.type) {
+        case moesim::KnobType::Real:
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "abc"}}), "expected a real number");
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "1.5x"}}), where);
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "nan"}}), where);
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "inf"}}), where);
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, ""}}), where);
+          break;
+        case moesim::KnobType::Int:
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "1.5"}}), "expected an integer");
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "two"}}), where);
+          break;
+        case moesim::KnobType::Bool:
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "maybe"}}), "expected true or false");
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "2"}}), where);
+          break;
+        case moesim::KnobType::Choice:
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "no_such_choice"}}), "expected one of");
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, "no_such_choice"}}), where);
+          break;
+      }
+    }
+  }
+}
+
+TEST_CASE("knob values outside their declared range are refused") {
+  for (const auto& info : moesim::policy_registry()) {
+    for (const auto& spec : info.knobs) {
+      if (spec.type != moesim::KnobType::Real && spec.type != moesim::KnobType::Int) continue;
+      CAPTURE(info.name, spec.name);
+      // Bounds are compared as doubles: only bounds exactly representable with
+      // room for +-1 (|bound| < 2^53) can be probed one step outside here; the
+      // wider ones are covered by the known-bug case below.
+      auto probe = [&spec](double bound) {
+        return std::fabs(bound) < 1e299 && (spec.type == moesim::KnobType::Real || std::fabs(bound) < 9007199254740992.0);
+      };
+      if (probe(spec.lo)) {
+        // Just below the lower bound (integers: one below).
+        const std::string v = spec.type == moesim::KnobType::Int ? std::to_string(static_cast<long>(spec.lo) - 1)
+                                                                 : moesim::format_real(spec.lo - 1.0);
+        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, v}}), "out of range");
+      }
+      if (probe(spec.hi)) {
+        const std::string v = spec.type == moesim::KnobType::Int ? std::to_string(static_cast<long>(spec.hi) + 1)
+                                                                 : moesim::format_real(spec.hi + 1.0);
+        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, v}}), "out of range");
+      }
+    }
+  }
+  // Spot checks with hand-picked values.
+  if (is_policy("rdesi")) {
+    REQUIRE_ERROR(moesim::make_policy("rdesi", 4, 1, {{"alpha", "1.5"}}), "knob 'alpha'");
+    REQUIRE_ERROR(moesim::make_policy("rdesi", 4, 1, {{"decay_rate", "-0.1"}}), "out of range");
+  }
+  REQUIRE_ERROR(moesim::make_policy("topk", 4, 1, {{"min_capacity", "-1"}}), "knob 'min_capacity'");
+}
+
+// BUG (policies/knobs.cpp, check_value): integer knobs are range-checked after
+// conversion to double, so for bounds beyond 2^53 a value one past the bound rounds
+// onto the bound and is accepted. Input: hash knob salt = 2^62 + 1 (declared range
+// [-2^62, 2^62]); expected: "out of range"; actual: accepted. Remove [!shouldfail]
+// once fixed (compare as integers).
+TEST_CASE("integer knobs with bounds beyond 2^53 still refuse a value one past the bound", "[!shouldfail]") {
+  REQUIRE(is_policy("hash"));
+  REQUIRE_ERROR(moesim::make_policy("hash", 4, 1, {{"salt", "4611686018427387905"}}), "out of range");
+  REQUIRE_ERROR(moesim::make_policy("hash", 4, 1, {{"salt", "-4611686018427387905"}}), "out of range");
+}
+
+TEST_CASE("group-limited routing refuses impossible group settings") {
+  REQUIRE_ERROR(moesim::make_policy("topk", 6, 1, {{"n_groups", "4"}}), "must divide E=6");
+  REQUIRE_ERROR(moesim::make_policy("topk", 8, 1, {{"n_groups", "2"}, {"topk_groups", "3"}}), "exceeds n_groups");
+  // 4 groups of 2, one kept: at most 2 experts reachable.
+  REQUIRE_ERROR(moesim::make_policy("topk", 8, 3, {{"n_groups", "4"}, {"topk_groups", "1"}}), "k=3 exceeds");
+  REQUIRE_ERROR(moesim::make_policy("topk", 4, 1, {{"n_groups", "4"}, {"group_score", "top2sum"}}),
+                "needs groups of at least 2");
+}
+
+TEST_CASE("switch refuses k != 1; jitter without the gate input is refused") {
+  if (!is_policy("switch")) return;
+  REQUIRE_ERROR(moesim::make_policy("switch", 4, 2), "k=2");
+  auto p = moesim::make_policy("switch", 4, 1, {{"jitter_eps", "0.01"}});
+  const std::vector<float> z(8, 0.0f);
+  REQUIRE_ERROR(route(*p, input(z, 2, 4)), "needs the gate input");
+  if (is_policy("noisy_topk")) {
+    auto q = moesim::make_policy("noisy_topk", 4, 1, {{"jitter_eps", "0.01"}});
+    REQUIRE_ERROR(route(*q, input(z, 2, 4)), "needs the gate input");
+  }
+}
+
+TEST_CASE("observe() refuses an assignment for another number of experts") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    auto p = moesim::make_policy(info.name, 4, 1);
+    Assignment a;
+    a.reset(2, 5, 1);
+    REQUIRE_ERROR(p->observe(a, nullptr), "assignment has E=5");
+  }
+}
+
+TEST_CASE("hash routing without token ids is refused") {
+  if (!is_policy("hash")) {
+    WARN("hash not registered yet: check skipped");
+    return;
+  }
+  auto p = moesim::make_policy("hash", 4, 1);
+  const std::vector<float> z(8, 0.0f);
+  REQUIRE_ERROR(route(*p, input(z, 2, 4)), "token");
+}
+
+TEST_CASE("balanced assignment refuses T not a multiple of E") {
+  if (!is_policy("balanced")) {
+    WARN("balanced not registered yet: check skipped");
+    return;
+  }
+  auto p = moesim::make_policy("balanced", 4, 1);
+  const std::vector<float> z(6 * 4, 0.0f);
+  REQUIRE_ERROR(route(*p, input(z, 6, 4)), "multiple");
+}

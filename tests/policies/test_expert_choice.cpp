@@ -1,0 +1,112 @@
+// Expert choice (Zhou et al. 2022): every expert picks its top-C tokens by gate
+// probability; a token may get any number of experts, including none.
+#include <catch2/catch.hpp>
+#include <rapidcheck/catch.h>
+
+#include <cmath>
+
+#include "helpers.hpp"
+#include "policies/registry.hpp"
+
+using namespace testutil;
+using moesim::Assignment;
+using moesim::kNoExpert;
+
+TEST_CASE("expert choice hand-computed 3 tokens x 2 experts (softmax): experts pick their top-C tokens") {
+  if (!is_policy("expert_choice")) return;
+  // k=1, cf=1: C = ceil(1*3*1/2) = 2.
+  // softmax: t0 {ln3, 0} -> {0.75, 0.25}; t1 {0, 0} -> {0.5, 0.5}; t2 {0, ln4} -> {0.2, 0.8}.
+  // expert 0 ranks p0 = {0.75, 0.5, 0.2} -> t0, t1; expert 1 ranks p1 = {0.25, 0.5, 0.8} -> t2, t1.
+  // Rows (chosen experts first, in index order, then empty): t0 [0,-], t1 [0,1], t2 [1,-].
+  // Weights = gate probability (no renormalisation by default): t0 0.75, t1 0.5 0.5, t2 0.8.
+  const std::vector<float> z = {std::log(3.0f), 0.0f, 0.0f, 0.0f, 0.0f, std::log(4.0f)};
+  auto p = moesim::make_policy("expert_choice", 2, 1, {{"capacity_factor", "1"}});
+  const auto a = route_once(*p, z, 3, 2);
+  REQUIRE(a.width == 2);
+  CHECK(a.capacity == 2);
+  CHECK(a.expert == std::vector<std::int32_t>{0, kNoExpert, 0, 1, 1, kNoExpert});
+  CHECK(a.counts == std::vector<std::int64_t>{2, 2});
+  CHECK(a.dropped_tokens == 0);
+  CHECK(a.weight_at(0, 0) == Approx(0.75).epsilon(1e-5));
+  CHECK(a.weight_at(1, 0) == Approx(0.5).epsilon(1e-5));
+  CHECK(a.weight_at(1, 1) == Approx(0.5).epsilon(1e-5));
+  CHECK(a.weight_at(2, 0) == Approx(0.8).epsilon(1e-5));
+  CHECK(a.weight_at(0, 1) == 0.0f);
+
+  // cf = 0.5, min_capacity 0: C = ceil(0.75) = 1 -> expert 0 takes t0, expert 1 takes t2,
+  // t1 gets no expert at all.
+  auto q = moesim::make_policy("expert_choice", 2, 1, {{"capacity_factor", "0.5"}, {"min_capacity", "0"}});
+  const auto b = route_once(*q, z, 3, 2);
+  CHECK(b.capacity == 1);
+  CHECK(b.expert == std::vector<std::int32_t>{0, kNoExpert, kNoExpert, kNoExpert, 1, kNoExpert});
+  CHECK(b.dropped_tokens == 1);
+}
+
+TEST_CASE("expert choice hand-computed (sigmoid): equal affinities go to the lower token index") {
+  if (!is_policy("expert_choice")) return;
+  // sigmoid: t0 {ln3, 0} -> {0.75, 0.5}; t1 {0, 0} -> {0.5, 0.5}; t2 {0, ln4} -> {0.5, 0.8}.
+  // C = 2. expert 0: {0.75, 0.5, 0.5} -> t0, then t1 (ties t2, lower index wins).
+  //        expert 1: {0.5, 0.5, 0.8} -> t2, then t0 (ties t1, lower index wins).
+  // Rows: t0 [0,1], t1 [0,-], t2 [1,-]; weights sigmoid, unnormalised: t0 0.75 0.5, t1 0.5, t2 0.8.
+  const std::vector<float> z = {std::log(3.0f), 0.0f, 0.0f, 0.0f, 0.0f, std::log(4.0f)};
+  auto p = moesim::make_policy("expert_choice", 2, 1, {{"capacity_factor", "1"}, {"score_fn", "sigmoid"}});
+  const auto a = route_once(*p, z, 3, 2);
+  CHECK(a.expert == std::vector<std::int32_t>{0, 1, 0, kNoExpert, 1, kNoExpert});
+  CHECK(a.weight_at(0, 0) == Approx(0.75).epsilon(1e-5));
+  CHECK(a.weight_at(0, 1) == Approx(0.5).epsilon(1e-5));
+  CHECK(a.weight_at(1, 0) == Approx(0.5).epsilon(1e-5));
+  CHECK(a.weight_at(2, 0) == Approx(0.8).epsilon(1e-5));
+  // renormalize: t0's weights become 0.75/1.25 = 0.6 and 0.5/1.25 = 0.4.
+  auto q = moesim::make_policy("expert_choice", 2, 1,
+                               {{"capacity_factor", "1"}, {"score_fn", "sigmoid"}, {"renormalize", "true"}});
+  const auto b = route_once(*q, z, 3, 2);
+  CHECK(b.weight_at(0, 0) == Approx(0.6).epsilon(1e-5));
+  CHECK(b.weight_at(0, 1) == Approx(0.4).epsilon(1e-5));
+  CHECK(b.weight_at(1, 0) == Approx(1.0).epsilon(1e-6));
+}
+
+TEST_CASE("expert choice: each expert's tokens are its top-C by probability; weights are the gate probabilities") {
+  if (!is_policy("expert_choice")) return;
+  rc::prop("chosen tokens outrank unchosen ones per expert; weight = softmax probability", [] {
+    const auto& info = moesim::policy_info("expert_choice");
+    Scenario s = gen_scenario(info, false, 120, 16);
+    s.knobs = {{"capacity_factor", choose(2) ? "0.5" : "1.25"}};
+    RC_LOG() << s.describe() << '\n';
+    auto p = make(s);
+    const auto a = route_once(*p, s.logits, s.T, s.E);
+    std::vector<int> all(static_cast<std::size_t>(s.E));
+    for (int e = 0; e < s.E; ++e) all[static_cast<std::size_t>(e)] = e;
+    std::vector<double> min_in(static_cast<std::size_t>(s.E), 2.0), max_out(static_cast<std::size_t>(s.E), -1.0);
+    for (int t = 0; t < s.T; ++t) {
+      const auto prob = ref_weights(s.logits.data() + static_cast<std::size_t>(t) * s.E, s.E, all, false, false);
+      std::vector<char> in(static_cast<std::size_t>(s.E), 0);
+      bool empty_seen = false;
+      for (int j = 0; j < a.width; ++j) {
+        const int e = a.at(t, j);
+        if (e == kNoExpert) {
+          empty_seen = true;
+          continue;
+        }
+        RC_ASSERT(!empty_seen);  // chosen experts first, then empty slots
+        in[static_cast<std::size_t>(e)] = 1;
+        RC_ASSERT(std::fabs(a.weight_at(t, j) - prob[static_cast<std::size_t>(e)]) <= 1e-5 * (1 + prob[static_cast<std::size_t>(e)]));
+      }
+      for (int e = 0; e < s.E; ++e) {
+        auto& slot = in[static_cast<std::size_t>(e)] ? min_in[static_cast<std::size_t>(e)] : max_out[static_cast<std::size_t>(e)];
+        slot = in[static_cast<std::size_t>(e)] ? std::min(slot, prob[static_cast<std::size_t>(e)]) : std::max(slot, prob[static_cast<std::size_t>(e)]);
+      }
+    }
+    for (int e = 0; e < s.E; ++e) RC_ASSERT(min_in[static_cast<std::size_t>(e)] >= max_out[static_cast<std::size_t>(e)] - 1e-9);
+  });
+}
+
+TEST_CASE("expert choice: capacity never exceeds the batch (every expert takes all T tokens when C >= T)") {
+  if (!is_policy("expert_choice")) return;
+  // cf=2, T=3, k=2, E=2: ceil(2*3*2/2) = 6 > T = 3 -> C = 3, every token gets both experts.
+  auto p = moesim::make_policy("expert_choice", 2, 2, {{"capacity_factor", "2"}});
+  const std::vector<float> z = {1, 0, 0, 1, 2, 2};
+  const auto a = route_once(*p, z, 3, 2);
+  CHECK(a.capacity == 3);
+  CHECK(a.counts == std::vector<std::int64_t>{3, 3});
+  CHECK(a.expert == std::vector<std::int32_t>{0, 1, 0, 1, 0, 1});
+}

@@ -1,0 +1,252 @@
+// Top-k selection: the kernels against a reference sort, the top-k policy against
+// an independent oracle (selection, group limiting, combine weights in double),
+// hand-computed cases, and the policies that must coincide with top-k.
+#include <catch2/catch.hpp>
+#include <rapidcheck/catch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "helpers.hpp"
+#include "policies/registry.hpp"
+#include "policies/select.hpp"
+
+using namespace testutil;
+using moesim::Assignment;
+using moesim::Rng;
+
+TEST_CASE("topk_row and the scalar kernel equal the reference full sort (ties -> lower index), with and without bias") {
+  rc::prop("topk_row == topk_row_sorted == topk_row_scalar on random rows", [] {
+    const int n = *rc::gen::inRange(1, 80);  // crosses several 16-lane blocks
+    const int k = 1 + choose(std::min(n, 12));
+    const int style = choose(3);
+    const std::uint64_t seed = any_seed();
+    const auto row = make_logits(1, n, seed, style);
+    std::vector<std::int32_t> got(static_cast<std::size_t>(k)), ref(static_cast<std::size_t>(k)),
+        scal(static_cast<std::size_t>(k));
+    std::vector<float> val(static_cast<std::size_t>(k)), sval(static_cast<std::size_t>(k));
+    moesim::topk_row(row.data(), n, k, got.data(), val.data());
+    moesim::topk_row_sorted(row.data(), n, k, ref.data());
+    moesim::topk_row_scalar(row.data(), n, k, scal.data(), sval.data());
+    const auto mine = ref_topk(row.data(), n, k);
+    for (int j = 0; j < k; ++j) {
+      RC_ASSERT(ref[static_cast<std::size_t>(j)] == mine[static_cast<std::size_t>(j)]);
+      RC_ASSERT(got[static_cast<std::size_t>(j)] == ref[static_cast<std::size_t>(j)]);
+      RC_ASSERT(scal[static_cast<std::size_t>(j)] == ref[static_cast<std::size_t>(j)]);
+      RC_ASSERT(val[static_cast<std::size_t>(j)] == row[static_cast<std::size_t>(ref[static_cast<std::size_t>(j)])]);
+      RC_ASSERT(sval[static_cast<std::size_t>(j)] == val[static_cast<std::size_t>(j)]);
+    }
+    // With a bias: the same as the reference on row + bias computed in float.
+    const auto bias = make_logits(1, n, seed ^ 77, style);
+    std::vector<float> sum(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) sum[static_cast<std::size_t>(i)] = row[static_cast<std::size_t>(i)] + bias[static_cast<std::size_t>(i)];
+    moesim::topk_row(row.data(), n, k, got.data(), val.data(), bias.data());
+    const auto mine_b = ref_topk(sum.data(), n, k);
+    for (int j = 0; j < k; ++j) {
+      RC_ASSERT(got[static_cast<std::size_t>(j)] == mine_b[static_cast<std::size_t>(j)]);
+      RC_ASSERT(val[static_cast<std::size_t>(j)] == sum[static_cast<std::size_t>(mine_b[static_cast<std::size_t>(j)])]);
+    }
+  });
+}
+
+TEST_CASE("topk_row: k larger than the 64-entry stack buffer and k == n still match the reference") {
+  for (int n : {1, 2, 65, 70, 100}) {
+    for (int k : {1, n / 2 + 1, n}) {
+      CAPTURE(n, k);
+      const auto row = make_logits(1, n, 1000 + static_cast<std::uint64_t>(n * 7 + k), kMixed);
+      std::vector<std::int32_t> got(static_cast<std::size_t>(k));
+      std::vector<float> val(static_cast<std::size_t>(k));
+      moesim::topk_row(row.data(), n, k, got.data(), val.data());
+      const auto ref = ref_topk(row.data(), n, k);
+      for (int j = 0; j < k; ++j) REQUIRE(got[static_cast<std::size_t>(j)] == ref[static_cast<std::size_t>(j)]);
+    }
+  }
+}
+
+TEST_CASE("topk policy (dropless): selection = reference top-k per token, weights = the declared score rule") {
+  const auto& info = moesim::policy_info("topk");
+  rc::prop("topk selection and weights match an independent oracle", [&info] {
+    Scenario s = gen_scenario(info, false);
+    s.knobs["dropless"] = "true";
+    const bool sigmoid = choose(2) == 1, renorm = choose(2) == 0;
+    s.knobs["score_fn"] = sigmoid ? "sigmoid" : "softmax";
+    s.knobs["renormalize"] = renorm ? "true" : "false";
+    RC_LOG() << s.describe() << '\n';
+    auto p = make(s);
+    const Assignment a = route_once(*p, s.logits, s.T, s.E);
+    RC_ASSERT(a.width == s.k);
+    RC_ASSERT(a.dropped == 0);
+    RC_ASSERT(a.capacity == 0);
+    for (int t = 0; t < s.T; ++t) {
+      const float* z = s.logits.data() + static_cast<std::size_t>(t) * s.E;
+      const auto want = ref_topk(z, s.E, s.k);
+      const auto w = ref_weights(z, s.E, want, sigmoid, renorm);
+      for (int j = 0; j < s.k; ++j) {
+        RC_ASSERT(a.at(t, j) == want[static_cast<std::size_t>(j)]);
+        RC_ASSERT(std::fabs(a.weight_at(t, j) - w[static_cast<std::size_t>(j)]) <= 1e-5 * (1 + w[static_cast<std::size_t>(j)]));
+      }
+    }
+  });
+}
+
+TEST_CASE("topk group-limited routing: top groups first (max or top-2 sum), then top-k inside them") {
+  const auto& info = moesim::policy_info("topk");
+  rc::prop("group-limited selection matches an independent oracle", [&info] {
+    const int G = *rc::gen::inRange(1, 9), gs = *rc::gen::inRange(1, 9);
+    const int E = G * gs;
+    const int tg = 1 + choose(G);
+    const int k = 1 + choose(tg * gs);
+    const bool top2 = gs >= 2 && choose(2) == 1;
+    const int T = *rc::gen::inRange(0, 60);
+    const std::uint64_t seed = any_seed();
+    const auto logits = make_logits(T, E, seed, choose(3));
+    moesim::KnobMap kn = {{"n_groups", std::to_string(G)},
+                          {"topk_groups", std::to_string(tg)},
+                          {"group_score", top2 ? "top2sum" : "max"},
+                          {"dropless", "true"}};
+    RC_LOG() << "G=" << G << " gs=" << gs << " tg=" << tg << " k=" << k << " top2=" << top2 << " T=" << T << '\n';
+    auto p = moesim::make_policy(info.name, E, k, kn);
+    const Assignment a = route_once(*p, logits, T, E);
+    for (int t = 0; t < T; ++t) {
+      const float* z = logits.data() + static_cast<std::size_t>(t) * E;
+      std::vector<float> gscore(static_cast<std::size_t>(G));
+      for (int g = 0; g < G; ++g) {
+        const auto best = ref_topk(z + g * gs, gs, top2 ? 2 : 1);
+        gscore[static_cast<std::size_t>(g)] = top2 ? z[g * gs + best[0]] + z[g * gs + best[1]] : z[g * gs + best[0]];
+      }
+      const auto groups = ref_topk(gscore.data(), G, tg);
+      std::vector<float> masked(static_cast<std::size_t>(E), -std::numeric_limits<float>::infinity());
+      for (int g : groups)
+        for (int i = 0; i < gs; ++i) masked[static_cast<std::size_t>(g * gs + i)] = z[g * gs + i];
+      const auto want = ref_topk(masked.data(), E, k);
+      for (int j = 0; j < k; ++j) RC_ASSERT(a.at(t, j) == want[static_cast<std::size_t>(j)]);
+    }
+  });
+}
+
+TEST_CASE("topk hand-computed: logits {1,3,2,3}, k=2 -> experts {1,3} (tie: lower index first), weights {0.5,0.5}") {
+  // softmax p = e^z / Z; p1 = p3 = e^3/Z, so renormalised over {1,3}: e^3/(e^3+e^3) = 0.5 each.
+  auto p = moesim::make_policy("topk", 4, 2);
+  const std::vector<float> z = {1, 3, 2, 3};
+  const auto a = route_once(*p, z, 1, 4);
+  REQUIRE(a.at(0, 0) == 1);
+  REQUIRE(a.at(0, 1) == 3);
+  CHECK(a.weight_at(0, 0) == Approx(0.5).margin(1e-6));
+  CHECK(a.weight_at(0, 1) == Approx(0.5).margin(1e-6));
+  CHECK(a.counts == std::vector<std::int64_t>{0, 1, 0, 1});
+}
+
+TEST_CASE("topk hand-computed: logits ln{1,2,3,4}, k=2, softmax/sigmoid, with and without renormalisation") {
+  const std::vector<float> z = {0.0f, std::log(2.0f), std::log(3.0f), std::log(4.0f)};
+  // softmax: p = {1,2,3,4}/10; top-2 = experts 3 (0.4) then 2 (0.3).
+  //   renormalised: 0.4/0.7 = 4/7 = 0.5714286, 0.3/0.7 = 3/7 = 0.4285714
+  //   raw:          0.4, 0.3
+  // sigmoid(ln x) = x/(1+x): expert 3 -> 4/5 = 0.8, expert 2 -> 3/4 = 0.75
+  //   renormalised: 0.8/1.55 = 0.5161290, 0.75/1.55 = 0.4838710
+  //   raw:          0.8, 0.75
+  struct Case {
+    const char* score_fn;
+    const char* renorm;
+    double w0, w1;
+  };
+  for (const Case& c : {Case{"softmax", "true", 4.0 / 7, 3.0 / 7}, Case{"softmax", "false", 0.4, 0.3},
+                        Case{"sigmoid", "true", 0.8 / 1.55, 0.75 / 1.55}, Case{"sigmoid", "false", 0.8, 0.75}}) {
+    CAPTURE(c.score_fn, c.renorm);
+    auto p = moesim::make_policy("topk", 4, 2, {{"score_fn", c.score_fn}, {"renormalize", c.renorm}});
+    const auto a = route_once(*p, z, 1, 4);
+    REQUIRE(a.at(0, 0) == 3);
+    REQUIRE(a.at(0, 1) == 2);
+    CHECK(a.weight_at(0, 0) == Approx(c.w0).epsilon(1e-5));
+    CHECK(a.weight_at(0, 1) == Approx(c.w1).epsilon(1e-5));
+    CHECK(p->weight_spec().normalized() == (std::string(c.renorm) == "true"));
+  }
+}
+
+TEST_CASE("topk hand-computed group limiting: groups {0,1},{2,3}, one group kept") {
+  // logits {5, -5, 4, 3}: group score by max: g0 = 5, g1 = 4 -> keep g0 -> experts {0, 1}.
+  //                       by top-2 sum:      g0 = 0, g1 = 7 -> keep g1 -> experts {2, 3}.
+  const std::vector<float> z = {5, -5, 4, 3};
+  auto pm = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}});
+  auto a = route_once(*pm, z, 1, 4);
+  CHECK(a.at(0, 0) == 0);
+  CHECK(a.at(0, 1) == 1);
+  auto ps = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}, {"group_score", "top2sum"}});
+  a = route_once(*ps, z, 1, 4);
+  CHECK(a.at(0, 0) == 2);
+  CHECK(a.at(0, 1) == 3);
+}
+
+TEST_CASE("switch hand-computed: k=1, weight = softmax probability (not renormalised)") {
+  if (!is_policy("switch")) return;
+  // logits {0, ln 3, 0, 0}: softmax = {1, 3, 1, 1}/6 -> expert 1, weight 3/6 = 0.5.
+  auto p = moesim::make_policy("switch", 4, 1);
+  const std::vector<float> z = {0.0f, std::log(3.0f), 0.0f, 0.0f, /*token 1:*/ 2.0f, 0.0f, 0.0f, 2.0f};
+  // token 1: tie between experts 0 and 3 at 2 -> expert 0; p = e^2/(2e^2 + 2) = 7.389056/16.778112 = 0.4403985
+  const auto a = route_once(*p, z, 2, 4);
+  REQUIRE(a.width == 1);
+  CHECK(a.at(0, 0) == 1);
+  CHECK(a.weight_at(0, 0) == Approx(0.5).epsilon(1e-5));
+  CHECK(a.at(1, 0) == 0);
+  CHECK(a.weight_at(1, 0) == Approx(0.4403985).epsilon(1e-5));
+  CHECK_FALSE(p->weight_spec().normalized());
+}
+
+TEST_CASE("switch equals topk with k=1 and no renormalisation, bitwise") {
+  if (!is_policy("switch")) return;
+  rc::prop("switch == topk(k=1, renormalize=false) with the same capacity knobs", [] {
+    const auto& info = moesim::policy_info("switch");
+    Scenario s = gen_scenario(info);
+    s.knobs.erase("jitter_eps");
+    RC_LOG() << s.describe() << '\n';
+    auto sw = make(s);
+    auto kn = s.knobs;
+    kn["renormalize"] = "false";
+    auto tk = moesim::make_policy("topk", s.E, 1, kn);
+    const auto a = route_once(*sw, s.logits, s.T, s.E), b = route_once(*tk, s.logits, s.T, s.E);
+    const auto d = diff_assignments(a, b);
+    if (!d.empty()) RC_FAIL(d);
+  });
+}
+
+TEST_CASE("noisy_topk without noise equals topk bitwise") {
+  if (!is_policy("noisy_topk")) return;
+  rc::prop("noisy_topk(noise=none, weights_from=clean) == topk; noise_std=0 likewise", [] {
+    const auto& info = moesim::policy_info("noisy_topk");
+    Scenario s = gen_scenario(info);
+    for (const char* key : {"noise", "noise_std", "jitter_eps", "weights_from"}) s.knobs.erase(key);
+    auto kn = s.knobs;
+    if (choose(2)) kn["noise"] = "none";
+    else kn["noise_std"] = "0";
+    kn["weights_from"] = "clean";
+    RC_LOG() << s.describe() << '\n';
+    auto nt = moesim::make_policy("noisy_topk", s.E, s.k, kn);
+    kn.erase("noise"), kn.erase("noise_std"), kn.erase("weights_from");
+    auto tk = moesim::make_policy("topk", s.E, s.k, kn);
+    const auto a = route_once(*nt, s.logits, s.T, s.E), b = route_once(*tk, s.logits, s.T, s.E);
+    const auto d = diff_assignments(a, b);
+    if (!d.empty()) RC_FAIL(d);
+  });
+}
+
+TEST_CASE("noisy_topk uses its Rng: two seeds route a large batch differently, one seed identically") {
+  if (!is_policy("noisy_topk")) return;
+  auto p = moesim::make_policy("noisy_topk", 8, 2);
+  const auto z = make_logits(256, 8, 5, kContinuous);
+  const auto a = route_once(*p, z, 256, 8, 1), b = route_once(*p, z, 256, 8, 2), c = route_once(*p, z, 256, 8, 1);
+  CHECK(a.expert != b.expert);  // 512 noisy selections (noise_std 1 on logits in [-4,4]) cannot all coincide
+  CHECK(diff_assignments(a, c).empty());
+}
+
+TEST_CASE("noisy_topk weights_from=noisy: softmax over the selected noisy logits") {
+  if (!is_policy("noisy_topk")) return;
+  // With noise off, the selected "noisy" logits are the logits: for {0, ln2, ln3, ln4},
+  // k=2 -> experts {3, 2}, softmax over {ln4, ln3} = {4/7, 3/7}.
+  auto p = moesim::make_policy("noisy_topk", 4, 2, {{"noise", "none"}, {"weights_from", "noisy"}});
+  const std::vector<float> z = {0.0f, std::log(2.0f), std::log(3.0f), std::log(4.0f)};
+  const auto a = route_once(*p, z, 1, 4);
+  REQUIRE(a.at(0, 0) == 3);
+  REQUIRE(a.at(0, 1) == 2);
+  CHECK(a.weight_at(0, 0) == Approx(4.0 / 7).epsilon(1e-5));
+  CHECK(a.weight_at(0, 1) == Approx(3.0 / 7).epsilon(1e-5));
+}
