@@ -1,0 +1,63 @@
+#pragma once
+// The simulator's linear gate and its online update. Forward, for a batch X (T x d):
+//   Z = X W^T                      (W: E x d, W_ej ~ N(0, init_scale^2 / d) at start)
+//   the policy sees Z + noise * N(0, 1) per entry when gate.noise > 0.
+// Update after the batch, from the performance r_tj of every served slot (t, j -> e):
+//   m  = mean of r over the batch's served slots
+//   b <- m on the first batch, then b <- (1 - rho) b + rho m      (rho = baseline_rate)
+//   W <- (1 - lr * l2) W
+//   W_e <- W_e + (lr / T) * sum over slots (t, j) served by e of (r_tj - b) * x_t
+// This is REINFORCE with a baseline restricted to the chosen experts (the term that
+// pushes unchosen experts down is dropped: it costs a dense T x E x d product and
+// only rescales the same direction): an expert that serves a token better than the
+// baseline raises its logit for similar tokens, one that serves worse lowers it.
+// With rho = 1 the updates of a batch sum to zero in reward; an expert that serves
+// many tokens gets many updates, which is how rich experts get richer.
+// Optional auxiliary losses, descended with the same lr (p = softmax(Z) per token,
+// f_e = share of the batch's served slots on e, lse_t = logsumexp(Z_t)):
+//   Switch balance   L = aux_loss * E * sum_e f_e * mean_t p_te
+//                    dL/dZ_te = aux_loss * (E / T) * p_te * (f_e - sum_i f_i p_ti)
+//   router z-loss    L = z_loss * mean_t lse_t^2,  dL/dZ_te = z_loss * (2 / T) * lse_t * p_te
+//   W <- W - lr * G^T X,  G = dL/dZ (T x E): one more T x E x d product, only when on.
+#include <cstdint>
+
+#include "policies/rng.hpp"
+#include "policies/types.hpp"
+#include "sim/config.hpp"
+#include "sim/matrix.hpp"
+#include "sim/random.hpp"
+
+namespace moesim {
+
+class Gate {
+ public:
+  // seed: the layer's seed; the gate draws from its children "gate.init" and "gate.noise".
+  Gate(const GateConfig& cfg, int experts, int dim, std::uint64_t seed);
+
+  // Computes the logits of x; then clean() holds Z and seen() what the policy sees.
+  void forward(const RowMatrixXf& x);
+  const RowMatrixXf& clean() const { return clean_; }
+  const RowMatrixXf& seen() const { return cfg_.noise > 0.0 ? noisy_ : clean_; }
+
+  // The online update above. perf: one value per slot of a (read on served slots).
+  void update(const RowMatrixXf& x, const Assignment& a, const float* perf);
+
+  const RowMatrixXf& weight() const { return w_; }
+  double baseline() const { return baseline_; }
+  int experts() const { return static_cast<int>(w_.rows()); }
+  int dim() const { return static_cast<int>(w_.cols()); }
+
+ private:
+  GateConfig cfg_;
+  void aux_gradient(const Assignment& a);
+
+  RowMatrixXf w_, clean_, noisy_, grad_;
+  Eigen::VectorXf row_max_, row_sum_, dot_;
+  Eigen::RowVectorXf share_;
+  Rng noise_rng_;
+  NormalFiller normals_;
+  double baseline_ = 0.0;
+  bool has_baseline_ = false;
+};
+
+}  // namespace moesim

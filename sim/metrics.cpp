@@ -1,0 +1,346 @@
+#include "sim/metrics.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+namespace moesim {
+
+namespace {
+
+double sum_of(std::span<const double> x) {
+  double s = 0.0;
+  for (double v : x) s += v;
+  return s;
+}
+
+double plogp_bits(double p) { return p > 0.0 ? p * std::log2(p) : 0.0; }
+
+}  // namespace
+
+double load_cv(std::span<const double> x) {
+  if (x.empty()) return 0.0;
+  const double mu = sum_of(x) / static_cast<double>(x.size());
+  if (!(mu > 0.0)) return 0.0;
+  double var = 0.0;
+  for (double v : x) var += (v - mu) * (v - mu);
+  return std::sqrt(var / static_cast<double>(x.size())) / mu;
+}
+
+double gini(std::span<const double> x) {
+  const std::size_t n = x.size();
+  const double total = sum_of(x);
+  if (n == 0 || !(total > 0.0)) return 0.0;
+  std::vector<double> s(x.begin(), x.end());
+  std::sort(s.begin(), s.end());
+  // Sorted ascending, 1-based i: G = 2 sum_i i x_(i) / (n sum x) - (n + 1) / n.
+  double weighted = 0.0;
+  for (std::size_t i = 0; i < n; ++i) weighted += static_cast<double>(i + 1) * s[i];
+  const double dn = static_cast<double>(n);
+  return 2.0 * weighted / (dn * total) - (dn + 1.0) / dn;
+}
+
+double normalized_entropy(std::span<const double> x) {
+  if (x.size() <= 1) return x.empty() ? 0.0 : 1.0;
+  const double total = sum_of(x);
+  if (!(total > 0.0)) return 0.0;
+  double h = 0.0;
+  for (double v : x)
+    if (v > 0.0) h -= (v / total) * std::log(v / total);
+  return h / std::log(static_cast<double>(x.size()));
+}
+
+double max_violation(std::span<const double> x) {
+  if (x.empty()) return 0.0;
+  const double mu = sum_of(x) / static_cast<double>(x.size());
+  if (!(mu > 0.0)) return 0.0;
+  return (*std::max_element(x.begin(), x.end()) - mu) / mu;
+}
+
+double entropy_bits(std::span<const double> counts) {
+  const double total = sum_of(counts);
+  if (!(total > 0.0)) return 0.0;
+  double h = 0.0;
+  for (double c : counts) h -= plogp_bits(c / total);
+  return h;
+}
+
+double mutual_information_bits(std::span<const double> table, int rows, int cols) {
+  const double total = sum_of(table);
+  if (!(total > 0.0)) return 0.0;
+  std::vector<double> pr(static_cast<std::size_t>(rows), 0.0), pc(static_cast<std::size_t>(cols), 0.0);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const double v = table[static_cast<std::size_t>(r) * cols + c];
+      pr[r] += v;
+      pc[c] += v;
+    }
+  double mi = 0.0;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) {
+      const double v = table[static_cast<std::size_t>(r) * cols + c];
+      if (v > 0.0) mi += (v / total) * std::log2(v * total / (pr[r] * pc[c]));
+    }
+  return std::max(mi, 0.0);  // rounding can leave -1e-17 for independent tables
+}
+
+double specialisation(std::span<const double> table, int rows, int cols) {
+  std::vector<double> pc(static_cast<std::size_t>(cols), 0.0);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) pc[c] += table[static_cast<std::size_t>(r) * cols + c];
+  const double h = entropy_bits(pc);
+  if (!(h > 0.0)) return 0.0;
+  return std::min(1.0, mutual_information_bits(table, rows, cols) / h);
+}
+
+std::vector<double> average_ranks(std::span<const double> x) {
+  const std::size_t n = x.size();
+  std::vector<std::size_t> idx(n);
+  std::iota(idx.begin(), idx.end(), std::size_t{0});
+  std::stable_sort(idx.begin(), idx.end(), [&](std::size_t a, std::size_t b) { return x[a] < x[b]; });
+  std::vector<double> rank(n);
+  for (std::size_t i = 0; i < n;) {
+    std::size_t j = i;
+    while (j + 1 < n && x[idx[j + 1]] == x[idx[i]]) ++j;
+    const double r = 0.5 * static_cast<double>(i + j) + 1.0;  // mean of 1-based ranks i+1..j+1
+    for (std::size_t q = i; q <= j; ++q) rank[idx[q]] = r;
+    i = j + 1;
+  }
+  return rank;
+}
+
+namespace {
+
+struct Moments {
+  double var_a = 0, var_b = 0, cov = 0;
+};
+
+Moments moments(std::span<const double> a, std::span<const double> b) {
+  Moments m;
+  const std::size_t n = std::min(a.size(), b.size());
+  if (n == 0) return m;
+  double ma = 0, mb = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    ma += a[i];
+    mb += b[i];
+  }
+  ma /= static_cast<double>(n);
+  mb /= static_cast<double>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    m.var_a += (a[i] - ma) * (a[i] - ma);
+    m.var_b += (b[i] - mb) * (b[i] - mb);
+    m.cov += (a[i] - ma) * (b[i] - mb);
+  }
+  return m;
+}
+
+std::vector<double> shares(std::span<const double> x) {
+  const double total = sum_of(x);
+  std::vector<double> s(x.size(), 0.0);
+  if (total > 0.0)
+    for (std::size_t i = 0; i < x.size(); ++i) s[i] = x[i] / total;
+  return s;
+}
+
+}  // namespace
+
+double pearson(std::span<const double> a, std::span<const double> b) {
+  const auto m = moments(a, b);
+  if (!(m.var_a > 0.0) || !(m.var_b > 0.0)) return 0.0;
+  return std::clamp(m.cov / std::sqrt(m.var_a * m.var_b), -1.0, 1.0);
+}
+
+double spearman(std::span<const double> a, std::span<const double> b) {
+  const auto ra = average_ranks(a), rb = average_ranks(b);
+  return pearson(ra, rb);
+}
+
+double rich_get_richer_slope(std::span<const double> early, std::span<const double> late) {
+  const auto a = shares(early), b = shares(late);
+  std::vector<double> d(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
+  const auto m = moments(a, d);
+  return m.var_a > 0.0 ? m.cov / m.var_a : 0.0;
+}
+
+double rich_get_richer_corr(std::span<const double> early, std::span<const double> late) {
+  const auto a = shares(early), b = shares(late);
+  std::vector<double> d(a.size());
+  for (std::size_t i = 0; i < a.size(); ++i) d[i] = b[i] - a[i];
+  return pearson(a, d);
+}
+
+double router_saturation(const float* logits, int tokens, int experts) {
+  if (tokens <= 0 || experts <= 0) return 0.0;
+  // An owned, aligned row buffer: Eigen then vectorises the same elements every run.
+  Eigen::ArrayXf row(experts);
+  double sum = 0.0;
+  for (int t = 0; t < tokens; ++t) {
+    row = Eigen::Map<const Eigen::ArrayXf>(logits + static_cast<std::size_t>(t) * experts, experts);
+    const float mx = row.maxCoeff();
+    sum += 1.0 / static_cast<double>((row - mx).exp().sum());
+  }
+  return sum / tokens;
+}
+
+VectorStats vector_stats(std::span<const double> x) {
+  VectorStats s;
+  if (x.empty()) return s;
+  s.min = *std::min_element(x.begin(), x.end());
+  s.max = *std::max_element(x.begin(), x.end());
+  s.mean = sum_of(x) / static_cast<double>(x.size());
+  double var = 0.0;
+  for (double v : x) var += (v - s.mean) * (v - s.mean);
+  s.std = std::sqrt(var / static_cast<double>(x.size()));
+  return s;
+}
+
+LayerMetrics::LayerMetrics(int experts, int clusters, std::int64_t steps, const MetricsConfig& cfg)
+    : E_(experts),
+      C_(clusters),
+      window_(std::min(cfg.window, steps)),
+      dead_window_(cfg.dead_window),
+      late_start_(steps - std::min(cfg.window, steps)) {
+  const auto E = static_cast<std::size_t>(experts);
+  table_.assign(E * static_cast<std::size_t>(clusters), 0);
+  loads_.assign(E, 0.0);
+  cum_.assign(E, 0.0);
+  early_.assign(E, 0.0);
+  late_base_.assign(E, 0.0);
+  late_table_.assign(table_.size(), 0.0);
+  last_served_.assign(E, -1);
+}
+
+void LayerMetrics::add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster,
+                             const float* perf) {
+  step_ = step;
+  std::fill(table_.begin(), table_.end(), 0);
+  double psum = 0.0;
+  std::int64_t pn = 0;
+  for (int t = 0; t < a.tokens; ++t) {
+    std::int64_t* col = table_.data() + cluster[t];
+    const std::size_t base = static_cast<std::size_t>(t) * a.width;
+    for (int j = 0; j < a.width; ++j) {
+      const auto e = a.expert[base + j];
+      if (e < 0) continue;
+      ++col[static_cast<std::size_t>(e) * C_];
+      psum += perf[base + j];
+      ++pn;
+    }
+  }
+  for (int e = 0; e < E_; ++e) {
+    std::int64_t n = 0;
+    for (int c = 0; c < C_; ++c) n += table_[static_cast<std::size_t>(e) * C_ + c];
+    loads_[e] = static_cast<double>(n);
+    cum_[e] += loads_[e];
+    if (n > 0) last_served_[e] = step;
+  }
+  if (step == window_ - 1) early_ = cum_;
+  if (step == late_start_ - 1) late_base_ = cum_;
+  if (step >= late_start_) {
+    for (std::size_t i = 0; i < table_.size(); ++i) late_table_[i] += static_cast<double>(table_[i]);
+    late_perf_sum_ += psum;
+    late_perf_n_ += pn;
+  }
+  batch_perf_sum_ = psum;
+  batch_perf_n_ = pn;
+  perf_sum_ += psum;
+  perf_n_ += pn;
+  batch_routed_ = a.routed;
+  batch_dropped_ = a.dropped;
+  batch_dropped_tokens_ = a.dropped_tokens;
+  batch_tokens_ = a.tokens;
+  routed_ += a.routed;
+  dropped_ += a.dropped;
+  dropped_tokens_ += a.dropped_tokens;
+  tokens_ += a.tokens;
+  cv_sum_ += load_cv(loads_);
+  maxvio_sum_ += max_violation(loads_);
+  entropy_sum_ += normalized_entropy(loads_);
+  dead_sum_ += dead();
+}
+
+void LayerMetrics::add_saturation(double s) {
+  saturation_sum_ += s;
+  ++saturation_n_;
+}
+
+int LayerMetrics::dead() const {
+  // Dead: no load in the trailing window (step - dead_window, step]; never before a full window.
+  int n = 0;
+  for (auto last : last_served_) n += last <= step_ - dead_window_;
+  return n;
+}
+
+static double ratio(double num, double den) { return den > 0.0 ? num / den : 0.0; }
+
+StepStats LayerMetrics::step_stats() const {
+  StepStats s;
+  s.load_cv = load_cv(loads_);
+  s.gini = gini(loads_);
+  s.entropy = normalized_entropy(loads_);
+  s.maxvio = max_violation(loads_);
+  s.maxvio_global = max_violation(cum_);
+  s.drop_rate = ratio(static_cast<double>(batch_dropped_), static_cast<double>(batch_routed_));
+  s.token_drop_rate = ratio(static_cast<double>(batch_dropped_tokens_), static_cast<double>(batch_tokens_));
+  s.dead = dead();
+  s.mean_perf = ratio(batch_perf_sum_, static_cast<double>(batch_perf_n_));
+  std::vector<double> t(table_.begin(), table_.end());
+  s.spec_norm = specialisation(t, E_, C_);
+  return s;
+}
+
+const std::vector<std::string>& LayerMetrics::run_metric_names() {
+  static const std::vector<std::string> names = {
+      "drop_rate",     "token_drop_rate", "load_cv",        "gini",          "entropy",
+      "maxvio_global", "maxvio_batch",    "load_cv_batch",  "entropy_batch", "late_gini",
+      "late_load_cv",  "late_maxvio",     "dead",           "dead_mean",     "spec_mi_bits",
+      "spec_norm",     "rank_persistence", "rgr_slope",     "rgr_corr",      "mean_perf",
+      "late_mean_perf", "saturation",     "rep_mean",       "rep_min",       "rep_max",
+      "rep_std",       "skill_mean",
+  };
+  return names;
+}
+
+std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, double mean_skill) const {
+  std::vector<double> late(static_cast<std::size_t>(E_));
+  for (int e = 0; e < E_; ++e) late[e] = cum_[e] - late_base_[e];
+  const double n = static_cast<double>(std::max<std::int64_t>(step_ + 1, 1));
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  VectorStats rep{nan, nan, nan, nan};
+  if (reputation && !reputation->empty()) rep = vector_stats(*reputation);
+  std::vector<double> v = {
+      ratio(static_cast<double>(dropped_), static_cast<double>(routed_)),
+      ratio(static_cast<double>(dropped_tokens_), static_cast<double>(tokens_)),
+      load_cv(cum_),
+      gini(cum_),
+      normalized_entropy(cum_),
+      max_violation(cum_),
+      maxvio_sum_ / n,
+      cv_sum_ / n,
+      entropy_sum_ / n,
+      gini(late),
+      load_cv(late),
+      max_violation(late),
+      static_cast<double>(dead()),
+      dead_sum_ / n,
+      mutual_information_bits(late_table_, E_, C_),
+      specialisation(late_table_, E_, C_),
+      spearman(early_, late),
+      rich_get_richer_slope(early_, late),
+      rich_get_richer_corr(early_, late),
+      ratio(perf_sum_, static_cast<double>(perf_n_)),
+      ratio(late_perf_sum_, static_cast<double>(late_perf_n_)),
+      saturation_n_ > 0 ? saturation_sum_ / static_cast<double>(saturation_n_) : nan,
+      rep.mean,
+      rep.min,
+      rep.max,
+      rep.std,
+      mean_skill,
+  };
+  return v;
+}
+
+}  // namespace moesim

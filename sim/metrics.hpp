@@ -1,0 +1,97 @@
+#pragma once
+// Routing metrics: pure functions on small arrays (each testable by hand), and a
+// streaming per-layer accumulator whose memory does not grow with the steps.
+//
+// Definitions (x_i = load of expert i, n = E, mu = mean load):
+//   load CV            sqrt(mean (x_i - mu)^2) / mu                  (0 when mu = 0)
+//   Gini               sum_i sum_j |x_i - x_j| / (2 n^2 mu)          (0 when mu = 0)
+//   entropy            -sum p_i ln p_i / ln n, p = x / sum x         (0 when sum = 0; 1 when n = 1)
+//   MaxVio             (max_i x_i - mu) / mu                          (0 when mu = 0)
+//   MI (bits)          sum_{c,e} p(c,e) log2( p(c,e) / (p(c) p(e)) ) over a count table
+//   specialisation     MI / H(cluster)                                (0 when H(cluster) = 0)
+//   Spearman           Pearson correlation of the ranks, ties get their average rank
+//                      (0 when either side is constant: no ranking to persist)
+//   rich-get-richer    with a_i = early-window load share and b_i = late-window share,
+//                      the OLS slope of (b_i - a_i) on a_i = beta - 1, beta the slope of
+//                      b on a. > 0: shares diverge (rich get richer); 0: shares persist;
+//                      -1: shares equalise completely. 0 when early shares are all equal.
+//   saturation         mean over tokens of max_e softmax(z)_e of the clean gate logits
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "policies/types.hpp"
+#include "sim/config.hpp"
+
+namespace moesim {
+
+double load_cv(std::span<const double> x);
+double gini(std::span<const double> x);  // sorts a copy: O(n log n)
+double normalized_entropy(std::span<const double> x);
+double max_violation(std::span<const double> x);
+// Shannon entropy in bits of the distribution proportional to counts.
+double entropy_bits(std::span<const double> counts);
+// table: rows x cols counts, row-major; symmetric in rows and columns.
+double mutual_information_bits(std::span<const double> table, int rows, int cols);
+// MI / entropy of the column marginal (the simulator passes experts x clusters).
+double specialisation(std::span<const double> table, int rows, int cols);
+std::vector<double> average_ranks(std::span<const double> x);  // 1-based
+double pearson(std::span<const double> a, std::span<const double> b);
+double spearman(std::span<const double> a, std::span<const double> b);
+// a, b: early and late loads (any scale; converted to shares).
+double rich_get_richer_slope(std::span<const double> early, std::span<const double> late);
+double rich_get_richer_corr(std::span<const double> early, std::span<const double> late);
+double router_saturation(const float* logits, int tokens, int experts);
+
+struct VectorStats {
+  double mean = 0, min = 0, max = 0, std = 0;  // population std
+};
+VectorStats vector_stats(std::span<const double> x);
+
+// What a time-series row reports about one layer at one step.
+struct StepStats {
+  double load_cv = 0, gini = 0, entropy = 0, maxvio = 0, maxvio_global = 0;
+  double drop_rate = 0, token_drop_rate = 0, dead = 0, mean_perf = 0, spec_norm = 0;
+};
+
+// Streaming metrics of one layer over a run of known length.
+// Windows: early = steps [0, w), late = steps [S - w, S), w = min(metrics.window, S).
+class LayerMetrics {
+ public:
+  LayerMetrics(int experts, int clusters, std::int64_t steps, const MetricsConfig& cfg);
+
+  // One batch: counts per (expert, cluster) and performance of the served slots.
+  void add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster, const float* perf);
+  // Router saturation of a logged step (O(T E), so only on logged steps).
+  void add_saturation(double s);
+
+  // The last batch: served slots per (expert, cluster), row-major E x C.
+  const std::vector<std::int64_t>& batch_table() const { return table_; }
+  const std::vector<double>& batch_loads() const { return loads_; }
+  const std::vector<double>& cumulative_loads() const { return cum_; }
+  int dead() const;  // at the last added step
+  StepStats step_stats() const;  // of the last added step (sorts for the Gini)
+
+  // Run metrics in run_metric_names() order, after the last step. reputation:
+  // the policy's final "reputation" vector, or nullptr.
+  std::vector<double> finish(const std::vector<double>* reputation, double mean_skill) const;
+  static const std::vector<std::string>& run_metric_names();
+
+ private:
+  int E_, C_;
+  std::int64_t window_, dead_window_, late_start_;
+  std::int64_t step_ = -1;
+  std::vector<std::int64_t> table_;
+  std::vector<double> loads_, cum_, early_, late_base_, late_table_;
+  std::vector<std::int64_t> last_served_;
+  std::int64_t routed_ = 0, dropped_ = 0, dropped_tokens_ = 0, tokens_ = 0;
+  std::int64_t batch_routed_ = 0, batch_dropped_ = 0, batch_dropped_tokens_ = 0, batch_tokens_ = 0;
+  double perf_sum_ = 0, late_perf_sum_ = 0, batch_perf_sum_ = 0;
+  std::int64_t perf_n_ = 0, late_perf_n_ = 0, batch_perf_n_ = 0;
+  double cv_sum_ = 0, maxvio_sum_ = 0, entropy_sum_ = 0, dead_sum_ = 0;
+  double saturation_sum_ = 0;
+  std::int64_t saturation_n_ = 0;
+};
+
+}  // namespace moesim

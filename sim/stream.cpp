@@ -1,0 +1,105 @@
+#include "sim/stream.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace moesim {
+
+TokenStream::TokenStream(const StreamConfig& cfg, std::uint64_t seed)
+    : cfg_(cfg),
+      drift_rng_(derive_seed(seed, "drift")),
+      burst_rng_(derive_seed(seed, "burst")),
+      cluster_rng_(derive_seed(seed, "cluster")),
+      token_rng_(derive_seed(seed, "token")),
+      hot_rng_(derive_seed(seed, "hot")),
+      noise_rng_(derive_seed(seed, "noise")) {
+  const int C = cfg.clusters, V = cfg.vocab, d = cfg.dim;
+  const auto rows = static_cast<Eigen::Index>(C) * V;
+  table_.resize(rows, d);
+  Rng orng(derive_seed(seed, "offsets"));
+  normals_.fill(orng, table_.data(), static_cast<std::size_t>(table_.size()), static_cast<float>(cfg.token_scale));
+  Rng crng(derive_seed(seed, "centroids"));
+  std::vector<float> mu(static_cast<std::size_t>(d));
+  for (int c = 0; c < C; ++c) {
+    for (auto& m : mu) m = static_cast<float>(cfg.centroid_scale * crng.normal());
+    for (Eigen::Index r = static_cast<Eigen::Index>(c) * V; r < static_cast<Eigen::Index>(c + 1) * V; ++r) {
+      float* row = table_.data() + r * d;
+      for (int j = 0; j < d; ++j) row[j] += mu[j];
+    }
+  }
+  base_logw_.resize(static_cast<std::size_t>(C));
+  for (int c = 0; c < C; ++c) base_logw_[c] = -cfg.mixture_zipf_s * std::log(static_cast<double>(c + 1));
+  logw_ = base_logw_;
+  mixture_.resize(static_cast<std::size_t>(C));
+  token_alias_.build(zipf_weights(V, cfg.zipf_s));
+}
+
+void TokenStream::update_mixture() {
+  const int C = cfg_.clusters;
+  if (cfg_.drift > 0.0) {
+    for (int c = 0; c < C; ++c)
+      logw_[c] += cfg_.drift_revert * (base_logw_[c] - logw_[c]) + cfg_.drift * drift_rng_.normal();
+    alias_stale_ = true;
+  }
+  if (burst_left_ > 0) {
+    if (--burst_left_ == 0) alias_stale_ = true;
+  }
+  if (burst_left_ == 0 && cfg_.burst_prob > 0.0 && burst_rng_.uniform() < cfg_.burst_prob) {
+    burst_cluster_ = static_cast<int>(burst_rng_.below(static_cast<std::uint64_t>(C)));
+    burst_left_ = cfg_.burst_len;
+    alias_stale_ = true;
+  }
+  if (!alias_stale_) return;
+  const double mx = *std::max_element(logw_.begin(), logw_.end());
+  double sum = 0.0;
+  for (int c = 0; c < C; ++c) sum += mixture_[c] = std::exp(logw_[c] - mx);
+  for (auto& p : mixture_) p /= sum;
+  if (burst_left_ > 0) {
+    for (auto& p : mixture_) p *= 1.0 - cfg_.burst_share;
+    mixture_[burst_cluster_] += cfg_.burst_share;
+  }
+  cluster_alias_.build(mixture_);
+  alias_stale_ = false;
+}
+
+void TokenStream::next(int T, TokenBatch& out) {
+  update_mixture();
+  const int d = cfg_.dim, V = cfg_.vocab;
+  out.tokens = T;
+  out.cluster.resize(static_cast<std::size_t>(T));
+  out.token.resize(static_cast<std::size_t>(T));
+  hot_flag_.assign(static_cast<std::size_t>(T), 0);
+  if (out.x.rows() != T || out.x.cols() != d) out.x.resize(T, d);
+  const bool hot = cfg_.hot_fraction > 0.0;
+  const std::int32_t hot_cluster = static_cast<std::int32_t>(cfg_.hot_token / V);
+  for (int t = 0; t < T; ++t) {
+    // Every stream is drawn for every token, so a feature never shifts another's draws.
+    auto c = static_cast<std::int32_t>(cluster_alias_.sample(cluster_rng_));
+    std::int64_t id = static_cast<std::int64_t>(c) * V + token_alias_.sample(token_rng_);
+    if (hot && hot_rng_.uniform() < cfg_.hot_fraction) {
+      c = hot_cluster;
+      id = cfg_.hot_token;
+      hot_flag_[t] = 1;
+    }
+    out.cluster[t] = c;
+    out.token[t] = id;
+  }
+  float* x = out.x.data();
+  if (cfg_.noise > 0.0) {
+    normals_.fill(noise_rng_, x, static_cast<std::size_t>(T) * d, static_cast<float>(cfg_.noise));
+  } else {
+    std::fill(x, x + static_cast<std::size_t>(T) * d, 0.0f);
+  }
+  for (int t = 0; t < T; ++t) {
+    float* row = x + static_cast<std::size_t>(t) * d;
+    const float* e = embedding(out.token[t]);
+    if (hot_flag_[t]) {
+      std::copy(e, e + d, row);
+    } else {
+      for (int j = 0; j < d; ++j) row[j] += e[j];
+    }
+  }
+  ++step_;
+}
+
+}  // namespace moesim
