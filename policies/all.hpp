@@ -6,5 +6,12 @@
 #include "policies/switch.hpp"
 #include "policies/rdesi.hpp"
 #include "policies/loss_free.hpp"
+#include "policies/expert_choice.hpp"
+#include "policies/sinkhorn.hpp"
+#include "policies/balanced.hpp"
+#include "policies/hash.hpp"
+#include "policies/random.hpp"
 
-#define MOESIM_POLICY_INFOS topk_info(), noisy_topk_info(), switch_info(), rdesi_info(), loss_free_info()
+#define MOESIM_POLICY_INFOS                                                                  \
+  topk_info(), noisy_topk_info(), switch_info(), rdesi_info(), loss_free_info(), expert_choice_info(), \
+      sinkhorn_info(), balanced_info(), hash_info(), random_info()

@@ -1,0 +1,39 @@
+#pragma once
+// Sinkhorn routing (Megatron-Core's "sinkhorn" load balancing, after BASE
+// layers / Clark et al. 2022): select top-k on the Sinkhorn-balanced
+// exp(logits), weight by the score rule on the original logits.
+#include <vector>
+
+#include "policies/capacity.hpp"
+#include "policies/policy.hpp"
+#include "policies/registry.hpp"
+#include "policies/token_choice.hpp"
+
+namespace moesim {
+
+class SinkhornPolicy : public Policy {
+ public:
+  SinkhornPolicy(int experts, int k, const Knobs& knobs);
+  WeightSpec weight_spec() const override { return spec_; }
+  std::unique_ptr<Policy> clone() const override { return std::make_unique<SinkhornPolicy>(*this); }
+
+ protected:
+  void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
+
+ private:
+  // Widest logit spread within a row for which the linear-domain iteration runs.
+  static constexpr double kLinearSpread = 100.0;
+  void balance(const float* logits, int T);
+
+  WeightSpec spec_;
+  CapacityConfig cap_;
+  long iterations_;
+  double tol_;
+  std::vector<double> row_, col_;  // row scaling; log of the column scaling
+  std::vector<double> colscale_, colmax_, colsum_, kexp_;  // scratch
+  TokenChoiceTail tail_;
+};
+
+PolicyInfo sinkhorn_info();
+
+}  // namespace moesim
