@@ -34,78 +34,75 @@ void check_finite(const float* logits, int tokens, int experts, const char* who)
   }
 }
 
-void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a) {
-  const int W = a.width;
-  const int E = a.experts;
+namespace {
+
+// One rule per instantiation: the switch is hoisted out of the token loop.
+template <WeightRule R, bool Renorm>
+void weights_for(const float* logits, Assignment& a) {
+  const int W = a.width, E = a.experts;
+  constexpr float kNeg = -std::numeric_limits<float>::infinity();
   for (int t = 0; t < a.tokens; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * E;
     const std::int32_t* ex = a.expert.data() + static_cast<std::size_t>(t) * W;
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
     float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
-    switch (spec.rule) {
-      case WeightRule::SoftmaxSelected: {
-        float m = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < W; ++j)
-          if (ex[j] >= 0) m = std::max(m, z[ex[j]] + off[j]);
-        float s = 0.0f;
-        for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] + off[j] - m) : 0.0f;
-          s += w[j];
-        }
-        if (s > 0.0f)
-          for (int j = 0; j < W; ++j) w[j] /= s;
-        break;
+    float s = 0.0f;
+    if constexpr (R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm)) {
+      // Softmax over the served slots; renormalised softmax-gather is the same
+      // thing, so neither needs the full-row denominator.
+      float m = kNeg;
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) m = std::max(m, z[ex[j]] + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
+      for (int j = 0; j < W; ++j) {
+        w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
+        s += w[j];
       }
-      case WeightRule::SoftmaxGather: {
-        bool any = false;
-        for (int j = 0; j < W; ++j) any |= ex[j] >= 0;
-        if (!any) {
-          std::fill(w, w + W, 0.0f);
-          break;
-        }
-        float lse = 0.0f;
-        if (!spec.renormalize) {  // full softmax denominator needed only without renormalisation
-          float m = z[0];
-          for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
-          float s = 0.0f;
-          for (int e = 0; e < E; ++e) s += std::exp(z[e] - m);
-          lse = m + std::log(s);
-        } else {
-          lse = -std::numeric_limits<float>::infinity();
-          for (int j = 0; j < W; ++j)
-            if (ex[j] >= 0) lse = std::max(lse, z[ex[j]]);
-        }
-        float s = 0.0f;
-        for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] - lse) : 0.0f;
-          s += w[j];
-        }
-        if (spec.renormalize && s > 0.0f)
-          for (int j = 0; j < W; ++j) w[j] /= s;
-        break;
+    } else if constexpr (R == WeightRule::SoftmaxGather) {
+      bool any = false;
+      for (int j = 0; j < W; ++j) any |= ex[j] >= 0;
+      if (!any) {
+        std::fill(w, w + W, 0.0f);
+        continue;
       }
-      case WeightRule::SigmoidGather: {
-        if (!spec.renormalize) {
-          for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
-          break;
-        }
-        // Renormalise in log space: sigmoid(-120) underflows, its share must not.
-        auto log_sigmoid = [](float x) {
-          return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
-        };
-        float m = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j < W; ++j)
-          if (ex[j] >= 0) m = std::max(m, log_sigmoid(z[ex[j]]));
-        float s = 0.0f;
-        for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? std::exp(log_sigmoid(z[ex[j]]) - m) : 0.0f;
-          s += w[j];
-        }
-        if (s > 0.0f)
-          for (int j = 0; j < W; ++j) w[j] /= s;
-        break;
+      float m = z[0];
+      for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
+      float sum = 0.0f;
+      for (int e = 0; e < E; ++e) sum += std::exp(z[e] - m);
+      const float lse = m + std::log(sum);
+      for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] - lse) : 0.0f;
+    } else if constexpr (!Renorm) {  // SigmoidGather
+      for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
+    } else {
+      // Renormalise in log space: sigmoid(-120) underflows, its share must not.
+      auto log_sigmoid = [](float x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
+      float m = kNeg;
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) m = std::max(m, log_sigmoid(z[ex[j]]));
+      for (int j = 0; j < W; ++j) {
+        w[j] = ex[j] >= 0 ? std::exp(log_sigmoid(z[ex[j]]) - m) : 0.0f;
+        s += w[j];
       }
     }
+    if constexpr (R == WeightRule::SoftmaxSelected || Renorm) {
+      if (s > 0.0f) {
+        const float inv = 1.0f / s;
+        for (int j = 0; j < W; ++j) w[j] *= inv;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a) {
+  switch (spec.rule) {
+    case WeightRule::SoftmaxSelected: return weights_for<WeightRule::SoftmaxSelected, true>(logits, a);
+    case WeightRule::SoftmaxGather:
+      return spec.renormalize ? weights_for<WeightRule::SoftmaxGather, true>(logits, a)
+                              : weights_for<WeightRule::SoftmaxGather, false>(logits, a);
+    case WeightRule::SigmoidGather:
+      return spec.renormalize ? weights_for<WeightRule::SigmoidGather, true>(logits, a)
+                              : weights_for<WeightRule::SigmoidGather, false>(logits, a);
   }
 }
 
