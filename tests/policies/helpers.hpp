@@ -46,13 +46,14 @@ enum LogitStyle { kContinuous = 0, kTies = 1, kMixed = 2 };
 
 inline std::vector<float> make_logits(int T, int E, std::uint64_t seed, int style) {
   DataRng r(seed);
-  static const float kSet[] = {-1.0f, 0.0f, 0.5f, 1.0f, 2.0f};
+  // -0.0f and 0.0f compare equal: a tie that differs in its bits.
+  static const float kSet[] = {-1.0f, -0.0f, 0.0f, 0.5f, 1.0f, 2.0f};
   std::vector<float> z(static_cast<std::size_t>(T) * E);
   for (int t = 0; t < T; ++t) {
     const bool ties = style == kTies || (style == kMixed && (r.next() & 1));
     for (int e = 0; e < E; ++e)
       z[static_cast<std::size_t>(t) * E + e] =
-          ties ? kSet[r.below(5)] : static_cast<float>(r.unit() * 8.0 - 4.0);
+          ties ? kSet[r.below(6)] : static_cast<float>(r.unit() * 8.0 - 4.0);
   }
   return z;
 }

@@ -156,23 +156,18 @@ TEST_CASE("knob values outside their declared range are refused") {
     for (const auto& spec : info.knobs) {
       if (spec.type != moesim::KnobType::Real && spec.type != moesim::KnobType::Int) continue;
       CAPTURE(info.name, spec.name);
-      // Bounds are compared as doubles: only bounds exactly representable with
-      // room for +-1 (|bound| < 2^53) can be probed one step outside here; the
-      // wider ones are covered by the known-bug case below.
-      auto probe = [&spec](double bound) {
-        return std::fabs(bound) < 1e299 && (spec.type == moesim::KnobType::Real || std::fabs(bound) < 9007199254740992.0);
-      };
-      if (probe(spec.lo)) {
-        // Just below the lower bound (integers: one below).
-        const std::string v = spec.type == moesim::KnobType::Int ? std::to_string(static_cast<long>(spec.lo) - 1)
-                                                                 : moesim::format_real(spec.lo - 1.0);
-        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, v}}), "out of range");
+      if (spec.type == moesim::KnobType::Int) {
+        // Integer bounds are exact: probe one step outside each, however wide.
+        if (spec.ilo > std::numeric_limits<long>::min())
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, std::to_string(spec.ilo - 1)}}), "out of range");
+        if (spec.ihi < std::numeric_limits<long>::max())
+          REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, std::to_string(spec.ihi + 1)}}), "out of range");
+        continue;
       }
-      if (probe(spec.hi)) {
-        const std::string v = spec.type == moesim::KnobType::Int ? std::to_string(static_cast<long>(spec.hi) + 1)
-                                                                 : moesim::format_real(spec.hi + 1.0);
-        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, v}}), "out of range");
-      }
+      if (std::fabs(spec.lo) < 1e299)
+        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, moesim::format_real(spec.lo - 1.0)}}), "out of range");
+      if (std::fabs(spec.hi) < 1e299)
+        REQUIRE_ERROR(moesim::make_policy(info.name, 4, 1, {{spec.name, moesim::format_real(spec.hi + 1.0)}}), "out of range");
     }
   }
   // Spot checks with hand-picked values.
@@ -183,12 +178,9 @@ TEST_CASE("knob values outside their declared range are refused") {
   REQUIRE_ERROR(moesim::make_policy("topk", 4, 1, {{"min_capacity", "-1"}}), "knob 'min_capacity'");
 }
 
-// BUG (policies/knobs.cpp, check_value): integer knobs are range-checked after
-// conversion to double, so for bounds beyond 2^53 a value one past the bound rounds
-// onto the bound and is accepted. Input: hash knob salt = 2^62 + 1 (declared range
-// [-2^62, 2^62]); expected: "out of range"; actual: accepted. Remove [!shouldfail]
-// once fixed (compare as integers).
-TEST_CASE("integer knobs with bounds beyond 2^53 still refuse a value one past the bound", "[!shouldfail]") {
+// Regression: integer knobs were once range-checked as doubles, so past 2^53 a
+// value one beyond the bound rounded onto it and was accepted.
+TEST_CASE("integer knobs with bounds beyond 2^53 still refuse a value one past the bound") {
   REQUIRE(is_policy("hash"));
   REQUIRE_ERROR(moesim::make_policy("hash", 4, 1, {{"salt", "4611686018427387905"}}), "out of range");
   REQUIRE_ERROR(moesim::make_policy("hash", 4, 1, {{"salt", "-4611686018427387905"}}), "out of range");

@@ -37,6 +37,17 @@ moesim::KnobMap base_knobs() {
           {"idle_perf", "zero"},   {"load_normalize", "none"}, {"dropless", "true"},  {"initial_reputation", "1"}};
 }
 
+// base_knobs() with some values replaced (erase + emplace: GCC 12 raises a false
+// -Wrestrict on std::string assignment from a literal here).
+moesim::KnobMap knobs_with(std::initializer_list<std::pair<const char*, const char*>> changes) {
+  auto kn = base_knobs();
+  for (const auto& [key, value] : changes) {
+    kn.erase(key);
+    kn.emplace(key, value);
+  }
+  return kn;
+}
+
 // Step 1 of the hand example: t0 logits {2,0,-1,-2}, t1 {-1,0,2,-2}.
 const std::vector<float> kStep1 = {2, 0, -1, -2, -1, 0, 2, -2};
 // perf per slot (tokens x k): t0 {4, 1}, t1 {3, 2}.
@@ -96,25 +107,19 @@ TEST_CASE("rdesi hand-computed: one update of R, L, N and the UCB bonus, then th
 TEST_CASE("rdesi hand-computed: decay_on=all decays every expert, idle_perf=keep spares idle reputation") {
   if (!is_policy("rdesi")) return;
   {
-    auto kn = base_knobs();
-    kn["decay_on"] = "all";
-    auto p = moesim::make_policy("rdesi", 4, 2, kn);
+    auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"decay_on", "all"}}));
     step(*p, kStep1, 2, kPerf1.data());
     // {2.5, 1.25, 2.0, 0.5} all * 0.5
     check_vec(state(*p, "reputation"), {1.25, 0.625, 1.0, 0.25});
   }
   {
-    auto kn = base_knobs();
-    kn["idle_perf"] = "keep";
-    auto p = moesim::make_policy("rdesi", 4, 2, kn);
+    auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"idle_perf", "keep"}}));
     step(*p, kStep1, 2, kPerf1.data());
     // e3 idle: R stays 1, then idle decay * 0.5 = 0.5.
     check_vec(state(*p, "reputation"), {2.5, 1.25, 2.0, 0.5});
   }
   {
-    auto kn = base_knobs();
-    kn["decay_on"] = "none";
-    auto p = moesim::make_policy("rdesi", 4, 2, kn);
+    auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"decay_on", "none"}}));
     step(*p, kStep1, 2, kPerf1.data());
     check_vec(state(*p, "reputation"), {2.5, 1.25, 2.0, 0.5});
   }
@@ -123,21 +128,17 @@ TEST_CASE("rdesi hand-computed: decay_on=all decays every expert, idle_perf=keep
 TEST_CASE("rdesi hand-computed: load divided by capacity; no perf signal leaves R to decay only") {
   if (!is_policy("rdesi")) return;
   {
-    auto kn = base_knobs();
-    kn["load_normalize"] = "capacity";
-    kn["dropless"] = "false";
-    kn["capacity_factor"] = "2";
-    kn["min_capacity"] = "0";
-    auto p = moesim::make_policy("rdesi", 4, 2, kn);
+    auto p = moesim::make_policy(
+        "rdesi", 4, 2,
+        knobs_with({{"load_normalize", "capacity"}, {"dropless", "false"}, {"capacity_factor", "2"}, {"min_capacity", "0"}}));
     const Assignment a = step(*p, kStep1, 2, kPerf1.data());
     // C = ceil(2*2*2/4) = 2, nothing dropped; L = 0.5 * {1,2,1,0} / 2.
     REQUIRE(a.capacity == 2);
     check_vec(state(*p, "load"), {0.25, 0.5, 0.25, 0.0});
   }
   {
-    auto kn = base_knobs();
-    kn["load_normalize"] = "capacity";  // dropless: divided by the fair share T*k/E = 2*2/4 = 1
-    auto p = moesim::make_policy("rdesi", 4, 2, kn);
+    // dropless: divided by the fair share T*k/E = 2*2/4 = 1
+    auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"load_normalize", "capacity"}}));
     step(*p, kStep1, 2, kPerf1.data());
     check_vec(state(*p, "load"), {0.5, 1.0, 0.5, 0.0});
   }
@@ -152,9 +153,7 @@ TEST_CASE("rdesi hand-computed: load divided by capacity; no perf signal leaves 
 
 TEST_CASE("rdesi: weights_over=logits gives softmax over the selected gate logits") {
   if (!is_policy("rdesi")) return;
-  auto kn = base_knobs();
-  kn["weights_over"] = "logits";
-  auto p = moesim::make_policy("rdesi", 4, 2, kn);
+  auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"weights_over", "logits"}}));
   const Assignment a = step(*p, kStep1, 2, kPerf1.data());
   // t0 selects {0,1} with logits {2, 0}: 1/(1+e^-2) = 0.8807971 (bias equal, so same as scores here)
   CHECK(a.weight_at(0, 0) == Approx(0.8807971).epsilon(1e-5));
