@@ -16,5 +16,8 @@ const std::vector<Command>& commands();
 
 int cmd_policies(const std::vector<std::string>& args);
 int cmd_demo(const std::vector<std::string>& args);
+int cmd_run(const std::vector<std::string>& args);
+int cmd_sweep(const std::vector<std::string>& args);
+int cmd_report(const std::vector<std::string>& args);
 
 }  // namespace moesim::cli

@@ -1,0 +1,727 @@
+#include "sim/scenario.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "policies/registry.hpp"
+#include "policies/types.hpp"
+
+namespace moesim {
+
+namespace {
+
+constexpr std::string_view kKnobs = "policy.knobs";
+constexpr std::string_view kKnobPrefix = "policy.knobs.";
+const char* const kCommandLine = "command line";
+
+// The pseudo-setting that clears the knob overrides (a named policy block starts afresh).
+bool is_clear(const std::pair<std::string, std::string>& kv) { return kv.first == kKnobs; }
+
+[[noreturn]] void fail(const Origin& at, const std::string& what) { throw Error(at.text() + ": " + what); }
+
+Origin origin_of(const std::string& file, const YAML::Node& n) {
+  // yaml-cpp marks are 0-based; a null node made up by the parser has line -1.
+  return {file, n.Mark().line >= 0 ? n.Mark().line + 1 : 0};
+}
+
+const ConfigKey* find_key(std::string_view path) {
+  for (const auto& k : config_keys())
+    if (k.key == path) return &k;
+  return nullptr;
+}
+
+bool is_knob_path(std::string_view p) {
+  if (p.substr(0, kKnobPrefix.size()) != kKnobPrefix) return false;
+  const auto rest = p.substr(kKnobPrefix.size());
+  return !rest.empty() && rest.find('.') == std::string_view::npos;
+}
+
+bool is_leaf(std::string_view p) { return is_knob_path(p) || (p != "policy.knobs.<knob>" && find_key(p)); }
+
+bool is_section(std::string_view p) {
+  if (p.empty()) return false;
+  if (p == kKnobs) return true;
+  for (const auto& k : config_keys())
+    if (k.key.size() > p.size() && k.key.compare(0, p.size(), p) == 0 && k.key[p.size()] == '.') return true;
+  return false;
+}
+
+std::vector<std::string> known_paths() {
+  std::vector<std::string> out;
+  for (const auto& k : config_keys()) {
+    if (k.key == "policy.knobs.<knob>") continue;
+    out.push_back(k.key);
+    for (auto dot = k.key.find('.'); dot != std::string::npos; dot = k.key.find('.', dot + 1))
+      out.push_back(k.key.substr(0, dot));
+  }
+  out.emplace_back(kKnobs);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v, std::string_view sep) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : std::string(sep)) + x;
+  return s;
+}
+
+std::string unknown_key_message(const std::string& path, bool root) {
+  auto cands = known_paths();
+  if (root)
+    for (const char* s : {"name", "description", "seeds", "sweep"}) cands.emplace_back(s);
+  const auto hint = did_you_mean(path, cands);
+  return "key '" + path + "': unknown key" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)");
+}
+
+const char* kind_of(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Sequence: return "a list";
+    case YAML::NodeType::Scalar: return "a value";
+    default: return "nothing";
+  }
+}
+
+bool quoted(const YAML::Node& n) { return n.Tag() == "!"; }
+
+// Strips the "config " set_field puts in front, so every message reads "key '...'".
+std::string key_message(const Error& e) {
+  std::string m = e.what();
+  if (m.rfind("config key", 0) == 0) m.erase(0, 7);
+  return m;
+}
+
+struct Setting {
+  std::string key, value;
+  Origin origin;
+};
+
+// Checks one key = scalar setting as far as it can be without the rest of the config.
+void check_leaf(const std::string& path, const YAML::Node& v, const Origin& at) {
+  if (!v.IsDefined() || v.IsNull()) fail(at, "key '" + path + "': missing value");
+  if (!v.IsScalar()) fail(at, "key '" + path + "': expected a single value, got " + kind_of(v));
+  if (is_knob_path(path)) return;  // checked against its policy once the config is complete
+  const ConfigKey* info = find_key(path);
+  if ((info->type == "int" || info->type == "real" || info->type == "seed") && quoted(v))
+    fail(at, "key '" + path + "' = \"" + v.Scalar() + "\": expected a number, got a quoted string");
+  if (path == "policy.name") {
+    std::vector<std::string> names;
+    for (const auto& p : policy_registry()) names.push_back(p.name);
+    if (std::find(names.begin(), names.end(), v.Scalar()) == names.end()) {
+      const auto hint = did_you_mean(v.Scalar(), names);
+      fail(at, "key 'policy.name' = '" + v.Scalar() + "': unknown policy (" +
+                   (hint.empty() ? "" : "did you mean '" + hint + "'? ") + "known: " + join(names, ", ") + ")");
+    }
+  }
+  SimConfig scratch;
+  try {
+    set_field(scratch, path, v.Scalar());
+  } catch (const Error& e) {
+    fail(at, key_message(e));
+  }
+}
+
+void flatten_map(const std::string& path, const YAML::Node& map, const std::string& file,
+                 std::vector<Setting>& out, std::map<std::string, int>& seen, bool root,
+                 const std::set<std::string>& skip = {});
+
+// Flattens `key: value` at `path` into settings, checking keys and value types.
+// seen: path -> line, to reject a key set twice in one tree (nested and dotted forms alike).
+void flatten(const std::string& path, const YAML::Node& key, const YAML::Node& value,
+             const std::string& file, std::vector<Setting>& out, std::map<std::string, int>& seen,
+             bool root) {
+  const Origin at = origin_of(file, key);
+  if (is_leaf(path)) {
+    check_leaf(path, value, value.IsDefined() && !value.IsNull() ? origin_of(file, value) : at);
+    if (auto it = seen.find(path); it != seen.end())
+      fail(at, "key '" + path + "': set twice (first at line " + std::to_string(it->second) + ")");
+    seen[path] = at.line;
+    out.push_back({path, value.Scalar(), at});
+    return;
+  }
+  if (!is_section(path)) fail(at, unknown_key_message(path, root));
+  if (value.IsNull()) return;  // `world:` with nothing under it
+  if (!value.IsMap())
+    fail(at, "key '" + path + "': expected a map of " + path + ".* keys, got " + kind_of(value));
+  flatten_map(path, value, file, out, seen, false);
+}
+
+// The body of a section map; `skip` names keys the caller handles (a sweep value's label).
+void flatten_map(const std::string& path, const YAML::Node& map, const std::string& file,
+                 std::vector<Setting>& out, std::map<std::string, int>& seen, bool root,
+                 const std::set<std::string>& skip) {
+  std::set<std::string> local;
+  bool named_policy = false, empty = true;
+  for (auto it = map.begin(); it != map.end(); ++it) {
+    if (!it->first.IsScalar() || it->first.Scalar().empty())
+      fail(origin_of(file, it->first), "key under '" + path + "': expected a name");
+    const std::string& k = it->first.Scalar();
+    if (!local.insert(k).second)
+      fail(origin_of(file, it->first), "key '" + (path.empty() ? k : path + "." + k) + "': set twice in one map");
+    if (skip.count(k)) continue;
+    empty = false;
+    named_policy = named_policy || (path == "policy" && k == "name");
+  }
+  // A named policy block, or an empty knobs map, restarts the knobs from the defaults.
+  if (named_policy || (path == kKnobs && empty)) out.push_back({std::string(kKnobs), "{}", origin_of(file, map)});
+  // The name first, so a named block's knobs follow it whatever the order in the file.
+  for (int pass = 0; pass < 2; ++pass)
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      const std::string& k = it->first.Scalar();
+      if (skip.count(k) || (pass == 0) != (named_policy && k == "name")) continue;
+      flatten(path.empty() ? k : path + "." + k, it->first, it->second, file, out, seen, root);
+    }
+}
+
+void apply_setting(SimConfig& cfg, const std::string& key, const std::string& value) {
+  if (key == kKnobs) {
+    cfg.policy.knobs.clear();
+    return;
+  }
+  set_field(cfg, key, value);
+}
+
+std::vector<std::uint64_t> parse_seeds(const YAML::Node& n, const Origin& at) {
+  if (!n.IsSequence() || n.size() == 0)
+    fail(at, "key 'seeds': expected a non-empty list of seeds, e.g. [1, 2, 3], got " +
+                 std::string(n.IsSequence() ? "an empty list" : kind_of(n)));
+  std::vector<std::uint64_t> out;
+  for (const auto& s : n) {
+    const Origin sat = s.Mark().line >= 0 ? Origin{at.file, s.Mark().line + 1} : at;
+    std::uint64_t x = 0;
+    const std::string t = s.IsScalar() ? s.Scalar() : "";
+    auto [p, ec] = std::from_chars(t.data(), t.data() + t.size(), x);
+    if (!s.IsScalar() || quoted(s) || t.empty() || ec != std::errc() || p != t.data() + t.size())
+      fail(sat, "key 'seeds': expected an unsigned integer, got " +
+                    (s.IsScalar() ? "'" + t + "'" : std::string(kind_of(s))));
+    if (std::find(out.begin(), out.end(), x) != out.end())
+      fail(sat, "key 'seeds': seed " + t + " listed twice");
+    out.push_back(x);
+  }
+  return out;
+}
+
+std::string short_key(const std::string& key) {
+  const auto dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+// A sweep value's default label: "rdesi(beta=0.5)" for a policy, else "k=v,k=v".
+std::string auto_label(const std::string& section, const KeyValues& sets) {
+  std::string name, inner;
+  for (const auto& kv : sets) {
+    if (is_clear(kv)) continue;
+    if (section == "policy" && kv.first == "policy.name") {
+      name = kv.second;
+      continue;
+    }
+    std::string k = kv.first;
+    if (section == "policy" && k.rfind(kKnobPrefix, 0) == 0)
+      k = k.substr(kKnobPrefix.size());
+    else if (k.rfind(section + ".", 0) == 0)
+      k = k.substr(section.size() + 1);
+    inner += (inner.empty() ? "" : ",") + k + "=" + kv.second;
+  }
+  if (name.empty()) return inner;
+  return inner.empty() ? name : name + "(" + inner + ")";
+}
+
+SweepAxis parse_axis(const std::string& key, const YAML::Node& knode, const YAML::Node& values,
+                     const std::string& file) {
+  const Origin at = origin_of(file, knode);
+  SweepAxis axis;
+  axis.key = key;
+  axis.origin = at;
+  if (key == "seed") fail(at, "key 'sweep.seed': list the seeds under 'seeds:' instead");
+  const bool leaf = is_leaf(key);
+  if (!leaf && !is_section(key)) fail(at, "sweep " + unknown_key_message(key, false));
+  axis.section = !leaf;
+  if (!values.IsSequence() || values.size() == 0)
+    fail(at, "key 'sweep." + key + "': expected a non-empty list of values, got " +
+                 std::string(values.IsSequence() ? "an empty list" : kind_of(values)));
+  std::set<std::string> labels;
+  for (const auto& v : values) {
+    SweepItem item;
+    item.origin = v.Mark().line >= 0 ? origin_of(file, v) : at;
+    std::vector<Setting> out;
+    std::map<std::string, int> seen;
+    if (leaf) {
+      if (v.IsMap() || v.IsSequence())
+        fail(item.origin, "key 'sweep." + key + "': expected a value for '" + key + "', got " + kind_of(v));
+      flatten(key, knode, v, file, out, seen, false);
+      out.back().origin = item.origin;
+      item.label = v.Scalar();
+    } else {
+      if (!v.IsMap())
+        fail(item.origin, "key 'sweep." + key + "': expected a map of " + key + ".* keys, got " + kind_of(v));
+      const YAML::Node label = v["label"], extra = v["set"];
+      flatten_map(key, v, file, out, seen, false, {"label", "set"});
+      if (extra.IsDefined() && !extra.IsNull()) {
+        if (!extra.IsMap())
+          fail(origin_of(file, extra), "key 'sweep." + key + "': 'set' expects a map of keys from the root, got " +
+                                           kind_of(extra));
+        flatten_map("", extra, file, out, seen, true);
+      }
+      if (label.IsDefined()) {
+        if (!label.IsScalar() || label.Scalar().empty())
+          fail(origin_of(file, label), "key 'sweep." + key + "': 'label' expects a non-empty name");
+        item.label = label.Scalar();
+      }
+    }
+    for (const auto& s : out) {
+      if (s.key == "seed") fail(s.origin, "key 'seed' in a sweep value: list the seeds under 'seeds:' instead");
+      item.sets.emplace_back(s.key, s.value);
+    }
+    if (item.sets.empty()) fail(item.origin, "key 'sweep." + key + "': a sweep value that sets nothing");
+    if (item.label.empty()) item.label = auto_label(key, item.sets);
+    if (!labels.insert(item.label).second)
+      fail(item.origin, "key 'sweep." + key + "': two values labelled '" + item.label + "'");
+    axis.items.push_back(std::move(item));
+  }
+  return axis;
+}
+
+SweepGrid parse_grid(const YAML::Node& g, const std::string& file, const Origin& at) {
+  if (!g.IsMap()) fail(at, "key 'sweep': expected a map of axes (key: [values]) or a list of such maps, got " +
+                               std::string(kind_of(g)));
+  SweepGrid grid;
+  for (auto it = g.begin(); it != g.end(); ++it) {
+    if (!it->first.IsScalar() || it->first.Scalar().empty())
+      fail(origin_of(file, it->first), "key under 'sweep': expected a key path");
+    const std::string key = it->first.Scalar();
+    for (const auto& a : grid)
+      if (a.key == key) fail(origin_of(file, it->first), "key 'sweep." + key + "': axis listed twice");
+    grid.push_back(parse_axis(key, it->first, it->second, file));
+  }
+  if (grid.empty()) fail(at, "key 'sweep': a grid with no axes");
+  return grid;
+}
+
+std::vector<SweepGrid> parse_sweep(const YAML::Node& n, const std::string& file, const Origin& at) {
+  std::vector<SweepGrid> grids;
+  if (n.IsNull()) return grids;
+  if (n.IsSequence()) {
+    for (const auto& g : n) grids.push_back(parse_grid(g, file, g.Mark().line >= 0 ? origin_of(file, g) : at));
+    return grids;
+  }
+  grids.push_back(parse_grid(n, file, at));
+  return grids;
+}
+
+std::string need_scalar_text(const YAML::Node& v, const std::string& key, const Origin& at) {
+  if (!v.IsScalar()) fail(at, "key '" + key + "': expected text, got " + kind_of(v));
+  return v.Scalar();
+}
+
+void apply_config_entry(Scenario& sc, const std::string& path, const YAML::Node& key, const YAML::Node& value,
+                        const std::string& file, std::map<std::string, int>& seen) {
+  std::vector<Setting> out;
+  flatten(path, key, value, file, out, seen, true);
+  for (const auto& s : out) {
+    apply_setting(sc.base, s.key, s.value);
+    if (s.key == kKnobs) {
+      for (auto it = sc.origins.begin(); it != sc.origins.end();)
+        it = it->first.rfind(kKnobPrefix, 0) == 0 ? sc.origins.erase(it) : std::next(it);
+    }
+    sc.origins[s.key] = s.origin;
+  }
+}
+
+YAML::Node parse_yaml(const std::string& text, const std::string& file) {
+  try {
+    return YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    const int line = e.mark.line >= 0 ? e.mark.line + 1 : 0;
+    fail({file, line}, "malformed YAML: " + e.msg);
+  }
+}
+
+// Finds the key a config error names ("config key 'k' = ...", "key 'k': ...").
+std::string key_in_message(const std::string& m) {
+  const auto p = m.find("key '");
+  if (p == std::string::npos) return "";
+  const auto e = m.find('\'', p + 5);
+  return e == std::string::npos ? "" : m.substr(p + 5, e - p - 5);
+}
+
+// Knobs against their policy, then validate(); `where` maps a key to its origin.
+template <class Where>
+void check_config(const SimConfig& cfg, const Where& where, const std::string& context) {
+  const PolicyInfo& info = policy_info(cfg.policy.name);
+  for (const auto& [k, v] : cfg.policy.knobs) {
+    const std::string key = std::string(kKnobPrefix) + k;
+    std::vector<std::string> names;
+    for (const auto& s : info.knobs) names.push_back(s.name);
+    if (std::find(names.begin(), names.end(), k) == names.end()) {
+      const auto hint = did_you_mean(k, names);
+      fail(where(key), context + "key '" + key + "': policy '" + info.name + "' has no knob '" + k + "' (" +
+                           (hint.empty() ? "" : "did you mean '" + hint + "'? ") + "knobs: " + join(names, ", ") +
+                           ")");
+    }
+    try {
+      Knobs(info.name, info.knobs, {{k, v}});
+    } catch (const Error& e) {
+      fail(where(key), context + "key '" + key + "': " + e.what());
+    }
+  }
+  try {
+    validate(cfg);
+  } catch (const Error& e) {
+    std::string key = key_in_message(e.what());
+    // "config key 'policy.knobs': topk: knob 'x' = ..." is about policy.knobs.x.
+    const std::string m = e.what();
+    if (const auto p = m.find(": knob '"); key == kKnobs && p != std::string::npos)
+      key = std::string(kKnobPrefix) + m.substr(p + 8, m.find('\'', p + 8) - p - 8);
+    fail(where(key), context + key_message(e));
+  }
+}
+
+}  // namespace
+
+std::string Origin::text() const {
+  if (file.empty()) return kCommandLine;
+  return line > 0 ? file + ":" + std::to_string(line) : file;
+}
+
+std::vector<std::uint64_t> Scenario::run_seeds() const {
+  return seeds.empty() ? std::vector<std::uint64_t>{base.seed} : seeds;
+}
+
+std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates) {
+  auto dist = [](std::string_view a, std::string_view b) {
+    // Optimal string alignment distance: a swapped pair is one typo.
+    std::vector<std::vector<int>> d(a.size() + 1, std::vector<int>(b.size() + 1));
+    for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = static_cast<int>(i);
+    for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = static_cast<int>(j);
+    for (std::size_t i = 1; i <= a.size(); ++i)
+      for (std::size_t j = 1; j <= b.size(); ++j) {
+        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    return d[a.size()][b.size()];
+  };
+  const int limit = word.size() < 4 ? 1 : word.size() < 10 ? 2 : 3;
+  std::string best;
+  int best_d = limit + 1;
+  for (const auto& c : candidates) {  // first of equals wins: candidates come in a fixed order
+    const int d = dist(word, c);
+    if (d < best_d) best_d = d, best = c;
+  }
+  if (!best.empty()) return best;
+  // Right name, wrong section: `stream.skill_growth` -> `world.skill_growth`.
+  const auto dot = word.rfind('.');
+  const auto tail = word.substr(dot == std::string_view::npos ? 0 : dot + 1);
+  for (const auto& c : candidates) {
+    const auto cd = c.rfind('.');
+    if (cd != std::string::npos && std::string_view(c).substr(cd + 1) == tail) return c;
+  }
+  return "";
+}
+
+Scenario parse_scenario(const std::string& text, const std::string& file, const std::vector<std::string>& overrides) {
+  const YAML::Node root = parse_yaml(text, file);
+  Scenario sc;
+  sc.path = file;
+  sc.name = std::filesystem::path(file).stem().string();
+  if (!root.IsMap()) {
+    if (root.IsNull()) fail({file, 0}, "empty scenario: expected a map of keys");
+    fail(origin_of(file, root), "expected a map of keys at the top level, got " + std::string(kind_of(root)));
+  }
+  std::map<std::string, int> seen;
+  std::set<std::string> specials;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const Origin at = origin_of(file, it->first);
+    if (!it->first.IsScalar() || it->first.Scalar().empty()) fail(at, "top-level key: expected a name");
+    const std::string k = it->first.Scalar();
+    if (!specials.insert(k).second) fail(at, "key '" + k + "': set twice in one map");
+    if (k == "name") {
+      sc.name = need_scalar_text(it->second, k, at);
+      if (sc.name.empty() || sc.name.find_first_of("/\\\n") != std::string::npos)
+        fail(at, "key 'name': expected a non-empty name without slashes");
+    } else if (k == "description") {
+      sc.description = it->second.IsNull() ? "" : need_scalar_text(it->second, k, at);
+    } else if (k == "seeds") {
+      sc.seeds = parse_seeds(it->second, at);
+    } else if (k == "sweep") {
+      sc.grids = parse_sweep(it->second, file, at);
+    } else {
+      apply_config_entry(sc, k, it->first, it->second, file, seen);
+    }
+  }
+  for (const auto& o : overrides) apply_override(sc, o);
+  return sc;
+}
+
+Scenario load_scenario(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot read the scenario file");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw Error(path + ": cannot read the scenario file");
+  return parse_scenario(ss.str(), path, overrides);
+}
+
+void apply_override(Scenario& sc, std::string_view arg) {
+  const Origin at{"", 0};
+  const auto eq = arg.find('=');
+  if (eq == std::string_view::npos || eq == 0)
+    fail(at, "override '" + std::string(arg) + "': expected key.path=value");
+  const std::string key(arg.substr(0, eq));
+  const std::string text(arg.substr(eq + 1));
+  YAML::Node value;
+  try {
+    value = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail(at, "key '" + key + "': malformed YAML value '" + text + "': " + e.msg);
+  }
+  YAML::Node knode(key);
+  if (key == "name" || key == "description") {
+    const std::string v = value.IsNull() ? "" : need_scalar_text(value, key, at);
+    if (key == "name" && (v.empty() || v.find_first_of("/\\\n") != std::string::npos))
+      fail(at, "key 'name': expected a non-empty name without slashes");
+    (key == "name" ? sc.name : sc.description) = v;
+  } else if (key == "seeds") {
+    sc.seeds = parse_seeds(value, at);
+  } else if (key == "sweep") {
+    sc.grids = parse_sweep(value, "", at);
+  } else if (key.rfind("sweep.", 0) == 0) {
+    const std::string axis = key.substr(6);
+    if (sc.grids.size() > 1)
+      fail(at, "key '" + key + "': the sweep is a list of " + std::to_string(sc.grids.size()) +
+                   " grids; override it whole with sweep=[...]");
+    if (sc.grids.empty()) sc.grids.emplace_back();
+    auto& grid = sc.grids.front();
+    auto it = std::find_if(grid.begin(), grid.end(), [&](const SweepAxis& a) { return a.key == axis; });
+    if (value.IsNull() || (value.IsSequence() && value.size() == 0)) {
+      if (it != grid.end()) grid.erase(it);  // `sweep.x=[]` drops an axis
+    } else {
+      auto parsed = parse_axis(axis, knode, value, "");
+      if (it != grid.end())
+        *it = std::move(parsed);
+      else
+        grid.push_back(std::move(parsed));
+    }
+    if (grid.empty()) sc.grids.clear();
+  } else {
+    if (value.IsSequence())
+      fail(at, "key '" + key + "': a list is only valid as sweep." + key + "=[...] or seeds=[...]");
+    std::map<std::string, int> seen;
+    apply_config_entry(sc, key, knode, value, "", seen);
+    sc.overrides.emplace_back(arg);
+    sc.override_keys.push_back(key);
+  }
+}
+
+std::vector<std::string> swept_keys(const Scenario& sc) {
+  std::vector<std::string> keys;
+  for (const auto& grid : sc.grids)
+    for (const auto& axis : grid)
+      for (const auto& item : axis.items)
+        for (const auto& kv : item.sets)
+          if (!is_clear(kv) && std::find(keys.begin(), keys.end(), kv.first) == keys.end()) keys.push_back(kv.first);
+  return keys;
+}
+
+std::string config_value(const SimConfig& cfg, std::string_view key) {
+  if (is_knob_path(key)) {
+    const auto knob = key.substr(kKnobPrefix.size());
+    if (auto it = cfg.policy.knobs.find(knob); it != cfg.policy.knobs.end()) return it->second;
+    for (const auto& s : policy_info(cfg.policy.name).knobs)
+      if (s.name == knob) return s.default_value;
+    return "";
+  }
+  for (const auto& [k, v] : config_fields(cfg))
+    if (k == key) return v;
+  return "";
+}
+
+SweepPoint base_point(const Scenario& sc) {
+  SweepPoint p;
+  p.label = sc.base.policy.name;
+  p.config = sc.base;
+  auto where = [&](const std::string& key) {
+    auto it = sc.origins.find(key);
+    if (it == sc.origins.end() && key.rfind("policy", 0) == 0) it = sc.origins.find("policy.name");
+    return it != sc.origins.end() ? it->second : Origin{sc.path, 0};
+  };
+  check_config(p.config, where, "");
+  return p;
+}
+
+std::vector<SweepPoint> expand_sweep(const Scenario& sc) {
+  if (sc.grids.empty()) return {base_point(sc)};
+  // A plain override of a swept key would be silently undone by the sweep.
+  for (const auto& grid : sc.grids)
+    for (const auto& axis : grid)
+      for (const auto& item : axis.items)
+        for (const auto& kv : item.sets)
+          for (const auto& ok : sc.override_keys) {
+            const auto& sk = kv.first;
+            const bool related = ok == sk || sk.rfind(ok + ".", 0) == 0 || ok.rfind(sk + ".", 0) == 0;
+            if (related)
+              throw Error(std::string(kCommandLine) + ": key '" + ok + "': swept by sweep." + axis.key + " (" +
+                          item.origin.text() + "); override the sweep instead, e.g. sweep." + axis.key + "=[...]");
+          }
+  std::vector<SweepPoint> points;
+  std::map<std::string, int> labels;
+  for (std::size_t g = 0; g < sc.grids.size(); ++g) {
+    const auto& grid = sc.grids[g];
+    std::vector<std::size_t> idx(grid.size(), 0);
+    for (;;) {
+      SweepPoint p;
+      p.index = static_cast<int>(points.size());
+      p.grid = static_cast<int>(g);
+      p.config = sc.base;
+      for (std::size_t a = 0; a < grid.size(); ++a) p.items.push_back(&grid[a].items[idx[a]]);
+      std::string label;
+      for (std::size_t a = 0; a < grid.size(); ++a)
+        label += (label.empty() ? "" : " ") +
+                 (grid[a].section || grid[a].key == "policy.name" ? p.items[a]->label
+                                                                   : short_key(grid[a].key) + "=" + p.items[a]->label);
+      p.label = label;
+      for (int pass = 0; pass < 2; ++pass)  // section axes, then key axes
+        for (std::size_t a = 0; a < grid.size(); ++a)
+          if (grid[a].section == (pass == 0))
+            for (const auto& [k, v] : p.items[a]->sets) apply_setting(p.config, k, v);
+      const std::string context = "sweep point " + std::to_string(p.index) + " '" + p.label + "': ";
+      auto where = [&](const std::string& key) {
+        for (auto it = p.items.rbegin(); it != p.items.rend(); ++it)
+          for (const auto& kv : (*it)->sets)
+            if (kv.first == key || (key.rfind("policy", 0) == 0 && kv.first.rfind("policy", 0) == 0))
+              return (*it)->origin;
+        auto o = sc.origins.find(key);
+        return o != sc.origins.end() ? o->second : p.items.front()->origin;
+      };
+      check_config(p.config, where, context);
+      if (auto [it, fresh] = labels.emplace(p.label, p.index); !fresh)
+        fail(p.items.front()->origin, "sweep points " + std::to_string(it->second) + " and " +
+                                          std::to_string(p.index) + " are both labelled '" + p.label +
+                                          "'; give the sweep values distinct labels");
+      points.push_back(std::move(p));
+      std::size_t a = grid.size();
+      while (a > 0 && ++idx[a - 1] == grid[a - 1].items.size()) idx[--a] = 0;
+      if (a == 0) break;
+    }
+  }
+  return points;
+}
+
+namespace {
+
+std::string yaml_scalar(const std::string& v) {
+  static const std::set<std::string> reserved = {"null", "Null", "NULL", "~", ""};
+  bool plain = !reserved.count(v);
+  for (char c : v)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '+' || c == '-')) plain = false;
+  if (plain) return v;
+  std::string q = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') q += '\\';
+    if (c == '\n') {
+      q += "\\n";
+      continue;
+    }
+    q += c;
+  }
+  return q + "\"";
+}
+
+}  // namespace
+
+std::string config_yaml(const SimConfig& cfg) {
+  std::ostringstream os;
+  std::string section;
+  std::vector<std::pair<std::string, std::string>> knobs;
+  auto fields = config_fields(cfg);
+  auto emit_knobs = [&] {
+    if (knobs.empty()) {
+      os << "  knobs: {}\n";
+      return;
+    }
+    os << "  knobs:\n";
+    for (const auto& [k, v] : knobs) os << "    " << k.substr(kKnobPrefix.size()) << ": " << yaml_scalar(v) << "\n";
+  };
+  for (const auto& kv : fields)
+    if (kv.first.rfind(kKnobPrefix, 0) == 0) knobs.push_back(kv);
+  for (const auto& [k, v] : fields) {
+    if (k.rfind(kKnobPrefix, 0) == 0) continue;
+    const auto dot = k.find('.');
+    const std::string sec = dot == std::string::npos ? "" : k.substr(0, dot);
+    if (sec != section) {
+      if (section == "policy") emit_knobs();
+      section = sec;
+      if (!sec.empty()) os << sec << ":\n";
+    }
+    os << (sec.empty() ? "" : "  ") << (sec.empty() ? k : k.substr(dot + 1)) << ": " << yaml_scalar(v) << "\n";
+  }
+  if (section == "policy") emit_knobs();
+  return os.str();
+}
+
+std::string scenario_yaml(const Scenario& sc) {
+  std::ostringstream os;
+  os << "# The fully resolved scenario (file + command-line overrides); `moesim sweep` and\n"
+        "# `moesim run` load it as is.\n";
+  os << "name: " << yaml_scalar(sc.name) << "\n";
+  if (!sc.description.empty()) os << "description: " << yaml_scalar(sc.description) << "\n";
+  os << "seeds: [";
+  const auto seeds = sc.run_seeds();
+  for (std::size_t i = 0; i < seeds.size(); ++i) os << (i ? ", " : "") << seeds[i];
+  os << "]\n" << config_yaml(sc.base);
+  if (sc.grids.empty()) return os.str();
+  os << "sweep:\n";
+  for (const auto& grid : sc.grids) {
+    bool first_axis = true;
+    for (const auto& axis : grid) {
+      os << (first_axis ? "  - " : "    ") << axis.key << ":\n";
+      first_axis = false;
+      for (const auto& item : axis.items) {
+        if (!axis.section) {
+          os << "      - " << yaml_scalar(item.sets.front().second) << "\n";
+          continue;
+        }
+        // Absolute keys under `set`, in application order, reproduce the value exactly.
+        os << "      - {label: " << yaml_scalar(item.label) << ", set: {";
+        for (std::size_t i = 0; i < item.sets.size(); ++i)
+          os << (i ? ", " : "") << item.sets[i].first << ": "
+             << (is_clear(item.sets[i]) ? std::string("{}") : yaml_scalar(item.sets[i].second));
+        os << "}}\n";
+      }
+    }
+  }
+  return os.str();
+}
+
+std::string shell_quote(std::string_view s) {
+  bool safe = !s.empty();
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::string_view("_-.,/=:+@%").find(c) != std::string_view::npos))
+      safe = false;
+  if (safe) return std::string(s);
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, std::uint64_t seed) {
+  std::vector<std::string> args{"seed=" + std::to_string(seed)};
+  for (const auto& o : sc.overrides) args.push_back(o);
+  for (int pass = 0; pass < 2; ++pass) {
+    const auto& grid = sc.grids.empty() ? SweepGrid{} : sc.grids[static_cast<std::size_t>(p.grid)];
+    for (std::size_t a = 0; a < p.items.size() && a < grid.size(); ++a)
+      if (grid[a].section == (pass == 0))
+        for (const auto& kv : p.items[a]->sets)
+          args.push_back(kv.first + "=" + (is_clear(kv) ? std::string("{}") : yaml_scalar(kv.second)));
+  }
+  return args;
+}
+
+}  // namespace moesim

@@ -1,0 +1,485 @@
+#include "sim/sweep.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "policies/types.hpp"
+#include "sim/csv.hpp"
+#include "sim/simulator.hpp"
+
+namespace fs = std::filesystem;
+
+namespace moesim {
+
+namespace {
+
+[[noreturn]] void sys_fail(const std::string& what, const std::string& path) {
+  throw Error(path + ": " + what + ": " + std::strerror(errno));
+}
+
+void fsync_dir(const std::string& dir) {
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) sys_fail("cannot open folder", dir);
+  ::fsync(fd);  // some file systems refuse a folder fsync; the rename is what matters
+  ::close(fd);
+}
+
+std::string json_string(std::string_view s) {
+  std::string o = "\"";
+  for (char c : s) {
+    switch (c) {
+      case '"': o += "\\\""; break;
+      case '\\': o += "\\\\"; break;
+      case '\n': o += "\\n"; break;
+      case '\t': o += "\\t"; break;
+      case '\r': o += "\\r"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char b[8];
+          std::snprintf(b, sizeof b, "\\u%04x", c);
+          o += b;
+        } else {
+          o += c;
+        }
+    }
+  }
+  return o + "\"";
+}
+
+// JSON has no NaN or infinity: they become null.
+std::string json_number(double v) { return std::isfinite(v) ? format_number(v) : "null"; }
+
+std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto t = static_cast<long>(s + 0.5);
+  char b[32];
+  if (t >= 3600)
+    std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+  else
+    std::snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
+  return b;
+}
+
+std::string run_config_text(const Scenario& sc, const SweepPoint& p, const RunSpec& r, const std::string& program) {
+  return "# run " + r.id + ", point " + std::to_string(p.index) + " '" + p.label + "', seed " +
+         std::to_string(r.seed) + " of scenario '" + sc.name + "'\n# replay: " +
+         replay_command(sc, p, r.seed, program, "") + "\n" + config_yaml(r.config);
+}
+
+bool run_complete(const std::string& dir, const std::string& config_text) {
+  std::error_code ec;
+  if (!fs::is_regular_file(dir + "/metrics.csv", ec) || !fs::is_regular_file(dir + "/timeseries.csv", ec))
+    return false;
+  std::ifstream in(dir + "/config.yaml", std::ios::binary);
+  if (!in) return false;
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str() == config_text;
+}
+
+// Leftovers of a write that was killed between creating the temp file and its rename.
+void remove_temp_files(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".tmp") fs::remove(e.path(), ec);
+}
+
+// Holds an exclusive lock on OUTDIR/.lock: two sweeps into one folder would race.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir) {
+    const std::string path = dir + "/.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+    if (fd_ < 0) sys_fail("cannot create the lock file", path);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd_);
+      throw Error(dir + ": another sweep is writing into this folder");
+    }
+  }
+  ~DirLock() { ::close(fd_); }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+class Progress {
+ public:
+  Progress(bool on, int runs, std::int64_t units) : on_(on), tty_(::isatty(2) == 1), runs_(runs), units_(units) {}
+
+  void show(int runs_done, std::int64_t units_done, bool final) {
+    if (!on_) return;
+    const auto now = std::chrono::steady_clock::now();
+    const double el = std::chrono::duration<double>(now - start_).count();
+    if (!final && !tty_ && std::chrono::duration<double>(now - last_).count() < 10.0) return;
+    last_ = now;
+    const double frac = units_ > 0 ? static_cast<double>(units_done) / static_cast<double>(units_) : 1.0;
+    const double eta = frac > 0 ? el * (1.0 - frac) / frac : std::numeric_limits<double>::quiet_NaN();
+    const double rate = el > 0 ? static_cast<double>(units_done) / el / 1e6 : 0.0;
+    char line[200];
+    std::snprintf(line, sizeof line, "sweep: %d/%d runs  %5.1f%%  %.2f Mtok/s  elapsed %s  ETA %s", runs_done, runs_,
+                  100.0 * frac, rate, hms(el).c_str(), final ? "0:00" : hms(eta).c_str());
+    if (tty_)
+      std::fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
+    else
+      std::fprintf(stderr, "%s\n", line);
+    std::fflush(stderr);
+  }
+
+ private:
+  bool on_, tty_;
+  int runs_;
+  std::int64_t units_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now(), last_ = start_;
+};
+
+void assemble_outputs(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
+                      const std::string& out, const std::string& program, SweepResult& result) {
+  const auto keys = swept_keys(sc);
+  // Metric columns: the union over runs, in first-seen order (points may differ in layers).
+  std::vector<std::string> metric_names;
+  std::vector<CsvTable> tables;
+  tables.reserve(runs.size());
+  for (const auto& r : runs) {
+    tables.push_back(read_csv(out + "/runs/" + r.id + "/metrics.csv"));
+    const auto& t = tables.back();
+    if (t.rows.size() != 1 || t.rows[0].size() != t.header.size())
+      throw Error(out + "/runs/" + r.id + "/metrics.csv: expected a header and one row");
+    for (const auto& n : t.header)
+      if (std::find(metric_names.begin(), metric_names.end(), n) == metric_names.end()) metric_names.push_back(n);
+  }
+
+  std::ostringstream csv;
+  CsvWriter w(csv);
+  std::vector<std::string> header = {"run_id", "point", "seed", "label"};
+  header.insert(header.end(), keys.begin(), keys.end());
+  header.emplace_back("policy");
+  header.insert(header.end(), metric_names.begin(), metric_names.end());
+  w.header(header);
+  // values[point][metric] over the point's seeds
+  std::vector<std::vector<std::vector<double>>> values(points.size(),
+                                                       std::vector<std::vector<double>>(metric_names.size()));
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    const auto& p = points[static_cast<std::size_t>(r.point)];
+    std::vector<std::string> row = {r.id, std::to_string(r.point), std::to_string(r.seed), p.label};
+    for (const auto& k : keys) row.push_back(config_value(r.config, k));
+    row.push_back(r.config.policy.name);
+    for (std::size_t m = 0; m < metric_names.size(); ++m) {
+      const int c = tables[i].column(metric_names[m]);
+      const std::string v = c >= 0 ? tables[i].rows[0][static_cast<std::size_t>(c)] : "";
+      row.push_back(v);
+      double x = std::numeric_limits<double>::quiet_NaN();
+      if (!v.empty() && v != "nan") x = std::strtod(v.c_str(), nullptr);
+      values[static_cast<std::size_t>(r.point)][m].push_back(x);
+    }
+    w.text_row(row);
+  }
+  write_file_atomic(out + "/runs.csv", csv.str());
+
+  std::ostringstream js;
+  const auto seeds = sc.run_seeds();
+  js << "{\n  \"scenario\": " << json_string(sc.name) << ",\n  \"description\": " << json_string(sc.description)
+     << ",\n  \"source\": " << json_string(sc.path) << ",\n  \"overrides\": [";
+  for (std::size_t i = 0; i < sc.overrides.size(); ++i) js << (i ? ", " : "") << json_string(sc.overrides[i]);
+  js << "],\n  \"seeds\": [";
+  for (std::size_t i = 0; i < seeds.size(); ++i) js << (i ? ", " : "") << seeds[i];
+  js << "],\n  \"runs\": " << runs.size() << ",\n  \"config\": {";
+  const auto fields = config_fields(sc.base);
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    js << (i ? ",\n" : "\n") << "    " << json_string(fields[i].first) << ": " << json_string(fields[i].second);
+  js << "\n  },\n  \"swept_keys\": [";
+  for (std::size_t i = 0; i < keys.size(); ++i) js << (i ? ", " : "") << json_string(keys[i]);
+  js << "],\n  \"stats\": \"mean, std (n-1), min, max over seeds of each final metric; NaNs skipped\",\n"
+     << "  \"points\": [";
+  for (std::size_t pi = 0; pi < points.size(); ++pi) {
+    const auto& p = points[pi];
+    js << (pi ? "," : "") << "\n    {\n      \"index\": " << p.index << ",\n      \"grid\": " << p.grid
+       << ",\n      \"label\": " << json_string(p.label) << ",\n      \"policy\": " << json_string(p.config.policy.name)
+       << ",\n      \"values\": {";
+    for (std::size_t k = 0; k < keys.size(); ++k)
+      js << (k ? ", " : "") << json_string(keys[k]) << ": " << json_string(config_value(p.config, keys[k]));
+    js << "},\n      \"runs\": [";
+    bool first = true;
+    for (const auto& r : runs)
+      if (r.point == p.index) js << (first ? "" : ", ") << json_string(r.id), first = false;
+    js << "],\n      \"replay\": " << json_string(replay_command(sc, p, seeds.front(), program, ""))
+       << ",\n      \"metrics\": {";
+    for (std::size_t m = 0; m < metric_names.size(); ++m) {
+      const auto s = seed_stats(values[pi][m]);
+      js << (m ? "," : "") << "\n        " << json_string(metric_names[m]) << ": {\"mean\": " << json_number(s.mean)
+         << ", \"std\": " << json_number(s.std) << ", \"min\": " << json_number(s.min)
+         << ", \"max\": " << json_number(s.max) << ", \"n\": " << s.n << "}";
+    }
+    js << "\n      }\n    }";
+  }
+  js << "\n  ]\n}\n";
+  write_file_atomic(out + "/summary.json", js.str());
+
+  for (const auto& p : points) result.replay.push_back(replay_command(sc, p, seeds.front(), program, ""));
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, std::string_view content) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) sys_fail("cannot create", tmp);
+  std::size_t off = 0;
+  while (off < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      errno = err;
+      sys_fail("cannot write", tmp);
+    }
+    off += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) sys_fail("cannot flush", tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) sys_fail("cannot rename into place", path);
+  fsync_dir(fs::path(path).parent_path().string());
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot read");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int CsvTable::column(std::string_view name) const {
+  for (std::size_t i = 0; i < header.size(); ++i)
+    if (header[i] == name) return static_cast<int>(i);
+  return -1;
+}
+
+CsvTable parse_csv(std::string_view text, const std::string& source) {
+  CsvTable t;
+  std::vector<std::string> row;
+  std::string field;
+  bool in_quotes = false, any = false;
+  int line = 1;
+  auto end_row = [&] {
+    row.push_back(std::move(field));
+    field.clear();
+    if (t.header.empty())
+      t.header = std::move(row);
+    else
+      t.rows.push_back(std::move(row));
+    row.clear();
+    any = false;
+  };
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_quotes) {
+      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
+        field += '"';
+        ++i;
+      } else if (c == '"') {
+        in_quotes = false;
+      } else {
+        if (c == '\n') ++line;
+        field += c;
+      }
+      continue;
+    }
+    any = true;
+    if (c == '"') {
+      in_quotes = true;
+    } else if (c == ',') {
+      row.push_back(std::move(field));
+      field.clear();
+    } else if (c == '\n') {
+      if (!field.empty() && field.back() == '\r') field.pop_back();
+      end_row();
+      ++line;
+    } else {
+      field += c;
+    }
+  }
+  if (in_quotes) throw Error(source + ":" + std::to_string(line) + ": unterminated quoted field");
+  if (any) end_row();
+  for (std::size_t r = 0; r < t.rows.size(); ++r)
+    if (t.rows[r].size() != t.header.size())
+      throw Error(source + ": row " + std::to_string(r + 1) + " has " + std::to_string(t.rows[r].size()) +
+                  " fields, the header " + std::to_string(t.header.size()));
+  return t;
+}
+
+CsvTable read_csv(const std::string& path) { return parse_csv(read_file(path), path); }
+
+SeedStats seed_stats(const std::vector<double>& xs) {
+  SeedStats s;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  double sum = 0;
+  for (double x : xs) {
+    if (std::isnan(x)) continue;
+    if (s.n == 0 || x < s.min) s.min = x;
+    if (s.n == 0 || x > s.max) s.max = x;
+    sum += x;
+    ++s.n;
+  }
+  if (s.n == 0) return {nan, nan, nan, nan, 0};
+  s.mean = sum / s.n;
+  double ss = 0;
+  for (double x : xs)
+    if (!std::isnan(x)) ss += (x - s.mean) * (x - s.mean);
+  s.std = s.n > 1 ? std::sqrt(ss / (s.n - 1)) : 0.0;
+  return s;
+}
+
+std::vector<RunSpec> plan_runs(const std::vector<SweepPoint>& points, const std::vector<std::uint64_t>& seeds) {
+  int width = 3;
+  for (std::size_t n = points.size(); n > 999; n /= 10) ++width;
+  std::vector<RunSpec> runs;
+  for (const auto& p : points)
+    for (auto seed : seeds) {
+      char id[64];
+      std::snprintf(id, sizeof id, "p%0*d-s%llu", width, p.index, static_cast<unsigned long long>(seed));
+      RunSpec r{id, p.index, seed, p.config};
+      r.config.seed = seed;
+      runs.push_back(std::move(r));
+    }
+  return runs;
+}
+
+std::string replay_command(const Scenario& sc, const SweepPoint& p, std::uint64_t seed, const std::string& program,
+                           const std::string& out_dir) {
+  // Appends piecewise: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string temporaries.
+  std::string cmd = program;
+  cmd += " run ";
+  cmd += shell_quote(sc.path);
+  for (const auto& a : replay_args(sc, p, seed)) {
+    cmd += ' ';
+    cmd += shell_quote(a);
+  }
+  if (!out_dir.empty()) {
+    cmd += " --out ";
+    cmd += shell_quote(out_dir);
+  }
+  return cmd;
+}
+
+SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (opt.out_dir.empty()) throw Error("sweep: no output folder");
+  const std::string out = opt.out_dir;
+  std::error_code ec;
+  fs::create_directories(out + "/runs", ec);
+  if (ec) throw Error(out + "/runs: cannot create: " + ec.message());
+  DirLock lock(out);
+  remove_temp_files(out);
+  write_file_atomic(out + "/scenario.resolved.yaml", scenario_yaml(sc));
+
+  const auto runs = plan_runs(points, sc.run_seeds());
+  std::vector<std::size_t> todo;
+  std::vector<std::string> texts(runs.size());
+  std::int64_t units = 0;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto& r = runs[i];
+    const std::string dir = out + "/runs/" + r.id;
+    texts[i] = run_config_text(sc, points[static_cast<std::size_t>(r.point)], r, opt.command);
+    remove_temp_files(dir);
+    if (run_complete(dir, texts[i])) continue;
+    todo.push_back(i);
+    units += r.config.steps * r.config.batch * r.config.layers;
+  }
+  SweepResult result;
+  result.runs = static_cast<int>(runs.size());
+  result.skipped = static_cast<int>(runs.size() - todo.size());
+
+  int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
+  std::atomic<std::size_t> next{0};
+  std::atomic<std::int64_t> units_done{0};
+  std::atomic<bool> abort{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  int runs_done = 0, workers_left = threads;
+  std::string error;
+  double sim_seconds = 0;
+
+  auto worker = [&] {
+    for (;;) {
+      const std::size_t j = next.fetch_add(1);
+      if (j >= todo.size() || abort.load()) break;
+      const auto& r = runs[todo[j]];
+      try {
+        const std::string dir = out + "/runs/" + r.id;
+        fs::create_directories(dir);
+        fs::remove(dir + "/metrics.csv");  // a re-run (changed config) is not complete until it ends
+        write_file_atomic(dir + "/config.yaml", texts[todo[j]]);
+        std::ostringstream ts;
+        const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
+        std::int64_t seen = 0;
+        auto progress = [&](std::int64_t done, std::int64_t) {
+          units_done.fetch_add((done - seen) * per_step, std::memory_order_relaxed);
+          seen = done;
+        };
+        const RunResult res = run_simulation(r.config, &ts, progress);
+        write_file_atomic(dir + "/timeseries.csv", ts.str());
+        std::ostringstream ms;
+        write_metrics_csv(ms, res);
+        write_file_atomic(dir + "/metrics.csv", ms.str());
+        std::lock_guard<std::mutex> g(mu);
+        ++runs_done;
+        sim_seconds += res.seconds;
+        if (opt.on_run_done) opt.on_run_done(r);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(mu);
+        if (error.empty()) error = "run " + r.id + " ('" + points[static_cast<std::size_t>(r.point)].label + "'): " + e.what();
+        abort = true;
+      }
+      cv.notify_all();
+    }
+    std::lock_guard<std::mutex> g(mu);
+    --workers_left;
+    cv.notify_all();
+  };
+
+  Progress progress(opt.progress && !todo.empty(), static_cast<int>(todo.size()), units);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads && !todo.empty(); ++t) pool.emplace_back(worker);
+  {
+    std::unique_lock<std::mutex> g(mu);
+    while (workers_left > 0 && !pool.empty()) {
+      cv.wait_for(g, std::chrono::milliseconds(250));
+      const int rd = runs_done;
+      g.unlock();
+      progress.show(rd, units_done.load(), false);
+      g.lock();
+    }
+  }
+  for (auto& t : pool) t.join();
+  if (!error.empty()) throw Error(error);
+  progress.show(runs_done, units_done.load(), true);
+
+  for (std::size_t j : todo) result.token_steps += runs[j].config.steps * runs[j].config.batch * runs[j].config.layers;
+  result.sim_seconds = sim_seconds;
+  assemble_outputs(sc, points, runs, out, opt.command, result);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace moesim
