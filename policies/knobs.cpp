@@ -12,8 +12,10 @@ KnobSpec real_knob(std::string name, double def, std::string help, double lo, do
   return {std::move(name), KnobType::Real, format_real(def), std::move(help), {}, lo, hi};
 }
 KnobSpec int_knob(std::string name, long def, std::string help, long lo, long hi) {
-  return {std::move(name), KnobType::Int, std::to_string(def), std::move(help), {},
-          static_cast<double>(lo), static_cast<double>(hi)};
+  KnobSpec s{std::move(name), KnobType::Int, std::to_string(def), std::move(help), {}};
+  s.ilo = lo;
+  s.ihi = hi;
+  return s;
 }
 KnobSpec bool_knob(std::string name, bool def, std::string help) {
   return {std::move(name), KnobType::Bool, def ? "true" : "false", std::move(help), {}, 0, 1};
@@ -86,8 +88,8 @@ static void check_value(std::string_view owner, const KnobSpec& s, const std::st
     case KnobType::Int: {
       long x;
       if (!parse_int(v, x)) fail("expected " + type_name(s.type));
-      if (x < s.lo || x > s.hi)
-        fail("out of range [" + format_real(s.lo) + ", " + format_real(s.hi) + "]");
+      if (x < s.ilo || x > s.ihi)
+        fail("out of range [" + std::to_string(s.ilo) + ", " + std::to_string(s.ihi) + "]");
       break;
     }
     case KnobType::Bool: {

@@ -16,8 +16,10 @@ struct KnobSpec {
   std::string default_value;
   std::string help;
   std::vector<std::string> choices;  // Choice only
-  double lo = -1e300;                // Real/Int: inclusive bounds
+  double lo = -1e300;                // Real: inclusive bounds
   double hi = 1e300;
+  long ilo = 0;                      // Int: inclusive bounds, exact beyond 2^53
+  long ihi = 0;
 };
 
 KnobSpec real_knob(std::string name, double def, std::string help, double lo = -1e300,

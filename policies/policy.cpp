@@ -56,10 +56,23 @@ void Policy::load(std::istream& is, const std::string& source) {
   for (const auto& [key, v] : knobs_.values()) want_knobs << ' ' << key << '=' << v;
   if (knobs_line != want_knobs.str())
     throw Error(source + ": state was saved with other knobs: " + knobs_line);
-  StateReader r(is, source);
+  // Buffer the body up to "end" first: a truncated snapshot is refused before
+  // load_state() touches anything, so a failed load loses nothing.
+  std::string body, line;
+  bool ended = false;
+  while (std::getline(is, line)) {
+    if (line == "end") {
+      ended = true;
+      break;
+    }
+    body += line;
+    body += '\n';
+  }
+  if (!ended) throw Error(source + ": truncated policy state (no end)");
+  std::istringstream bs(body);
+  StateReader r(bs, source);
   load_state(r);
-  std::string end;
-  if (!std::getline(is, end) || end != "end") throw Error(source + ": truncated policy state (no end)");
+  if (bs.peek() != std::char_traits<char>::eof()) throw Error(source + ": unexpected data before 'end'");
 }
 
 }  // namespace moesim
