@@ -1,0 +1,30 @@
+#pragma once
+// `moesim report OUTDIR`: plots and a Markdown summary of a sweep's (or a run's)
+// output folder. Reads only the files the sweep wrote (scenario.resolved.yaml,
+// runs.csv, runs/<run_id>/timeseries.csv), so a report can be re-made at any time.
+//
+// Writes OUTDIR/report.md and OUTDIR/plots/: for each plot NAME, NAME.png and
+// NAME.svg, the gnuplot script NAME.gp and its data under plots/data/ (run
+// `gnuplot NAME.gp` inside plots/ to re-make or restyle one).
+#include <string>
+#include <vector>
+
+namespace moesim {
+
+struct ReportOptions {
+  bool plots = true;                // false: tables only, gnuplot not needed
+  std::string gnuplot = "gnuplot";  // the program
+};
+
+struct ReportResult {
+  std::string markdown;               // path of report.md
+  int plots = 0;                      // images rendered (PNG + SVG pairs)
+  std::vector<std::string> warnings;  // e.g. gnuplot missing: the tables are still written
+};
+
+ReportResult write_report(const std::string& out_dir, const ReportOptions& options = {});
+
+// The key final metrics the table and the bar charts show: (runs.csv column, heading).
+const std::vector<std::pair<std::string, std::string>>& report_metrics();
+
+}  // namespace moesim
