@@ -1,9 +1,7 @@
 #pragma once
 // Fast bulk distributions on top of moesim::Rng: the simulator draws millions of
-// variates per second, so each is one 64-bit draw and no branch on the value.
-// Same seed and same sizes give the same numbers (owned, aligned buffers keep
-// Eigen's vectorised and scalar paths on the same elements every run).
-#include <Eigen/Core>
+// variates per second, so each comes from one 64-bit value with no branch on it.
+// Same seed and same sizes give the same numbers.
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -12,16 +10,20 @@
 
 namespace moesim {
 
-// Standard normals by Box-Muller, vectorised: each 64-bit draw gives u1 (high 32
-// bits) and u2 (low 32 bits), hence r*cos(th) and r*sin(th). Floats: tails reach
-// about 6.7 sigma, enough for noise. Not bitwise equal to Rng::normal().
+// Standard normals by Box-Muller: each 64-bit value gives u1 (high 32 bits) and
+// the angle (low 32 bits), hence r*cos(th) and r*sin(th), r = sqrt(-2 ln u1).
+// ln, sin and cos are our own polynomials (relative error below 1e-6), in one
+// branch-free loop the compiler vectorises; the quadrant of the angle comes from
+// its top bits, so there is no range reduction. Floats: tails reach about 6.7
+// sigma, enough for noise. Not bitwise equal to Rng::normal().
 class NormalFiller {
  public:
-  // out[0..n) = scale * N(0, 1); consumes ceil(n/2) draws of rng.
+  // out[0..n) = scale * N(0, 1); consumes one draw of rng, which keys a SplitMix64
+  // sequence supplying the ceil(n/2) 64-bit values.
   void fill(Rng& rng, float* out, std::size_t n, float scale = 1.0f);
 
  private:
-  Eigen::ArrayXf u1_, u2_, a_, b_;
+  std::vector<float> sin_;
 };
 
 // Walker's alias method (Vose's construction): O(n) build, O(1) draw from one

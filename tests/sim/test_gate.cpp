@@ -1,0 +1,101 @@
+// The gate: forward product, the reward update by hand, and the auxiliary-loss
+// gradient against finite differences of the policy library's own losses.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "policies/aux_losses.hpp"
+#include "sim/gate.hpp"
+
+using namespace moesim;
+
+TEST_CASE("forward is X W^T; noise only on what the policy sees", "[gate]") {
+  GateConfig cfg;
+  Gate g(cfg, 3, 2, 1);
+  RowMatrixXf x(2, 2);
+  x << 1, 2, -1, 0.5;
+  g.forward(x);
+  const auto& W = g.weight();
+  for (int t = 0; t < 2; ++t)
+    for (int e = 0; e < 3; ++e) CHECK(g.clean()(t, e) == Approx(x(t, 0) * W(e, 0) + x(t, 1) * W(e, 1)));
+  CHECK(&g.seen() == &g.clean());
+  cfg.noise = 1.0;
+  Gate n(cfg, 3, 2, 1);
+  n.forward(x);
+  CHECK(n.weight() == W);  // the init stream does not depend on the noise knob
+  CHECK(n.clean() == g.clean());
+  CHECK(n.seen() != n.clean());
+}
+
+TEST_CASE("reward update by hand", "[gate]") {
+  GateConfig cfg;
+  cfg.lr = 0.5;
+  cfg.init_scale = 0.0;  // W starts at 0
+  Gate g(cfg, 2, 2, 1);
+  RowMatrixXf x(2, 2);
+  x << 1, 0, 0, 2;
+  Assignment a;
+  a.reset(2, 2, 1);
+  a.expert = {0, 1};
+  const std::vector<float> perf = {1.0f, 0.0f};
+  g.forward(x);
+  g.update(x, a, perf.data());
+  // b = mean(1, 0) = 0.5; scale lr/T = 0.25.
+  // W_0 += 0.25 * (1 - 0.5) * (1, 0) = (0.125, 0); W_1 += 0.25 * (0 - 0.5) * (0, 2) = (0, -0.25).
+  CHECK(g.baseline() == 0.5);
+  CHECK(g.weight()(0, 0) == Approx(0.125));
+  CHECK(g.weight()(0, 1) == 0.0f);
+  CHECK(g.weight()(1, 0) == 0.0f);
+  CHECK(g.weight()(1, 1) == Approx(-0.25));
+  // Second batch: baseline EMA with rate 0.5 moves half way to the new mean 1.
+  cfg.baseline_rate = 0.5;
+  Gate h(cfg, 2, 2, 1);
+  h.forward(x);
+  h.update(x, a, perf.data());
+  const std::vector<float> ones = {1.0f, 1.0f};
+  h.update(x, a, ones.data());
+  CHECK(h.baseline() == Approx(0.75));
+  // L2 pull: W <- (1 - lr*l2) W before the step.
+  cfg.l2 = 0.4;
+  cfg.baseline_rate = 1.0;
+  Gate d(cfg, 2, 2, 1);
+  d.forward(x);
+  d.update(x, a, perf.data());
+  d.update(x, a, ones.data());  // zero advantage: only the decay acts
+  CHECK(d.weight()(0, 0) == Approx(0.125 * 0.8));
+  CHECK(d.weight()(1, 1) == Approx(-0.25 * 0.8));
+}
+
+TEST_CASE("aux and z-loss gradients match finite differences of the library's losses", "[gate]") {
+  GateConfig cfg;
+  cfg.aux_loss = 0.7;
+  cfg.z_loss = 0.3;
+  cfg.lr = 1e-3;
+  const int T = 5, E = 4, d = 3;
+  Gate g(cfg, E, d, 3);
+  RowMatrixXf x(T, d);
+  Rng rng(5);
+  for (int i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal());
+  Assignment a;
+  a.reset(T, E, 1);
+  a.expert = {0, 0, 1, 3, 0};
+  a.counts = {3, 1, 0, 1};
+  const RowMatrixXf W0 = g.weight();
+  auto loss = [&](const RowMatrixXf& W) {
+    RowMatrixXf z = x * W.transpose();
+    return cfg.aux_loss * load_balancing_loss(z.data(), T, E, a) + cfg.z_loss * z_loss(z.data(), T, E);
+  };
+  g.forward(x);
+  g.update(x, a, nullptr);
+  for (int e = 0; e < E; ++e)
+    for (int j = 0; j < d; ++j) {
+      RowMatrixXf p = W0, m = W0;
+      const float h = 1e-2f;
+      p(e, j) += h;
+      m(e, j) -= h;
+      const double numeric = (loss(p) - loss(m)) / (2.0 * h);
+      const double applied = (W0(e, j) - g.weight()(e, j)) / cfg.lr;
+      CHECK(applied == Approx(numeric).margin(2e-3).epsilon(0.02));
+    }
+}

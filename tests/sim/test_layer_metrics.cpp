@@ -1,0 +1,126 @@
+// The streaming per-layer accumulator on four hand-built batches: windows,
+// dead experts, run aggregates, specialisation, persistence, rich-get-richer.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "sim/metrics.hpp"
+
+using namespace moesim;
+
+namespace {
+
+Assignment batch(std::vector<std::int32_t> experts, std::int64_t dropped = 0) {
+  Assignment a;
+  a.reset(2, 2, 1);
+  a.expert = std::move(experts);
+  for (auto e : a.expert)
+    if (e >= 0) ++a.counts[e];
+  a.routed = 2;
+  a.dropped = dropped;
+  a.dropped_tokens = dropped;
+  return a;
+}
+
+double metric(const std::vector<double>& v, const std::string& name) {
+  const auto& names = LayerMetrics::run_metric_names();
+  for (std::size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return v[i];
+  FAIL("no metric " << name);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("layer metrics on four batches computed by hand", "[metrics]") {
+  // E = 2 experts, C = 2 clusters, 4 steps, window 2 (early = steps 0-1, late = 2-3),
+  // dead window 1. Each batch: token 0 of cluster 0, token 1 of cluster 1, k = 1.
+  MetricsConfig mc;
+  mc.window = 2;
+  mc.dead_window = 1;
+  LayerMetrics m(2, 2, 4, mc);
+  const std::vector<std::int32_t> cl = {0, 1};
+  // step  experts      perf       loads
+  //  0    {0, 0}       {1, .5}    {2, 0}
+  //  1    {0, 1}       {1, 1}     {1, 1}
+  //  2    {0, drop}    {.5, -}    {1, 0}
+  //  3    {1, 1}       {0, 1}     {0, 2}
+  const std::vector<std::vector<std::int32_t>> ex = {{0, 0}, {0, 1}, {0, kNoExpert}, {1, 1}};
+  const std::vector<std::vector<float>> pf = {{1, .5f}, {1, 1}, {.5f, 0}, {0, 1}};
+  const std::vector<int> dead = {1, 0, 1, 1};  // step 0: expert 1; 2: expert 1; 3: expert 0
+  for (int s = 0; s < 4; ++s) {
+    const auto a = batch(ex[s], s == 2 ? 1 : 0);
+    m.add_batch(s, a, cl.data(), pf[s].data());
+    CHECK(m.dead() == dead[s]);
+  }
+  const auto st = m.step_stats();  // step 3: loads {0, 2}
+  CHECK(st.load_cv == Approx(1.0));
+  CHECK(st.gini == Approx(0.5));
+  CHECK(st.maxvio == Approx(1.0));
+  CHECK(st.maxvio_global == Approx(1.0 / 7.0));  // cumulative {4, 3}
+  CHECK(st.mean_perf == Approx(0.5));
+  CHECK(st.drop_rate == 0.0);
+  // Step 3's table: both tokens on expert 1, so knowing the expert says nothing of the cluster.
+  CHECK(st.spec_norm == Approx(0.0).margin(1e-12));
+
+  m.add_saturation(0.5);
+  m.add_saturation(0.7);
+  const std::vector<double> rep = {1, 3};
+  const auto v = m.finish(&rep, 0.42);
+  REQUIRE(v.size() == LayerMetrics::run_metric_names().size());
+  CHECK(metric(v, "drop_rate") == Approx(0.125));        // 1 of 8 requests
+  CHECK(metric(v, "token_drop_rate") == Approx(0.125));  // 1 of 8 tokens
+  // Cumulative loads {4, 3}: mean 3.5, std 0.5.
+  CHECK(metric(v, "load_cv") == Approx(1.0 / 7.0));
+  CHECK(metric(v, "gini") == Approx(1.0 / 14.0));  // |4-3| * 2 / (2 * 4 * 3.5)
+  CHECK(metric(v, "maxvio_global") == Approx(1.0 / 7.0));
+  // Per batch MaxVio {1, 0, 1, 1}, CV {1, 0, 1, 1}, entropy {0, 1, 0, 0}.
+  CHECK(metric(v, "maxvio_batch") == Approx(0.75));
+  CHECK(metric(v, "load_cv_batch") == Approx(0.75));
+  CHECK(metric(v, "entropy_batch") == Approx(0.25));
+  // Late loads = {4, 3} - {3, 1} = {1, 2}.
+  CHECK(metric(v, "late_gini") == Approx(1.0 / 6.0));
+  CHECK(metric(v, "late_load_cv") == Approx(1.0 / 3.0));
+  CHECK(metric(v, "late_maxvio") == Approx(1.0 / 3.0));
+  CHECK(metric(v, "dead") == 1.0);
+  CHECK(metric(v, "dead_mean") == Approx(0.75));
+  // Late table (experts x clusters): e0 {1, 0}, e1 {1, 1}.
+  // MI = 1/3 [log2(3/2) + log2(3/4) + log2(3/2)] = log2(27/16) / 3; H(cluster) = H(2/3, 1/3).
+  const double mi = std::log2(27.0 / 16.0) / 3.0;
+  const double hc = -(2.0 / 3) * std::log2(2.0 / 3) - (1.0 / 3) * std::log2(1.0 / 3);
+  CHECK(metric(v, "spec_mi_bits") == Approx(mi));
+  CHECK(metric(v, "spec_norm") == Approx(mi / hc));
+  // Early {3, 1} vs late {1, 2}: the order flips.
+  CHECK(metric(v, "rank_persistence") == Approx(-1.0));
+  // Shares a = {3/4, 1/4}, b = {1/3, 2/3}: d = {-5/12, 5/12}; cov(a, d) = -5/48, var(a) = 1/16.
+  CHECK(metric(v, "rgr_slope") == Approx(-5.0 / 3.0));
+  CHECK(metric(v, "rgr_corr") == Approx(-1.0));
+  // Served perf: 1 + .5 + 1 + 1 + .5 + 0 + 1 = 5 over 7 slots; late: 1.5 over 3.
+  CHECK(metric(v, "mean_perf") == Approx(5.0 / 7.0));
+  CHECK(metric(v, "late_mean_perf") == Approx(0.5));
+  CHECK(metric(v, "saturation") == Approx(0.6));
+  CHECK(metric(v, "rep_mean") == 2.0);
+  CHECK(metric(v, "rep_min") == 1.0);
+  CHECK(metric(v, "rep_max") == 3.0);
+  CHECK(metric(v, "rep_std") == 1.0);
+  CHECK(metric(v, "skill_mean") == 0.42);
+  // Without a reputation the statistics are NaN, not zeros that look like data.
+  CHECK(std::isnan(metric(m.finish(nullptr, 0.0), "rep_mean")));
+}
+
+TEST_CASE("windows longer than the run cover the whole run", "[metrics]") {
+  MetricsConfig mc;
+  mc.window = 100;
+  mc.dead_window = 100;
+  LayerMetrics m(2, 1, 2, mc);
+  const std::vector<std::int32_t> cl = {0, 0};
+  const std::vector<float> pf = {1, 1};
+  m.add_batch(0, batch({0, 0}), cl.data(), pf.data());
+  m.add_batch(1, batch({0, 1}), cl.data(), pf.data());
+  const auto v = m.finish(nullptr, 0.0);
+  // Early and late are both the whole run: shares persist exactly.
+  CHECK(metric(v, "rank_persistence") == Approx(1.0));
+  CHECK(metric(v, "rgr_slope") == Approx(0.0).margin(1e-12));
+  CHECK(metric(v, "dead") == 0.0);  // a dead expert needs a full window of silence
+}

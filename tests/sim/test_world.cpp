@@ -1,0 +1,100 @@
+// The skill world's equations on cases small enough to compute by hand.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <vector>
+
+#include "sim/world.hpp"
+
+using namespace moesim;
+
+namespace {
+
+WorldConfig exact() {
+  WorldConfig w;
+  w.skill_init = 0.5;
+  w.skill_spread = 0.0;
+  w.skill_max = 1.0;
+  w.skill_floor = 0.0;
+  w.perf_noise = 0.0;
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("learning by doing and idle decay by hand", "[world]") {
+  auto cfg = exact();
+  cfg.skill_growth = std::log(2.0);  // fair load halves the gap to skill_max per step
+  cfg.idle_decay = 0.1;
+  World w(cfg, 2, 2, 1);
+  // T = 4, k = 1, E = 2: fair share 2 slots. Expert 0 serves 2 slots of cluster 0,
+  // 4 of cluster 1 (impossible in one batch, fine for the equation); expert 1 nothing.
+  const std::vector<std::int64_t> served = {2, 4, 0, 0};
+  w.learn(served.data(), 4, 1);
+  CHECK(w.skill(0, 0) == Approx(0.75));        // 1 - 0.5 * 2^-1
+  CHECK(w.skill(0, 1) == Approx(0.875));       // 1 - 0.5 * 2^-2
+  CHECK(w.skill(1, 0) == Approx(0.45));        // 0 + 0.9 * 0.5
+  CHECK(w.skill(1, 1) == Approx(0.45));
+  CHECK(w.mean_skill() == Approx((0.75 + 0.875 + 0.45 + 0.45) / 4));
+  // Serving n slots in one batch equals n one-slot batches.
+  World a(cfg, 2, 1, 1), b(cfg, 2, 1, 1);
+  const std::vector<std::int64_t> three = {3, 1}, one = {1, 1};
+  a.learn(three.data(), 4, 1);
+  for (int i = 0; i < 3; ++i) b.learn(one.data(), 4, 1);
+  CHECK(a.skill(0, 0) == Approx(b.skill(0, 0)));
+}
+
+TEST_CASE("decay scope: pair forgets unserved clusters, expert only when fully idle", "[world]") {
+  auto cfg = exact();
+  cfg.skill_growth = 0.0;
+  cfg.idle_decay = 0.5;
+  cfg.skill_floor = 0.1;
+  const std::vector<std::int64_t> served = {3, 0, 0, 0};  // expert 0 serves cluster 0 only
+  World pair(cfg, 2, 2, 1);
+  pair.learn(served.data(), 4, 1);
+  CHECK(pair.skill(0, 0) == Approx(0.5));  // served, no growth
+  CHECK(pair.skill(0, 1) == Approx(0.3));  // 0.1 + 0.5 * 0.4
+  CHECK(pair.skill(1, 0) == Approx(0.3));
+  cfg.decay_scope = "expert";
+  World whole(cfg, 2, 2, 1);
+  whole.learn(served.data(), 4, 1);
+  CHECK(whole.skill(0, 1) == Approx(0.5));  // expert 0 was busy: no forgetting
+  CHECK(whole.skill(1, 1) == Approx(0.3));
+}
+
+TEST_CASE("performance = skill of the served (expert, cluster) + noise", "[world]") {
+  auto cfg = exact();
+  cfg.skill_spread = 0.2;
+  World w(cfg, 3, 2, 8);
+  for (int e = 0; e < 3; ++e)
+    for (int c = 0; c < 2; ++c) {
+      CHECK(w.skill(e, c) >= 0.3);
+      CHECK(w.skill(e, c) <= 0.7);
+    }
+  Assignment a;
+  a.reset(2, 3, 2);
+  a.expert = {2, kNoExpert, 0, 1};
+  const std::vector<std::int32_t> cluster = {1, 0};
+  std::vector<float> perf(4, -1.0f);
+  w.perform(a, cluster.data(), perf.data());
+  CHECK(perf[0] == static_cast<float>(w.skill(2, 1)));
+  CHECK(perf[1] == 0.0f);
+  CHECK(perf[2] == static_cast<float>(w.skill(0, 0)));
+  CHECK(perf[3] == static_cast<float>(w.skill(1, 0)));
+  // With noise: mean still the skill, std the configured one.
+  cfg.perf_noise = 0.3;
+  cfg.skill_spread = 0.0;
+  World n(cfg, 1, 1, 8);
+  Assignment big;
+  big.reset(20000, 1, 1);
+  std::fill(big.expert.begin(), big.expert.end(), 0);
+  const std::vector<std::int32_t> zeros(20000, 0);
+  std::vector<float> p(20000);
+  n.perform(big, zeros.data(), p.data());
+  double m = 0, v = 0;
+  for (float x : p) m += x;
+  m /= 20000;
+  for (float x : p) v += (x - m) * (x - m);
+  CHECK(m == Approx(0.5).margin(0.01));
+  CHECK(std::sqrt(v / 20000) == Approx(0.3).epsilon(0.03));
+}
