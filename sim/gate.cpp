@@ -49,24 +49,28 @@ void Gate::aux_gradient(const Assignment& a) {
 }
 
 void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf) {
+  // The baseline tracks served performance even when frozen: reports plot it.
+  std::int64_t n = 0;
+  if (perf) {
+    double sum = 0.0;
+    const std::size_t slots = a.expert.size();
+    for (std::size_t i = 0; i < slots; ++i)
+      if (a.expert[i] >= 0) {
+        sum += perf[i];
+        ++n;
+      }
+    if (n > 0) {
+      const double m = sum / static_cast<double>(n);
+      baseline_ = has_baseline_ ? (1.0 - cfg_.baseline_rate) * baseline_ + cfg_.baseline_rate * m : m;
+      has_baseline_ = true;
+    }
+  }
   if (cfg_.lr == 0.0) return;
   const bool aux = cfg_.aux_loss > 0.0 || cfg_.z_loss > 0.0;
   if (aux) aux_gradient(a);  // from this batch's probabilities, before W moves
   if (cfg_.l2 > 0.0) w_ *= static_cast<float>(1.0 - cfg_.lr * cfg_.l2);
   if (aux) w_.noalias() -= static_cast<float>(cfg_.lr) * grad_.transpose() * x;
-  if (perf == nullptr) return;
-  double sum = 0.0;
-  std::int64_t n = 0;
-  const std::size_t slots = a.expert.size();
-  for (std::size_t i = 0; i < slots; ++i)
-    if (a.expert[i] >= 0) {
-      sum += perf[i];
-      ++n;
-    }
   if (n == 0) return;
-  const double m = sum / static_cast<double>(n);
-  baseline_ = has_baseline_ ? (1.0 - cfg_.baseline_rate) * baseline_ + cfg_.baseline_rate * m : m;
-  has_baseline_ = true;
   const int d = dim();
   const double scale = cfg_.lr / static_cast<double>(a.tokens);
   const float b = static_cast<float>(baseline_);

@@ -7,9 +7,9 @@
 //   b <- m on the first batch, then b <- (1 - rho) b + rho m      (rho = baseline_rate)
 //   W <- (1 - lr * l2) W
 //   W_e <- W_e + (lr / T) * sum over slots (t, j) served by e of (r_tj - b) * x_t
-// This is REINFORCE with a baseline restricted to the chosen experts (the term that
-// pushes unchosen experts down is dropped: it costs a dense T x E x d product and
-// only rescales the same direction): an expert that serves a token better than the
+// This is REINFORCE with a baseline, keeping only the chosen experts' term (the full
+// score-function gradient also moves every expert by -p_e (r - b) x, a dense
+// T x E x d product per batch): an expert that serves a token better than the
 // baseline raises its logit for similar tokens, one that serves worse lowers it.
 // With rho = 1 the updates of a batch sum to zero in reward; an expert that serves
 // many tokens gets many updates, which is how rich experts get richer.
@@ -19,6 +19,8 @@
 //                    dL/dZ_te = aux_loss * (E / T) * p_te * (f_e - sum_i f_i p_ti)
 //   router z-loss    L = z_loss * mean_t lse_t^2,  dL/dZ_te = z_loss * (2 / T) * lse_t * p_te
 //   W <- W - lr * G^T X,  G = dL/dZ (T x E): one more T x E x d product, only when on.
+// Order within an update: L2 decay, auxiliary step, reward step; all from the
+// batch's forward pass. The baseline is tracked even when lr = 0.
 #include <cstdint>
 
 #include "policies/rng.hpp"
