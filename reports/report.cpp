@@ -26,9 +26,15 @@ namespace moesim {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr std::size_t kLinesPerPlot = 12;   // more lines than this are unreadable in one legend
-constexpr std::size_t kPanelsPerPlot = 12;  // load-share panels per image
-constexpr std::size_t kRepPanelsPerPlot = 6;
+constexpr std::size_t kMaxLines = 16;   // more lines than this are unreadable in one legend
+constexpr std::size_t kMaxPanels = 16;  // load-share panels per image
+constexpr std::size_t kMaxRepPanels = 6;
+
+// Items per image when n items are split into as few images of at most `most` as possible, evenly.
+std::size_t per_image(std::size_t n, std::size_t most) {
+  const std::size_t images = (n + most - 1) / most;
+  return images ? (n + images - 1) / images : most;
+}
 
 double to_double(const std::string& s) {
   if (s.empty() || s == "nan") return kNaN;
@@ -250,6 +256,22 @@ Series mean_series(const std::vector<Series>& all) {
   return m;
 }
 
+// Mean load share of each expert over the logged rows of the late window (layers averaged).
+std::vector<double> late_shares(const Series& s, const SimConfig& cfg) {
+  const double from = static_cast<double>(cfg.steps - std::min(cfg.metrics.window, cfg.steps));
+  std::vector<double> shares;
+  for (int e = 0;; ++e) {
+    const int c = s.column("share_" + std::to_string(e));
+    if (c < 0) break;
+    double sum = 0;
+    int n = 0;
+    for (std::size_t r = 0; r < s.step.size(); ++r)
+      if (s.step[r] >= from) sum += s.values[static_cast<std::size_t>(c)][r], ++n;
+    shares.push_back(n ? sum / n : kNaN);
+  }
+  return shares;
+}
+
 struct PointData {
   const SweepPoint* point = nullptr;
   std::vector<std::string> run_ids;
@@ -268,6 +290,17 @@ std::string line_style(std::size_t i) {
 
 }  // namespace
 
+std::vector<double> late_load_shares(const std::string& timeseries_csv, const SimConfig& cfg) {
+  return late_shares(read_series(timeseries_csv), cfg);
+}
+
+int starved_experts(const std::vector<double>& shares) {
+  int n = 0;
+  for (double x : shares)
+    if (x < 0.1 / static_cast<double>(shares.size())) ++n;
+  return n;
+}
+
 const std::vector<std::pair<std::string, std::string>>& report_metrics() {
   static const std::vector<std::pair<std::string, std::string>> m = {
       {"late_gini", "Gini (late)"},
@@ -275,6 +308,7 @@ const std::vector<std::pair<std::string, std::string>>& report_metrics() {
       {"maxvio_global", "MaxVio global"},
       {"late_load_cv", "load CV (late)"},
       {"dead", "dead experts"},
+      {"starved", "starved experts"},
       {"drop_rate", "drop %"},
       {"spec_mi_bits", "spec. MI (bits)"},
       {"rgr_slope", "RGR slope"},
@@ -334,9 +368,16 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
 
   // Time series: per point, mean over seeds and layers; first seed, layer 0 for shares and reputations.
   std::vector<Series> mean_ts(points.size()), first_ts(points.size());
+  const std::size_t kPanelsPerPlot = per_image(points.size(), kMaxPanels);
+  const std::size_t kLinesPerPlot = per_image(points.size(), kMaxLines);
   for (std::size_t i = 0; i < pd.size(); ++i) {
     std::vector<Series> all;
-    for (const auto& id : pd[i].run_ids) all.push_back(read_series(out_dir + "/runs/" + id + "/timeseries.csv"));
+    std::vector<double> starved;
+    for (const auto& id : pd[i].run_ids) {
+      all.push_back(read_series(out_dir + "/runs/" + id + "/timeseries.csv"));
+      starved.push_back(starved_experts(late_shares(all.back(), points[i].config)));
+    }
+    pd[i].stats["starved"] = seed_stats(starved);
     mean_ts[i] = mean_series(all);
     first_ts[i] = read_series(out_dir + "/runs/" + pd[i].run_ids.front() + "/timeseries.csv", 0);
   }
@@ -436,6 +477,7 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
     std::vector<std::size_t> rep_points;
     for (std::size_t i = 0; i < points.size(); ++i)
       if (first_ts[i].column("rep_0") >= 0) rep_points.push_back(i);
+    const std::size_t kRepPanelsPerPlot = per_image(rep_points.size(), kMaxRepPanels);
     for (std::size_t chunk = 0; chunk * kRepPanelsPerPlot < rep_points.size(); ++chunk) {
       const std::size_t lo = chunk * kRepPanelsPerPlot, hi = std::min(rep_points.size(), lo + kRepPanelsPerPlot);
       int rows = 0, cols = 0;
@@ -538,12 +580,12 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
              << "\nset xtics " << tics(grid[ax]) << "\nset ytics " << tics(grid[ay]) << "\nset xlabel "
              << gq(grid[ax].key) << "\nset ylabel " << gq(grid[ay].key)
              << "\nset xrange [-0.5:" << grid[ax].items.size() - 0.5 << "]\nset yrange [-0.5:"
-             << grid[ay].items.size() - 0.5 << "]\nset palette defined (0 '#440154', 0.25 '#3b528b', 0.5 '#21918c', "
-                                                "0.75 '#5ec962', 1 '#fde725')\nset tics out\n";
+             << grid[ay].items.size() - 0.5
+             << "]\nset palette defined (0 '#ffffd9', 0.35 '#c7e9b4', 0.65 '#41b6c4', 1 '#2c7fb8')\nset tics out\n";
         for (std::size_t m = 0; m < 4; ++m)
-          body << "set title " << gq(hm_metrics[m][1]) << "\nset cblabel " << gq(hm_metrics[m][0])
+          body << "set title " << gq(std::string(hm_metrics[m][1]) + " (" + hm_metrics[m][0] + ")")
                << "\nplot 'data/" << file << "' using 1:2:" << m + 3 << " with image notitle, '' using 1:2:(sprintf('%.3g', $"
-               << m + 3 << ")) with labels tc rgb 'white' font ',9' notitle\n";
+               << m + 3 << ")) with labels tc rgb 'black' font ',9' notitle\n";
         body << "unset multiplot\n";
         const std::string name = "heatmap_g" + std::to_string(g) + (group_order.size() > 1 ? "_" + std::to_string(gi + 1) : "");
         if (plot.plot(name, 1100, 850, body.str()))
@@ -626,7 +668,8 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
         "expert's load summed over the late window (the last `metrics.window` steps); **MaxVio batch**: "
         "(max load − mean load) / mean load per batch, averaged over the run; **MaxVio global**: the same on the "
         "load summed over the run; **dead experts**: experts with no load over the last `metrics.dead_window` "
-        "steps; **drop %**: percentage of requested token-expert slots refused by capacity; **spec. MI**: mutual "
+        "steps; **starved experts**: experts whose mean load share over the late window is below a tenth of "
+        "the fair share 1/E (computed by the report from the time series); **drop %**: percentage of requested token-expert slots refused by capacity; **spec. MI**: mutual "
         "information (bits) between a token's cluster and its expert; **RGR slope**: rich-get-richer slope, "
         "late load share regressed on early share minus 1 (> 0: the rich get richer, −1: shares equalise); "
         "**mean perf**: mean performance of the served slots.\n\n";
@@ -634,7 +677,7 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
   // Highlights: best and worst point on the headline metrics.
   if (points.size() > 1) {
     md << "### Highlights\n\n";
-    const std::pair<const char*, bool> hl[] = {{"late_gini", true},  {"maxvio_batch", true}, {"dead", true},
+    const std::pair<const char*, bool> hl[] = {{"late_gini", true},  {"maxvio_batch", true}, {"starved", true},
                                                {"drop_rate", true},  {"rgr_slope", true},    {"mean_perf", false}};
     for (const auto& [m, lower_better] : hl) {
       const PointData *best = nullptr, *worst = nullptr;
@@ -649,8 +692,10 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
       std::string heading = m;
       for (const auto& [k, h] : report_metrics())
         if (k == m) heading = h;
-      md << "- " << heading << ": best **" << md_escape(best->point->label) << "** (" << fmt(best->stats.at(m).mean)
-         << "), worst **" << md_escape(worst->point->label) << "** (" << fmt(worst->stats.at(m).mean) << ")\n";
+      const double scale = std::string(m) == "drop_rate" ? 100.0 : 1.0;
+      md << "- " << heading << ": best **" << md_escape(best->point->label) << "** ("
+         << fmt(scale * best->stats.at(m).mean) << "), worst **" << md_escape(worst->point->label) << "** ("
+         << fmt(scale * worst->stats.at(m).mean) << ")\n";
     }
     md << "\n";
   }

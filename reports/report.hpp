@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "sim/config.hpp"
+
 namespace moesim {
 
 struct ReportOptions {
@@ -23,6 +25,12 @@ struct ReportResult {
 };
 
 ReportResult write_report(const std::string& out_dir, const ReportOptions& options = {});
+
+// Mean load share of each expert over the late window (the last metrics.window
+// steps) of a run's time series, layers averaged.
+std::vector<double> late_load_shares(const std::string& timeseries_csv, const SimConfig& cfg);
+// Experts whose share is below a tenth of the fair share 1/E: starved by the Matthew effect.
+int starved_experts(const std::vector<double>& shares);
 
 // The key final metrics the table and the bar charts show: (runs.csv column, heading).
 const std::vector<std::pair<std::string, std::string>>& report_metrics();
