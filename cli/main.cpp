@@ -16,6 +16,10 @@ const std::vector<Command>& commands() {
       {"run", "one seeded simulation of a scenario's base config (prints its replay command)", cmd_run},
       {"sweep", "all points x seeds of a scenario in parallel, resumable (default: scenarios/matthew.yaml)", cmd_sweep},
       {"report", "plots and a Markdown summary of a sweep's output folder", cmd_report},
+      {"train", "train the LibTorch MoE Transformer on C4 through a policy (--config FILE [key=value...])", cmd_train},
+      {"eval", "validation perplexity of a training checkpoint", cmd_eval},
+      {"generate", "sample text from a training checkpoint (temperature, top-k)", cmd_generate},
+      {"bench", "bench train: training tokens/s and MFU against the measured matmul peak", cmd_bench},
   };
   return all;
 }

@@ -1,0 +1,63 @@
+#include "torch_backend/bench.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include "torch_backend/trainer.hpp"
+
+namespace moesim::torch_backend {
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double best_mm(int n, int reps, torch::ScalarType dt) {
+  auto a = torch::randn({n, n}).to(dt), b = torch::randn({n, n}).to(dt);
+  auto c = torch::mm(a, b);  // warm-up: thread pool, packing buffers
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    c = torch::mm(a, b);
+    best = std::min(best, seconds_since(t0));
+  }
+  return 2.0 * n * static_cast<double>(n) * n / best;
+}
+}  // namespace
+
+PeakFlops measure_peak(int n, int reps) {
+  torch::NoGradGuard ng;
+  PeakFlops p;
+  p.n = n;
+  p.fp32 = best_mm(n, reps, torch::kFloat);
+  p.bf16 = best_mm(n, reps, torch::kBFloat16);
+  return p;
+}
+
+BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak) {
+  cfg.train.bf16 = bf16;
+  cfg.train.steps = warmup + steps;
+  cfg.train.warmup = 1;
+  const int vocab = cfg.tokenizer.vocab;
+  const std::int64_t need = static_cast<std::int64_t>(warmup + steps + 1) * cfg.train.batch * cfg.train.accum * cfg.data.seq_len + 1;
+  auto gen = torch::randint(3, vocab, {need}, torch::kInt);
+  std::vector<std::int32_t> stream(gen.data_ptr<std::int32_t>(), gen.data_ptr<std::int32_t>() + need);
+  TrainData data{&stream, &stream, vocab, ""};
+  Trainer tr(cfg, data, nullptr);
+  for (int i = 0; i < warmup; ++i) tr.step();
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t tokens = 0;
+  for (int i = 0; i < steps; ++i) tokens += tr.step().tokens;
+  const double secs = seconds_since(t0);
+  BenchResult r;
+  r.bf16 = bf16;
+  r.step_seconds = secs / steps;
+  r.tokens_per_s = static_cast<double>(tokens) / secs;
+  r.flops_per_token = train_flops_per_token(cfg.model, vocab, cfg.data.seq_len);
+  r.model_flops_per_s = r.flops_per_token * r.tokens_per_s;
+  r.mfu_vs_fp32_peak = r.model_flops_per_s / peak.fp32;
+  r.mfu_vs_own_peak = r.model_flops_per_s / (bf16 ? peak.bf16 : peak.fp32);
+  return r;
+}
+
+}  // namespace moesim::torch_backend

@@ -1,0 +1,24 @@
+#pragma once
+// Training throughput: tokens/s and model FLOPs utilisation against this
+// machine's measured matmul peak (a large torch::mm), in fp32 and bf16.
+#include <cstdio>
+
+#include "torch_backend/config.hpp"
+
+namespace moesim::torch_backend {
+
+struct PeakFlops {
+  double fp32 = 0, bf16 = 0;  // FLOP/s of an n x n x n matmul, best of a few
+  int n = 0;
+};
+PeakFlops measure_peak(int n, int reps);
+
+struct BenchResult {
+  bool bf16 = false;
+  double step_seconds = 0, tokens_per_s = 0, model_flops_per_s = 0, mfu_vs_fp32_peak = 0, mfu_vs_own_peak = 0;
+  double flops_per_token = 0;
+};
+// Times `steps` optimizer steps after `warmup` on random tokens (no data needed).
+BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak);
+
+}  // namespace moesim::torch_backend

@@ -1,0 +1,60 @@
+#pragma once
+// Decoder-only MoE Transformer: tied token embedding / output head, pre-norm
+// blocks (RMSNorm -> causal rotary attention, RMSNorm -> SwiGLU or MoE), final
+// RMSNorm. The MoE blocks route through moesim policies.
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+#include "torch_backend/attention.hpp"
+#include "torch_backend/config.hpp"
+#include "torch_backend/moe_layer.hpp"
+#include "torch_backend/norm.hpp"
+#include "torch_backend/rotary.hpp"
+#include "torch_backend/swiglu.hpp"
+
+namespace moesim::torch_backend {
+
+class Block : public torch::nn::Module {
+ public:
+  Block(const ModelConfig& m, int index, bool moe, const PolicyConfig& policy, std::uint64_t seed);
+  // x: (B, T, dim); ids: (B, T)
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope);
+  std::shared_ptr<MoeLayer> moe;  // null in dense blocks
+
+ private:
+  std::shared_ptr<RMSNorm> norm1_, norm2_;
+  std::shared_ptr<Attention> attn_;
+  std::shared_ptr<SwiGLU> ffn_;
+};
+
+struct ForwardOut {
+  torch::Tensor logits;  // (B, T, V) fp32
+  torch::Tensor aux_lb;  // sum over MoE layers (scalar; 0 when dense)
+  torch::Tensor aux_z;
+};
+
+class Transformer : public torch::nn::Module {
+ public:
+  // Initialises from torch's global generator: seed it first for reproducibility.
+  Transformer(const ModelConfig& m, const PolicyConfig& policy, int vocab, int max_len, std::uint64_t seed);
+  ForwardOut forward(const torch::Tensor& ids);
+  const std::vector<std::shared_ptr<MoeLayer>>& moe_layers() const { return moe_; }
+  // Gate matrices of every MoE layer (router-only training).
+  std::vector<torch::Tensor> gate_parameters() const;
+  // Feeds the pending per-slot performance of the last forward to every policy.
+  void observe(const torch::Tensor& per_token_loss);
+  int vocab() const { return vocab_; }
+  int max_len() const { return rope_.max_len(); }
+  torch::Tensor embedding;  // (V, dim), also the output head
+
+ private:
+  int vocab_;
+  Rotary rope_;
+  std::vector<std::shared_ptr<Block>> blocks_;
+  std::vector<std::shared_ptr<MoeLayer>> moe_;
+  std::shared_ptr<RMSNorm> final_norm_;
+};
+
+}  // namespace moesim::torch_backend

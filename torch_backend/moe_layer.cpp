@@ -1,0 +1,132 @@
+#include "torch_backend/moe_layer.hpp"
+
+#include "torch_backend/precision.hpp"
+#include "torch_backend/router_math.hpp"
+#include "torch_backend/swiglu.hpp"
+
+namespace moesim::torch_backend {
+
+namespace F = torch::nn::functional;
+
+MoeLayer::MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<Policy> policy, std::uint64_t seed,
+                   double init_std, double out_std)
+    : layer_(layer), experts_(experts), policy_(std::move(policy)), seed_(seed), rng_(derive_seed(seed, "route")) {
+  gate = register_parameter("gate", torch::randn({experts, dim}) * init_std);
+  for (int e = 0; e < experts; ++e) {
+    w13.push_back(register_parameter("w13_" + std::to_string(e), torch::randn({dim, 2 * hidden}) * init_std));
+    w2.push_back(register_parameter("w2_" + std::to_string(e), torch::randn({hidden, dim}) * out_std));
+  }
+}
+
+torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
+  const auto N = x.size(0);
+  const auto D = x.size(1);
+  torch::Tensor xf, logits;
+  {
+    AutocastOff fp32;  // routing decisions and their weights in full precision
+    xf = x.to(torch::kFloat);
+    logits = F::linear(xf, gate);
+  }
+  // The policy sees plain contiguous CPU floats, detached from the graph.
+  auto logits_c = logits.detach().contiguous();
+  auto x_c = xf.detach().contiguous();
+  auto gate_c = gate.detach().contiguous();
+  auto ids_c = token_ids.to(torch::kLong).contiguous();
+  RouteInput in;
+  in.logits = logits_c.data_ptr<float>();
+  in.tokens = static_cast<int>(N);
+  in.experts = experts_;
+  in.token_ids = ids_c.data_ptr<std::int64_t>();
+  in.gate_input = x_c.data_ptr<float>();
+  in.gate_weight = gate_c.data_ptr<float>();
+  in.gate_dim = static_cast<int>(D);
+  Assignment& a = last_assignment;
+  if (is_training()) {
+    policy_->route(in, rng_, a);
+  } else {
+    // Evaluation must not move the policy's state or its random stream.
+    auto frozen = policy_->clone();
+    Rng eval_rng(derive_seed(seed_, "eval"));
+    frozen->route(in, eval_rng, a);
+  }
+
+  torch::Tensor weights;
+  {
+    AutocastOff fp32;
+    weights = combine_weights(logits, a, policy_->weight_spec());
+    aux_lb = load_balancing_loss(logits, a);
+    aux_z = router_z_loss(logits);
+  }
+  last_logits = logits;
+  last_weights = weights;
+
+  // Counting sort of the served slots by expert.
+  const int W = a.width;
+  std::vector<std::int64_t> start(static_cast<std::size_t>(experts_) + 1, 0);
+  for (auto e : a.expert)
+    if (e >= 0) ++start[static_cast<std::size_t>(e) + 1];
+  for (int e = 0; e < experts_; ++e) start[static_cast<std::size_t>(e) + 1] += start[static_cast<std::size_t>(e)];
+  const auto S = start.back();
+  auto tok_idx = torch::empty({S}, torch::kLong);
+  auto slot_idx = torch::empty({S}, torch::kLong);
+  {
+    auto* tp = tok_idx.data_ptr<std::int64_t>();
+    auto* sp = slot_idx.data_ptr<std::int64_t>();
+    std::vector<std::int64_t> fill(start.begin(), start.end() - 1);
+    for (std::int64_t t = 0; t < N; ++t)
+      for (int j = 0; j < W; ++j) {
+        const auto slot = t * W + j;
+        const auto e = a.expert[static_cast<std::size_t>(slot)];
+        if (e < 0) continue;
+        const auto pos = fill[static_cast<std::size_t>(e)]++;
+        tp[pos] = t;
+        sp[pos] = slot;
+      }
+  }
+
+  last_perf.assign(a.expert.size(), 0.0f);
+  auto out = torch::zeros({N, D}, torch::kFloat);
+  if (S == 0) {
+    pending_ = is_training();
+    return out;
+  }
+  auto xs = x.index_select(0, tok_idx);
+  std::vector<torch::Tensor> ys;
+  ys.reserve(static_cast<std::size_t>(experts_));
+  for (int e = 0; e < experts_; ++e) {
+    const auto b = start[static_cast<std::size_t>(e)], n = start[static_cast<std::size_t>(e) + 1] - b;
+    if (n == 0) continue;
+    ys.push_back(swiglu(xs.narrow(0, b, n), w13[static_cast<std::size_t>(e)], w2[static_cast<std::size_t>(e)]));
+  }
+  auto y = torch::cat(ys, 0).to(torch::kFloat);  // (S, D), in slot order of tok_idx
+  auto w = weights.reshape({-1}).index_select(0, slot_idx);
+  out = out.index_add(0, tok_idx, y * w.unsqueeze(1));
+
+  if (is_training()) {
+    torch::NoGradGuard ng;
+    auto norms = y.detach().norm(2, 1).contiguous();
+    const float* np = norms.data_ptr<float>();
+    const auto* sp = slot_idx.data_ptr<std::int64_t>();
+    for (std::int64_t i = 0; i < S; ++i) last_perf[static_cast<std::size_t>(sp[i])] = np[i];
+    pending_ = true;
+  }
+  return out;
+}
+
+void MoeLayer::observe(const torch::Tensor& per_token_loss) {
+  if (!pending_) return;
+  pending_ = false;
+  const Assignment& a = last_assignment;
+  if (per_token_loss.defined()) {
+    auto l = per_token_loss.detach().to(torch::kFloat).contiguous();
+    const float* lp = l.data_ptr<float>();
+    for (int t = 0; t < a.tokens; ++t)
+      for (int j = 0; j < a.width; ++j) {
+        const auto s = static_cast<std::size_t>(t) * static_cast<std::size_t>(a.width) + static_cast<std::size_t>(j);
+        last_perf[s] = a.expert[s] >= 0 ? -lp[t] : 0.0f;
+      }
+  }
+  policy_->observe(a, last_perf.data());
+}
+
+}  // namespace moesim::torch_backend

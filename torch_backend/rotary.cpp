@@ -1,0 +1,28 @@
+#include "torch_backend/rotary.hpp"
+
+#include "policies/types.hpp"
+
+namespace moesim::torch_backend {
+
+Rotary::Rotary(int head_dim, int max_len, double theta) : max_len_(max_len) {
+  const int half = head_dim / 2;
+  auto inv = torch::pow(theta, -torch::arange(0, half, torch::kDouble) / static_cast<double>(half));
+  auto pos = torch::arange(0, max_len, torch::kDouble);
+  auto ang = torch::outer(pos, inv);
+  cos_ = ang.cos().to(torch::kFloat);
+  sin_ = ang.sin().to(torch::kFloat);
+}
+
+torch::Tensor Rotary::apply(const torch::Tensor& x) const {
+  const auto T = x.size(2);
+  if (T > max_len_) throw Error("rotary: sequence of " + std::to_string(T) + " tokens exceeds data.seq_len=" + std::to_string(max_len_));
+  const auto half = x.size(3) / 2;
+  auto c = cos_.narrow(0, 0, T);
+  auto s = sin_.narrow(0, 0, T);
+  auto xf = x.to(torch::kFloat);
+  auto x1 = xf.narrow(3, 0, half);
+  auto x2 = xf.narrow(3, half, half);
+  return torch::cat({x1 * c - x2 * s, x1 * s + x2 * c}, 3);
+}
+
+}  // namespace moesim::torch_backend

@@ -1,0 +1,20 @@
+#pragma once
+// Rotary position embedding (Su et al. 2021), rotate-half layout: the first and
+// second halves of each head are the two coordinates of each rotated pair.
+#include <torch/torch.h>
+
+namespace moesim::torch_backend {
+
+class Rotary {
+ public:
+  Rotary(int head_dim, int max_len, double theta);
+  // x: (B, H, T, D) with T <= max_len; positions 0..T-1.
+  torch::Tensor apply(const torch::Tensor& x) const;
+  int max_len() const { return max_len_; }
+
+ private:
+  int max_len_;
+  torch::Tensor cos_, sin_;  // (max_len, D/2)
+};
+
+}  // namespace moesim::torch_backend

@@ -1,0 +1,18 @@
+#pragma once
+// SwiGLU feed-forward (Shazeer 2020): W2 (silu(x W1) * (x W3)), no biases.
+// W1 and W3 are one fused (dim, 2*hidden) matrix: one matmul instead of two.
+#include <torch/torch.h>
+
+namespace moesim::torch_backend {
+
+// x: (N, dim); w13: (dim, 2*hidden); w2: (hidden, dim).
+torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2);
+
+class SwiGLU : public torch::nn::Module {
+ public:
+  SwiGLU(int dim, int hidden, double init_std, double out_std);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor w13, w2;
+};
+
+}  // namespace moesim::torch_backend

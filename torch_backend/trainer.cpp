@@ -1,0 +1,521 @@
+#include "torch_backend/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "torch_backend/corpus.hpp"
+#include "torch_backend/load_stats.hpp"
+#include "torch_backend/lr_schedule.hpp"
+#include "torch_backend/npy.hpp"
+#include "torch_backend/precision.hpp"
+
+namespace moesim::torch_backend {
+
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+namespace {
+
+constexpr const char* kFormat = "moesim-checkpoint-1";
+
+std::int64_t bits(double d) {
+  std::int64_t i;
+  std::memcpy(&i, &d, sizeof i);
+  return i;
+}
+double from_bits(std::int64_t i) {
+  double d;
+  std::memcpy(&d, &i, sizeof d);
+  return d;
+}
+
+std::vector<std::int64_t> rng_to_vec(const Rng& r) {
+  const auto st = r.state();
+  std::vector<std::int64_t> v;
+  for (auto w : st.s) v.push_back(static_cast<std::int64_t>(w));
+  v.push_back(st.has_spare ? 1 : 0);
+  v.push_back(bits(st.spare));
+  return v;
+}
+
+void vec_to_rng(const std::vector<std::int64_t>& v, Rng& r, const std::string& source) {
+  if (v.size() != 6) throw Error(source + ": routing RNG state has " + std::to_string(v.size()) + " words, expected 6");
+  Rng::State st{};
+  for (int i = 0; i < 4; ++i) st.s[i] = static_cast<std::uint64_t>(v[static_cast<std::size_t>(i)]);
+  st.has_spare = v[4] != 0;
+  st.spare = from_bits(v[5]);
+  r.set_state(st);
+}
+
+c10::IValue read_iv(torch::serialize::InputArchive& ar, const std::string& key, const std::string& path) {
+  c10::IValue v;
+  if (!ar.try_read(key, v)) throw Error(path + ": checkpoint has no '" + key + "' entry");
+  return v;
+}
+
+// Keys whose values must agree for a checkpoint to fit this model.
+bool structural(const std::string& key) {
+  return key.rfind("model.", 0) == 0 || key.rfind("policy.", 0) == 0 || key == "tokenizer.vocab";
+}
+
+void check_compatible(const TrainConfig& mine, const TrainConfig& saved, const std::string& path) {
+  auto a = config_fields(mine), b = config_fields(saved);
+  std::map<std::string, std::string> sb(b.begin(), b.end()), sa(a.begin(), a.end());
+  for (const auto& [k, v] : sa) {
+    if (!structural(k)) continue;
+    auto it = sb.find(k);
+    const std::string theirs = it == sb.end() ? "<unset>" : it->second;
+    if (theirs != v) throw Error(path + ": checkpoint has " + k + "=" + theirs + ", this run has " + k + "=" + v);
+  }
+  for (const auto& [k, v] : sb)
+    if (structural(k) && !sa.count(k)) throw Error(path + ": checkpoint has " + k + "=" + v + ", this run leaves it unset");
+}
+
+std::string fmt_duration(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const long t = std::lround(s);
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", t / 3600, (t / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", t / 60, t % 60);
+  return buf;
+}
+
+// Keeps the header and the rows whose first field (the step) is <= step.
+void truncate_csv(const std::string& path, long step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string line, out;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header) {
+      out += line + "\n";
+      header = false;
+      continue;
+    }
+    long s = 0;
+    if (parse_int(std::string_view(line).substr(0, line.find(',')), s) && s <= step) out += line + "\n";
+  }
+  write_file_atomic(path, out);
+}
+
+std::string join_csv(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& x : v) {
+    if (!out.empty()) out += ',';
+    out += x;
+  }
+  return out;
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+}  // namespace
+
+Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log)
+    : cfg_(cfg),
+      data_(std::move(data)),
+      log_(log),
+      train_seq_(data_.train, cfg.data.seq_len),
+      val_seq_(data_.val, cfg.data.seq_len) {
+  validate(cfg_);
+  if (cfg_.train.threads > 0) torch::set_num_threads(cfg_.train.threads);
+  torch::manual_seed(cfg_.seed);
+  model_ = std::make_shared<Transformer>(cfg_.model, cfg_.policy, data_.vocab, cfg_.data.seq_len, cfg_.seed);
+  sampler_ = std::make_unique<Sampler>(train_seq_.size(), derive_seed(cfg_.seed, "data"));
+  trace_steps_ = cfg_.train.trace_steps;
+  std::sort(trace_steps_.begin(), trace_steps_.end());
+  make_optimizer();
+}
+
+void Trainer::make_optimizer() {
+  std::vector<torch::Tensor> decay, no_decay;
+  trainable_.clear();
+  if (cfg_.train.router_only) {
+    for (auto& p : model_->parameters()) p.set_requires_grad(false);
+    for (auto& g : model_->gate_parameters()) {
+      g.set_requires_grad(true);
+      decay.push_back(g);
+    }
+    if (decay.empty()) throw Error("train.router_only=true but the model has no MoE layer (model.moe_layers is empty)");
+  } else {
+    // Decoupled decay on matrices only: gains of the norms are not shrunk.
+    for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
+  }
+  trainable_.insert(trainable_.end(), decay.begin(), decay.end());
+  trainable_.insert(trainable_.end(), no_decay.begin(), no_decay.end());
+  auto opts = torch::optim::AdamWOptions(cfg_.train.lr)
+                  .betas({cfg_.train.beta1, cfg_.train.beta2})
+                  .eps(cfg_.train.eps)
+                  .weight_decay(cfg_.train.weight_decay);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts));
+  if (!no_decay.empty()) {
+    auto nd = opts;
+    nd.weight_decay(0.0);
+    groups.emplace_back(no_decay, std::make_unique<torch::optim::AdamWOptions>(nd));
+  }
+  opt_ = std::make_unique<torch::optim::AdamW>(std::move(groups), opts);
+}
+
+double Trainer::set_lr() {
+  const double lr = lr_at(step_, cfg_.train.warmup, cfg_.train.steps, cfg_.train.lr, cfg_.train.min_lr_ratio);
+  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+  return lr;
+}
+
+StepStats Trainer::step() {
+  const auto t0 = std::chrono::steady_clock::now();
+  StepStats st;
+  st.step = step_ + 1;
+  st.lr = set_lr();
+  opt_->zero_grad();
+  const auto& moe = model_->moe_layers();
+  for (const auto& l : moe) {
+    LayerStepStats ls;
+    ls.layer = l->layer();
+    ls.loads.assign(static_cast<std::size_t>(l->experts()), 0);
+    st.layers.push_back(std::move(ls));
+  }
+  const int B = cfg_.train.batch, T = cfg_.data.seq_len, accum = cfg_.train.accum;
+  const bool trace = std::binary_search(trace_steps_.begin(), trace_steps_.end(), st.step);
+  for (int micro = 0; micro < accum; ++micro) {
+    auto inputs = torch::empty({B, T}, torch::kLong), targets = torch::empty({B, T}, torch::kLong);
+    const auto idx = sampler_->next(B);
+    for (int b = 0; b < B; ++b)
+      train_seq_.fill(idx[static_cast<std::size_t>(b)], inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T,
+                      targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T);
+    ForwardOut fo;
+    {
+      AutocastBf16 amp(cfg_.train.bf16);
+      fo = model_->forward(inputs);
+    }
+    auto ce_tok = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
+                                   F::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto ce = ce_tok.mean();
+    auto total = ce + cfg_.moe.aux_loss_coef * fo.aux_lb + cfg_.moe.z_loss_coef * fo.aux_z;
+    (total / static_cast<double>(accum)).backward();
+    model_->observe(cfg_.moe.perf_signal == "loss" ? ce_tok.detach() : torch::Tensor());
+
+    st.loss += total.item<double>() / accum;
+    st.ce += ce.item<double>() / accum;
+    st.aux_lb += fo.aux_lb.item<double>() / accum;
+    st.aux_z += fo.aux_z.item<double>() / accum;
+    st.tokens += static_cast<std::int64_t>(B) * T;
+    for (std::size_t i = 0; i < moe.size(); ++i) {
+      const auto& a = moe[i]->last_assignment;
+      auto& ls = st.layers[i];
+      for (std::size_t e = 0; e < ls.loads.size(); ++e) ls.loads[e] += a.counts[e];
+      ls.routed += a.routed;
+      ls.dropped += a.dropped;
+      ls.dropped_tokens += a.dropped_tokens;
+      ls.tokens += a.tokens;
+    }
+    if (trace && micro == 0) {
+      if (!trace_) trace_ = std::make_unique<TraceWriter>((fs::path(cfg_.train.out_dir) / "traces").string());
+      trace_->record_tokens(st.step, inputs.data_ptr<std::int64_t>(), inputs.numel());
+      for (const auto& l : moe) {
+        auto lg = l->last_logits.detach().contiguous();
+        trace_->record_logits(l->layer(), st.step, lg.data_ptr<float>(), lg.size(0), lg.size(1));
+      }
+    }
+  }
+  const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
+  st.grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, max_norm);
+  opt_->step();
+  ++step_;
+  tokens_seen_ += st.tokens;
+  for (std::size_t i = 0; i < moe.size(); ++i) st.layers[i].state = moe[i]->policy().state_vectors();
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  st.tokens_per_s = st.seconds > 0 ? static_cast<double>(st.tokens) / st.seconds : 0.0;
+  return st;
+}
+
+double Trainer::evaluate(long max_batches) {
+  return evaluate_model(*model_, val_seq_, cfg_.train.batch, max_batches, cfg_.train.bf16);
+}
+
+double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch, long max_batches, bool bf16) {
+  const int B = batch, T = seqs.seq_len();
+  const auto n = seqs.size();
+  if (n == 0) throw Error("validation split has fewer than data.seq_len+1 tokens: cannot evaluate");
+  long batches = static_cast<long>((n + B - 1) / B);
+  if (max_batches > 0) batches = std::min(batches, max_batches);
+  torch::NoGradGuard ng;
+  const bool was_training = model.is_training();
+  model.eval();
+  double sum = 0;
+  std::int64_t count = 0;
+  for (long b = 0; b < batches; ++b) {
+    const auto first = static_cast<std::int64_t>(b) * B;
+    const int rows = static_cast<int>(std::min<std::int64_t>(B, n - first));
+    auto inputs = torch::empty({rows, T}, torch::kLong), targets = torch::empty({rows, T}, torch::kLong);
+    for (int r = 0; r < rows; ++r)
+      seqs.fill(first + r, inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T,
+                targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T);
+    ForwardOut fo;
+    {
+      AutocastBf16 amp(bf16);
+      fo = model.forward(inputs);
+    }
+    auto ce = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
+                               F::CrossEntropyFuncOptions().reduction(torch::kSum));
+    sum += ce.item<double>();
+    count += static_cast<std::int64_t>(rows) * T;
+  }
+  if (was_training) model.train();
+  return sum / static_cast<double>(count);
+}
+
+void Trainer::save(const std::string& path) const {
+  torch::serialize::OutputArchive ar, m, o;
+  model_->save(m);
+  opt_->save(o);
+  ar.write("model", m);
+  ar.write("optimizer", o);
+  ar.write("format", c10::IValue(std::string(kFormat)));
+  ar.write("config", c10::IValue(dump_config(cfg_)));
+  ar.write("tokenizer", c10::IValue(data_.tokenizer_proto));
+  ar.write("vocab", c10::IValue(static_cast<std::int64_t>(data_.vocab)));
+  ar.write("step", c10::IValue(static_cast<std::int64_t>(step_)));
+  ar.write("tokens_seen", c10::IValue(tokens_seen_));
+  ar.write("data_epoch", c10::IValue(sampler_->state().epoch));
+  ar.write("data_pos", c10::IValue(sampler_->state().pos));
+  ar.write("torch_rng", c10::IValue(at::detail::getDefaultCPUGenerator().get_state()));
+  const auto& moe = model_->moe_layers();
+  for (std::size_t i = 0; i < moe.size(); ++i) {
+    std::ostringstream ps;
+    moe[i]->policy().save(ps);
+    const std::string tag = std::to_string(moe[i]->layer());
+    ar.write("policy_" + tag, c10::IValue(ps.str()));
+    ar.write("route_rng_" + tag, c10::IValue(rng_to_vec(moe[i]->rng())));
+  }
+  const std::string tmp = path + ".tmp";
+  try {
+    ar.save_to(tmp);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": cannot write checkpoint: " + e.what_without_backtrace());
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(path + ": cannot rename checkpoint into place: " + ec.message());
+}
+
+namespace {
+
+torch::serialize::InputArchive open_checkpoint(const std::string& path) {
+  if (!fs::exists(path)) throw Error(path + ": no such checkpoint");
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": not a readable checkpoint (" + std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  }
+  c10::IValue f;
+  if (!ar.try_read("format", f) || !f.isString() || f.toStringRef() != kFormat)
+    throw Error(path + ": not a moesim checkpoint (format tag missing)");
+  return ar;
+}
+
+void load_module(torch::nn::Module& model, torch::serialize::InputArchive& ar, const std::string& path) {
+  torch::serialize::InputArchive m;
+  if (!ar.try_read("model", m)) throw Error(path + ": checkpoint has no model");
+  try {
+    model.load(m);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": model weights do not fit this model (" +
+                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  }
+}
+
+void load_policies(Transformer& model, torch::serialize::InputArchive& ar, const std::string& path, bool rngs) {
+  for (const auto& l : model.moe_layers()) {
+    const std::string tag = std::to_string(l->layer());
+    std::istringstream ps(read_iv(ar, "policy_" + tag, path).toStringRef());
+    l->policy().load(ps, path + " (policy of layer " + tag + ")");
+    if (rngs) vec_to_rng(read_iv(ar, "route_rng_" + tag, path).toIntVector(), l->rng(), path);
+  }
+}
+
+}  // namespace
+
+void Trainer::load(const std::string& path) {
+  auto ar = open_checkpoint(path);
+  const auto saved = parse_config_text(read_iv(ar, "config", path).toStringRef(), path + " (config)");
+  check_compatible(cfg_, saved, path);
+  if (read_iv(ar, "vocab", path).toInt() != data_.vocab)
+    throw Error(path + ": checkpoint vocabulary differs from this run's tokenizer");
+  load_module(*model_, ar, path);
+  torch::serialize::InputArchive o;
+  if (!ar.try_read("optimizer", o)) throw Error(path + ": checkpoint has no optimizer state");
+  try {
+    opt_->load(o);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": optimizer state does not fit (" + std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  }
+  load_policies(*model_, ar, path, true);
+  step_ = read_iv(ar, "step", path).toInt();
+  tokens_seen_ = read_iv(ar, "tokens_seen", path).toInt();
+  sampler_->set_state({read_iv(ar, "data_epoch", path).toInt(), read_iv(ar, "data_pos", path).toInt()});
+  auto gen = at::detail::getDefaultCPUGenerator();
+  gen.set_state(read_iv(ar, "torch_rng", path).toTensor());
+}
+
+void Trainer::load_weights(const std::string& path) {
+  auto ar = open_checkpoint(path);
+  load_module(*model_, ar, path);
+}
+
+void Trainer::write_logs_header(bool resume) {
+  const auto dir = fs::path(cfg_.train.out_dir);
+  const auto csv = (dir / "train_log.csv").string(), eval_csv = (dir / "eval_log.csv").string();
+  if (resume && fs::exists(csv)) {
+    truncate_csv(csv, step_);
+    truncate_csv(eval_csv, step_);
+    csv_ = std::fopen(csv.c_str(), "a");
+    eval_csv_ = std::fopen(eval_csv.c_str(), "a");
+  } else {
+    csv_ = std::fopen(csv.c_str(), "w");
+    eval_csv_ = std::fopen(eval_csv.c_str(), "w");
+    if (csv_) {
+      std::vector<std::string> h = {"step", "tokens", "loss", "ce", "aux_lb", "aux_z", "lr", "grad_norm", "tokens_per_s"};
+      for (const auto& l : model_->moe_layers()) {
+        std::string p = "L";
+        p += std::to_string(l->layer());
+        p += "_";
+        for (int e = 0; e < l->experts(); ++e) h.push_back(p + "load" + std::to_string(e));
+        for (const char* c : {"maxvio", "gini", "drop", "unrouted"}) h.push_back(p + c);
+        for (const auto& nv : l->policy().state_vectors())
+          for (const char* c : {"_mean", "_min", "_max"}) h.push_back(p + nv.first + c);
+      }
+      std::fprintf(csv_, "%s\n", join_csv(h).c_str());
+    }
+    if (eval_csv_) std::fprintf(eval_csv_, "step,tokens,val_loss,val_ppl\n");
+  }
+  if (!csv_ || !eval_csv_) throw Error(csv + ": cannot open log for writing");
+  std::fflush(csv_);
+  std::fflush(eval_csv_);
+}
+
+void Trainer::log_step(const StepStats& s) {
+  std::vector<std::string> row = {std::to_string(s.step), std::to_string(tokens_seen_), fmt(s.loss), fmt(s.ce), fmt(s.aux_lb),
+                                  fmt(s.aux_z), fmt(s.lr), fmt(s.grad_norm), fmt(s.tokens_per_s)};
+  for (const auto& l : s.layers) {
+    for (auto v : l.loads) row.push_back(std::to_string(v));
+    const double drop = l.routed > 0 ? static_cast<double>(l.dropped) / static_cast<double>(l.routed) : 0.0;
+    const double unrouted = l.tokens > 0 ? static_cast<double>(l.dropped_tokens) / static_cast<double>(l.tokens) : 0.0;
+    for (double x : {max_violation(l.loads), gini(l.loads), drop, unrouted}) row.push_back(fmt(x));
+    for (const auto& nv : l.state) {
+      const auto& v = nv.second;
+      double sum = 0, mn = v.empty() ? 0 : v[0], mx = mn;
+      for (double x : v) {
+        sum += x;
+        mn = std::min(mn, x);
+        mx = std::max(mx, x);
+      }
+      for (double x : {v.empty() ? 0.0 : sum / static_cast<double>(v.size()), mn, mx}) row.push_back(fmt(x));
+    }
+  }
+  std::fprintf(csv_, "%s\n", join_csv(row).c_str());
+  std::fflush(csv_);
+}
+
+void Trainer::run() {
+  const auto dir = fs::path(cfg_.train.out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("train.out_dir '" + cfg_.train.out_dir + "': cannot create: " + ec.message());
+  write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
+  const std::string ckpt = (dir / "checkpoint.pt").string();
+  bool resumed = false;
+  if (cfg_.train.resume && fs::exists(ckpt)) {
+    load(ckpt);
+    resumed = true;
+    if (log_) std::fprintf(log_, "resumed from %s at step %ld\n", ckpt.c_str(), step_);
+  } else if (!cfg_.train.init_from.empty()) {
+    load_weights(cfg_.train.init_from);
+    if (log_) std::fprintf(log_, "weights from %s\n", cfg_.train.init_from.c_str());
+  }
+  write_logs_header(resumed);
+  if (!trace_steps_.empty()) {
+    trace_ = std::make_unique<TraceWriter>((dir / "traces").string());
+    if (resumed) trace_->truncate_after(step_);
+  }
+  if (log_)
+    std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens, policy %s, %s\n", cfg_.train.out_dir.c_str(),
+                 cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len, cfg_.policy.name.c_str(),
+                 cfg_.train.bf16 ? "bf16 autocast" : "fp32");
+  double recent = 0;  // EMA of seconds per step for the ETA
+  double last_val = std::numeric_limits<double>::quiet_NaN();
+  long last_eval_step = -1;
+  auto do_eval = [&] {
+    const double v = evaluate(cfg_.train.eval_batches);
+    last_val = v;
+    last_eval_step = step_;
+    std::fprintf(eval_csv_, "%ld,%lld,%s,%s\n", step_, static_cast<long long>(tokens_seen_), fmt(v).c_str(), fmt(std::exp(v)).c_str());
+    std::fflush(eval_csv_);
+    if (log_) std::fprintf(log_, "eval step %ld: val loss %.4f, val ppl %.2f\n", step_, v, std::exp(v));
+  };
+  while (step_ < cfg_.train.steps) {
+    const auto s = step();
+    recent = recent == 0 ? s.seconds : 0.9 * recent + 0.1 * s.seconds;
+    log_step(s);
+    if (log_ && (s.step % cfg_.train.log_every == 0 || s.step == 1 || s.step == cfg_.train.steps)) {
+      std::fprintf(log_, "step %ld/%ld | loss %.4f ce %.4f lb %.3f z %.3f | lr %.2e | %.0f tok/s | %.2f s/step | ETA %s\n",
+                   s.step, cfg_.train.steps, s.loss, s.ce, s.aux_lb, s.aux_z, s.lr, s.tokens_per_s, s.seconds,
+                   fmt_duration(recent * static_cast<double>(cfg_.train.steps - s.step)).c_str());
+      std::fflush(log_);
+    }
+    if (cfg_.train.eval_every > 0 && step_ % cfg_.train.eval_every == 0) do_eval();
+    if (cfg_.train.ckpt_every > 0 && step_ % cfg_.train.ckpt_every == 0) save(ckpt);
+  }
+  if (last_eval_step != step_) do_eval();
+  save(ckpt);
+  std::ostringstream js;
+  js << "{\"policy\": \"" << cfg_.policy.name << "\", \"steps\": " << step_ << ", \"tokens\": " << tokens_seen_
+     << ", \"val_loss\": " << fmt(last_val) << ", \"val_ppl\": " << fmt(std::exp(last_val)) << "}\n";
+  write_file_atomic((dir / "summary.json").string(), js.str());
+  std::fclose(csv_);
+  std::fclose(eval_csv_);
+  csv_ = eval_csv_ = nullptr;
+}
+
+LoadedModel load_model(const std::string& checkpoint) {
+  auto ar = open_checkpoint(checkpoint);
+  LoadedModel lm;
+  lm.cfg = parse_config_text(read_iv(ar, "config", checkpoint).toStringRef(), checkpoint + " (config)");
+  lm.tokenizer_proto = read_iv(ar, "tokenizer", checkpoint).toStringRef();
+  const auto vocab = static_cast<int>(read_iv(ar, "vocab", checkpoint).toInt());
+  lm.step = read_iv(ar, "step", checkpoint).toInt();
+  torch::manual_seed(lm.cfg.seed);
+  lm.model = std::make_shared<Transformer>(lm.cfg.model, lm.cfg.policy, vocab, lm.cfg.data.seq_len, lm.cfg.seed);
+  load_module(*lm.model, ar, checkpoint);
+  load_policies(*lm.model, ar, checkpoint, true);
+  lm.model->eval();
+  return lm;
+}
+
+double train_flops_per_token(const ModelConfig& m, int vocab, int seq_len) {
+  const double d = m.dim;
+  double params = static_cast<double>(vocab) * d;  // output head (the input lookup is free)
+  for (int l = 0; l < m.layers; ++l) {
+    params += 4.0 * d * d;
+    const bool moe = std::find(m.moe_layers.begin(), m.moe_layers.end(), l) != m.moe_layers.end();
+    params += moe ? m.k * 3.0 * d * m.expert_hidden + d * m.experts : 3.0 * d * m.ff_hidden;
+  }
+  // 6N for the weights (forward 2N, backward 4N) plus attention scores and
+  // context, 2 * 2 * T * d per layer forward, tripled (PaLM appendix B).
+  return 6.0 * params + 12.0 * m.layers * seq_len * d;
+}
+
+}  // namespace moesim::torch_backend
