@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "policies/fast_math.hpp"
 #include "policies/select.hpp"
 #include "policies/topk.hpp"
 
@@ -28,13 +29,15 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   float* val = k > 64 ? val_big.data() : val_small;
   for (int t = 0; t < T; ++t) {
     const float* z = in.logits + static_cast<std::size_t>(t) * E;
-    // The bias is added to scores, not logits, so s must be materialised.
+    // The bias is added to scores, not logits, so s must be materialised; the
+    // vectorised exp keeps this at the cost of the top-k itself.
     if (sigmoid) {
-      for (int e = 0; e < E; ++e) s_[e] = 1.0f / (1.0f + std::exp(-z[e])) + fbias_[e];
+      for (int e = 0; e < E; ++e) s_[e] = 1.0f / (1.0f + exp_fast(-z[e])) + fbias_[e];
     } else {
       const float m = *std::max_element(z, z + E);
       float sum = 0.0f;
-      for (int e = 0; e < E; ++e) sum += s_[e] = std::exp(z[e] - m);
+      for (int e = 0; e < E; ++e) s_[e] = exp_fast(z[e] - m);
+      for (int e = 0; e < E; ++e) sum += s_[e];
       for (int e = 0; e < E; ++e) s_[e] = s_[e] / sum + fbias_[e];
     }
     topk_row(s_.data(), E, k, out.expert.data() + static_cast<std::size_t>(t) * k, val);

@@ -64,15 +64,29 @@ void weights_for(const float* logits, Assignment& a) {
         std::fill(w, w + W, 0.0f);
         continue;
       }
+      // The log-sum-exp in double: with |logits| in the hundreds a float lse is
+      // off by ulp(lse) ~ 1e-5, which would become the weights' relative error.
       float m = z[0];
       for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
-      float sum = 0.0f;
-      for (int e = 0; e < E; ++e) sum += std::exp(z[e] - m);
-      const float lse = m + std::log(sum);
-      for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] - lse) : 0.0f;
+      double sum = 0.0;
+      for (int e = 0; e < E; ++e) sum += std::exp(static_cast<double>(z[e]) - m);
+      const double lse = m + std::log(sum);
+      for (int j = 0; j < W; ++j)
+        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(z[ex[j]]) - lse)) : 0.0f;
     } else if constexpr (!Renorm) {  // SigmoidGather
       for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
     } else {
+      bool moderate = true;
+      for (int j = 0; j < W; ++j) moderate &= ex[j] < 0 || z[ex[j]] > -80.0f;
+      if (moderate) {
+        for (int j = 0; j < W; ++j) {
+          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
+          s += w[j];
+        }
+        const float inv = s > 0.0f ? 1.0f / s : 0.0f;
+        for (int j = 0; j < W; ++j) w[j] *= inv;
+        continue;
+      }
       // Renormalise in log space: sigmoid(-120) underflows, its share must not.
       auto log_sigmoid = [](float x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
       float m = kNeg;
