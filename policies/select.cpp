@@ -64,15 +64,15 @@ void weights_for(const float* logits, Assignment& a) {
         std::fill(w, w + W, 0.0f);
         continue;
       }
-      // The log-sum-exp in double: with |logits| in the hundreds a float lse is
-      // off by ulp(lse) ~ 1e-5, which would become the weights' relative error.
+      // exp(z - m) / sum, never exp(z - lse): lse = m + log(sum) rounds log(sum)
+      // away once |m| dwarfs it (float: |logits| in the hundreds; double: ~1e15),
+      // e.g. logits {1e30, 1e30} gave weight 1 instead of 0.5.
       float m = z[0];
       for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
       double sum = 0.0;
       for (int e = 0; e < E; ++e) sum += std::exp(static_cast<double>(z[e]) - m);
-      const double lse = m + std::log(sum);
       for (int j = 0; j < W; ++j)
-        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(z[ex[j]]) - lse)) : 0.0f;
+        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(z[ex[j]]) - m) / sum) : 0.0f;
     } else if constexpr (!Renorm) {  // SigmoidGather
       for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
     } else {

@@ -16,19 +16,20 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
     priority_.resize(static_cast<std::size_t>(T) * k);
     for (int t = 0; t < T; ++t) {
       const float* z = logits + static_cast<std::size_t>(t) * E;
-      float lse = 0.0f;
+      // Softmax as exp(z - m) / s: through lse = m + log(s) the log(s) term is lost
+      // once |m| dwarfs it (logits {1e30, 1e30} gave probability 1, not 0.5).
+      float m = 0.0f, s = 1.0f;
       if (spec.rule == WeightRule::SoftmaxGather) {
-        const float m = *std::max_element(z, z + E);
-        float s = 0.0f;
+        m = *std::max_element(z, z + E);
+        s = 0.0f;
         for (int e = 0; e < E; ++e) s += std::exp(z[e] - m);
-        lse = m + std::log(s);
       }
       for (int j = 0; j < k; ++j) {
         const std::size_t i = static_cast<std::size_t>(t) * k + j;
         const float zj = z[out.expert[i]];
         switch (spec.rule) {
           case WeightRule::SoftmaxSelected: priority_[i] = zj + out.offset[i]; break;
-          case WeightRule::SoftmaxGather: priority_[i] = std::exp(zj - lse); break;
+          case WeightRule::SoftmaxGather: priority_[i] = std::exp(zj - m) / s; break;
           case WeightRule::SigmoidGather: priority_[i] = 1.0f / (1.0f + std::exp(-zj)); break;
         }
       }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -41,15 +42,24 @@ struct DataRng {
 };
 
 // Logit styles: continuous (distinct with overwhelming probability), drawn from a
-// small set (many exact ties), or each row one or the other.
-enum LogitStyle { kContinuous = 0, kTies = 1, kMixed = 2 };
+// small set (many exact ties), each row one or the other, or extreme magnitudes
+// (+-1e30, +-100: saturated softmax/sigmoid, huge spreads).
+enum LogitStyle { kContinuous = 0, kTies = 1, kMixed = 2, kExtreme = 3 };
 
 inline std::vector<float> make_logits(int T, int E, std::uint64_t seed, int style) {
   DataRng r(seed);
   // -0.0f and 0.0f compare equal: a tie that differs in its bits.
   static const float kSet[] = {-1.0f, -0.0f, 0.0f, 0.5f, 1.0f, 2.0f};
   std::vector<float> z(static_cast<std::size_t>(T) * E);
+  static const float kBig[] = {-1e30f, -100.0f, 0.0f, 100.0f, 1e30f};
   for (int t = 0; t < T; ++t) {
+    if (style == kExtreme) {
+      for (int e = 0; e < E; ++e) {
+        const bool big = r.next() & 1;
+        z[static_cast<std::size_t>(t) * E + e] = big ? kBig[r.below(5)] : static_cast<float>(r.unit() * 8.0 - 4.0);
+      }
+      continue;
+    }
     const bool ties = style == kTies || (style == kMixed && (r.next() & 1));
     for (int e = 0; e < E; ++e)
       z[static_cast<std::size_t>(t) * E + e] =
@@ -198,7 +208,9 @@ inline Scenario gen_scenario(const PolicyInfo& info, bool allow_knob_variation =
   } else {
     s.T = *rc::gen::inRange(0, max_T + 1);
   }
-  s.style = choose(3);
+  // Extreme magnitudes in 1 case of 8, the other styles evenly.
+  const int st = choose(8);
+  s.style = st == 7 ? kExtreme : st % 3;
   s.seed = any_seed();
   if (allow_knob_variation && choose(2) == 0) vary_knobs(info, s.E, s.k, s.knobs);
   s.logits = make_logits(s.T, s.E, s.seed, s.style);
@@ -262,25 +274,66 @@ inline std::vector<int> ref_topk(const float* row, int n, int k) {
   return idx;
 }
 
-// Independent combine-weight oracle in double for the score rules top-k uses.
-inline std::vector<double> ref_weights(const float* z, int E, const std::vector<int>& chosen, bool sigmoid,
-                                bool renormalize) {
-  std::vector<double> w;
-  if (sigmoid) {
-    for (int e : chosen) w.push_back(1.0 / (1.0 + std::exp(-double(z[e]))));
-  } else {
-    double m = z[0];
-    for (int e = 1; e < E; ++e) m = std::max(m, double(z[e]));
-    double s = 0;
-    for (int e = 0; e < E; ++e) s += std::exp(double(z[e]) - m);
-    for (int e : chosen) w.push_back(std::exp(double(z[e]) - m) / s);
+// The documented weight rules (types.hpp), evaluated in double from the logits,
+// the served experts and the per-slot offsets. The selection score z + o is formed
+// in float, as both the policy and the LibTorch recompute receive it.
+inline std::vector<double> rule_weights(const moesim::WeightSpec& spec, const float* z, int E, const std::int32_t* ex,
+                                 const float* off, int W) {
+  std::vector<double> w(static_cast<std::size_t>(W), 0.0);
+  bool any = false;
+  for (int j = 0; j < W; ++j) any |= ex[j] >= 0;
+  if (!any) return w;
+  auto log_sigmoid = [](double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
+  std::vector<double> lw(static_cast<std::size_t>(W), -std::numeric_limits<double>::infinity());  // log of the unnormalised weight
+  switch (spec.rule) {
+    case moesim::WeightRule::SoftmaxSelected:
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = static_cast<double>(z[ex[j]] + off[j]);
+      break;
+    case moesim::WeightRule::SoftmaxGather: {
+      if (spec.renormalize) {  // the full-row normaliser cancels: softmax over the served logits
+        for (int j = 0; j < W; ++j)
+          if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[ex[j]]);
+        break;
+      }
+      double m = z[0];
+      for (int e = 1; e < E; ++e) m = std::max(m, double(z[e]));
+      double s = 0;
+      for (int e = 0; e < E; ++e) s += std::exp(double(z[e]) - m);
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[ex[j]]) - m - std::log(s);
+      break;
+    }
+    case moesim::WeightRule::SigmoidGather:
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = log_sigmoid(double(z[ex[j]]));
+      break;
   }
-  if (renormalize) {
+  const bool renorm = spec.rule == moesim::WeightRule::SoftmaxSelected || spec.renormalize;
+  double m = -std::numeric_limits<double>::infinity();
+  for (double x : lw) m = std::max(m, x);
+  if (renorm) {
     double s = 0;
-    for (double x : w) s += x;
-    for (double& x : w) x /= s;
+    for (int j = 0; j < W; ++j)
+      if (ex[j] >= 0) s += std::exp(lw[static_cast<std::size_t>(j)] - m);
+    for (int j = 0; j < W; ++j)
+      if (ex[j] >= 0) w[static_cast<std::size_t>(j)] = std::exp(lw[static_cast<std::size_t>(j)] - m) / s;
+  } else {
+    for (int j = 0; j < W; ++j)
+      if (ex[j] >= 0) w[static_cast<std::size_t>(j)] = std::exp(lw[static_cast<std::size_t>(j)]);
   }
   return w;
+}
+
+// The same oracle for a plain list of chosen experts (no offsets).
+inline std::vector<double> ref_weights(const float* z, int E, const std::vector<int>& chosen, bool sigmoid,
+                                       bool renormalize) {
+  moesim::WeightSpec spec;
+  spec.rule = sigmoid ? moesim::WeightRule::SigmoidGather : moesim::WeightRule::SoftmaxGather;
+  spec.renormalize = renormalize;
+  std::vector<std::int32_t> ex(chosen.begin(), chosen.end());
+  std::vector<float> off(chosen.size(), 0.0f);
+  return rule_weights(spec, z, E, ex.data(), off.data(), static_cast<int>(ex.size()));
 }
 
 inline Assignment route_once(moesim::Policy& p, const std::vector<float>& z, int T, int E, std::uint64_t seed = 1,

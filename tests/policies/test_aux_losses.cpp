@@ -61,7 +61,7 @@ TEST_CASE("load-balancing loss of a top-k assignment equals E * sum f_i P_i comp
   rc::prop("load_balancing_loss matches its definition", [] {
     const int E = *rc::gen::inRange(1, 17), T = *rc::gen::inRange(1, 80);
     const int k = 1 + choose(E);
-    const auto z = make_logits(T, E, any_seed(), choose(3));
+    const auto z = make_logits(T, E, any_seed(), choose(4));
     auto p = moesim::make_policy("topk", E, k, {{"dropless", "true"}});
     const auto a = route_once(*p, z, T, E);
     std::vector<double> P(static_cast<std::size_t>(E), 0.0);
@@ -91,6 +91,10 @@ TEST_CASE("z-loss of all-zero logits = (ln E)^2; hand-computed value for {ln 3, 
   // Two tokens: {0,0} -> (ln 2)^2 = 0.4804530, {ln3,0} -> 1.9218121; mean = 1.2011326.
   const std::vector<float> z2 = {0.0f, 0.0f, std::log(3.0f), 0.0f};
   CHECK(moesim::z_loss(z2.data(), 2, 2) == Approx(1.2011326).epsilon(1e-6));
+  // Negative logsumexp still squares to a positive loss: {-3, -3} -> lse = -3 + ln 2 = -2.3068528,
+  // squared 5.3215700.
+  const std::vector<float> neg = {-3.0f, -3.0f};
+  CHECK(moesim::z_loss(neg.data(), 1, 2) == Approx(5.3215700).epsilon(1e-6));
   // Large logits must not overflow: {1000, 1000} -> (1000 + ln 2)^2 = 1001386.7...
   const std::vector<float> big = {1000.0f, 1000.0f};
   CHECK(moesim::z_loss(big.data(), 1, 2) == Approx(std::pow(1000.0 + std::log(2.0), 2)).epsilon(1e-9));
@@ -139,6 +143,20 @@ TEST_CASE("sequence balance loss hand-computed: collapsed sequence with skewed s
   CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 1, false) == Approx(1.5).epsilon(1e-6));
   // sigmoid scores, normalised: sigmoid(ln3) = 3/4, sigmoid(0) = 1/2 -> P_0 = 0.75/1.25 = 0.6 -> 1.2.
   CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, true) == Approx(1.2).epsilon(1e-6));
+}
+
+TEST_CASE("sequence balance loss: a short last sequence is normalised by its own length") {
+  // E=2, k=1, T=3, seq_len=2 -> sequences [t0, t1] and [t2]; every token {ln3, 0} on e0.
+  // first:  f_0 = 2/(1*2) * 2 = 2, P_0 = 0.75 -> 1.5
+  // second: f_0 = 2/(1*1) * 1 = 2, P_0 = 0.75 -> 1.5      mean over sequences = 1.5
+  const float l3 = std::log(3.0f);
+  const std::vector<float> z = {l3, 0, l3, 0, l3, 0};
+  Assignment a;
+  a.reset(3, 2, 1);
+  a.expert = {0, 0, 0};
+  a.counts = {3, 0};
+  a.routed = 3;
+  CHECK(moesim::sequence_balance_loss(z.data(), 3, 2, a, 2, false) == Approx(1.5).epsilon(1e-6));
 }
 
 TEST_CASE("sequence balance loss: a sequence that balances only across the batch is still penalised") {

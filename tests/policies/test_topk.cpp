@@ -20,7 +20,7 @@ TEST_CASE("topk_row and the scalar kernel equal the reference full sort (ties ->
   rc::prop("topk_row == topk_row_sorted == topk_row_scalar on random rows", [] {
     const int n = *rc::gen::inRange(1, 80);  // crosses several 16-lane blocks
     const int k = 1 + choose(std::min(n, 12));
-    const int style = choose(3);
+    const int style = choose(4);
     const std::uint64_t seed = any_seed();
     const auto row = make_logits(1, n, seed, style);
     std::vector<std::int32_t> got(static_cast<std::size_t>(k)), ref(static_cast<std::size_t>(k)),
@@ -100,7 +100,7 @@ TEST_CASE("topk group-limited routing: top groups first (max or top-2 sum), then
     const bool top2 = gs >= 2 && choose(2) == 1;
     const int T = *rc::gen::inRange(0, 60);
     const std::uint64_t seed = any_seed();
-    const auto logits = make_logits(T, E, seed, choose(3));
+    const auto logits = make_logits(T, E, seed, choose(4));
     moesim::KnobMap kn = {{"n_groups", std::to_string(G)},
                           {"topk_groups", std::to_string(tg)},
                           {"group_score", top2 ? "top2sum" : "max"},
