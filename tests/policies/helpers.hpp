@@ -404,12 +404,17 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
     for (int j = 0; j < a.width; ++j) {
       const int e = a.at(t, j);
       const float w = a.weight_at(t, j);
+      const float o = a.offset[static_cast<std::size_t>(t) * a.width + j];
       if (e == kNoExpert) {
-        if (w != 0.0f) {
-          os << "token " << t << " slot " << j << " is empty but has weight " << w;
+        if (w != 0.0f || o != 0.0f) {
+          os << "token " << t << " slot " << j << " is empty but has weight " << w << ", offset " << o;
           return os.str();
         }
         continue;
+      }
+      if (!std::isfinite(o)) {
+        os << "token " << t << " slot " << j << ": offset " << o << " is not finite";
+        return os.str();
       }
       if (e < 0 || e >= E) {
         os << "token " << t << " slot " << j << ": expert " << e << " out of range [0," << E << ")";

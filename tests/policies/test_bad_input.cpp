@@ -224,7 +224,7 @@ TEST_CASE("hash routing without token ids is refused") {
   }
   auto p = moesim::make_policy("hash", 4, 1);
   const std::vector<float> z(8, 0.0f);
-  REQUIRE_ERROR(route(*p, input(z, 2, 4)), "token");
+  REQUIRE_ERROR(route(*p, input(z, 2, 4)), "needs token ids");
 }
 
 TEST_CASE("balanced assignment refuses T not a multiple of E") {
@@ -234,5 +234,5 @@ TEST_CASE("balanced assignment refuses T not a multiple of E") {
   }
   auto p = moesim::make_policy("balanced", 4, 1);
   const std::vector<float> z(6 * 4, 0.0f);
-  REQUIRE_ERROR(route(*p, input(z, 6, 4)), "multiple");
+  REQUIRE_ERROR(route(*p, input(z, 6, 4)), "T=6 tokens is not a multiple of E=4");
 }

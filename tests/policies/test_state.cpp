@@ -299,3 +299,15 @@ TEST_CASE("a load() refused for a missing 'end' line leaves the policy's state u
   }
   REQUIRE(any_stateful);
 }
+
+TEST_CASE("load() refuses a snapshot with extra lines before 'end'") {
+  for (const auto& info : moesim::policy_registry()) {
+    CAPTURE(info.name);
+    auto p = moesim::make_policy(info.name, 4, 1);
+    const std::string text = saved(*p);
+    const std::string junk = text.substr(0, text.size() - 4) + "junk 1 0x0p+0\nend\n";
+    std::istringstream is(junk);
+    REQUIRE_THROWS_AS(p->load(is), moesim::Error);
+    CHECK(saved(*p) == text);
+  }
+}

@@ -250,3 +250,33 @@ TEST_CASE("noisy_topk weights_from=noisy: softmax over the selected noisy logits
   CHECK(a.weight_at(0, 0) == Approx(4.0 / 7).epsilon(1e-5));
   CHECK(a.weight_at(0, 1) == Approx(3.0 / 7).epsilon(1e-5));
 }
+
+TEST_CASE("multiplicative jitter routes on the logits of the gate input x W^T (noisy_topk and switch)") {
+  // x (T=2 x d=3) one-hot rows, W (E=3 x d=3); z[t][e] = sum_d x[t][d] W[e][d]:
+  //   t0 = x row e_0 -> z = column 0 of W = {W00, W10, W20} = {0, 0, 5} -> expert 2
+  //   t1 = x row e_1 -> z = column 1 of W = {W01, W11, W21} = {5, 0, 0} -> expert 0
+  // (x W without the transpose would give rows of W: t0 {0, 5, 0} -> expert 1.)
+  // jitter_eps = 1e-4 moves these logits by at most 5e-4: the margins (5) stand.
+  const std::vector<float> x = {1, 0, 0, 0, 1, 0};
+  const std::vector<float> W = {0, 5, 0, 0, 0, 5, 5, 0, 0};
+  // The logits passed alongside (used for the weights) deliberately point elsewhere.
+  const std::vector<float> z = {1, 0, 0, 1, 0, 0};
+  moesim::RouteInput in;
+  in.logits = z.data();
+  in.tokens = 2;
+  in.experts = 3;
+  in.gate_input = x.data();
+  in.gate_weight = W.data();
+  in.gate_dim = 3;
+  for (const char* name : {"noisy_topk", "switch"}) {
+    if (!is_policy(name)) continue;
+    CAPTURE(name);
+    moesim::KnobMap kn = {{"jitter_eps", "0.0001"}, {"dropless", "true"}};
+    if (std::string(name) == "noisy_topk") kn["noise"] = "none";
+    auto p = moesim::make_policy(name, 3, 1, kn);
+    moesim::Rng rng(4);
+    Assignment a;
+    p->route(in, rng, a);
+    CHECK(a.expert == std::vector<std::int32_t>{2, 0});
+  }
+}
