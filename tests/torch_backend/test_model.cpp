@@ -8,6 +8,7 @@
 #include "policies/registry.hpp"
 #include "torch_backend/model.hpp"
 #include "torch_backend/moe_layer.hpp"
+#include "torch_backend/precision.hpp"
 #include "torch_backend/router_math.hpp"
 #include "torch_backend/trainer.hpp"
 
@@ -151,4 +152,31 @@ TEST_CASE("a tiny MoE Transformer overfits one batch", "[torch][model]") {
   INFO("first " << first << " last " << last);
   CHECK(first > 3.5);
   CHECK(last < 0.5);
+}
+
+TEST_CASE("bf16 autocast: matmuls run in bf16, routing and losses stay fp32", "[torch][model]") {
+  // LibTorch 1.13's CPU autocast lists linear/matmul among its bf16 ops; check
+  // that it really applies here, and that the router is shielded from it.
+  torch::manual_seed(3);
+  auto x = torch::randn({4, 8}), w = torch::randn({6, 8});
+  {
+    AutocastBf16 amp(true);
+    CHECK(torch::nn::functional::linear(x, w).scalar_type() == torch::kBFloat16);
+    CHECK(torch::matmul(x, w.t()).scalar_type() == torch::kBFloat16);
+  }
+  CHECK(torch::nn::functional::linear(x, w).scalar_type() == torch::kFloat);
+  auto cfg = tiny_config();
+  Transformer m(cfg.model, cfg.policy, 64, cfg.data.seq_len, 1);
+  auto ids = torch::randint(3, 64, {2, 16}, torch::kLong);
+  m.eval();
+  torch::NoGradGuard ng;
+  const auto ref = m.forward(ids).logits;
+  ForwardOut lo;
+  {
+    AutocastBf16 amp(true);
+    lo = m.forward(ids);
+  }
+  CHECK(lo.logits.scalar_type() == torch::kFloat);
+  CHECK(m.moe_layers()[0]->last_logits.scalar_type() == torch::kFloat);
+  CHECK((lo.logits - ref).abs().max().item<double>() < 0.05);
 }
