@@ -392,3 +392,37 @@ TEST_CASE("routing into a reused Assignment gives the same result as into a fres
     });
   }
 }
+
+TEST_CASE("every policy handles k > 64 (past the on-stack top-k buffers) and E beyond 32") {
+  const int E = 80, k = 70;
+  for (const auto& info : moesim::policy_registry()) {
+    if (info.top1_only) continue;
+    CAPTURE(info.name);
+    Scenario s;
+    s.policy = info.name;
+    s.E = E;
+    s.k = k;
+    s.T = info.name == "balanced" ? E : 24;
+    s.seed = 77;
+    s.style = kMixed;
+    s.logits = make_logits(s.T, E, s.seed, kMixed);
+    s.ids = make_ids(s.T, 78);
+    if (has_knob(info, "dropless")) s.knobs["dropless"] = "true";
+    auto p = make(s);
+    Rng rng(3);
+    Assignment a;
+    for (int step = 0; step < 2; ++step) {
+      const Step st = make_step(s, step);
+      p->route(input_of(s, st), rng, a);
+      CHECK(violation(*p, s.T, E, k, a) == "");
+      feed(*p, st, a);
+    }
+    if (info.name == "topk") {  // dropless: exactly the reference top-k of the last batch
+      const Step last = make_step(s, 1);
+      for (int t = 0; t < s.T; ++t) {
+        const auto want = ref_topk(last.logits.data() + static_cast<std::size_t>(t) * E, E, k);
+        for (int j = 0; j < k; ++j) REQUIRE(a.at(t, j) == want[static_cast<std::size_t>(j)]);
+      }
+    }
+  }
+}
