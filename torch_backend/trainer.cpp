@@ -455,6 +455,7 @@ void Trainer::run() {
     std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens, policy %s, %s\n", cfg_.train.out_dir.c_str(),
                  cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len, cfg_.policy.name.c_str(),
                  cfg_.train.bf16 ? "bf16 autocast" : "fp32");
+  const long start_step = step_;
   double recent = 0;  // EMA of seconds per step for the ETA
   double last_val = std::numeric_limits<double>::quiet_NaN();
   long last_eval_step = -1;
@@ -479,12 +480,15 @@ void Trainer::run() {
     if (cfg_.train.eval_every > 0 && step_ % cfg_.train.eval_every == 0) do_eval();
     if (cfg_.train.ckpt_every > 0 && step_ % cfg_.train.ckpt_every == 0) save(ckpt);
   }
-  if (last_eval_step != step_) do_eval();
-  save(ckpt);
+  // A resumed run that was already complete has nothing new to evaluate or save.
+  const bool trained_now = step_ > start_step;
+  if (trained_now && last_eval_step != step_) do_eval();
+  if (trained_now || !resumed) save(ckpt);
+  if (!trained_now && resumed && log_) std::fprintf(log_, "run already complete at step %ld\n", step_);
   std::ostringstream js;
   js << "{\"policy\": \"" << cfg_.policy.name << "\", \"steps\": " << step_ << ", \"tokens\": " << tokens_seen_
      << ", \"val_loss\": " << fmt(last_val) << ", \"val_ppl\": " << fmt(std::exp(last_val)) << "}\n";
-  write_file_atomic((dir / "summary.json").string(), js.str());
+  if (trained_now || !resumed) write_file_atomic((dir / "summary.json").string(), js.str());
   std::fclose(csv_);
   std::fclose(eval_csv_);
   csv_ = eval_csv_ = nullptr;

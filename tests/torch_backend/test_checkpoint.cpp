@@ -106,4 +106,11 @@ TEST_CASE("full run: logs, eval, summary, checkpoint, resume continues the CSV",
   int rows2 = -1;
   while (std::getline(in2, line)) ++rows2;
   CHECK(rows2 == 6);
+  std::ifstream ev(d / "run/eval_log.csv");
+  int evals = -1;
+  while (std::getline(ev, line)) ++evals;
+  CHECK(evals == 2);  // steps 3 and 6, no duplicate from the second run()
+  std::ifstream sj(d / "run/summary.json");
+  std::string summary((std::istreambuf_iterator<char>(sj)), {});
+  CHECK(summary.find("nan") == std::string::npos);
 }

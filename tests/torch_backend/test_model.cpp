@@ -218,3 +218,18 @@ TEST_CASE("generation: a seed replays the same tokens; temperature 0 is greedy",
   opt.seed = 100;
   CHECK(sample_tokens(m, {5, 6, 7}, opt) == g1);
 }
+
+TEST_CASE("loss signal: policies observe the negated per-token loss on served slots", "[torch][model]") {
+  torch::manual_seed(8);
+  auto layer = std::make_shared<MoeLayer>(0, 8, 8, 4, make_policy("rdesi", 4, 2, {{"alpha", "1"}, {"decay_on", "none"}}), 3, 0.5, 0.5);
+  layer->train();
+  const int N = 32;
+  (void)layer->forward(torch::randn({N, 8}), torch::zeros({N}, torch::kLong));
+  layer->observe(torch::full({N}, 2.5f));
+  // alpha = 1: the reputation of every expert that served is exactly the mean perf, -2.5.
+  const auto& a = layer->last_assignment;
+  const auto rep = layer->policy().state_vectors();
+  REQUIRE(!rep.empty());
+  for (int e = 0; e < 4; ++e)
+    if (a.counts[static_cast<std::size_t>(e)] > 0) CHECK(rep[0].second[static_cast<std::size_t>(e)] == Approx(-2.5));
+}
