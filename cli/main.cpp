@@ -12,7 +12,7 @@ namespace moesim::cli {
 const std::vector<Command>& commands() {
   static const std::vector<Command> all = {
       {"policies", "list every routing policy with its knobs, defaults and what each does", cmd_policies},
-      {"demo", "route one synthetic batch through every policy and print its load statistics", cmd_demo},
+      {"demo", "route 50 synthetic batches through every policy and print load statistics", cmd_demo},
       {"run", "one seeded simulation of a scenario's base config (prints its replay command)", cmd_run},
       {"sweep", "all points x seeds of a scenario in parallel, resumable (default: scenarios/matthew.yaml)", cmd_sweep},
       {"report", "plots and a Markdown summary of a sweep's output folder", cmd_report},
