@@ -4,12 +4,22 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <string>
 
 namespace moesim {
 
 void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, const WeightSpec& spec,
                              Assignment& out) {
   const int T = out.tokens, k = out.width, E = out.experts;
+  // Every wanted expert must be valid before the capacity counts index with it: a
+  // selection score that is NaN or -inf everywhere (computed past Policy::route's
+  // logits check: jittered gate input, overflowing noise or bias) leaves kNoExpert.
+  for (std::size_t i = 0, n = out.expert.size(); i < n; ++i)
+    if (static_cast<std::uint32_t>(out.expert[i]) >= static_cast<std::uint32_t>(E))
+      throw Error("no expert selectable at token " + std::to_string(i / static_cast<std::size_t>(k)) + ", slot " +
+                  std::to_string(i % static_cast<std::size_t>(k)) +
+                  ": the selection scores are not finite (NaN or infinite gate input, or noise/bias overflowing)");
   const float* prio = nullptr;
   if (!cfg.dropless && cfg.drop == DropBy::Probability) {
     // Requests compete across tokens, so rank by the gate probability the rule defines.

@@ -75,7 +75,10 @@ void TopKSelector::select(const float* sel, int tokens, Assignment& out) const {
       std::int32_t i2[2];
       float v2[2];
       topk_row(z + g * gs, gs, group_top2 ? 2 : 1, i2, v2);
-      gscore[g] = group_top2 ? v2[0] + v2[1] : v2[0];
+      // top2sum ranks groups by the mean of the two, not the sum: same order (halving is
+      // exact), but the sum of two logits near +-FLT_MAX overflows to +-inf, and an all
+      // -inf group row made the group top-k return -1 (allowed[-1] written: heap corruption).
+      gscore[g] = group_top2 ? 0.5f * v2[0] + 0.5f * v2[1] : v2[0];
     }
     topk_row(gscore.data(), groups, topk_groups, gidx.data(), gval.data());
     std::fill(allowed.begin(), allowed.end(), 0);

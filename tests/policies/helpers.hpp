@@ -43,7 +43,7 @@ struct DataRng {
 
 // Logit styles: continuous (distinct with overwhelming probability), drawn from a
 // small set (many exact ties), each row one or the other, or extreme magnitudes
-// (+-1e30, +-100: saturated softmax/sigmoid, huge spreads).
+// (+-FLT_MAX, +-1e30, +-100: saturated softmax/sigmoid, huge spreads).
 enum LogitStyle { kContinuous = 0, kTies = 1, kMixed = 2, kExtreme = 3 };
 
 inline std::vector<float> make_logits(int T, int E, std::uint64_t seed, int style) {
@@ -51,12 +51,13 @@ inline std::vector<float> make_logits(int T, int E, std::uint64_t seed, int styl
   // -0.0f and 0.0f compare equal: a tie that differs in its bits.
   static const float kSet[] = {-1.0f, -0.0f, 0.0f, 0.5f, 1.0f, 2.0f};
   std::vector<float> z(static_cast<std::size_t>(T) * E);
-  static const float kBig[] = {-1e30f, -100.0f, 0.0f, 100.0f, 1e30f};
+  static const float kBig[] = {-std::numeric_limits<float>::max(), -1e30f, -100.0f, 0.0f,
+                               100.0f, 1e30f, std::numeric_limits<float>::max()};
   for (int t = 0; t < T; ++t) {
     if (style == kExtreme) {
       for (int e = 0; e < E; ++e) {
         const bool big = r.next() & 1;
-        z[static_cast<std::size_t>(t) * E + e] = big ? kBig[r.below(5)] : static_cast<float>(r.unit() * 8.0 - 4.0);
+        z[static_cast<std::size_t>(t) * E + e] = big ? kBig[r.below(7)] : static_cast<float>(r.unit() * 8.0 - 4.0);
       }
       continue;
     }
@@ -266,7 +267,8 @@ inline std::unique_ptr<moesim::Policy> make(const Scenario& s) {
 }
 
 // Independent reference: indices sorted by (value desc, index asc), first k.
-inline std::vector<int> ref_topk(const float* row, int n, int k) {
+template <class V>
+inline std::vector<int> ref_topk(const V* row, int n, int k) {
   std::vector<int> idx(static_cast<std::size_t>(n));
   std::iota(idx.begin(), idx.end(), 0);
   std::stable_sort(idx.begin(), idx.end(), [row](int a, int b) { return row[a] > row[b]; });
@@ -361,11 +363,12 @@ inline std::string diff_assignments(const Assignment& a, const Assignment& b) {
       os << "slot " << i << ": expert " << a.expert[i] << " vs " << b.expert[i];
       return os.str();
     }
+  // memcmp on empty vectors would get null pointers (undefined even for size 0).
   if (a.weight.size() != b.weight.size() ||
-      std::memcmp(a.weight.data(), b.weight.data(), a.weight.size() * sizeof(float)) != 0)
+      (!a.weight.empty() && std::memcmp(a.weight.data(), b.weight.data(), a.weight.size() * sizeof(float)) != 0))
     return "weights differ bitwise";
   if (a.offset.size() != b.offset.size() ||
-      std::memcmp(a.offset.data(), b.offset.data(), a.offset.size() * sizeof(float)) != 0)
+      (!a.offset.empty() && std::memcmp(a.offset.data(), b.offset.data(), a.offset.size() * sizeof(float)) != 0))
     return "offsets differ bitwise";
   if (a.counts != b.counts) return "counts differ";
   if (a.routed != b.routed || a.dropped != b.dropped || a.dropped_tokens != b.dropped_tokens ||
@@ -375,7 +378,7 @@ inline std::string diff_assignments(const Assignment& a, const Assignment& b) {
 }
 
 inline bool same_bits(const std::vector<double>& a, const std::vector<double>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
 }
 
 // The generic invariants every policy's assignment satisfies. Empty when all hold,

@@ -236,3 +236,103 @@ TEST_CASE("balanced assignment refuses T not a multiple of E") {
   const std::vector<float> z(6 * 4, 0.0f);
   REQUIRE_ERROR(route(*p, input(z, 6, 4)), "T=6 tokens is not a multiple of E=4");
 }
+
+// BUG (policies/noisy_topk.cpp, jittered_logits; reached from noisy_topk and switch):
+// the jittered logits x*u W^T are computed past Policy::route's finiteness check and
+// are never checked themselves. Input: jitter_eps=0.01, E=3, gate_dim=2, T=2, gate
+// input {1, 0, 0, NaN} (or inf; logits all finite). Expected: moesim::Error naming
+// token 1. Actual: every comparison with NaN is false, the top-k leaves the slot at
+// kNoExpert (-1), then
+//   noisy_topk: SIGSEGV in NoisyTopKPolicy::do_route (noisy_topk.cpp:56, the
+//               weights_from=noisy offset reads logits[t*E + (-1)]): still open, so
+//               its case is hidden ([.]); run it with test_policies "[jitter-nan]";
+//   switch:     was SIGSEGV in CapacityFilter::apply (counts[-1]); TokenChoiceTail
+//               now refuses invalid experts with an Error naming the token.
+// Root fix: check_finite on the jittered logits in jittered_logits().
+static void jitter_bad_input_case(const char* name, float bad) {
+  if (!is_policy(name)) return;
+  const std::vector<float> z = {0, 0, 0, 0, 0, 0};
+  const std::vector<float> W = {1, 0, 0, 1, 1, 1};  // E=3 x d=2
+  const std::vector<float> x = {1, 0, 0, bad};      // T=2 x d=2, token 1 feature 1 bad
+  moesim::RouteInput in;
+  in.logits = z.data();
+  in.tokens = 2;
+  in.experts = 3;
+  in.gate_input = x.data();
+  in.gate_weight = W.data();
+  in.gate_dim = 2;
+  CAPTURE(name, bad);
+  auto p = moesim::make_policy(name, 3, 1, {{"jitter_eps", "0.01"}});
+  REQUIRE_ERROR(route(*p, in), "token 1");
+}
+
+TEST_CASE("noisy_topk: a NaN or infinite gate input under jitter is refused (KNOWN BUG: crashes)", "[.][jitter-nan]") {
+  jitter_bad_input_case("noisy_topk", std::numeric_limits<float>::quiet_NaN());
+  jitter_bad_input_case("noisy_topk", std::numeric_limits<float>::infinity());
+}
+
+TEST_CASE("switch: a NaN gate input under jitter is refused, naming the token") {
+  jitter_bad_input_case("switch", std::numeric_limits<float>::quiet_NaN());
+}
+
+// Same root bug, without a crash: an infinite gate input gives jittered logits
+// {NaN, inf, inf} for token 1; switch routes it to expert 1 on an infinite score
+// instead of refusing it. Remove [!shouldfail] once jittered_logits checks its output.
+TEST_CASE("switch: an infinite gate input under jitter is refused, naming the token (KNOWN BUG)", "[!shouldfail]") {
+  jitter_bad_input_case("switch", std::numeric_limits<float>::infinity());
+}
+
+// BUG (policies/noisy_topk.cpp / knob noise_std; rdesi score_noise likewise): the
+// noise scale has no upper bound and std*N(0,1) is cast to float, so for noise_std >=
+// ~1e38 a draw beyond ~3.4 sd becomes +-inf; a row of all -inf selects nothing and the
+// slot stays kNoExpert (-1). Input: noisy_topk E=1, k=1, T=20000, noise_std=1e38,
+// dropless. Expected: a valid assignment or a moesim::Error (e.g. a bounded knob).
+// Actual: SIGSEGV in NoisyTopKPolicy::do_route (noisy_topk.cpp:56). Hidden ([.])
+// because it crashes; run it with test_policies "[noise-overflow]".
+TEST_CASE("noisy_topk with an enormous noise_std routes validly or refuses (KNOWN BUG: crashes)", "[.][noise-overflow]") {
+  if (!is_policy("noisy_topk")) return;
+  const int T = 20000, E = 1;
+  const std::vector<float> z(static_cast<std::size_t>(T) * E, 0.0f);
+  std::unique_ptr<moesim::Policy> p;
+  try {
+    p = moesim::make_policy("noisy_topk", E, 1, {{"noise_std", "1e38"}, {"dropless", "true"}});
+  } catch (const moesim::Error&) {
+    return;  // refusing the knob is a fine answer
+  }
+  Assignment a;
+  Rng rng(1);
+  moesim::RouteInput in = input(z, T, E);
+  try {
+    p->route(in, rng, a);
+  } catch (const moesim::Error&) {
+    return;
+  }
+  CHECK(violation(*p, T, E, 1, a) == "");
+}
+
+// BUG (policies/rdesi.cpp, do_route): same overflow through the unbounded score_noise
+// knob: a row of all -inf scores leaves kNoExpert, and do_route indexes with it
+// (scores_[-1] for the offset, rdesi.cpp:114; demand_[-1]) before TokenChoiceTail can
+// refuse it. Input: rdesi E=1, k=1, T=20000, score_noise=1e38, dropless. Expected: a
+// valid assignment or a moesim::Error. Actual: SIGSEGV. Hidden ([.]); run it with
+// test_policies "[noise-overflow]".
+TEST_CASE("rdesi with an enormous score_noise routes validly or refuses (KNOWN BUG: crashes)", "[.][noise-overflow]") {
+  if (!is_policy("rdesi")) return;
+  const int T = 20000, E = 1;
+  const std::vector<float> z(static_cast<std::size_t>(T) * E, 0.0f);
+  std::unique_ptr<moesim::Policy> p;
+  try {
+    p = moesim::make_policy("rdesi", E, 1, {{"score_noise", "1e38"}, {"dropless", "true"}});
+  } catch (const moesim::Error&) {
+    return;
+  }
+  Assignment a;
+  Rng rng(1);
+  try {
+    p->route(input(z, T, E), rng, a);
+  } catch (const moesim::Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("no expert selectable at token"));
+    return;
+  }
+  CHECK(violation(*p, T, E, 1, a) == "");
+}
