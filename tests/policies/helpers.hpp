@@ -182,6 +182,14 @@ inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
   // noisy top-k
   maybe("noise", {"gaussian", "gumbel", "none"});
   maybe("weights_from", {"noisy", "clean"});
+  maybe("noise_std", {"0", "1", "3"});
+  // sinkhorn
+  maybe("iterations", {"0", "1", "20", "200"});
+  maybe("tol", {"0", "0.0001", "0.1"});
+  // balanced
+  maybe("auction_eps", {"0.001", "0.1", "1e-06"});
+  // hash
+  maybe("salt", {"0", "12345", "-7"});
   // group-limited routing: a divisor of E, enough groups kept for k
   if (has_knob(info, "n_groups") && choose(4) == 0) {
     std::vector<int> divs;

@@ -113,7 +113,7 @@ TEST_CASE("balanced: every expert gets exactly T*k/E slots") {
   }
   const auto& info = moesim::policy_info("balanced");
   rc::prop("balanced: equal loads", [&info] {
-    const Scenario s = gen_scenario(info, /*allow_knob_variation=*/false);
+    const Scenario s = gen_scenario(info);
     RC_LOG() << s.describe() << '\n';
     auto p = make(s);
     Rng rng(s.seed);

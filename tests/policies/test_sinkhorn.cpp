@@ -49,6 +49,7 @@ TEST_CASE("sinkhorn with iterations = 0 equals topk bitwise") {
     const auto& info = moesim::policy_info("sinkhorn");
     Scenario s = gen_scenario(info);
     s.knobs.erase("tol");
+    s.knobs.erase("iterations");
     auto kn = s.knobs;
     kn["iterations"] = "0";
     RC_LOG() << s.describe() << '\n';
