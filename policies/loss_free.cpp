@@ -43,7 +43,8 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
     topk_row(s_.data(), E, k, out.expert.data() + static_cast<std::size_t>(t) * k, val);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
-  for (auto e : out.expert) demand_[e] += 1.0;
+  for (auto e : out.expert)
+    if (e >= 0) demand_[e] += 1.0;  // an unselectable slot is refused by the tail below
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

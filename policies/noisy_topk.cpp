@@ -2,6 +2,8 @@
 
 #include <Eigen/Core>
 
+#include "policies/select.hpp"
+
 namespace moesim {
 
 void jittered_logits(const RouteInput& in, double eps, Rng& rng, const std::string& owner,
@@ -16,6 +18,8 @@ void jittered_logits(const RouteInput& in, double eps, Rng& rng, const std::stri
     x.data()[i] *= static_cast<float>(rng.uniform(1.0 - eps, 1.0 + eps));
   out.resize(static_cast<std::size_t>(T) * E);
   Eigen::Map<RowMat>(out.data(), T, E).noalias() = x * Eigen::Map<const RowMat>(in.gate_weight, E, d).transpose();
+  // Route() checked the caller's logits, not these: a NaN gate input lands here.
+  check_finite(out.data(), T, E, (owner + " (jittered logits)").c_str());
 }
 
 NoisyTopKPolicy::NoisyTopKPolicy(int experts, int k, const Knobs& kn)
@@ -52,6 +56,7 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
     for (int t = 0; t < T; ++t)
       for (int j = 0; j < k; ++j) {
         const std::size_t i = static_cast<std::size_t>(t) * k + j;
+        if (out.expert[i] < 0) continue;  // nothing selectable; the tail refuses it by name
         const std::size_t z = static_cast<std::size_t>(t) * E + out.expert[i];
         out.offset[i] = noisy_[z] - in.logits[z];
       }
@@ -63,7 +68,7 @@ PolicyInfo noisy_topk_info() {
   auto knobs = score_knobs();
   knobs.push_back(choice_knob("noise", "gaussian", {"gaussian", "gumbel", "none"},
                               "additive logit noise: Gaussian (Shazeer) or Gumbel (DeepSpeed RSample)"));
-  knobs.push_back(real_knob("noise_std", 1.0, "scale of the additive logit noise", 0.0));
+  knobs.push_back(real_knob("noise_std", 1.0, "scale of the additive logit noise", 0.0, 1e6));
   knobs.push_back(real_knob("jitter_eps", 0.0,
                             "multiplicative input jitter x*U(1-eps,1+eps); needs the gate input; 0 = off", 0.0, 1.0));
   knobs.push_back(choice_knob("weights_from", "noisy", {"noisy", "clean"},

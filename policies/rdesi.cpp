@@ -13,8 +13,8 @@ static std::vector<KnobSpec> rdesi_knobs() {
       real_knob("beta", 0.1, "weight of reputation R_i in the selection score"),
       real_knob("gamma", 0.1, "weight of the load penalty L_i in the selection score"),
       real_knob("alpha", 0.9, "reputation EMA rate: R <- alpha*perf + (1-alpha)*R", 0.0, 1.0),
-      real_knob("ucb_c", 0.1, "exploration constant c of c*sqrt(ln(N+1)/(N_i+eps)); 0 = off", 0.0),
-      real_knob("ucb_eps", 1e-10, "eps in the UCB denominator (reference: 1e-10)", 1e-300),
+      real_knob("ucb_c", 0.1, "exploration constant c of c*sqrt(ln(N+1)/(N_i+eps)); 0 = off", 0.0, 1e6),
+      real_knob("ucb_eps", 1e-10, "eps in the UCB denominator (reference: 1e-10)", 1e-30),
       real_knob("decay_rate", 0.99, "reputation decay R <- decay_rate*R each step; 1 = off", 0.0, 1.0),
       choice_knob("decay_on", "idle", {"idle", "all", "none"},
                   "which experts decay: idle ones (reference router) or all (reference mitigation module)"),
@@ -25,7 +25,7 @@ static std::vector<KnobSpec> rdesi_knobs() {
                   "divide per-batch demand by the expert capacity (fair share when dropless), or raw counts"),
       real_knob("epsilon", 0.0, "epsilon-greedy: a token takes k uniformly random experts with this probability",
                 0.0, 1.0),
-      real_knob("score_noise", 0.0, "std of Gaussian noise added to every selection score", 0.0),
+      real_knob("score_noise", 0.0, "std of Gaussian noise added to every selection score", 0.0, 1e6),
       choice_knob("weights_over", "scores", {"scores", "logits"},
                   "combine weights: softmax over the selected scores (reference) or over their gate logits"),
       real_knob("initial_reputation", 0.0, "R_i at the start"),
@@ -78,6 +78,10 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   out.reset(T, E, k);
   const auto b = score_bias();
   bias_.assign(b.begin(), b.end());
+  for (int e = 0; e < E; ++e)
+    if (!std::isfinite(bias_[e]))
+      fail("selection-score bias of expert " + std::to_string(e) + " (beta*R - gamma*L + UCB bonus) = " +
+           std::to_string(b[e]) + " is not a finite float; reduce beta, gamma or ucb_c");
   const float* bias = bias_.data();
 
   float val_small[64];
@@ -111,11 +115,13 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
       topk_row(z, E, k, ex, val, bias);
     }
     if (weights_on_scores_) {
-      for (int j = 0; j < k; ++j) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];
+      for (int j = 0; j < k; ++j)
+        if (ex[j] >= 0) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];
     }
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
-  for (auto e : out.expert) demand_[e] += 1.0;
+  for (auto e : out.expert)
+    if (e >= 0) demand_[e] += 1.0;  // an unselectable slot is refused by the tail below
   tail_.finish(in.logits, cap_, weight_spec(), out);
   last_tokens_ = T;
   last_capacity_ = out.capacity;

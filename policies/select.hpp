@@ -64,13 +64,17 @@ inline void topk_by(int n, int k, ValueFn&& value, std::int32_t* idx, float* val
   }
 }
 
-// The k best of row (+ bias when non-null), best first. The AVX-512 kernel
-// handles k in {1,2,3,4,6,8} when there are no -inf entries to hide (it pads
-// with -inf); everything else takes the scalar kernel. Both give identical output.
+// The k best of row (+ bias when non-null), best first. The AVX-512 kernels
+// handle k in {1,2,3,4,6,8}; everything else takes the scalar kernel. Both give
+// identical output (tests compare them).
 inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* val,
                      const float* bias = nullptr) {
 #if defined(__AVX512F__)
-  if (simd::topk_dispatch(row, bias, n, k, idx, val)) return;
+  // The SIMD kernels pad with -inf, so a k-th best of -inf is ambiguous there:
+  // such rows (only from overflowing scores) take the scalar kernel, which
+  // leaves kNoExpert for the unselectable slots.
+  if (simd::topk_dispatch(row, bias, n, k, idx, val) && val[k - 1] != -std::numeric_limits<float>::infinity())
+    return;
 #endif
   if (bias)
     topk_by(n, k, [row, bias](int i) { return row[i] + bias[i]; }, idx, val);

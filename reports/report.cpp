@@ -640,7 +640,8 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
   std::ostringstream md;
   md << "# Report: " << md_escape(sc.name) << "\n\n";
   if (!sc.description.empty()) md << md_escape(sc.description) << "\n\n";
-  md << "Scenario `" << sc.path << "`: " << points.size() << " point" << (points.size() == 1 ? "" : "s") << " x "
+  // The report sits next to scenario.resolved.yaml; an absolute path would go stale when the folder moves.
+  md << "Scenario [scenario.resolved.yaml](scenario.resolved.yaml): " << points.size() << " point" << (points.size() == 1 ? "" : "s") << " x "
      << seeds.size() << " seed" << (seeds.size() == 1 ? "" : "s") << " (" << seeds_str << ") = " << runs.rows.size()
      << " runs. Base config: E = " << base.experts << " experts, k = " << base.k << ", T = " << base.batch
      << " tokens per batch, " << base.steps << " steps, " << base.layers << " layer" << (base.layers == 1 ? "" : "s")

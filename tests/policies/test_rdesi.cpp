@@ -195,21 +195,21 @@ TEST_CASE("rdesi epsilon = 1: every token explores (ignores a dominant logit)") 
   CHECK(used == E);  // P(some expert never drawn in 200 uniform picks) < 8 * (7/8)^200 ~ 2e-11
 }
 
-// BUG (policies/rdesi.cpp, score_bias/do_route; knob ucb_eps declared down to 1e-300):
-// an expert never served gets a bonus c*sqrt(ln(N+1)/ucb_eps) ~ 1e149 for ucb_eps=1e-300,
-// which becomes +inf when cast to the float bias; the offset (score - logit) is then inf
-// and the SoftmaxSelected weight exp(inf - inf) is NaN. Input: rdesi E=8, k=1, T=2,
-// ucb_eps=1e-300, dropless, from the second step on. Expected: finite offsets and
-// weights summing to 1. Actual: offset inf (and NaN weights). Overflow starts near
-// ucb_eps ~ 1e-76; the reference's 1e-10 is fine. Fix: bound ucb_eps (or clamp the
-// bonus). Remove [!shouldfail] once fixed.
-TEST_CASE("rdesi: knobs at the ends of their declared ranges still give finite, normalised weights (KNOWN BUG)",
-          "[!shouldfail]") {
+// Regression: ucb_eps was once declared down to 1e-300, where an unserved expert's
+// bonus c*sqrt(ln(N+1)/eps) ~ 1e149 overflowed the float bias and the weights went
+// NaN. Now the declared extremes (smallest eps, largest c) must still route finitely.
+TEST_CASE("rdesi: knobs at the ends of their declared ranges still give finite, normalised weights") {
   if (!is_policy("rdesi")) return;
-  // ucb_eps may be as small as 1e-300: an expert never served then gets a bonus of
-  // c*sqrt(ln(N+1)/1e-300) ~ 1e149, far beyond float. E=8, k=1, T=2 leaves experts unserved.
+  std::string eps_min, c_max;
+  for (const auto& k : moesim::policy_info("rdesi").knobs) {
+    if (k.name == "ucb_eps") eps_min = moesim::format_real(k.lo);
+    if (k.name == "ucb_c") c_max = moesim::format_real(k.hi);
+  }
+  REQUIRE(!eps_min.empty());
+  REQUIRE(!c_max.empty());
+  // E=8, k=1, T=2 leaves experts unserved, so their bonus is the largest possible.
   const int E = 8, T = 2;
-  auto p = moesim::make_policy("rdesi", E, 1, {{"ucb_eps", "1e-300"}, {"dropless", "true"}});
+  auto p = moesim::make_policy("rdesi", E, 1, {{"ucb_eps", eps_min}, {"ucb_c", c_max}, {"dropless", "true"}});
   const auto z = make_logits(T, E, 21, kContinuous);
   Rng rng(1);
   for (int step = 0; step < 3; ++step) {

@@ -52,15 +52,9 @@ TEST_CASE("topk_row and the scalar kernel equal the reference full sort (ties ->
   });
 }
 
-// BUG (policies/select.hpp topk_row / select_avx512.hpp topk_dispatch): select.hpp
-// says the AVX-512 kernel is used only "when there are no -inf entries to hide" and
-// that both kernels give identical output, but topk_dispatch never checks for -inf.
-// Input: row {-FLT_MAX} + bias {-FLT_MAX} (the sum is -inf), n=1, k=1, or a row with
-// -inf entries. Expected: the scalar kernel's answer (-1 = kNoExpert for a slot no
-// finite value can fill). Actual (AVX-512 build): index 2147483647. Reachable from
-// rdesi/loss_free when a bias or noise knob overflows float. Remove [!shouldfail] once
-// topk_dispatch falls back to the scalar kernel on -inf.
-TEST_CASE("topk_row equals the scalar kernel on rows holding -inf (KNOWN BUG on AVX-512)", "[!shouldfail]") {
+// Regression: the AVX-512 kernels pad with -inf, so a row whose k-th best is -inf
+// (overflowing scores) once returned index 2^31-1; such rows now take the scalar kernel.
+TEST_CASE("topk_row equals the scalar kernel on rows holding -inf") {
   const float inf = std::numeric_limits<float>::infinity(), M = std::numeric_limits<float>::max();
   struct Row {
     std::vector<float> z, b;
