@@ -141,11 +141,11 @@ int generate_command(const std::vector<std::string>& args) {
   const std::string prompt = a.flags.count("--prompt") ? a.flags.at("--prompt") : "";
   auto ids = tok.encode(prompt);
   if (ids.empty()) ids.push_back(tok.eos_id());  // an empty prompt starts a fresh document
-  const auto n_prompt = ids.size();
-  const auto out = sample_tokens(*lm.model, ids, opt);
-  std::vector<int> cont(out.begin() + static_cast<std::ptrdiff_t>(n_prompt), out.end());
-  if (!cont.empty() && cont.back() == tok.eos_id()) cont.pop_back();
-  std::printf("%s%s\n", prompt.c_str(), tok.decode(cont).c_str());
+  auto out = sample_tokens(*lm.model, ids, opt);
+  if (!out.empty() && out.back() == tok.eos_id()) out.pop_back();
+  // Decoded whole: decoding the continuation alone would drop its leading space.
+  if (!out.empty() && out.front() == tok.eos_id()) out.erase(out.begin());
+  std::printf("%s\n", tok.decode(out).c_str());
   return 0;
 }
 
