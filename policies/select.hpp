@@ -73,8 +73,7 @@ inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* v
   // The SIMD kernels pad with -inf, so a k-th best of -inf is ambiguous there:
   // such rows (only from overflowing scores) take the scalar kernel, which
   // leaves kNoExpert for the unselectable slots.
-  if (simd::topk_dispatch(row, bias, n, k, idx, val) && val[k - 1] != -std::numeric_limits<float>::infinity())
-    return;
+  if (simd::topk_dispatch(row, bias, n, k, idx, val)) return;
 #endif
   if (bias)
     topk_by(n, k, [row, bias](int i) { return row[i] + bias[i]; }, idx, val);

@@ -130,8 +130,7 @@ inline void topk_lanes(const float* z, const float* b, int n, std::int32_t* idx,
   }
 }
 
-// Returns false when k is outside the specialised range.
-inline bool topk_dispatch(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {
+inline bool topk_dispatch_raw(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {
   switch (k) {
     case 1: topk_lanes<1>(z, b, n, idx, val); return true;
     case 2: topk_lanes<2>(z, b, n, idx, val); return true;
@@ -141,6 +140,14 @@ inline bool topk_dispatch(const float* z, const float* b, int n, int k, std::int
     case 8: topk_scan<8>(z, b, n, idx, val); return true;
     default: return false;
   }
+}
+
+// Returns false when k is outside the specialised range, or when the k-th best
+// is -inf: the kernels pad with -inf, so such a row (only from overflowing
+// scores) goes to the scalar kernel, which leaves kNoExpert where nothing is selectable.
+inline bool topk_dispatch(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {
+  const bool done = topk_dispatch_raw(z, b, n, k, idx, val);
+  return done && __builtin_expect(val[k - 1] != -std::numeric_limits<float>::infinity(), 1);
 }
 
 }  // namespace moesim::simd
