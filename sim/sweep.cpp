@@ -239,6 +239,59 @@ void assemble_outputs(const Scenario& sc, const std::vector<SweepPoint>& points,
 
 }  // namespace
 
+namespace {
+
+// Adaptive longest-first order for the worker pool: every point's first pending
+// run starts first (in plan order), which measures what that point costs; the
+// remaining runs then go slowest point first, so one slow policy (balanced
+// assignment, say) does not leave a thread idle at the end. The order never
+// changes a result: each run writes its own files and the tables are assembled
+// in canonical order.
+class RunQueue {
+ public:
+  RunQueue(const std::vector<std::size_t>& todo, const std::vector<int>& point_of) {
+    std::vector<char> seen;
+    for (std::size_t i = 0; i < todo.size(); ++i) {
+      const auto p = static_cast<std::size_t>(point_of[i]);
+      if (p >= seen.size()) seen.resize(p + 1, 0);
+      (seen[p] ? rest_ : probes_).push_back({todo[i], point_of[i]});
+      seen[p] = 1;
+    }
+    cost_.assign(seen.size(), -1.0);
+  }
+  // Returns false when nothing is left. Caller holds the pool's mutex.
+  bool pop(std::size_t& run) {
+    if (next_probe_ < probes_.size()) {
+      run = probes_[next_probe_++].run;
+      return true;
+    }
+    if (rest_.empty()) return false;
+    std::size_t best = 0;
+    for (std::size_t i = 1; i < rest_.size(); ++i)
+      if (cost_of(rest_[i].point) > cost_of(rest_[best].point)) best = i;  // ties: plan order
+    run = rest_[best].run;
+    rest_.erase(rest_.begin() + static_cast<std::ptrdiff_t>(best));
+    return true;
+  }
+  void record(int point, double seconds) { cost_[static_cast<std::size_t>(point)] = seconds; }
+
+ private:
+  struct Item {
+    std::size_t run;
+    int point;
+  };
+  // A point still being measured counts as costly: better started early than late.
+  double cost_of(int point) const {
+    const double c = cost_[static_cast<std::size_t>(point)];
+    return c < 0 ? 1e300 : c;
+  }
+  std::vector<Item> probes_, rest_;
+  std::size_t next_probe_ = 0;
+  std::vector<double> cost_;
+};
+
+}  // namespace
+
 void write_file_atomic(const std::string& path, std::string_view content) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -411,7 +464,9 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
 
   int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
   threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
-  std::atomic<std::size_t> next{0};
+  std::vector<int> point_of(todo.size());
+  for (std::size_t i = 0; i < todo.size(); ++i) point_of[i] = runs[todo[i]].point;
+  RunQueue queue(todo, point_of);
   std::atomic<std::int64_t> units_done{0};
   std::atomic<bool> abort{false};
   std::mutex mu;
@@ -422,14 +477,17 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
 
   auto worker = [&] {
     for (;;) {
-      const std::size_t j = next.fetch_add(1);
-      if (j >= todo.size() || abort.load()) break;
-      const auto& r = runs[todo[j]];
+      std::size_t ri = 0;
+      {
+        std::lock_guard<std::mutex> g(mu);
+        if (abort.load() || !queue.pop(ri)) break;
+      }
+      const auto& r = runs[ri];
       try {
         const std::string dir = out + "/runs/" + r.id;
         fs::create_directories(dir);
         fs::remove(dir + "/metrics.csv");  // a re-run (changed config) is not complete until it ends
-        write_file_atomic(dir + "/config.yaml", texts[todo[j]]);
+        write_file_atomic(dir + "/config.yaml", texts[ri]);
         std::ostringstream ts;
         const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
         std::int64_t seen = 0;
@@ -445,6 +503,7 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
         std::lock_guard<std::mutex> g(mu);
         ++runs_done;
         sim_seconds += res.seconds;
+        queue.record(r.point, res.seconds);
         if (opt.on_run_done) opt.on_run_done(r);
       } catch (const std::exception& e) {
         std::lock_guard<std::mutex> g(mu);
