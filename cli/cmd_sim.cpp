@@ -211,6 +211,8 @@ int cmd_report(const std::vector<std::string>& args) {
         "load share per expert over time, Gini and MaxVio over time per policy, RD-ESI\n"
         "reputations, a heatmap for each 2-D grid, final metrics with spread over seeds,\n"
         "and a table of mean +- std over seeds of the key final metrics per point.\n"
+        "OUTDIR may also be a `moesim train` run folder, or a folder of them (e.g. runs/):\n"
+        "training loss, validation perplexity and expert load over training, side by side.\n"
         "--no-plots: tables only (no gnuplot needed).\n");
     return 0;
   }
@@ -231,7 +233,7 @@ int cmd_report(const std::vector<std::string>& args) {
 #ifdef MOESIM_HAVE_REPORTS
   ReportOptions opt;
   opt.plots = plots;
-  const auto res = write_report(dir, opt);
+  const auto res = is_training_folder(dir) ? write_training_report(dir, opt) : write_report(dir, opt);
   for (const auto& w : res.warnings) std::fprintf(stderr, "moesim report: warning: %s\n", w.c_str());
   std::printf("report: %s (%d plots)\n", res.markdown.c_str(), res.plots);
   return 0;

@@ -718,4 +718,187 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
   return res;
 }
 
+namespace {
+
+double num(const std::string& s) {
+  double v = std::numeric_limits<double>::quiet_NaN();
+  parse_real(s, v);
+  return v;
+}
+
+// MoE layers present in a training log: the L<l> of its L<l>_load<e> columns.
+std::vector<int> moe_layers_of(const CsvTable& t, int& experts) {
+  std::vector<int> layers;
+  experts = 0;
+  for (const auto& h : t.header) {
+    int l = 0, e = 0;
+    char tail = 0;
+    if (std::sscanf(h.c_str(), "L%d_load%d%c", &l, &e, &tail) == 2) {
+      if (std::find(layers.begin(), layers.end(), l) == layers.end()) layers.push_back(l);
+      experts = std::max(experts, e + 1);
+    }
+  }
+  std::sort(layers.begin(), layers.end());
+  return layers;
+}
+
+// Mean of column c over the last n rows (NaNs skipped).
+double tail_mean(const CsvTable& t, int c, std::size_t n) {
+  if (c < 0) return std::numeric_limits<double>::quiet_NaN();
+  double sum = 0;
+  int k = 0;
+  for (std::size_t i = t.rows.size() > n ? t.rows.size() - n : 0; i < t.rows.size(); ++i) {
+    const double v = num(t.rows[i][static_cast<std::size_t>(c)]);
+    if (std::isfinite(v)) sum += v, ++k;
+  }
+  return k ? sum / k : std::numeric_limits<double>::quiet_NaN();
+}
+
+std::string fmt_num(double v, const char* f = "%.3f") {
+  if (!std::isfinite(v)) return "–";
+  char b[48];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+}  // namespace
+
+bool is_training_folder(const std::string& dir) {
+  std::error_code ec;
+  if (fs::exists(dir + "/train_log.csv", ec)) return true;
+  if (!fs::is_directory(dir, ec)) return false;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.is_directory() && fs::exists(e.path() / "train_log.csv")) return true;
+  return false;
+}
+
+ReportResult write_training_report(const std::string& dir, const ReportOptions& options) {
+  // One run folder, or a folder of run folders (compared side by side, by name).
+  std::vector<std::pair<std::string, std::string>> runs;  // (name, folder)
+  if (fs::exists(dir + "/train_log.csv")) {
+    runs.emplace_back(fs::path(dir).filename().string(), dir);
+  } else {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.is_directory() && fs::exists(e.path() / "train_log.csv"))
+        runs.emplace_back(e.path().filename().string(), e.path().string());
+    std::sort(runs.begin(), runs.end());
+  }
+  if (runs.empty()) throw Error(dir + ": no train_log.csv here or in a sub-folder: not a training run folder");
+
+  ReportResult res;
+  Plotter plot(dir + "/plots", options, res.warnings);
+  std::ostringstream md;
+  md << "# Training report: " << md_escape(fs::path(dir).filename().string()) << "\n\n"
+     << "Runs: " << runs.size() << " (" << md_escape(dir) << "/<run>/train_log.csv, eval_log.csv). "
+     << "Load columns are per MoE layer; MaxVio, Gini and drop rate are means over the last 100 logged steps.\n\n"
+     << "| run | steps | tokens | final val ppl | train CE (last 100) | MaxVio per layer | Gini per layer | drop rate per layer |\n"
+     << "|---|---:|---:|---:|---:|---|---|---|\n";
+  std::ostringstream loss_plot, val_plot;
+  std::vector<std::string> load_panels;
+  int max_layers = 1;
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const auto& [name, folder] = runs[r];
+    const CsvTable t = read_csv(folder + "/train_log.csv");
+    const int c_step = t.column("step"), c_tok = t.column("tokens"), c_ce = t.column("ce");
+    if (c_step < 0 || c_ce < 0) throw Error(folder + "/train_log.csv: missing step/ce columns");
+    int experts = 0;
+    const auto layers = moe_layers_of(t, experts);
+    max_layers = std::max<int>(max_layers, static_cast<int>(layers.size()));
+    std::string val = "–";
+    std::ostringstream vd;
+    if (fs::exists(folder + "/eval_log.csv")) {
+      const CsvTable ev = read_csv(folder + "/eval_log.csv");
+      const int c_vs = ev.column("step"), c_vp = ev.column("val_ppl");
+      if (c_vs >= 0 && c_vp >= 0 && !ev.rows.empty()) {
+        val = fmt_num(num(ev.rows.back()[static_cast<std::size_t>(c_vp)]), "%.1f");
+        for (const auto& row : ev.rows) vd << row[static_cast<std::size_t>(c_vs)] << ' ' << row[static_cast<std::size_t>(c_vp)] << '\n';
+      }
+    }
+    std::string mv, gi, dr;
+    for (int l : layers) {
+      // Built by appends: "L" + to_string(l) trips GCC 12's false -Wrestrict (PR105651).
+      std::string L = "L";
+      L += std::to_string(l);
+      L += '_';
+      auto add = [](std::string& cell, const std::string& v) {
+        if (!cell.empty()) cell += " / ";
+        cell += v;
+      };
+      add(mv, fmt_num(tail_mean(t, t.column(L + "maxvio"), 100), "%.2f"));
+      add(gi, fmt_num(tail_mean(t, t.column(L + "gini"), 100), "%.3f"));
+      add(dr, fmt_num(100.0 * tail_mean(t, t.column(L + "drop"), 100), "%.2f%%"));
+    }
+    const auto& last = t.rows.back();
+    md << "| " << md_escape(name) << " | " << last[static_cast<std::size_t>(c_step)] << " | "
+       << (c_tok >= 0 ? last[static_cast<std::size_t>(c_tok)] : "–") << " | " << val << " | "
+       << fmt_num(tail_mean(t, c_ce, 100)) << " | " << mv << " | " << gi << " | " << dr << " |\n";
+
+    std::ostringstream d;
+    for (const auto& row : t.rows) d << row[static_cast<std::size_t>(c_step)] << ' ' << row[static_cast<std::size_t>(c_ce)] << '\n';
+    plot.data("ce_" + name + ".dat", d.str());
+    loss_plot << (r ? ", " : "plot ") << "'data/ce_" << name << ".dat' using 1:2 with lines lw 1.5 title " << gq(name);
+    if (!vd.str().empty()) {
+      plot.data("val_" + name + ".dat", vd.str());
+      val_plot << (val_plot.str().empty() ? "plot " : ", ") << "'data/val_" << name
+               << ".dat' using 1:2 with linespoints lw 1.5 pt 7 title " << gq(name);
+    }
+    // Load share per expert over training, one panel per (run, layer): stacked areas.
+    for (int l : layers) {
+      std::string L = "L";
+      L += std::to_string(l);
+      L += "_load";
+      std::vector<int> cols;
+      for (int e = 0; e < experts; ++e) cols.push_back(t.column(L + std::to_string(e)));
+      std::ostringstream ld;
+      for (const auto& row : t.rows) {
+        double total = 0;
+        for (int c : cols) total += c >= 0 ? num(row[static_cast<std::size_t>(c)]) : 0.0;
+        ld << row[static_cast<std::size_t>(c_step)];
+        double cum = 0;
+        for (int c : cols) {
+          cum += total > 0 && c >= 0 ? num(row[static_cast<std::size_t>(c)]) / total : 0.0;
+          ld << ' ' << cum;
+        }
+        ld << '\n';
+      }
+      const std::string file = "load_" + name + "_L" + std::to_string(l) + ".dat";
+      plot.data(file, ld.str());
+      std::ostringstream panel;
+      panel << "set title " << gq(name + ", MoE layer " + std::to_string(l)) << "\nset xlabel 'step'\n"
+            << "set ylabel 'share of served slots'\nset yrange [0:1]\nunset key\nplot ";
+      for (int e = experts - 1; e >= 0; --e)
+        panel << (e == experts - 1 ? "" : ", ") << "'data/" << file << "' using 1:" << (e + 2)
+              << " with filledcurves x1 lc palette frac " << (experts > 1 ? static_cast<double>(e) / (experts - 1) : 0.0);
+      load_panels.push_back(panel.str());
+    }
+  }
+  md << "\n";
+  auto image = [&](const std::string& name, const std::string& caption) {
+    md << "![" << caption << "](plots/" << name << ".png)\n\n" << caption << " ([SVG](plots/" << name << ".svg))\n\n";
+  };
+  if (plot.plot("train_loss", 900, 450,
+                "set title 'Training cross-entropy'\nset xlabel 'step'\nset ylabel 'cross-entropy (nats)'\n"
+                "set grid\nset key top right\n" + loss_plot.str()))
+    image("train_loss", "Training cross-entropy per logged step, one line per run");
+  if (!val_plot.str().empty() &&
+      plot.plot("val_ppl", 900, 450,
+                "set title 'Validation perplexity'\nset xlabel 'step'\nset ylabel 'perplexity'\nset logscale y\n"
+                "set grid\nset key top right\n" + val_plot.str()))
+    image("val_ppl", "Validation perplexity at each evaluation, one line per run");
+  if (!load_panels.empty()) {
+    const int cols = max_layers, rows = static_cast<int>((load_panels.size() + cols - 1) / cols);
+    std::ostringstream body;
+    body << "set palette defined (0 '#440154', 0.5 '#21918c', 1 '#fde725')\nunset colorbox\n"
+         << "set multiplot layout " << rows << "," << cols << " title 'Load share per expert over training (stacked)'\n";
+    for (const auto& p : load_panels) body << p << "\n";
+    body << "unset multiplot\n";
+    if (plot.plot("train_load_shares", 520 * cols, 320 * rows + 40, body.str()))
+      image("train_load_shares", "Load share of each expert over training, one panel per run and MoE layer");
+  }
+  res.plots = plot.count();
+  res.markdown = dir + "/report.md";
+  write_file_atomic(res.markdown, md.str());
+  return res;
+}
+
 }  // namespace moesim

@@ -26,6 +26,12 @@ struct ReportResult {
 
 ReportResult write_report(const std::string& out_dir, const ReportOptions& options = {});
 
+// A training run folder (train_log.csv, eval_log.csv from `moesim train`), or a
+// folder of them: loss and validation-perplexity curves, load share per expert
+// over training per MoE layer, and a side-by-side table. Same files as above.
+bool is_training_folder(const std::string& dir);
+ReportResult write_training_report(const std::string& dir, const ReportOptions& options = {});
+
 // Mean load share of each expert over the late window (the last metrics.window
 // steps) of a run's time series, layers averaged.
 std::vector<double> late_load_shares(const std::string& timeseries_csv, const SimConfig& cfg);
