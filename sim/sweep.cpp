@@ -249,12 +249,12 @@ namespace {
 // in canonical order.
 class RunQueue {
  public:
-  RunQueue(const std::vector<std::size_t>& todo, const std::vector<int>& point_of) {
+  RunQueue(const std::vector<std::size_t>& pending, const std::vector<int>& point_of) {
     std::vector<char> seen;
-    for (std::size_t i = 0; i < todo.size(); ++i) {
+    for (std::size_t i = 0; i < pending.size(); ++i) {
       const auto p = static_cast<std::size_t>(point_of[i]);
       if (p >= seen.size()) seen.resize(p + 1, 0);
-      (seen[p] ? rest_ : probes_).push_back({todo[i], point_of[i]});
+      (seen[p] ? rest_ : probes_).push_back({pending[i], point_of[i]});
       seen[p] = 1;
     }
     cost_.assign(seen.size(), -1.0);
@@ -446,7 +446,7 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
   write_file_atomic(out + "/scenario.resolved.yaml", scenario_yaml(sc));
 
   const auto runs = plan_runs(points, sc.run_seeds());
-  std::vector<std::size_t> todo;
+  std::vector<std::size_t> pending;
   std::vector<std::string> texts(runs.size());
   std::int64_t units = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {
@@ -455,18 +455,18 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
     texts[i] = run_config_text(sc, points[static_cast<std::size_t>(r.point)], r, opt.command);
     remove_temp_files(dir);
     if (run_complete(dir, texts[i])) continue;
-    todo.push_back(i);
+    pending.push_back(i);
     units += r.config.steps * r.config.batch * r.config.layers;
   }
   SweepResult result;
   result.runs = static_cast<int>(runs.size());
-  result.skipped = static_cast<int>(runs.size() - todo.size());
+  result.skipped = static_cast<int>(runs.size() - pending.size());
 
   int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(todo.size())));
-  std::vector<int> point_of(todo.size());
-  for (std::size_t i = 0; i < todo.size(); ++i) point_of[i] = runs[todo[i]].point;
-  RunQueue queue(todo, point_of);
+  threads = std::max(1, std::min<int>(threads, static_cast<int>(pending.size())));
+  std::vector<int> point_of(pending.size());
+  for (std::size_t i = 0; i < pending.size(); ++i) point_of[i] = runs[pending[i]].point;
+  RunQueue queue(pending, point_of);
   std::atomic<std::int64_t> units_done{0};
   std::atomic<bool> abort{false};
   std::mutex mu;
@@ -517,9 +517,9 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
     cv.notify_all();
   };
 
-  Progress progress(opt.progress && !todo.empty(), static_cast<int>(todo.size()), units);
+  Progress progress(opt.progress && !pending.empty(), static_cast<int>(pending.size()), units);
   std::vector<std::thread> pool;
-  for (int t = 0; t < threads && !todo.empty(); ++t) pool.emplace_back(worker);
+  for (int t = 0; t < threads && !pending.empty(); ++t) pool.emplace_back(worker);
   {
     std::unique_lock<std::mutex> g(mu);
     while (workers_left > 0 && !pool.empty()) {
@@ -534,7 +534,7 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
   if (!error.empty()) throw Error(error);
   progress.show(runs_done, units_done.load(), true);
 
-  for (std::size_t j : todo) result.token_steps += runs[j].config.steps * runs[j].config.batch * runs[j].config.layers;
+  for (std::size_t j : pending) result.token_steps += runs[j].config.steps * runs[j].config.batch * runs[j].config.layers;
   result.sim_seconds = sim_seconds;
   assemble_outputs(sc, points, runs, out, opt.command, result);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
