@@ -11,7 +11,7 @@ pkgs=(
   libfccp-dev
   libopenmpi-dev openmpi-bin
 )
-torch_pkgs=(libtorch-dev libopenblas0-pthread libsentencepiece-dev sentencepiece)
+torch_pkgs=(libtorch-dev libopenblas0-pthread libdnnl-dev libsentencepiece-dev sentencepiece)
 
 if [ "${MOESIM_NO_TORCH:-0}" != "1" ]; then pkgs+=("${torch_pkgs[@]}"); fi
 

@@ -1,14 +1,15 @@
 #pragma once
 // Training throughput: tokens/s and model FLOPs utilisation against this
-// machine's measured matmul peak (a large torch::mm), in fp32 and bf16.
+// machine's measured matmul peak (a large square GEMM), in fp32 and bf16.
 #include <cstdio>
+#include <string>
 
 #include "torch_backend/config.hpp"
 
 namespace moesim::torch_backend {
 
 struct PeakFlops {
-  double fp32 = 0, bf16 = 0;  // FLOP/s of an n x n x n matmul, best of a few
+  double fp32 = 0, bf16 = 0;  // FLOP/s of an n x n x n matmul: best of a few, faster of LibTorch mm and gemm.hpp
   int n = 0;
 };
 PeakFlops measure_peak(int n, int reps);
@@ -19,6 +20,9 @@ struct BenchResult {
   double flops_per_token = 0;
 };
 // Times `steps` optimizer steps after `warmup` on random tokens (no data needed).
-BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak);
+// A non-empty `profile_path` records the timed steps as a Chrome trace
+// (chrome://tracing, Perfetto) of every LibTorch op.
+BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak,
+                        const std::string& profile_path = "");
 
 }  // namespace moesim::torch_backend

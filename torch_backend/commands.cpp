@@ -12,6 +12,7 @@
 #include "torch_backend/c4_loader.hpp"
 #include "torch_backend/corpus.hpp"
 #include "torch_backend/generate.hpp"
+#include "torch_backend/runtime.hpp"
 #include "torch_backend/tokenizer.hpp"
 #include "torch_backend/trainer.hpp"
 
@@ -103,6 +104,7 @@ int eval_command(const std::vector<std::string>& args) {
   }
   auto lm = load_model(a.flags.at("--checkpoint"));
   apply_overrides(lm.cfg, a.overrides);
+  configure_runtime(lm.cfg.train.threads);
   auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.flags.at("--checkpoint"));
   LoadReport rep;
   const auto docs = load_split(lm.cfg.data.dir, "c4-validation.", rep, lm.cfg.data.max_val_docs);
@@ -131,6 +133,7 @@ int generate_command(const std::vector<std::string>& args) {
   }
   if (!a.overrides.empty()) throw Error("generate: takes no key=value overrides");
   auto lm = load_model(a.flags.at("--checkpoint"));
+  configure_runtime(lm.cfg.train.threads);
   auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.flags.at("--checkpoint"));
   SampleOptions opt;
   opt.max_new_tokens = static_cast<int>(int_flag(a, "--max-tokens", 100));
@@ -151,19 +154,19 @@ int generate_command(const std::vector<std::string>& args) {
 
 int bench_command(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "train") {
-    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [key.path=value ...]\n");
+    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [key.path=value ...]\n");
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;
   }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
-  const auto a = parse_args(rest, {"--config", "--steps", "--warmup", "--peak-n"}, {"--help", "--no-bf16"}, "bench train");
+  const auto a = parse_args(rest, {"--config", "--steps", "--warmup", "--peak-n", "--profile"}, {"--help", "--no-bf16", "--no-fp32"}, "bench train");
   if (a.flags.count("--help")) {
-    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [key.path=value ...]\n");
+    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [key.path=value ...]\n");
     return 0;
   }
   TrainConfig cfg = a.flags.count("--config") ? load_config(a.flags.at("--config")) : TrainConfig{};
   apply_overrides(cfg, a.overrides);
   validate(cfg);
-  if (cfg.train.threads > 0) torch::set_num_threads(cfg.train.threads);
+  configure_runtime(cfg.train.threads);
   const int steps = static_cast<int>(int_flag(a, "--steps", 5)), warmup = static_cast<int>(int_flag(a, "--warmup", 2));
   const auto peak = measure_peak(static_cast<int>(int_flag(a, "--peak-n", 4096)), 3);
   std::printf("threads %d | matmul peak (n=%d): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", torch::get_num_threads(), peak.n,
@@ -173,10 +176,12 @@ int bench_command(const std::vector<std::string>& args) {
               cfg.policy.name.c_str());
   for (int l : cfg.model.moe_layers) std::printf(" %d", l);
   std::printf(", vocab %d, seq %d, batch %d x accum %d\n", cfg.tokenizer.vocab, cfg.data.seq_len, cfg.train.batch, cfg.train.accum);
-  std::vector<bool> modes{false};
+  std::vector<bool> modes;
+  if (!a.flags.count("--no-fp32")) modes.push_back(false);
   if (!a.flags.count("--no-bf16")) modes.push_back(true);
   for (bool bf : modes) {
-    const auto r = bench_train(cfg, bf, warmup, steps, peak);
+    const std::string prof = a.flags.count("--profile") ? a.flags.at("--profile") + (bf ? ".bf16" : ".fp32") + ".json" : "";
+    const auto r = bench_train(cfg, bf, warmup, steps, peak, prof);
     std::printf("%-5s | %.3f s/step | %.0f tokens/s | %.2f GFLOP/s model (%.1f MFLOP/token) | MFU %.1f%% of fp32 peak, %.1f%% of %s peak\n",
                 bf ? "bf16" : "fp32", r.step_seconds, r.tokens_per_s, r.model_flops_per_s / 1e9, r.flops_per_token / 1e6,
                 100 * r.mfu_vs_fp32_peak, 100 * r.mfu_vs_own_peak, bf ? "bf16" : "fp32");

@@ -171,10 +171,10 @@ const std::vector<Field>& fields() {
     f.push_back(real_field("train.beta2", "AdamW beta2", [](TrainConfig& c) -> double& { return c.train.beta2; }, 0.0, 1.0));
     f.push_back(real_field("train.eps", "AdamW epsilon", [](TrainConfig& c) -> double& { return c.train.eps; }, 0.0, 1.0));
     f.push_back(real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
-    f.push_back(bool_field("train.bf16", "bf16 autocast for the matmuls", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
+    f.push_back(bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
     f.push_back(bool_field("train.router_only", "train only the gates, everything else frozen", [](TrainConfig& c) -> bool& { return c.train.router_only; }));
     f.push_back(string_field("train.init_from", "checkpoint whose model weights start the run", [](TrainConfig& c) -> std::string& { return c.train.init_from; }));
-    f.push_back(int_field<int>("train.threads", "intra-op threads (0 = LibTorch default)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));
+    f.push_back(int_field<int>("train.threads", "intra-op threads (0 = every hardware thread)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));
     f.push_back(int_field<long>("train.log_every", "CSV row and progress line every this many steps", [](TrainConfig& c) -> long& { return c.train.log_every; }, 1, kBig));
     f.push_back(int_field<long>("train.eval_every", "validation every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.eval_every; }, 0, kBig));
     f.push_back(int_field<long>("train.eval_batches", "validation batches per evaluation (0 = all)", [](TrainConfig& c) -> long& { return c.train.eval_batches; }, 0, kBig));

@@ -67,7 +67,7 @@ struct TrainLoopConfig {
   bool bf16 = false;             // bf16 autocast for matmuls (router and losses stay fp32)
   bool router_only = false;      // freeze everything but the gates
   std::string init_from;         // checkpoint whose weights start the run (router-only warm-up)
-  int threads = 0;               // intra-op threads (0 = LibTorch default)
+  int threads = 0;               // intra-op threads (0 = every hardware thread)
   long log_every = 10;
   long eval_every = 200;         // 0 = only at the end
   long eval_batches = 0;         // validation batches per evaluation (0 = all)

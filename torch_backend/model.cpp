@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "policies/registry.hpp"
-#include "torch_backend/precision.hpp"
+#include "torch_backend/gemm.hpp"
 
 namespace moesim::torch_backend {
 
@@ -55,7 +55,7 @@ ForwardOut Transformer::forward(const torch::Tensor& ids) {
   auto x = F::embedding(ids, embedding);
   for (auto& b : blocks_) x = b->forward(x, ids, rope_);
   ForwardOut out;
-  out.logits = F::linear(final_norm_->forward(x), embedding).to(torch::kFloat);
+  out.logits = gemm_linear(final_norm_->forward(x), embedding);
   out.aux_lb = torch::zeros({}, torch::kFloat);
   out.aux_z = torch::zeros({}, torch::kFloat);
   for (auto& l : moe_) {

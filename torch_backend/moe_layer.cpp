@@ -1,6 +1,6 @@
 #include "torch_backend/moe_layer.hpp"
 
-#include "torch_backend/precision.hpp"
+#include "torch_backend/gemm.hpp"
 #include "torch_backend/router_math.hpp"
 #include "torch_backend/swiglu.hpp"
 
@@ -23,9 +23,9 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   const auto D = x.size(1);
   torch::Tensor xf, logits;
   {
-    AutocastOff fp32;  // routing decisions and their weights in full precision
+    GemmPrecisionScope fp32(GemmPrecision::fp32);  // routing decisions and their weights in full precision
     xf = x.to(torch::kFloat);
-    logits = F::linear(xf, gate);
+    logits = gemm_linear(xf, gate);
   }
   // The policy sees plain contiguous CPU floats, detached from the graph.
   auto logits_c = logits.detach().contiguous();
@@ -50,13 +50,9 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     frozen->route(in, eval_rng, a);
   }
 
-  torch::Tensor weights;
-  {
-    AutocastOff fp32;
-    weights = combine_weights(logits, a, policy_->weight_spec());
-    aux_lb = load_balancing_loss(logits, a);
-    aux_z = router_z_loss(logits);
-  }
+  auto weights = combine_weights(logits, a, policy_->weight_spec());
+  aux_lb = load_balancing_loss(logits, a);
+  aux_z = router_z_loss(logits);
   last_logits = logits;
   last_weights = weights;
 
@@ -98,7 +94,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     if (n == 0) continue;
     ys.push_back(swiglu(xs.narrow(0, b, n), w13[static_cast<std::size_t>(e)], w2[static_cast<std::size_t>(e)]));
   }
-  auto y = torch::cat(ys, 0).to(torch::kFloat);  // (S, D), in slot order of tok_idx
+  auto y = torch::cat(ys, 0);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);
   out = out.index_add(0, tok_idx, y * w.unsqueeze(1));
 

@@ -1,13 +1,15 @@
 #include "torch_backend/swiglu.hpp"
 
+#include "torch_backend/gemm.hpp"
+
 namespace moesim::torch_backend {
 
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2) {
   const auto hidden = w2.size(0);
-  auto h = torch::matmul(x, w13);
+  auto h = gemm_matmul(x, w13);
   auto g = h.narrow(-1, 0, hidden);
   auto u = h.narrow(-1, hidden, hidden);
-  return torch::matmul(torch::silu(g) * u, w2);
+  return gemm_matmul(torch::silu(g) * u, w2);
 }
 
 SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {
@@ -15,6 +17,6 @@ SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {
   w2 = register_parameter("w2", torch::randn({hidden, dim}) * out_std);
 }
 
-torch::Tensor SwiGLU::forward(const torch::Tensor& x) { return swiglu(x, w13, w2).to(torch::kFloat); }
+torch::Tensor SwiGLU::forward(const torch::Tensor& x) { return swiglu(x, w13, w2); }
 
 }  // namespace moesim::torch_backend

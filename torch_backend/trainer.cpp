@@ -14,7 +14,8 @@
 #include "torch_backend/load_stats.hpp"
 #include "torch_backend/lr_schedule.hpp"
 #include "torch_backend/npy.hpp"
-#include "torch_backend/precision.hpp"
+#include "torch_backend/gemm.hpp"
+#include "torch_backend/runtime.hpp"
 
 namespace moesim::torch_backend {
 
@@ -129,7 +130,7 @@ Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log)
       train_seq_(data_.train, cfg.data.seq_len),
       val_seq_(data_.val, cfg.data.seq_len) {
   validate(cfg_);
-  if (cfg_.train.threads > 0) torch::set_num_threads(cfg_.train.threads);
+  configure_runtime(cfg_.train.threads);
   torch::manual_seed(cfg_.seed);
   model_ = std::make_shared<Transformer>(cfg_.model, cfg_.policy, data_.vocab, cfg_.data.seq_len, cfg_.seed);
   sampler_ = std::make_unique<Sampler>(train_seq_.size(), derive_seed(cfg_.seed, "data"));
@@ -195,11 +196,9 @@ StepStats Trainer::step() {
     for (int b = 0; b < B; ++b)
       train_seq_.fill(idx[static_cast<std::size_t>(b)], inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T,
                       targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T);
-    ForwardOut fo;
-    {
-      AutocastBf16 amp(cfg_.train.bf16);
-      fo = model_->forward(inputs);
-    }
+    // The scope covers backward too: each GEMM remembers its forward precision.
+    GemmPrecisionScope precision(cfg_.train.bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
+    const ForwardOut fo = model_->forward(inputs);
     auto ce_tok = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
                                    F::CrossEntropyFuncOptions().reduction(torch::kNone));
     auto ce = ce_tok.mean();
@@ -263,11 +262,8 @@ double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch
     for (int r = 0; r < rows; ++r)
       seqs.fill(first + r, inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T,
                 targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T);
-    ForwardOut fo;
-    {
-      AutocastBf16 amp(bf16);
-      fo = model.forward(inputs);
-    }
+    GemmPrecisionScope precision(bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
+    const ForwardOut fo = model.forward(inputs);
     auto ce = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
                                F::CrossEntropyFuncOptions().reduction(torch::kSum));
     sum += ce.item<double>();
@@ -454,7 +450,7 @@ void Trainer::run() {
   if (log_)
     std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens, policy %s, %s\n", cfg_.train.out_dir.c_str(),
                  cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len, cfg_.policy.name.c_str(),
-                 cfg_.train.bf16 ? "bf16 autocast" : "fp32");
+                 cfg_.train.bf16 ? "bf16 GEMMs" : "fp32");
   const long start_step = step_;
   double recent = 0;  // EMA of seconds per step for the ETA
   double last_val = std::numeric_limits<double>::quiet_NaN();

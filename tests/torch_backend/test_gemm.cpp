@@ -1,0 +1,117 @@
+// gemm.hpp against independent references: LibTorch's double-precision mm on
+// the same (for bf16: bf16-rounded) operands, and LibTorch autograd for gradients.
+#include <catch2/catch.hpp>
+
+#include "torch_backend/gemm.hpp"
+
+using namespace moesim::torch_backend;
+
+namespace {
+
+torch::Tensor op(const torch::Tensor& t, bool tr) { return tr ? t.transpose(-2, -1) : t; }
+
+// op(a)·op(b) in float64 on the operands as the given precision rounds them.
+torch::Tensor reference(const torch::Tensor& a, const torch::Tensor& b, bool ta, bool tb, GemmPrecision p) {
+  auto r = [&](const torch::Tensor& t) {
+    return (p == GemmPrecision::bf16 ? t.to(torch::kBFloat16) : t).to(torch::kDouble);
+  };
+  return torch::matmul(op(r(a), ta), op(r(b), tb));
+}
+
+// fp32 accumulation over K products of magnitude ~1: error grows ~sqrt(K)·eps.
+double tolerance(std::int64_t K) { return 1e-5 * static_cast<double>(K); }
+
+}  // namespace
+
+TEST_CASE("gemm equals a float64 reference for every transpose combination, 2-D and batched", "[torch][gemm]") {
+  torch::manual_seed(11);
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16})
+    for (bool batched : {false, true})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const std::int64_t M = 37, K = 70, N = 23, B = 3;
+          auto shape = [&](std::int64_t r, std::int64_t c, bool t) {
+            std::vector<std::int64_t> s{t ? c : r, t ? r : c};
+            if (batched) s.insert(s.begin(), B);
+            return s;
+          };
+          auto a = torch::randn(shape(M, K, ta)), b = torch::randn(shape(K, N, tb));
+          GemmPrecisionScope scope(p);
+          const auto c = gemm(a, b, ta, tb);
+          const auto ref = reference(a, b, ta, tb, p);
+          INFO("precision " << (p == GemmPrecision::bf16 ? "bf16" : "fp32") << " batched " << batched << " ta " << ta
+                            << " tb " << tb);
+          CHECK(c.scalar_type() == torch::kFloat);
+          CHECK(c.sizes() == ref.sizes());
+          CHECK((c.to(torch::kDouble) - ref).abs().max().item<double>() < tolerance(K));
+        }
+}
+
+TEST_CASE("bf16 gemm rounds its operands: it differs from the fp32 product by bf16 error", "[torch][gemm]") {
+  torch::manual_seed(12);
+  auto a = torch::randn({64, 128}), b = torch::randn({128, 32});
+  const auto exact = reference(a, b, false, false, GemmPrecision::fp32);
+  GemmPrecisionScope scope(GemmPrecision::bf16);
+  const double err = (gemm(a, b).to(torch::kDouble) - exact).abs().max().item<double>();
+  INFO("bf16 error " << err);
+  // bf16 keeps 8 significant bits: relative rounding 2^-9 per operand, so the
+  // error over 128 products of N(0,1)·N(0,1) is of order 2^-8·sqrt(128) ≈ 0.04.
+  CHECK(err > 1e-3);
+  CHECK(err < 0.5);
+}
+
+TEST_CASE("gemm gradients equal LibTorch autograd through the same product", "[torch][gemm]") {
+  torch::manual_seed(13);
+  for (bool batched : {false, true})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        std::vector<std::int64_t> sa{ta ? 9 : 7, ta ? 7 : 9}, sb{tb ? 5 : 9, tb ? 9 : 5};
+        if (batched) {
+          sa.insert(sa.begin(), 2);
+          sb.insert(sb.begin(), 2);
+        }
+        auto a = torch::randn(sa, torch::dtype(torch::kDouble)), b = torch::randn(sb, torch::dtype(torch::kDouble));
+        auto upstream = torch::randn(batched ? std::vector<std::int64_t>{2, 7, 5} : std::vector<std::int64_t>{7, 5},
+                                     torch::dtype(torch::kDouble));
+        auto a1 = a.to(torch::kFloat).requires_grad_(), b1 = b.to(torch::kFloat).requires_grad_();
+        (gemm(a1, b1, ta, tb) * upstream.to(torch::kFloat)).sum().backward();
+        auto a2 = a.clone().requires_grad_(), b2 = b.clone().requires_grad_();
+        (torch::matmul(op(a2, ta), op(b2, tb)) * upstream).sum().backward();
+        INFO("batched " << batched << " ta " << ta << " tb " << tb);
+        CHECK((a1.grad().to(torch::kDouble) - a2.grad()).abs().max().item<double>() < 1e-4);
+        CHECK((b1.grad().to(torch::kDouble) - b2.grad()).abs().max().item<double>() < 1e-4);
+      }
+}
+
+TEST_CASE("a backward pass keeps the precision of its forward pass", "[torch][gemm]") {
+  torch::manual_seed(14);
+  auto a = torch::randn({16, 64}).requires_grad_(), b = torch::randn({64, 8});
+  auto g = torch::randn({16, 8});
+  torch::Tensor out;
+  {
+    GemmPrecisionScope scope(GemmPrecision::bf16);
+    out = gemm(a, b);
+  }
+  (out * g).sum().backward();  // outside the scope: must still use bf16 operands
+  const auto expect = torch::matmul(g.to(torch::kBFloat16).to(torch::kDouble),
+                                    b.to(torch::kBFloat16).to(torch::kDouble).t());
+  CHECK((a.grad().to(torch::kDouble) - expect).abs().max().item<double>() < tolerance(8));
+}
+
+TEST_CASE("gemm_matmul and gemm_linear keep leading dimensions and match their definitions", "[torch][gemm]") {
+  torch::manual_seed(15);
+  auto x = torch::randn({2, 3, 6}), w = torch::randn({6, 4}), wt = torch::randn({5, 6});
+  CHECK(gemm_matmul(x, w).sizes() == torch::IntArrayRef({2, 3, 4}));
+  CHECK(gemm_linear(x, wt).sizes() == torch::IntArrayRef({2, 3, 5}));
+  CHECK(torch::allclose(gemm_matmul(x, w), torch::matmul(x, w), 1e-5, 1e-5));
+  CHECK(torch::allclose(gemm_linear(x, wt), torch::nn::functional::linear(x, wt), 1e-5, 1e-5));
+}
+
+TEST_CASE("gemm rejects mismatched operands with a message naming the dimensions", "[torch][gemm]") {
+  auto a = torch::randn({3, 4}), b = torch::randn({5, 2});
+  CHECK_THROWS_WITH(gemm(a, b), Catch::Contains("inner dimensions differ (4 vs 5)"));
+  CHECK_THROWS_WITH(gemm(a, torch::randn({2, 4, 2})), Catch::Contains("must both be 2-D or both 3-D"));
+  CHECK_THROWS_WITH(gemm(a.to(torch::kDouble), torch::randn({4, 2})), Catch::Contains("float32"));
+  CHECK(gemm(torch::randn({0, 4}), torch::randn({4, 3})).sizes() == torch::IntArrayRef({0, 3}));
+  CHECK(torch::equal(gemm(torch::randn({2, 0}), torch::randn({0, 3})), torch::zeros({2, 3})));
+}

@@ -1,0 +1,175 @@
+#include "torch_backend/gemm.hpp"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#ifdef MOESIM_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+namespace moesim::torch_backend {
+
+namespace {
+
+thread_local GemmPrecision t_precision = GemmPrecision::fp32;
+
+#ifdef MOESIM_HAVE_DNNL
+// oneDNN 2.x exports its bf16 GEMM (used by its own tests) without declaring it
+// in the public header; look it up so a build against another oneDNN still
+// links and falls back to LibTorch's bf16 mm.
+using Bf16GemmFn = dnnl_status_t (*)(char, char, dnnl_dim_t, dnnl_dim_t, dnnl_dim_t, float, const std::uint16_t*,
+                                     dnnl_dim_t, const std::uint16_t*, dnnl_dim_t, float, float*, dnnl_dim_t);
+Bf16GemmFn bf16_gemm_fn() {
+  static const Bf16GemmFn fn = reinterpret_cast<Bf16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  return fn;
+}
+#endif
+
+// Leading dimension of a row-major matrix, or 0 when it is not row-major.
+std::int64_t row_major_ld(const torch::Tensor& m) {
+  if (m.stride(1) != 1 && m.size(1) > 1) return 0;
+  const auto ld = m.size(0) > 1 ? m.stride(0) : m.size(1);
+  return ld >= m.size(1) ? std::max<std::int64_t>(ld, 1) : 0;
+}
+
+// c (float, row-major, [M, N]) = op(a) · op(b) for 2-D operands already in the
+// compute dtype (float or bfloat16), each row-major.
+void gemm_2d(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c) {
+  const auto M = ta ? a.size(1) : a.size(0), K = ta ? a.size(0) : a.size(1);
+  const auto N = tb ? b.size(0) : b.size(1);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    c.zero_();
+    return;
+  }
+#ifdef MOESIM_HAVE_DNNL
+  const auto lda = row_major_ld(a), ldb = row_major_ld(b), ldc = row_major_ld(c);
+  if (lda > 0 && ldb > 0 && ldc > 0) {
+    dnnl_status_t st = dnnl_unimplemented;
+    if (a.scalar_type() == torch::kFloat) {
+      st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
+                      0.0f, c.data_ptr<float>(), ldc);
+    } else if (auto fn = bf16_gemm_fn()) {
+      st = fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, static_cast<const std::uint16_t*>(a.data_ptr()), lda,
+              static_cast<const std::uint16_t*>(b.data_ptr()), ldb, 0.0f, c.data_ptr<float>(), ldc);
+    }
+    if (st == dnnl_success) return;
+    if (a.scalar_type() == torch::kFloat || bf16_gemm_fn())
+      throw std::runtime_error("oneDNN GEMM failed (status " + std::to_string(static_cast<int>(st)) + ") for " +
+                               std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(N));
+  }
+#endif
+  auto oa = ta ? a.t() : a, ob = tb ? b.t() : b;
+  if (a.scalar_type() == torch::kFloat)
+    torch::mm_out(c, oa, ob);
+  else
+    c.copy_(torch::mm(oa, ob));
+}
+
+torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p) {
+  return p == GemmPrecision::bf16 ? t.to(torch::kBFloat16).contiguous() : t.contiguous();
+}
+
+// Batched or not: c[i] = op(a[i]) · op(b[i]).
+torch::Tensor gemm_raw(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb) {
+  if (a.dim() == 2) {
+    auto c = torch::empty({ta ? a.size(1) : a.size(0), tb ? b.size(0) : b.size(1)}, torch::kFloat);
+    gemm_2d(a, ta, b, tb, c);
+    return c;
+  }
+  const auto batch = a.size(0);
+  auto c = torch::empty({batch, ta ? a.size(2) : a.size(1), tb ? b.size(1) : b.size(2)}, torch::kFloat);
+  // Parallel over the batch; inside a parallel region oneDNN runs each GEMM on
+  // one thread, which beats splitting small matrices across both cores.
+  at::parallel_for(0, batch, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (auto i = lo; i < hi; ++i) {
+      auto ci = c.select(0, i);
+      gemm_2d(a.select(0, i), ta, b.select(0, i), tb, ci);
+    }
+  });
+  return c;
+}
+
+struct GemmFn : public torch::autograd::Function<GemmFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b,
+                               bool ta, bool tb) {
+    const auto p = gemm_precision();
+    auto ac = to_compute(a, p), bc = to_compute(b, p);
+    ctx->saved_data["ta"] = ta;
+    ctx->saved_data["tb"] = tb;
+    ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
+    // The rounded operands are what the backward pass multiplies by (and half the memory in bf16).
+    ctx->save_for_backward({ac, bc});
+    return gemm_raw(ac, ta, bc, tb);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& a = saved[0];
+    const auto& b = saved[1];
+    const bool ta = ctx->saved_data["ta"].toBool(), tb = ctx->saved_data["tb"].toBool();
+    const auto p = ctx->saved_data["bf16"].toBool() ? GemmPrecision::bf16 : GemmPrecision::fp32;
+    auto g = to_compute(grads[0], p);
+    torch::Tensor da, db;
+    // c = op(a)·op(b): d op(a) = g·op(b)ᵀ and d op(b) = op(a)ᵀ·g, transposed back where op transposed.
+    if (ctx->needs_input_grad(0)) da = ta ? gemm_raw(b, tb, g, true) : gemm_raw(g, false, b, !tb);
+    if (ctx->needs_input_grad(1)) db = tb ? gemm_raw(g, true, a, ta) : gemm_raw(a, !ta, g, false);
+    return {da, db, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+void check_operands(const torch::Tensor& a, const torch::Tensor& b, bool ta, bool tb) {
+  if (a.dim() != b.dim() || (a.dim() != 2 && a.dim() != 3))
+    throw std::invalid_argument("gemm: operands must both be 2-D or both 3-D, got " + std::to_string(a.dim()) + "-D and " +
+                                std::to_string(b.dim()) + "-D");
+  if (a.scalar_type() != torch::kFloat || b.scalar_type() != torch::kFloat)
+    throw std::invalid_argument("gemm: operands must be float32");
+  if (a.dim() == 3 && a.size(0) != b.size(0)) throw std::invalid_argument("gemm: batch sizes differ");
+  const auto ka = ta ? a.size(-2) : a.size(-1), kb = tb ? b.size(-1) : b.size(-2);
+  if (ka != kb)
+    throw std::invalid_argument("gemm: inner dimensions differ (" + std::to_string(ka) + " vs " + std::to_string(kb) + ")");
+}
+
+}  // namespace
+
+GemmPrecision gemm_precision() { return t_precision; }
+
+GemmPrecisionScope::GemmPrecisionScope(GemmPrecision p) : prev_(t_precision) { t_precision = p; }
+GemmPrecisionScope::~GemmPrecisionScope() { t_precision = prev_; }
+
+torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, bool transpose_a, bool transpose_b) {
+  check_operands(a, b, transpose_a, transpose_b);
+  if (!torch::GradMode::is_enabled() || (!a.requires_grad() && !b.requires_grad())) {
+    const auto p = gemm_precision();
+    return gemm_raw(to_compute(a, p), transpose_a, to_compute(b, p), transpose_b);
+  }
+  return GemmFn::apply(a, b, transpose_a, transpose_b);
+}
+
+torch::Tensor gemm_matmul(const torch::Tensor& x, const torch::Tensor& w) {
+  auto shape = x.sizes().vec();
+  shape.back() = w.size(1);
+  return gemm(x.reshape({-1, x.size(-1)}), w).view(shape);
+}
+
+torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w) {
+  auto shape = x.sizes().vec();
+  shape.back() = w.size(0);
+  return gemm(x.reshape({-1, x.size(-1)}), w, false, true).view(shape);
+}
+
+const char* gemm_backend(GemmPrecision p) {
+#ifdef MOESIM_HAVE_DNNL
+  if (p == GemmPrecision::fp32 || bf16_gemm_fn()) return "oneDNN";
+#else
+  (void)p;
+#endif
+  return "LibTorch";
+}
+
+}  // namespace moesim::torch_backend

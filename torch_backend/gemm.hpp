@@ -1,0 +1,49 @@
+#pragma once
+// The model's matrix multiplies, fp32 or bf16, always with fp32 accumulation and
+// fp32 outputs.
+//
+// Why not LibTorch's own mm and CPU autocast: on this machine LibTorch 1.13 runs
+// fp32 mm on OpenBLAS, whose own spinning threads fight LibTorch's OpenMP pool
+// (measured 127-194 GFLOP/s against 206-228 for oneDNN's sgemm on the same two
+// cores), and autocast returns bf16 activations, so every elementwise op after a
+// matmul pays a cast and runs LibTorch 1.13's slow bf16 kernels. Here both
+// precisions go through oneDNN on LibTorch's OpenMP pool; in bf16 only the GEMM
+// operands are rounded (round to nearest even), so norms, softmaxes, the router
+// and the losses see fp32 activations, as in mixed-precision training on GPUs.
+#include <torch/torch.h>
+
+namespace moesim::torch_backend {
+
+enum class GemmPrecision { fp32, bf16 };
+
+GemmPrecision gemm_precision();  // of the calling thread; fp32 unless a scope says otherwise
+
+// Sets the calling thread's GEMM precision for a scope. The precision of a
+// forward pass is remembered for its backward pass.
+class GemmPrecisionScope {
+ public:
+  explicit GemmPrecisionScope(GemmPrecision p);
+  ~GemmPrecisionScope();
+  GemmPrecisionScope(const GemmPrecisionScope&) = delete;
+  GemmPrecisionScope& operator=(const GemmPrecisionScope&) = delete;
+
+ private:
+  GemmPrecision prev_;
+};
+
+// op(a) · op(b), where op transposes the last two dimensions when the flag is set.
+// a, b are 2-D, or 3-D with the same leading (batch) size; float inputs, float
+// output; differentiable in both operands.
+torch::Tensor gemm(const torch::Tensor& a, const torch::Tensor& b, bool transpose_a = false,
+                   bool transpose_b = false);
+
+// x · w (w: [in, out]) for x of any leading shape [..., in].
+torch::Tensor gemm_matmul(const torch::Tensor& x, const torch::Tensor& w);
+// x · wᵀ (w: [out, in]), as torch::nn::functional::linear without bias.
+torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
+
+// Which library multiplies: "oneDNN", or "LibTorch" where oneDNN's headers were
+// missing at build time or its bf16 GEMM is not exported by the loaded library.
+const char* gemm_backend(GemmPrecision p);
+
+}  // namespace moesim::torch_backend
