@@ -14,7 +14,9 @@ Attention::Attention(int dim, int heads, double init_std, double out_std) : dim_
 torch::Tensor Attention::forward(const torch::Tensor& x, const Rotary& rope) {
   const auto B = x.size(0), T = x.size(1);
   const auto hd = dim_ / heads_;
-  auto qkv = gemm_linear(x, w_qkv).view({B, T, 3, heads_, hd}).permute({2, 0, 3, 1, 4});  // 3,B,H,T,hd
+  // unbind, not qkv[i]: the backward of three selects would build three zero
+  // tensors of the full qkv size; unbind's is one stack.
+  auto qkv = gemm_linear(x, w_qkv).view({B, T, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);  // B,H,T,hd each
   const auto BH = B * heads_;
   auto q = rope.apply(qkv[0]).reshape({BH, T, hd});
   auto k = rope.apply(qkv[1]).reshape({BH, T, hd});

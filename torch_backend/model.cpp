@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <ATen/record_function.h>
+
 #include "policies/registry.hpp"
 #include "torch_backend/gemm.hpp"
 
@@ -29,9 +31,15 @@ Block::Block(const ModelConfig& m, int index, bool is_moe, const PolicyConfig& p
   }
 }
 
+// The named scopes show up in `moesim bench train --profile` traces.
 torch::Tensor Block::forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope) {
-  auto h = x + attn_->forward(norm1_->forward(x), rope);
-  auto n = norm2_->forward(h);
+  torch::Tensor h, n;
+  {
+    RECORD_FUNCTION("moesim::attention", std::vector<c10::IValue>());
+    h = x + attn_->forward(norm1_->forward(x), rope);
+  }
+  RECORD_FUNCTION(moe ? "moesim::moe" : "moesim::ffn", std::vector<c10::IValue>());
+  n = norm2_->forward(h);
   if (moe) {
     const auto B = n.size(0), T = n.size(1), D = n.size(2);
     return h + moe->forward(n.reshape({B * T, D}), ids.reshape({B * T})).view({B, T, D});
@@ -55,7 +63,10 @@ ForwardOut Transformer::forward(const torch::Tensor& ids) {
   auto x = F::embedding(ids, embedding);
   for (auto& b : blocks_) x = b->forward(x, ids, rope_);
   ForwardOut out;
-  out.logits = gemm_linear(final_norm_->forward(x), embedding);
+  {
+    RECORD_FUNCTION("moesim::head", std::vector<c10::IValue>());
+    out.logits = gemm_linear(final_norm_->forward(x), embedding);
+  }
   out.aux_lb = torch::zeros({}, torch::kFloat);
   out.aux_z = torch::zeros({}, torch::kFloat);
   for (auto& l : moe_) {

@@ -1,5 +1,7 @@
 #include "torch_backend/moe_layer.hpp"
 
+#include <ATen/record_function.h>
+
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/router_math.hpp"
 #include "torch_backend/swiglu.hpp"
@@ -41,13 +43,16 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   in.gate_weight = gate_c.data_ptr<float>();
   in.gate_dim = static_cast<int>(D);
   Assignment& a = last_assignment;
-  if (is_training()) {
-    policy_->route(in, rng_, a);
-  } else {
-    // Evaluation must not move the policy's state or its random stream.
-    auto frozen = policy_->clone();
-    Rng eval_rng(derive_seed(seed_, "eval"));
-    frozen->route(in, eval_rng, a);
+  {
+    RECORD_FUNCTION("moesim::route", std::vector<c10::IValue>());
+    if (is_training()) {
+      policy_->route(in, rng_, a);
+    } else {
+      // Evaluation must not move the policy's state or its random stream.
+      auto frozen = policy_->clone();
+      Rng eval_rng(derive_seed(seed_, "eval"));
+      frozen->route(in, eval_rng, a);
+    }
   }
 
   auto weights = combine_weights(logits, a, policy_->weight_spec());
@@ -96,7 +101,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   }
   auto y = torch::cat(ys, 0);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);
-  out = out.index_add(0, tok_idx, y * w.unsqueeze(1));
+  out.index_add_(0, tok_idx, y * w.unsqueeze(1));
 
   if (is_training()) {
     torch::NoGradGuard ng;

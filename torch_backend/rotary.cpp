@@ -19,9 +19,9 @@ torch::Tensor Rotary::apply(const torch::Tensor& x) const {
   const auto half = x.size(3) / 2;
   auto c = cos_.narrow(0, 0, T);
   auto s = sin_.narrow(0, 0, T);
-  auto xf = x.to(torch::kFloat);
-  auto x1 = xf.narrow(3, 0, half);
-  auto x2 = xf.narrow(3, half, half);
+  auto halves = x.to(torch::kFloat).split(half, 3);
+  const auto& x1 = halves[0];
+  const auto& x2 = halves[1];
   return torch::cat({x1 * c - x2 * s, x1 * s + x2 * c}, 3);
 }
 

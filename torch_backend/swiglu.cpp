@@ -6,10 +6,9 @@ namespace moesim::torch_backend {
 
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2) {
   const auto hidden = w2.size(0);
-  auto h = gemm_matmul(x, w13);
-  auto g = h.narrow(-1, 0, hidden);
-  auto u = h.narrow(-1, hidden, hidden);
-  return gemm_matmul(torch::silu(g) * u, w2);
+  // split, not two narrows: its backward is one cat instead of two zero-filled copies.
+  auto gu = gemm_matmul(x, w13).split(hidden, -1);
+  return gemm_matmul(torch::silu(gu[0]) * gu[1], w2);
 }
 
 SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {

@@ -1,5 +1,7 @@
 #include "torch_backend/trainer.hpp"
 
+#include <ATen/record_function.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -180,7 +182,10 @@ StepStats Trainer::step() {
   StepStats st;
   st.step = step_ + 1;
   st.lr = set_lr();
-  opt_->zero_grad();
+  // Gradients start undefined (PyTorch's zero_grad(set_to_none=True)): the first
+  // backward writes them rather than adding to zeroed buffers. A parameter with
+  // no gradient this step (an expert that got no tokens) is skipped by AdamW.
+  for (auto& p : model_->parameters()) p.mutable_grad().reset();
   const auto& moe = model_->moe_layers();
   for (const auto& l : moe) {
     LayerStepStats ls;
@@ -198,12 +203,20 @@ StepStats Trainer::step() {
                       targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T);
     // The scope covers backward too: each GEMM remembers its forward precision.
     GemmPrecisionScope precision(cfg_.train.bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
-    const ForwardOut fo = model_->forward(inputs);
-    auto ce_tok = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
-                                   F::CrossEntropyFuncOptions().reduction(torch::kNone));
-    auto ce = ce_tok.mean();
-    auto total = ce + cfg_.moe.aux_loss_coef * fo.aux_lb + cfg_.moe.z_loss_coef * fo.aux_z;
-    (total / static_cast<double>(accum)).backward();
+    ForwardOut fo;
+    torch::Tensor ce_tok, ce, total;
+    {
+      RECORD_FUNCTION("moesim::forward", std::vector<c10::IValue>());
+      fo = model_->forward(inputs);
+      ce_tok = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
+                                F::CrossEntropyFuncOptions().reduction(torch::kNone));
+      ce = ce_tok.mean();
+      total = ce + cfg_.moe.aux_loss_coef * fo.aux_lb + cfg_.moe.z_loss_coef * fo.aux_z;
+    }
+    {
+      RECORD_FUNCTION("moesim::backward", std::vector<c10::IValue>());
+      (total / static_cast<double>(accum)).backward();
+    }
     model_->observe(cfg_.moe.perf_signal == "loss" ? ce_tok.detach() : torch::Tensor());
 
     st.loss += total.item<double>() / accum;
@@ -230,8 +243,11 @@ StepStats Trainer::step() {
     }
   }
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
-  st.grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, max_norm);
-  opt_->step();
+  {
+    RECORD_FUNCTION("moesim::optimizer", std::vector<c10::IValue>());
+    st.grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, max_norm);
+    opt_->step();
+  }
   ++step_;
   tokens_seen_ += st.tokens;
   for (std::size_t i = 0; i < moe.size(); ++i) st.layers[i].state = moe[i]->policy().state_vectors();
