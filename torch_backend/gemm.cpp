@@ -36,14 +36,14 @@ std::int64_t row_major_ld(const torch::Tensor& m) {
   return ld >= m.size(1) ? std::max<std::int64_t>(ld, 1) : 0;
 }
 
-// c (float, row-major, [M, N]) = op(a) · op(b) for 2-D operands already in the
-// compute dtype (float or bfloat16), each row-major.
-void gemm_2d(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c) {
+}  // namespace
+
+void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta) {
   const auto M = ta ? a.size(1) : a.size(0), K = ta ? a.size(0) : a.size(1);
   const auto N = tb ? b.size(0) : b.size(1);
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    c.zero_();
+    c.mul_(beta);
     return;
   }
 #ifdef MOESIM_HAVE_DNNL
@@ -52,10 +52,10 @@ void gemm_2d(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, t
     dnnl_status_t st = dnnl_unimplemented;
     if (a.scalar_type() == torch::kFloat) {
       st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
-                      0.0f, c.data_ptr<float>(), ldc);
+                      beta, c.data_ptr<float>(), ldc);
     } else if (auto fn = bf16_gemm_fn()) {
       st = fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, static_cast<const std::uint16_t*>(a.data_ptr()), lda,
-              static_cast<const std::uint16_t*>(b.data_ptr()), ldb, 0.0f, c.data_ptr<float>(), ldc);
+              static_cast<const std::uint16_t*>(b.data_ptr()), ldb, beta, c.data_ptr<float>(), ldc);
     }
     if (st == dnnl_success) return;
     if (a.scalar_type() == torch::kFloat || bf16_gemm_fn())
@@ -64,21 +64,24 @@ void gemm_2d(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, t
   }
 #endif
   auto oa = ta ? a.t() : a, ob = tb ? b.t() : b;
-  if (a.scalar_type() == torch::kFloat)
-    torch::mm_out(c, oa, ob);
+  auto prod = a.scalar_type() == torch::kFloat ? torch::mm(oa, ob) : torch::mm(oa, ob).to(torch::kFloat);
+  if (beta == 0.0f)
+    c.copy_(prod);
   else
-    c.copy_(torch::mm(oa, ob));
+    c.mul_(beta).add_(prod);
 }
 
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p) {
   return p == GemmPrecision::bf16 ? t.to(torch::kBFloat16).contiguous() : t.contiguous();
 }
 
+namespace {
+
 // Batched or not: c[i] = op(a[i]) · op(b[i]).
 torch::Tensor gemm_raw(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb) {
   if (a.dim() == 2) {
     auto c = torch::empty({ta ? a.size(1) : a.size(0), tb ? b.size(0) : b.size(1)}, torch::kFloat);
-    gemm_2d(a, ta, b, tb, c);
+    gemm_into(a, ta, b, tb, c, 0.0f);
     return c;
   }
   const auto batch = a.size(0);
@@ -88,7 +91,7 @@ torch::Tensor gemm_raw(const torch::Tensor& a, bool ta, const torch::Tensor& b, 
   at::parallel_for(0, batch, 1, [&](std::int64_t lo, std::int64_t hi) {
     for (auto i = lo; i < hi; ++i) {
       auto ci = c.select(0, i);
-      gemm_2d(a.select(0, i), ta, b.select(0, i), tb, ci);
+      gemm_into(a.select(0, i), ta, b.select(0, i), tb, ci, 0.0f);
     }
   });
   return c;

@@ -42,6 +42,13 @@ torch::Tensor gemm_matmul(const torch::Tensor& x, const torch::Tensor& w);
 // x · wᵀ (w: [out, in]), as torch::nn::functional::linear without bias.
 torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
 
+// Building blocks for fused ops (fused_ce.hpp), no autograd:
+// operands rounded to the precision p, contiguous.
+torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p);
+// c = op(a)·op(b) + beta·c for 2-D row-major a, b already in the compute dtype
+// (float or bfloat16) and row-major float c of the right shape.
+void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta);
+
 // Which library multiplies: "oneDNN", or "LibTorch" where oneDNN's headers were
 // missing at build time or its bf16 GEMM is not exported by the loaded library.
 const char* gemm_backend(GemmPrecision p);

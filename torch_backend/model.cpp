@@ -59,13 +59,14 @@ Transformer::Transformer(const ModelConfig& m, const PolicyConfig& policy, int v
   final_norm_ = register_module("final_norm", std::make_shared<RMSNorm>(m.dim, m.norm_eps));
 }
 
-ForwardOut Transformer::forward(const torch::Tensor& ids) {
+ForwardOut Transformer::forward(const torch::Tensor& ids, bool want_logits) {
   auto x = F::embedding(ids, embedding);
   for (auto& b : blocks_) x = b->forward(x, ids, rope_);
   ForwardOut out;
-  {
+  out.hidden = final_norm_->forward(x);
+  if (want_logits) {
     RECORD_FUNCTION("moesim::head", std::vector<c10::IValue>());
-    out.logits = gemm_linear(final_norm_->forward(x), embedding);
+    out.logits = gemm_linear(out.hidden, embedding);
   }
   out.aux_lb = torch::zeros({}, torch::kFloat);
   out.aux_z = torch::zeros({}, torch::kFloat);

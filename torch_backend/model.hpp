@@ -30,7 +30,8 @@ class Block : public torch::nn::Module {
 };
 
 struct ForwardOut {
-  torch::Tensor logits;  // (B, T, V) fp32
+  torch::Tensor hidden;  // (B, T, dim) fp32, after the final norm: the head's input
+  torch::Tensor logits;  // (B, T, V) fp32; undefined when not asked for
   torch::Tensor aux_lb;  // sum over MoE layers (scalar; 0 when dense)
   torch::Tensor aux_z;
 };
@@ -39,7 +40,8 @@ class Transformer : public torch::nn::Module {
  public:
   // Initialises from torch's global generator: seed it first for reproducibility.
   Transformer(const ModelConfig& m, const PolicyConfig& policy, int vocab, int max_len, std::uint64_t seed);
-  ForwardOut forward(const torch::Tensor& ids);
+  // Training skips the logits: fused_ce.hpp computes the loss from `hidden`.
+  ForwardOut forward(const torch::Tensor& ids, bool want_logits = true);
   const std::vector<std::shared_ptr<MoeLayer>>& moe_layers() const { return moe_; }
   // Gate matrices of every MoE layer (router-only training).
   std::vector<torch::Tensor> gate_parameters() const;

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "torch_backend/corpus.hpp"
+#include "torch_backend/fused_ce.hpp"
 #include "torch_backend/load_stats.hpp"
 #include "torch_backend/lr_schedule.hpp"
 #include "torch_backend/npy.hpp"
@@ -207,10 +208,13 @@ StepStats Trainer::step() {
     torch::Tensor ce_tok, ce, total;
     {
       RECORD_FUNCTION("moesim::forward", std::vector<c10::IValue>());
-      fo = model_->forward(inputs);
-      ce_tok = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
-                                F::CrossEntropyFuncOptions().reduction(torch::kNone));
-      ce = ce_tok.mean();
+      fo = model_->forward(inputs, false);
+      {
+        RECORD_FUNCTION("moesim::head", std::vector<c10::IValue>());
+        auto lce = linear_cross_entropy(fo.hidden.view({-1, fo.hidden.size(2)}), model_->embedding, targets.view({-1}));
+        ce_tok = lce.per_token;
+        ce = lce.mean;
+      }
       total = ce + cfg_.moe.aux_loss_coef * fo.aux_lb + cfg_.moe.z_loss_coef * fo.aux_z;
     }
     {
@@ -279,10 +283,9 @@ double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch
       seqs.fill(first + r, inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T,
                 targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(r) * T);
     GemmPrecisionScope precision(bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
-    const ForwardOut fo = model.forward(inputs);
-    auto ce = F::cross_entropy(fo.logits.view({-1, fo.logits.size(2)}), targets.view({-1}),
-                               F::CrossEntropyFuncOptions().reduction(torch::kSum));
-    sum += ce.item<double>();
+    const ForwardOut fo = model.forward(inputs, false);
+    const auto lce = linear_cross_entropy(fo.hidden.reshape({-1, fo.hidden.size(2)}), model.embedding, targets.view({-1}));
+    sum += lce.per_token.to(torch::kDouble).sum().item<double>();
     count += static_cast<std::int64_t>(rows) * T;
   }
   if (was_training) model.train();

@@ -1,0 +1,96 @@
+#include "torch_backend/fused_ce.hpp"
+
+#include <stdexcept>
+#include <string>
+
+#include "torch_backend/gemm.hpp"
+
+namespace moesim::torch_backend {
+
+namespace {
+
+struct Result {
+  torch::Tensor per_token, d_hidden, d_weight;  // gradients of the sum of per-token losses
+};
+
+Result compute(const torch::Tensor& hidden, const torch::Tensor& weight, const torch::Tensor& targets,
+               std::int64_t chunk_rows, bool want_grad) {
+  const auto p = gemm_precision();
+  const auto N = hidden.size(0), V = weight.size(0), D = weight.size(1);
+  const auto h = to_compute(hidden, p), w = to_compute(weight, p);
+  const auto t = targets.contiguous();
+  Result r;
+  r.per_token = torch::empty({N}, torch::kFloat);
+  if (want_grad) {
+    r.d_hidden = torch::empty({N, D}, torch::kFloat);
+    r.d_weight = torch::zeros({V, D}, torch::kFloat);
+  }
+  auto logits = torch::empty({std::min(chunk_rows, N), V}, torch::kFloat);
+  for (std::int64_t r0 = 0; r0 < N; r0 += chunk_rows) {
+    const auto n = std::min(chunk_rows, N - r0);
+    auto lg = logits.narrow(0, 0, n);
+    const auto hc = h.narrow(0, r0, n);
+    const auto tc = t.narrow(0, r0, n).unsqueeze(1);
+    gemm_into(hc, false, w, true, lg, 0.0f);
+    const auto lse = lg.logsumexp(1, true);
+    r.per_token.narrow(0, r0, n).copy_((lse - lg.gather(1, tc)).squeeze(1));
+    if (!want_grad) continue;
+    // d(loss_i)/d(logits_i) = softmax(logits_i) - onehot(target_i), built in place.
+    lg.sub_(lse).exp_();
+    lg.scatter_add_(1, tc, torch::full({n, 1}, -1.0f));
+    const auto g = to_compute(lg, p);
+    auto dh = r.d_hidden.narrow(0, r0, n);
+    gemm_into(g, false, w, false, dh, 0.0f);
+    gemm_into(g, true, hc, false, r.d_weight, 1.0f);
+  }
+  return r;
+}
+
+struct LinearCrossEntropyFn : public torch::autograd::Function<LinearCrossEntropyFn> {
+  static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                                              const torch::Tensor& weight, const torch::Tensor& targets,
+                                              std::int64_t chunk_rows) {
+    auto r = compute(hidden, weight, targets, chunk_rows, true);
+    const double inv_n = 1.0 / static_cast<double>(hidden.size(0));
+    ctx->save_for_backward({r.d_hidden, r.d_weight});
+    ctx->saved_data["inv_n"] = inv_n;
+    auto mean = r.per_token.sum() * inv_n;
+    ctx->mark_non_differentiable({r.per_token});
+    return {mean, r.per_token};
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    // Only the mean is differentiable: dL/dx = g · (1/N) · d(sum of losses)/dx.
+    const auto scale = grads[0] * ctx->saved_data["inv_n"].toDouble();
+    torch::Tensor dh, dw;
+    if (ctx->needs_input_grad(0)) dh = saved[0] * scale;
+    if (ctx->needs_input_grad(1)) dw = saved[1] * scale;
+    return {dh, dw, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+LinearCrossEntropy linear_cross_entropy(const torch::Tensor& hidden, const torch::Tensor& weight,
+                                        const torch::Tensor& targets, std::int64_t chunk_rows) {
+  if (hidden.dim() != 2 || weight.dim() != 2 || hidden.size(1) != weight.size(1))
+    throw std::invalid_argument("linear_cross_entropy: hidden (N, D) and weight (V, D) must share D");
+  if (targets.dim() != 1 || targets.size(0) != hidden.size(0) || targets.scalar_type() != torch::kLong)
+    throw std::invalid_argument("linear_cross_entropy: targets must be int64 of shape (N)");
+  if (hidden.size(0) == 0) throw std::invalid_argument("linear_cross_entropy: no tokens");
+  if (chunk_rows < 1) throw std::invalid_argument("linear_cross_entropy: chunk_rows must be >= 1");
+  const auto V = weight.size(0);
+  if (targets.min().item<std::int64_t>() < 0 || targets.max().item<std::int64_t>() >= V)
+    throw std::invalid_argument("linear_cross_entropy: a target is outside [0, " + std::to_string(V) + ")");
+  const bool grad = torch::GradMode::is_enabled() && (hidden.requires_grad() || weight.requires_grad());
+  if (!grad) {
+    auto r = compute(hidden, weight, targets, chunk_rows, false);
+    return {r.per_token.mean(), r.per_token};
+  }
+  auto out = LinearCrossEntropyFn::apply(hidden, weight, targets, chunk_rows);
+  return {out[0], out[1]};
+}
+
+}  // namespace moesim::torch_backend
