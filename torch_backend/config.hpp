@@ -64,7 +64,7 @@ struct TrainLoopConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double clip = 1.0;             // global grad-norm clip (0 = off)
-  bool bf16 = false;             // bf16 autocast for matmuls (router and losses stay fp32)
+  bool bf16 = false;             // bf16 GEMM operands, fp32 accumulation and activations (gemm.hpp)
   bool router_only = false;      // freeze everything but the gates
   std::string init_from;         // checkpoint whose weights start the run (router-only warm-up)
   int threads = 0;               // intra-op threads (0 = every hardware thread)

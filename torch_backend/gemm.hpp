@@ -3,7 +3,7 @@
 // fp32 outputs.
 //
 // Why not LibTorch's own mm and CPU autocast: on this machine LibTorch 1.13 runs
-// fp32 mm on OpenBLAS, whose own spinning threads fight LibTorch's OpenMP pool
+// fp32 mm on OpenBLAS, whose own threads busy-wait beside LibTorch's OpenMP pool
 // (measured 127-194 GFLOP/s against 206-228 for oneDNN's sgemm on the same two
 // cores), and autocast returns bf16 activations, so every elementwise op after a
 // matmul pays a cast and runs LibTorch 1.13's slow bf16 kernels. Here both

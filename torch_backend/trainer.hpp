@@ -1,6 +1,6 @@
 #pragma once
 // The training loop: AdamW (decoupled decay on matrices), warm-up + cosine,
-// gradient clipping and accumulation, optional bf16 autocast, validation
+// gradient clipping and accumulation, optional bf16 GEMMs, validation
 // perplexity, per-step CSV logs with per-layer routing statistics, router traces,
 // and checkpoints (written atomically) that resume bit-exactly: model, optimizer,
 // policy states, routing RNG streams and the data position all travel with it.
