@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <memory>
 
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -62,13 +63,18 @@ BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const
   TrainData data{&stream, &stream, vocab, ""};
   Trainer tr(cfg, data, nullptr);
   for (int i = 0; i < warmup; ++i) tr.step();
+  // The trace goes to a temporary name first: an interrupted run leaves no half-written PATH.
+  const std::string tmp_path = profile_path + ".tmp";
   std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
-  if (!profile_path.empty()) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(profile_path);
+  if (!profile_path.empty()) profile = std::make_unique<torch::autograd::profiler::RecordProfile>(tmp_path);
   const auto t0 = std::chrono::steady_clock::now();
   std::int64_t tokens = 0;
   for (int i = 0; i < steps; ++i) tokens += tr.step().tokens;
   const double secs = seconds_since(t0);
-  profile.reset();  // writes the trace outside the timed region
+  if (profile) {
+    profile.reset();  // writes the trace, outside the timed region
+    std::filesystem::rename(tmp_path, profile_path);
+  }
   BenchResult r;
   r.bf16 = bf16;
   r.step_seconds = secs / steps;

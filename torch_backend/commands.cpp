@@ -166,6 +166,11 @@ int bench_command(const std::vector<std::string>& args) {
   TrainConfig cfg = a.flags.count("--config") ? load_config(a.flags.at("--config")) : TrainConfig{};
   apply_overrides(cfg, a.overrides);
   validate(cfg);
+  if (a.flags.count("--profile")) {
+    const auto dir = std::filesystem::path(a.flags.at("--profile")).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+      throw Error("--profile: directory '" + dir.string() + "' does not exist");
+  }
   configure_runtime(cfg.train.threads);
   const int steps = static_cast<int>(int_flag(a, "--steps", 5)), warmup = static_cast<int>(int_flag(a, "--warmup", 2));
   const auto peak = measure_peak(static_cast<int>(int_flag(a, "--peak-n", 4096)), 3);
