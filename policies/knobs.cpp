@@ -51,16 +51,10 @@ bool parse_bool(std::string_view s, bool& out) {
 }
 
 std::string format_real(double v) {
+  // Shortest text that reads back exactly (0.001, not 0.0010000000000000002; 10, not 1e+01).
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  // Shortest text that reads back exactly, so `moesim policies` prints 0.001, not 0.0010000000000000002.
-  for (int prec = 1; prec <= 17; ++prec) {
-    char b2[64];
-    std::snprintf(b2, sizeof b2, "%.*g", prec, v);
-    double back = 0;
-    if (parse_real(b2, back) && back == v) return b2;
-  }
-  return buf;
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
 }
 
 static std::string type_name(KnobType t) {

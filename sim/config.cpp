@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 
+#include "config/key_table.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
 
@@ -11,66 +12,9 @@ namespace moesim {
 
 namespace {
 
-struct Field {
-  ConfigKey info;
-  std::function<std::string(const SimConfig&)> get;
-  std::function<void(SimConfig&, std::string_view)> set;
-};
-
-[[noreturn]] void bad(std::string_view key, std::string_view value, const std::string& why) {
-  throw Error("config key '" + std::string(key) + "' = '" + std::string(value) + "': " + why);
-}
-
-// Accessors take a mutable config; the getters only read through them.
-template <class T>
-using Ref = T& (*)(SimConfig&);
-
-Field real_field(std::string key, std::string help, Ref<double> ref, double lo, double hi,
-                 bool lo_open = false) {
-  auto get = [ref](const SimConfig& c) { return format_real(ref(const_cast<SimConfig&>(c))); };
-  auto set = [ref, key, lo, hi, lo_open](SimConfig& c, std::string_view v) {
-    double x = 0;
-    if (!parse_real(v, x) || !std::isfinite(x)) bad(key, v, "expected a finite real number");
-    if (x < lo || x > hi || (lo_open && x == lo)) {
-      std::string range = lo_open ? "(" : "[";
-      range += format_real(lo);
-      range += ", ";
-      range += hi >= 1e300 ? std::string("inf)") : format_real(hi) + "]";
-      bad(key, v, "out of range " + range);
-    }
-    ref(c) = x;
-  };
-  return {{std::move(key), "real", std::move(help)}, get, set};
-}
-
-template <class I>
-Field int_field(std::string key, std::string help, Ref<I> ref, long lo, long hi) {
-  auto get = [ref](const SimConfig& c) { return std::to_string(ref(const_cast<SimConfig&>(c))); };
-  auto set = [ref, key, lo, hi](SimConfig& c, std::string_view v) {
-    long x = 0;
-    if (!parse_int(v, x)) bad(key, v, "expected an integer");
-    if (x < lo || x > hi)
-      bad(key, v, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    ref(c) = static_cast<I>(x);
-  };
-  return {{std::move(key), "int", std::move(help)}, get, set};
-}
-
-Field choice_field(std::string key, std::string help, Ref<std::string> ref,
-                   std::vector<std::string> choices) {
-  auto get = [ref](const SimConfig& c) { return ref(const_cast<SimConfig&>(c)); };
-  auto set = [ref, key, choices](SimConfig& c, std::string_view v) {
-    for (const auto& ch : choices)
-      if (ch == v) {
-        ref(c) = ch;
-        return;
-      }
-    std::string all;
-    for (const auto& ch : choices) all += (all.empty() ? "" : ", ") + ch;
-    bad(key, v, "expected one of {" + all + "}");
-  };
-  return {{std::move(key), "string", std::move(help)}, get, set};
-}
+using Field = config::Field<SimConfig>;
+using F = config::FieldsOf<SimConfig>;
+using config::bad;
 
 constexpr long kBig = 1L << 50;
 
@@ -89,83 +33,83 @@ const std::vector<Field>& fields() {
                      bad("seed", v, "expected an unsigned 64-bit integer");
                    c.seed = x;
                  }});
-    f.push_back(int_field<std::int64_t>("steps", "batches simulated",
+    f.push_back(F::int_field<std::int64_t>("steps", "batches simulated",
                                         [](SimConfig& c) -> std::int64_t& { return c.steps; }, 1, kBig));
-    f.push_back(int_field<int>("batch", "tokens T per batch", [](SimConfig& c) -> int& { return c.batch; }, 1,
+    f.push_back(F::int_field<int>("batch", "tokens T per batch", [](SimConfig& c) -> int& { return c.batch; }, 1,
                                1L << 24));
-    f.push_back(int_field<int>("experts", "experts E per layer",
+    f.push_back(F::int_field<int>("experts", "experts E per layer",
                                [](SimConfig& c) -> int& { return c.experts; }, 1, 1L << 16));
-    f.push_back(int_field<int>("k", "experts per token (token-choice policies), in [1, experts]",
+    f.push_back(F::int_field<int>("k", "experts per token (token-choice policies), in [1, experts]",
                                [](SimConfig& c) -> int& { return c.k; }, 1, 1L << 16));
-    f.push_back(int_field<int>("layers", "independent MoE layers fed by the same token stream",
+    f.push_back(F::int_field<int>("layers", "independent MoE layers fed by the same token stream",
                                [](SimConfig& c) -> int& { return c.layers; }, 1, 1024));
-    f.push_back(int_field<std::int64_t>("log_every", "time-series row every this many steps (and at the last)",
+    f.push_back(F::int_field<std::int64_t>("log_every", "time-series row every this many steps (and at the last)",
                                         [](SimConfig& c) -> std::int64_t& { return c.log_every; }, 1, kBig));
 
-    f.push_back(int_field<int>("stream.clusters", "topics; each has its own vocabulary and centroid",
+    f.push_back(F::int_field<int>("stream.clusters", "topics; each has its own vocabulary and centroid",
                                [](SimConfig& c) -> int& { return c.stream.clusters; }, 1, 1L << 16));
-    f.push_back(int_field<int>("stream.vocab", "token ids per cluster",
+    f.push_back(F::int_field<int>("stream.vocab", "token ids per cluster",
                                [](SimConfig& c) -> int& { return c.stream.vocab; }, 1, 1L << 30));
-    f.push_back(real_field("stream.zipf_s", "Zipf exponent of token frequencies inside a cluster (0 = uniform)",
+    f.push_back(F::real_field("stream.zipf_s", "Zipf exponent of token frequencies inside a cluster (0 = uniform)",
                            [](SimConfig& c) -> double& { return c.stream.zipf_s; }, 0.0, 1e300));
-    f.push_back(real_field("stream.mixture_zipf_s", "Zipf exponent of the base cluster mixture (0 = uniform)",
+    f.push_back(F::real_field("stream.mixture_zipf_s", "Zipf exponent of the base cluster mixture (0 = uniform)",
                            [](SimConfig& c) -> double& { return c.stream.mixture_zipf_s; }, 0.0, 1e300));
-    f.push_back(int_field<int>("stream.dim", "embedding dimension d (the gate input)",
+    f.push_back(F::int_field<int>("stream.dim", "embedding dimension d (the gate input)",
                                [](SimConfig& c) -> int& { return c.stream.dim; }, 1, 1L << 16));
-    f.push_back(real_field("stream.centroid_scale", "std of each cluster centroid coordinate",
+    f.push_back(F::real_field("stream.centroid_scale", "std of each cluster centroid coordinate",
                            [](SimConfig& c) -> double& { return c.stream.centroid_scale; }, 0.0, 1e300));
-    f.push_back(real_field("stream.token_scale", "std of each token's fixed offset from its centroid",
+    f.push_back(F::real_field("stream.token_scale", "std of each token's fixed offset from its centroid",
                            [](SimConfig& c) -> double& { return c.stream.token_scale; }, 0.0, 1e300));
-    f.push_back(real_field("stream.noise", "std of fresh per-occurrence noise on every embedding coordinate",
+    f.push_back(F::real_field("stream.noise", "std of fresh per-occurrence noise on every embedding coordinate",
                            [](SimConfig& c) -> double& { return c.stream.noise; }, 0.0, 1e300));
-    f.push_back(real_field("stream.drift", "std per step of the random walk of the mixture log-weights",
+    f.push_back(F::real_field("stream.drift", "std per step of the random walk of the mixture log-weights",
                            [](SimConfig& c) -> double& { return c.stream.drift; }, 0.0, 1e300));
-    f.push_back(real_field("stream.drift_revert", "pull of the log-weights back to the base mixture per step",
+    f.push_back(F::real_field("stream.drift_revert", "pull of the log-weights back to the base mixture per step",
                            [](SimConfig& c) -> double& { return c.stream.drift_revert; }, 0.0, 1.0));
-    f.push_back(real_field("stream.burst_prob", "chance per step (while no burst runs) that a burst starts",
+    f.push_back(F::real_field("stream.burst_prob", "chance per step (while no burst runs) that a burst starts",
                            [](SimConfig& c) -> double& { return c.stream.burst_prob; }, 0.0, 1.0));
-    f.push_back(int_field<int>("stream.burst_len", "steps a burst lasts",
+    f.push_back(F::int_field<int>("stream.burst_len", "steps a burst lasts",
                                [](SimConfig& c) -> int& { return c.stream.burst_len; }, 1, 1L << 30));
-    f.push_back(real_field("stream.burst_share", "share of tokens from the burst cluster during a burst",
+    f.push_back(F::real_field("stream.burst_share", "share of tokens from the burst cluster during a burst",
                            [](SimConfig& c) -> double& { return c.stream.burst_share; }, 0.0, 1.0));
-    f.push_back(real_field("stream.hot_fraction", "share of tokens replaced by one repeated adversarial token",
+    f.push_back(F::real_field("stream.hot_fraction", "share of tokens replaced by one repeated adversarial token",
                            [](SimConfig& c) -> double& { return c.stream.hot_fraction; }, 0.0, 1.0));
-    f.push_back(int_field<std::int64_t>("stream.hot_token", "global id of the hot token, in [0, clusters*vocab)",
+    f.push_back(F::int_field<std::int64_t>("stream.hot_token", "global id of the hot token, in [0, clusters*vocab)",
                                         [](SimConfig& c) -> std::int64_t& { return c.stream.hot_token; }, 0,
                                         kBig));
 
-    f.push_back(real_field("world.skill_init", "initial skill of every expert on every cluster",
+    f.push_back(F::real_field("world.skill_init", "initial skill of every expert on every cluster",
                            [](SimConfig& c) -> double& { return c.world.skill_init; }, -1e300, 1e300));
-    f.push_back(real_field("world.skill_spread", "initial skills get + spread*U(-1,1) (breaks symmetry)",
+    f.push_back(F::real_field("world.skill_spread", "initial skills get + spread*U(-1,1) (breaks symmetry)",
                            [](SimConfig& c) -> double& { return c.world.skill_spread; }, 0.0, 1e300));
-    f.push_back(real_field("world.skill_max", "ceiling that learning by doing approaches",
+    f.push_back(F::real_field("world.skill_max", "ceiling that learning by doing approaches",
                            [](SimConfig& c) -> double& { return c.world.skill_max; }, -1e300, 1e300));
-    f.push_back(real_field("world.skill_floor", "level that idle decay approaches",
+    f.push_back(F::real_field("world.skill_floor", "level that idle decay approaches",
                            [](SimConfig& c) -> double& { return c.world.skill_floor; }, -1e300, 1e300));
-    f.push_back(real_field("world.skill_growth",
+    f.push_back(F::real_field("world.skill_growth",
                            "eta: log-fraction of the gap to skill_max closed per step at fair-share load",
                            [](SimConfig& c) -> double& { return c.world.skill_growth; }, 0.0, 1e300));
-    f.push_back(real_field("world.idle_decay", "delta: fraction of the gap to skill_floor lost per idle step",
+    f.push_back(F::real_field("world.idle_decay", "delta: fraction of the gap to skill_floor lost per idle step",
                            [](SimConfig& c) -> double& { return c.world.idle_decay; }, 0.0, 1.0));
-    f.push_back(choice_field("world.decay_scope",
+    f.push_back(F::string_field("world.decay_scope",
                              "pair: an expert forgets a cluster it did not serve; expert: only idle experts forget",
                              [](SimConfig& c) -> std::string& { return c.world.decay_scope; }, {"pair", "expert"}));
-    f.push_back(real_field("world.perf_noise", "std of the Gaussian noise on each served slot's performance",
+    f.push_back(F::real_field("world.perf_noise", "std of the Gaussian noise on each served slot's performance",
                            [](SimConfig& c) -> double& { return c.world.perf_noise; }, 0.0, 1e300));
 
-    f.push_back(real_field("gate.init_scale", "W entries ~ N(0, init_scale^2/d)",
+    f.push_back(F::real_field("gate.init_scale", "W entries ~ N(0, init_scale^2/d)",
                            [](SimConfig& c) -> double& { return c.gate.init_scale; }, 0.0, 1e300));
-    f.push_back(real_field("gate.lr", "learning rate of the online reward update (0 = frozen gate)",
+    f.push_back(F::real_field("gate.lr", "learning rate of the online reward update (0 = frozen gate)",
                            [](SimConfig& c) -> double& { return c.gate.lr; }, 0.0, 1e300));
-    f.push_back(real_field("gate.l2", "weight decay: W <- (1 - lr*l2) W each step",
+    f.push_back(F::real_field("gate.l2", "weight decay: W <- (1 - lr*l2) W each step",
                            [](SimConfig& c) -> double& { return c.gate.l2; }, 0.0, 1e300));
-    f.push_back(real_field("gate.baseline_rate", "EMA rate of the reward baseline (1 = this batch's mean)",
+    f.push_back(F::real_field("gate.baseline_rate", "EMA rate of the reward baseline (1 = this batch's mean)",
                            [](SimConfig& c) -> double& { return c.gate.baseline_rate; }, 0.0, 1.0, true));
-    f.push_back(real_field("gate.noise", "std of Gaussian noise added to the logits the policy sees",
+    f.push_back(F::real_field("gate.noise", "std of Gaussian noise added to the logits the policy sees",
                            [](SimConfig& c) -> double& { return c.gate.noise; }, 0.0, 1e300));
-    f.push_back(real_field("gate.aux_loss", "coefficient of the Switch load-balancing loss the gate descends",
+    f.push_back(F::real_field("gate.aux_loss", "coefficient of the Switch load-balancing loss the gate descends",
                            [](SimConfig& c) -> double& { return c.gate.aux_loss; }, 0.0, 1e300));
-    f.push_back(real_field("gate.z_loss", "coefficient of the router z-loss the gate descends",
+    f.push_back(F::real_field("gate.z_loss", "coefficient of the router z-loss the gate descends",
                            [](SimConfig& c) -> double& { return c.gate.z_loss; }, 0.0, 1e300));
 
     f.push_back({{"policy.name", "string", "routing policy, a registry name (`moesim policies` lists them)"},
@@ -175,9 +119,9 @@ const std::vector<Field>& fields() {
                    c.policy.name = std::string(v);
                  }});
 
-    f.push_back(int_field<std::int64_t>("metrics.window", "steps in the early window and in the late window",
+    f.push_back(F::int_field<std::int64_t>("metrics.window", "steps in the early window and in the late window",
                                         [](SimConfig& c) -> std::int64_t& { return c.metrics.window; }, 1, kBig));
-    f.push_back(int_field<std::int64_t>("metrics.dead_window",
+    f.push_back(F::int_field<std::int64_t>("metrics.dead_window",
                                         "an expert with zero load over this many trailing steps is dead",
                                         [](SimConfig& c) -> std::int64_t& { return c.metrics.dead_window; }, 1,
                                         kBig));
@@ -186,54 +130,25 @@ const std::vector<Field>& fields() {
   return all;
 }
 
-constexpr std::string_view kKnobPrefix = "policy.knobs.";
-
 }  // namespace
 
 const std::vector<ConfigKey>& config_keys() {
-  static const std::vector<ConfigKey> keys = [] {
-    std::vector<ConfigKey> k;
-    for (const auto& f : fields()) k.push_back(f.info);
-    k.push_back({"policy.knobs.<knob>", "knob", "a policy knob override, validated by the registry"});
-    return k;
-  }();
+  static const std::vector<ConfigKey> keys = config::keys_of(fields());
   return keys;
 }
 
 std::vector<std::pair<std::string, std::string>> config_fields(const SimConfig& cfg) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& f : fields()) out.emplace_back(f.info.key, f.get(cfg));
-  for (const auto& [k, v] : cfg.policy.knobs) out.emplace_back(std::string(kKnobPrefix) + k, v);
-  return out;
+  return config::values_of(fields(), cfg);
 }
 
 void set_field(SimConfig& cfg, std::string_view key, std::string_view value) {
-  if (key.substr(0, kKnobPrefix.size()) == kKnobPrefix) {
-    const auto knob = key.substr(kKnobPrefix.size());
-    if (knob.empty() || knob.find('.') != std::string_view::npos)
-      throw Error("config key '" + std::string(key) + "': expected policy.knobs.<knob>");
-    cfg.policy.knobs[std::string(knob)] = std::string(value);
-    return;
-  }
-  for (const auto& f : fields())
-    if (f.info.key == key) return f.set(cfg, value);
-  // Suggest the keys of the same section: a typo is the usual cause.
-  const auto dot = key.find('.');
-  const std::string section = dot == std::string_view::npos ? "" : std::string(key.substr(0, dot + 1));
-  std::string known;
-  for (const auto& k : config_keys()) {
-    const bool same = section.empty() ? k.key.find('.') == std::string::npos : k.key.rfind(section, 0) == 0;
-    if (same) known += (known.empty() ? "" : ", ") + k.key;
-  }
-  if (known.empty())
-    for (const auto& k : config_keys()) known += (known.empty() ? "" : ", ") + k.key;
-  throw Error("unknown config key '" + std::string(key) + "' (known: " + known + ")");
+  config::set_in(fields(), cfg, key, value);
 }
 
 void validate(const SimConfig& c) {
   // set_field range-checks single fields; a hand-built struct gets the same checks here.
   for (const auto& [key, value] : config_fields(c)) {
-    if (key.rfind(kKnobPrefix, 0) == 0) continue;
+    if (key.rfind(config::kKnobPrefix, 0) == 0) continue;
     SimConfig scratch;
     set_field(scratch, key, value);
   }

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/key_table.hpp"
 #include "policies/knobs.hpp"
 
 namespace moesim {
@@ -79,12 +80,6 @@ struct SimConfig {
   MetricsConfig metrics;
 };
 
-// One settable key: its path, a one-line help, and the type as a word.
-struct ConfigKey {
-  std::string key;
-  std::string type;  // "int", "real", "string", "seed", "knob"
-  std::string help;
-};
 
 // Every fixed key (policy.knobs.<name> is listed once as "policy.knobs.<knob>").
 const std::vector<ConfigKey>& config_keys();

@@ -6,6 +6,7 @@
 #include <functional>
 #include <sstream>
 
+#include "config/key_table.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
 
@@ -13,111 +14,9 @@ namespace moesim::torch_backend {
 
 namespace {
 
-struct Field {
-  ConfigKey info;
-  std::function<std::string(const TrainConfig&)> get;
-  std::function<void(TrainConfig&, std::string_view)> set;
-};
-
-[[noreturn]] void bad(std::string_view key, std::string_view value, const std::string& why) {
-  throw Error("config key '" + std::string(key) + "' = '" + std::string(value) + "': " + why);
-}
-
-template <class T>
-using Ref = T& (*)(TrainConfig&);
-
-template <class T>
-T& mut(const TrainConfig& c, Ref<T> ref) {
-  return ref(const_cast<TrainConfig&>(c));
-}
-
-Field real_field(std::string key, std::string help, Ref<double> ref, double lo, double hi) {
-  auto get = [ref](const TrainConfig& c) { return format_real(mut(c, ref)); };
-  auto set = [ref, key, lo, hi](TrainConfig& c, std::string_view v) {
-    double x = 0;
-    if (!parse_real(v, x) || !std::isfinite(x)) bad(key, v, "expected a finite real number");
-    if (x < lo || x > hi) bad(key, v, "out of range [" + format_real(lo) + ", " + format_real(hi) + "]");
-    ref(c) = x;
-  };
-  return {{std::move(key), "real", std::move(help)}, get, set};
-}
-
-template <class I>
-Field int_field(std::string key, std::string help, Ref<I> ref, long lo, long hi) {
-  auto get = [ref](const TrainConfig& c) { return std::to_string(mut(c, ref)); };
-  auto set = [ref, key, lo, hi](TrainConfig& c, std::string_view v) {
-    long x = 0;
-    if (!parse_int(v, x)) bad(key, v, "expected an integer");
-    if (x < lo || x > hi) bad(key, v, "out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    ref(c) = static_cast<I>(x);
-  };
-  return {{std::move(key), "int", std::move(help)}, get, set};
-}
-
-Field bool_field(std::string key, std::string help, Ref<bool> ref) {
-  auto get = [ref](const TrainConfig& c) { return std::string(mut(c, ref) ? "true" : "false"); };
-  auto set = [ref, key](TrainConfig& c, std::string_view v) {
-    bool x = false;
-    if (!parse_bool(v, x)) bad(key, v, "expected true or false");
-    ref(c) = x;
-  };
-  return {{std::move(key), "bool", std::move(help)}, get, set};
-}
-
-Field string_field(std::string key, std::string help, Ref<std::string> ref,
-                   std::vector<std::string> choices = {}) {
-  auto get = [ref](const TrainConfig& c) { return mut(c, ref); };
-  auto set = [ref, key, choices](TrainConfig& c, std::string_view v) {
-    if (!choices.empty()) {
-      bool ok = false;
-      for (const auto& ch : choices) ok = ok || ch == v;
-      if (!ok) {
-        std::string all;
-        for (const auto& ch : choices) all += (all.empty() ? "" : ", ") + ch;
-        bad(key, v, "expected one of {" + all + "}");
-      }
-    }
-    ref(c) = std::string(v);
-  };
-  return {{std::move(key), "string", std::move(help)}, get, set};
-}
-
-template <class I>
-Field list_field(std::string key, std::string help, Ref<std::vector<I>> ref, long lo, long hi) {
-  auto get = [ref](const TrainConfig& c) {
-    std::string s;
-    for (auto x : mut(c, ref)) {
-      if (!s.empty()) s += ',';
-      s += std::to_string(x);
-    }
-    return s;
-  };
-  auto set = [ref, key, lo, hi](TrainConfig& c, std::string_view v) {
-    std::string_view body = v;
-    if (body.size() >= 2 && body.front() == '[' && body.back() == ']') body = body.substr(1, body.size() - 2);
-    std::vector<I> out;
-    std::size_t pos = 0;
-    while (pos <= body.size()) {
-      std::size_t comma = body.find(',', pos);
-      if (comma == std::string_view::npos) comma = body.size();
-      std::string_view item = body.substr(pos, comma - pos);
-      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      if (!item.empty()) {
-        long x = 0;
-        if (!parse_int(item, x)) bad(key, v, "expected a comma-separated list of integers");
-        if (x < lo || x > hi)
-          bad(key, v, "item " + std::string(item) + " out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
-        out.push_back(static_cast<I>(x));
-      } else if (comma < body.size()) {
-        bad(key, v, "empty item in list");
-      }
-      pos = comma + 1;
-    }
-    ref(c) = std::move(out);
-  };
-  return {{std::move(key), "list", std::move(help)}, get, set};
-}
+using Field = config::Field<TrainConfig>;
+using F = config::FieldsOf<TrainConfig>;
+using config::bad;
 
 constexpr long kBig = 1L << 50;
 
@@ -131,96 +30,75 @@ const std::vector<Field>& fields() {
                    if (!parse_int(v, x) || x < 0) bad("seed", v, "expected a non-negative integer");
                    c.seed = static_cast<std::uint64_t>(x);
                  }});
-    f.push_back(string_field("data.dir", "directory of c4-train.* and c4-validation.* shards",
+    f.push_back(F::string_field("data.dir", "directory of c4-train.* and c4-validation.* shards",
                              [](TrainConfig& c) -> std::string& { return c.data.dir; }));
-    f.push_back(string_field("data.cache_dir", "tokenizer/token cache; empty = data dir if writable, else ~/.cache/moesim",
+    f.push_back(F::string_field("data.cache_dir", "tokenizer/token cache; empty = data dir if writable, else ~/.cache/moesim",
                              [](TrainConfig& c) -> std::string& { return c.data.cache_dir; }));
-    f.push_back(int_field<int>("data.seq_len", "tokens per sequence", [](TrainConfig& c) -> int& { return c.data.seq_len; }, 2, 1 << 16));
-    f.push_back(int_field<long>("data.max_docs", "cap on training documents (0 = all)", [](TrainConfig& c) -> long& { return c.data.max_docs; }, 0, kBig));
-    f.push_back(int_field<long>("data.max_val_docs", "cap on validation documents (0 = all)", [](TrainConfig& c) -> long& { return c.data.max_val_docs; }, 0, kBig));
-    f.push_back(int_field<int>("tokenizer.vocab", "SentencePiece vocabulary size", [](TrainConfig& c) -> int& { return c.tokenizer.vocab; }, 16, 1 << 20));
-    f.push_back(string_field("tokenizer.type", "SentencePiece model type", [](TrainConfig& c) -> std::string& { return c.tokenizer.type; }, {"bpe", "unigram"}));
-    f.push_back(real_field("tokenizer.character_coverage", "share of characters the vocabulary must cover",
+    f.push_back(F::int_field<int>("data.seq_len", "tokens per sequence", [](TrainConfig& c) -> int& { return c.data.seq_len; }, 2, 1 << 16));
+    f.push_back(F::int_field<long>("data.max_docs", "cap on training documents (0 = all)", [](TrainConfig& c) -> long& { return c.data.max_docs; }, 0, kBig));
+    f.push_back(F::int_field<long>("data.max_val_docs", "cap on validation documents (0 = all)", [](TrainConfig& c) -> long& { return c.data.max_val_docs; }, 0, kBig));
+    f.push_back(F::int_field<int>("tokenizer.vocab", "SentencePiece vocabulary size", [](TrainConfig& c) -> int& { return c.tokenizer.vocab; }, 16, 1 << 20));
+    f.push_back(F::string_field("tokenizer.type", "SentencePiece model type", [](TrainConfig& c) -> std::string& { return c.tokenizer.type; }, {"bpe", "unigram"}));
+    f.push_back(F::real_field("tokenizer.character_coverage", "share of characters the vocabulary must cover",
                            [](TrainConfig& c) -> double& { return c.tokenizer.character_coverage; }, 0.5, 1.0));
-    f.push_back(int_field<long>("tokenizer.max_sentences", "sentences sampled to train the tokenizer",
+    f.push_back(F::int_field<long>("tokenizer.max_sentences", "sentences sampled to train the tokenizer",
                                 [](TrainConfig& c) -> long& { return c.tokenizer.max_sentences; }, 1, kBig));
-    f.push_back(int_field<int>("model.layers", "Transformer blocks", [](TrainConfig& c) -> int& { return c.model.layers; }, 1, 1024));
-    f.push_back(int_field<int>("model.dim", "model width", [](TrainConfig& c) -> int& { return c.model.dim; }, 2, 1 << 16));
-    f.push_back(int_field<int>("model.heads", "attention heads", [](TrainConfig& c) -> int& { return c.model.heads; }, 1, 1024));
-    f.push_back(int_field<int>("model.ff_hidden", "dense SwiGLU hidden size", [](TrainConfig& c) -> int& { return c.model.ff_hidden; }, 1, 1 << 20));
-    f.push_back(int_field<int>("model.expert_hidden", "expert SwiGLU hidden size", [](TrainConfig& c) -> int& { return c.model.expert_hidden; }, 1, 1 << 20));
-    f.push_back(list_field<int>("model.moe_layers", "0-based indices of the MoE blocks", [](TrainConfig& c) -> std::vector<int>& { return c.model.moe_layers; }, 0, 1023));
-    f.push_back(int_field<int>("model.experts", "experts per MoE layer", [](TrainConfig& c) -> int& { return c.model.experts; }, 1, 1 << 16));
-    f.push_back(int_field<int>("model.k", "experts per token (token-choice policies)", [](TrainConfig& c) -> int& { return c.model.k; }, 1, 1 << 16));
-    f.push_back(real_field("model.rope_theta", "rotary base", [](TrainConfig& c) -> double& { return c.model.rope_theta; }, 1.0, 1e12));
-    f.push_back(real_field("model.norm_eps", "RMSNorm epsilon", [](TrainConfig& c) -> double& { return c.model.norm_eps; }, 0.0, 1.0));
-    f.push_back(real_field("model.init_std", "std of the normal weight init", [](TrainConfig& c) -> double& { return c.model.init_std; }, 0.0, 10.0));
-    f.push_back(string_field("policy.name", "routing policy (`moesim policies` lists them)", [](TrainConfig& c) -> std::string& { return c.policy.name; }));
-    f.push_back(real_field("moe.aux_loss_coef", "Switch load-balancing loss coefficient", [](TrainConfig& c) -> double& { return c.moe.aux_loss_coef; }, 0.0, 1e6));
-    f.push_back(real_field("moe.z_loss_coef", "router z-loss coefficient", [](TrainConfig& c) -> double& { return c.moe.z_loss_coef; }, 0.0, 1e6));
-    f.push_back(string_field("moe.perf_signal", "performance the policies observe per token-slot",
+    f.push_back(F::int_field<int>("model.layers", "Transformer blocks", [](TrainConfig& c) -> int& { return c.model.layers; }, 1, 1024));
+    f.push_back(F::int_field<int>("model.dim", "model width", [](TrainConfig& c) -> int& { return c.model.dim; }, 2, 1 << 16));
+    f.push_back(F::int_field<int>("model.heads", "attention heads", [](TrainConfig& c) -> int& { return c.model.heads; }, 1, 1024));
+    f.push_back(F::int_field<int>("model.ff_hidden", "dense SwiGLU hidden size", [](TrainConfig& c) -> int& { return c.model.ff_hidden; }, 1, 1 << 20));
+    f.push_back(F::int_field<int>("model.expert_hidden", "expert SwiGLU hidden size", [](TrainConfig& c) -> int& { return c.model.expert_hidden; }, 1, 1 << 20));
+    f.push_back(F::list_field<int>("model.moe_layers", "0-based indices of the MoE blocks", [](TrainConfig& c) -> std::vector<int>& { return c.model.moe_layers; }, 0, 1023));
+    f.push_back(F::int_field<int>("model.experts", "experts per MoE layer", [](TrainConfig& c) -> int& { return c.model.experts; }, 1, 1 << 16));
+    f.push_back(F::int_field<int>("model.k", "experts per token (token-choice policies)", [](TrainConfig& c) -> int& { return c.model.k; }, 1, 1 << 16));
+    f.push_back(F::real_field("model.rope_theta", "rotary base", [](TrainConfig& c) -> double& { return c.model.rope_theta; }, 1.0, 1e12));
+    f.push_back(F::real_field("model.norm_eps", "RMSNorm epsilon", [](TrainConfig& c) -> double& { return c.model.norm_eps; }, 0.0, 1.0));
+    f.push_back(F::real_field("model.init_std", "std of the normal weight init", [](TrainConfig& c) -> double& { return c.model.init_std; }, 0.0, 10.0));
+    f.push_back(F::string_field("policy.name", "routing policy (`moesim policies` lists them)", [](TrainConfig& c) -> std::string& { return c.policy.name; }));
+    f.push_back(F::real_field("moe.aux_loss_coef", "Switch load-balancing loss coefficient", [](TrainConfig& c) -> double& { return c.moe.aux_loss_coef; }, 0.0, 1e6));
+    f.push_back(F::real_field("moe.z_loss_coef", "router z-loss coefficient", [](TrainConfig& c) -> double& { return c.moe.z_loss_coef; }, 0.0, 1e6));
+    f.push_back(F::string_field("moe.perf_signal", "performance the policies observe per token-slot",
                              [](TrainConfig& c) -> std::string& { return c.moe.perf_signal; }, {"output_norm", "loss"}));
-    f.push_back(int_field<int>("train.batch", "sequences per micro-batch", [](TrainConfig& c) -> int& { return c.train.batch; }, 1, 1 << 20));
-    f.push_back(int_field<int>("train.accum", "micro-batches per optimizer step", [](TrainConfig& c) -> int& { return c.train.accum; }, 1, 1 << 20));
-    f.push_back(int_field<long>("train.steps", "optimizer steps", [](TrainConfig& c) -> long& { return c.train.steps; }, 0, kBig));
-    f.push_back(real_field("train.lr", "peak learning rate", [](TrainConfig& c) -> double& { return c.train.lr; }, 0.0, 10.0));
-    f.push_back(real_field("train.min_lr_ratio", "cosine floor as a fraction of lr", [](TrainConfig& c) -> double& { return c.train.min_lr_ratio; }, 0.0, 1.0));
-    f.push_back(int_field<long>("train.warmup", "linear warm-up steps", [](TrainConfig& c) -> long& { return c.train.warmup; }, 0, kBig));
-    f.push_back(real_field("train.weight_decay", "AdamW decoupled weight decay (matrices only)", [](TrainConfig& c) -> double& { return c.train.weight_decay; }, 0.0, 10.0));
-    f.push_back(real_field("train.beta1", "AdamW beta1", [](TrainConfig& c) -> double& { return c.train.beta1; }, 0.0, 1.0));
-    f.push_back(real_field("train.beta2", "AdamW beta2", [](TrainConfig& c) -> double& { return c.train.beta2; }, 0.0, 1.0));
-    f.push_back(real_field("train.eps", "AdamW epsilon", [](TrainConfig& c) -> double& { return c.train.eps; }, 0.0, 1.0));
-    f.push_back(real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
-    f.push_back(bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
-    f.push_back(bool_field("train.router_only", "train only the gates, everything else frozen", [](TrainConfig& c) -> bool& { return c.train.router_only; }));
-    f.push_back(string_field("train.init_from", "checkpoint whose model weights start the run", [](TrainConfig& c) -> std::string& { return c.train.init_from; }));
-    f.push_back(int_field<int>("train.threads", "intra-op threads (0 = every hardware thread)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));
-    f.push_back(int_field<long>("train.log_every", "CSV row and progress line every this many steps", [](TrainConfig& c) -> long& { return c.train.log_every; }, 1, kBig));
-    f.push_back(int_field<long>("train.eval_every", "validation every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.eval_every; }, 0, kBig));
-    f.push_back(int_field<long>("train.eval_batches", "validation batches per evaluation (0 = all)", [](TrainConfig& c) -> long& { return c.train.eval_batches; }, 0, kBig));
-    f.push_back(int_field<long>("train.ckpt_every", "checkpoint every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.ckpt_every; }, 0, kBig));
-    f.push_back(string_field("train.out_dir", "run directory: logs, checkpoint, traces", [](TrainConfig& c) -> std::string& { return c.train.out_dir; }));
-    f.push_back(bool_field("train.resume", "continue from out_dir/checkpoint.pt when present", [](TrainConfig& c) -> bool& { return c.train.resume; }));
-    f.push_back(list_field<long>("train.trace_steps", "steps whose full gate logits are recorded (.npy)", [](TrainConfig& c) -> std::vector<long>& { return c.train.trace_steps; }, 1, kBig));
+    f.push_back(F::int_field<int>("train.batch", "sequences per micro-batch", [](TrainConfig& c) -> int& { return c.train.batch; }, 1, 1 << 20));
+    f.push_back(F::int_field<int>("train.accum", "micro-batches per optimizer step", [](TrainConfig& c) -> int& { return c.train.accum; }, 1, 1 << 20));
+    f.push_back(F::int_field<long>("train.steps", "optimizer steps", [](TrainConfig& c) -> long& { return c.train.steps; }, 0, kBig));
+    f.push_back(F::real_field("train.lr", "peak learning rate", [](TrainConfig& c) -> double& { return c.train.lr; }, 0.0, 10.0));
+    f.push_back(F::real_field("train.min_lr_ratio", "cosine floor as a fraction of lr", [](TrainConfig& c) -> double& { return c.train.min_lr_ratio; }, 0.0, 1.0));
+    f.push_back(F::int_field<long>("train.warmup", "linear warm-up steps", [](TrainConfig& c) -> long& { return c.train.warmup; }, 0, kBig));
+    f.push_back(F::real_field("train.weight_decay", "AdamW decoupled weight decay (matrices only)", [](TrainConfig& c) -> double& { return c.train.weight_decay; }, 0.0, 10.0));
+    f.push_back(F::real_field("train.beta1", "AdamW beta1", [](TrainConfig& c) -> double& { return c.train.beta1; }, 0.0, 1.0));
+    f.push_back(F::real_field("train.beta2", "AdamW beta2", [](TrainConfig& c) -> double& { return c.train.beta2; }, 0.0, 1.0));
+    f.push_back(F::real_field("train.eps", "AdamW epsilon", [](TrainConfig& c) -> double& { return c.train.eps; }, 0.0, 1.0));
+    f.push_back(F::real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
+    f.push_back(F::bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
+    f.push_back(F::bool_field("train.router_only", "train only the gates, everything else frozen", [](TrainConfig& c) -> bool& { return c.train.router_only; }));
+    f.push_back(F::string_field("train.init_from", "checkpoint whose model weights start the run", [](TrainConfig& c) -> std::string& { return c.train.init_from; }));
+    f.push_back(F::int_field<int>("train.threads", "intra-op threads (0 = every hardware thread)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));
+    f.push_back(F::int_field<long>("train.log_every", "CSV row and progress line every this many steps", [](TrainConfig& c) -> long& { return c.train.log_every; }, 1, kBig));
+    f.push_back(F::int_field<long>("train.eval_every", "validation every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.eval_every; }, 0, kBig));
+    f.push_back(F::int_field<long>("train.eval_batches", "validation batches per evaluation (0 = all)", [](TrainConfig& c) -> long& { return c.train.eval_batches; }, 0, kBig));
+    f.push_back(F::int_field<long>("train.ckpt_every", "checkpoint every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.ckpt_every; }, 0, kBig));
+    f.push_back(F::string_field("train.out_dir", "run directory: logs, checkpoint, traces", [](TrainConfig& c) -> std::string& { return c.train.out_dir; }));
+    f.push_back(F::bool_field("train.resume", "continue from out_dir/checkpoint.pt when present", [](TrainConfig& c) -> bool& { return c.train.resume; }));
+    f.push_back(F::list_field<long>("train.trace_steps", "steps whose full gate logits are recorded (.npy)", [](TrainConfig& c) -> std::vector<long>& { return c.train.trace_steps; }, 1, kBig));
     return f;
   }();
   return all;
 }
 
-constexpr std::string_view kKnobPrefix = "policy.knobs.";
-
 }  // namespace
 
 const std::vector<ConfigKey>& config_keys() {
-  static const std::vector<ConfigKey> keys = [] {
-    std::vector<ConfigKey> k;
-    for (const auto& f : fields()) k.push_back(f.info);
-    k.push_back({"policy.knobs.<knob>", "knob", "policy knob override, validated by the registry"});
-    return k;
-  }();
+  static const std::vector<ConfigKey> keys = config::keys_of(fields());
   return keys;
 }
 
 std::vector<std::pair<std::string, std::string>> config_fields(const TrainConfig& cfg) {
-  std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& f : fields()) out.emplace_back(f.info.key, f.get(cfg));
-  for (const auto& [k, v] : cfg.policy.knobs) out.emplace_back(std::string(kKnobPrefix) + k, v);
-  return out;
+  return config::values_of(fields(), cfg);
 }
 
 void set_field(TrainConfig& cfg, std::string_view key, std::string_view value) {
-  if (key.substr(0, kKnobPrefix.size()) == kKnobPrefix) {
-    const auto knob = key.substr(kKnobPrefix.size());
-    if (knob.empty()) bad(key, value, "missing knob name");
-    cfg.policy.knobs[std::string(knob)] = std::string(value);
-    return;
-  }
-  for (const auto& f : fields())
-    if (f.info.key == key) {
-      f.set(cfg, value);
-      return;
-    }
-  throw Error("unknown config key '" + std::string(key) + "' (`moesim train --keys` lists them)");
+  config::set_in(fields(), cfg, key, value);
 }
 
 void validate(const TrainConfig& cfg) {

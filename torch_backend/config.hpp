@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "config/key_table.hpp"
 #include "policies/knobs.hpp"
 
 namespace moesim::torch_backend {
@@ -87,11 +88,6 @@ struct TrainConfig {
   TrainLoopConfig train;
 };
 
-struct ConfigKey {
-  std::string key;
-  std::string type;
-  std::string help;
-};
 const std::vector<ConfigKey>& config_keys();
 
 // (key, value) for every field; set_field over the list rebuilds the config exactly.

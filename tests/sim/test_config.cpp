@@ -104,10 +104,10 @@ TEST_CASE("validate checks what single fields cannot", "[config]") {
   c.policy.name = "no_such_policy";
   CHECK(validate_error(c).find("'policy.name'") != std::string::npos);
   c = SimConfig{};
-  c.policy.knobs["no_such_knob"] = "1";
+  c.policy.knobs.emplace("no_such_knob", "1");
   CHECK(validate_error(c).find("no_such_knob") != std::string::npos);
   c = SimConfig{};
-  c.policy.knobs["capacity_factor"] = "-1";
+  c.policy.knobs.emplace("capacity_factor", "-1");
   CHECK(validate_error(c).find("capacity_factor") != std::string::npos);
   c = SimConfig{};
   c.batch = 0;  // a hand-built struct gets the single-field checks too
