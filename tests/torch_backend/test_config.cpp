@@ -10,17 +10,6 @@ using namespace moesim;
 using namespace moesim::torch_backend;
 using namespace moesim::tb_test;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
-
 TEST_CASE("config: YAML file, overrides, round trip", "[torch][config]") {
   TempDir d;
   write_text(d / "c.yaml", "seed: 5\nmodel:\n  dim: 64\n  moe_layers: [0, 2]\npolicy:\n  name: rdesi\n  knobs:\n    beta: 0.3\n");

@@ -13,17 +13,6 @@ using namespace moesim;
 using namespace moesim::torch_backend;
 using namespace moesim::tb_test;
 
-namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
-}  // namespace
-
 TEST_CASE("JSON line parser: text, escapes, surrogates, errors", "[torch][data]") {
   std::string text, why;
   REQUIRE(parse_c4_line(R"({"url": "x", "text": "caf\u00e9 \ud83d\ude00\n\"q\"", "n": [1, {"a": null}], "t": 1.5e3})", text, why));
