@@ -23,15 +23,14 @@ MoeLayer::MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<
 torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
   const auto N = x.size(0);
   const auto D = x.size(1);
-  torch::Tensor xf, logits;
+  torch::Tensor logits;
   {
     GemmPrecisionScope fp32(GemmPrecision::fp32);  // routing decisions and their weights in full precision
-    xf = x.to(torch::kFloat);
-    logits = gemm_linear(xf, gate);
+    logits = gemm_linear(x, gate);
   }
   // The policy sees plain contiguous CPU floats, detached from the graph.
   auto logits_c = logits.detach().contiguous();
-  auto x_c = xf.detach().contiguous();
+  auto x_c = x.detach().contiguous();
   auto gate_c = gate.detach().contiguous();
   auto ids_c = token_ids.to(torch::kLong).contiguous();
   RouteInput in;

@@ -5,8 +5,7 @@ namespace moesim::torch_backend {
 RMSNorm::RMSNorm(int dim, double eps) : eps_(eps) { weight = register_parameter("weight", torch::ones({dim})); }
 
 torch::Tensor RMSNorm::forward(const torch::Tensor& x) {
-  const auto xf = x.to(torch::kFloat);
-  return xf * torch::rsqrt(xf.pow(2).mean(-1, true) + eps_) * weight;
+  return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_) * weight;
 }
 
 }  // namespace moesim::torch_backend

@@ -19,7 +19,7 @@ torch::Tensor Rotary::apply(const torch::Tensor& x) const {
   const auto half = x.size(3) / 2;
   auto c = cos_.narrow(0, 0, T);
   auto s = sin_.narrow(0, 0, T);
-  auto halves = x.to(torch::kFloat).split(half, 3);
+  auto halves = x.split(half, 3);
   const auto& x1 = halves[0];
   const auto& x2 = halves[1];
   return torch::cat({x1 * c - x2 * s, x1 * s + x2 * c}, 3);
