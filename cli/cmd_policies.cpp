@@ -64,7 +64,8 @@ int cmd_demo(const std::vector<std::string>& args) {
               (unsigned long long)seed, T, E, k, steps, (unsigned long long)seed);
   std::printf("%-12s %8s %8s %8s %8s %8s\n", "policy", "drop%", "loadCV", "MaxVio", "LBloss", "zloss");
   for (const auto& p : policy_registry()) {
-    auto pol = p.make(E, p.top1_only ? 1 : k, Knobs(p.name, p.knobs, {}));
+    const int kk = p.top1_only ? 1 : k;
+    auto pol = p.make(E, kk, resolve_knobs(p, kk, {}));
     Rng rng(derive_seed(seed, "demo.policy." + p.name));
     Rng data(derive_seed(seed, "demo.logits"));  // every policy sees the same batches
     Assignment a;

@@ -87,6 +87,7 @@ void BalancedPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
     std::sort(ex, ex + k, [z](std::int32_t a, std::int32_t b) { return z[a] > z[b] || (z[a] == z[b] && a < b); });
   }
   std::fill(out.counts.begin(), out.counts.end(), per_expert);
+  out.requested = out.expert;  // nothing is refused after selection
   compute_weights(spec_, in.logits, out);
 }
 

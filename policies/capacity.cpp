@@ -13,7 +13,22 @@ std::vector<KnobSpec> capacity_knobs(double default_factor, bool default_droples
       int_knob("min_capacity", 4, "lower bound on the per-expert capacity", 0, 1L << 40),
       bool_knob("dropless", default_dropless, "no capacity limit: never drop a token"),
       choice_knob("drop_policy", "position", {"position", "probability"},
-                  "who loses when an expert is full: later positions (first choices win) or lower scores"),
+                  "who loses when an expert is full: later positions (see drop_order) or lower priority "
+                  "(see drop_priority)"),
+      choice_knob("drop_order", "choice_rank", {"choice_rank", "token"},
+                  "position dropping: all first choices before second choices (GShard, Mesh-TF), or earlier "
+                  "tokens first whatever the rank (Megatron-Core)"),
+      choice_knob("drop_priority", "probability", {"probability", "weight"},
+                  "probability dropping ranks requests by the gate probability, or by the combine weight "
+                  "(Megatron-Core probs)"),
+      choice_knob("drop_weights", "renormalize", {"renormalize", "mask"},
+                  "a token that lost a choice: weights renormalised over its served slots, or formed over "
+                  "every requested slot and masked (Megatron-Core, Mesh-TF)"),
+      choice_knob("capacity_rounding", "exact", {"exact", "float"},
+                  "ceil of the exact cf*T*k/E, or of (T*k/E)*cf in double as Megatron-Core (one higher "
+                  "where the product rounds up)"),
+      bool_knob("pad_to_capacity", false,
+                "every expert processes exactly C slots, padding weighs 0 (Megatron-Core); counted in padded"),
   };
 }
 
@@ -23,17 +38,36 @@ CapacityConfig capacity_from(const Knobs& knobs, const std::string& owner) {
   c.min_capacity = knobs.integer("min_capacity");
   c.dropless = knobs.flag("dropless");
   c.drop = knobs.choice("drop_policy") == "probability" ? DropBy::Probability : DropBy::Position;
+  c.order = knobs.choice("drop_order") == "token" ? DropOrder::Token : DropOrder::ChoiceRank;
+  c.priority = knobs.choice("drop_priority") == "weight" ? DropPriority::Weight : DropPriority::Probability;
+  c.mask_weights = knobs.choice("drop_weights") == "mask";
+  c.rounding = knobs.choice("capacity_rounding") == "float" ? CapacityRounding::Float : CapacityRounding::Exact;
+  c.pad = knobs.flag("pad_to_capacity");
   if (!c.dropless && !(c.factor > 0.0))
     throw Error(owner + ": knob 'capacity_factor' = " + format_real(c.factor) +
                 ": must be > 0 outside dropless mode");
+  if (c.dropless && c.pad)
+    throw Error(owner + ": knob 'pad_to_capacity' = true needs a capacity (dropless = false)");
   return c;
+}
+
+WeightSpec with_drop_weights(WeightSpec spec, const CapacityConfig& cfg) {
+  spec.over_requested = cfg.mask_weights && !cfg.dropless;
+  return spec;
 }
 
 std::int64_t expert_capacity(const CapacityConfig& cfg, int tokens, int k, int experts) {
   if (cfg.dropless) return 0;
-  const double raw = cfg.factor * static_cast<double>(tokens) * k / experts;
-  // Guard against 2.0000000000000004 becoming 3: round to 1e-9 before ceil.
-  const auto c = static_cast<std::int64_t>(std::ceil(raw - 1e-9));
+  std::int64_t c;
+  if (cfg.rounding == CapacityRounding::Float) {
+    // Megatron-Core: math.ceil((num_tokens * topk / num_experts) * capacity_factor).
+    c = static_cast<std::int64_t>(std::ceil(static_cast<double>(static_cast<std::int64_t>(tokens) * k) / experts *
+                                            cfg.factor));
+  } else {
+    const double raw = cfg.factor * static_cast<double>(tokens) * k / experts;
+    // Guard against 2.0000000000000004 becoming 3: round to 1e-9 before ceil.
+    c = static_cast<std::int64_t>(std::ceil(raw - 1e-9));
+  }
   return std::max<std::int64_t>(std::max<std::int64_t>(c, cfg.min_capacity), 1);
 }
 
@@ -52,15 +86,17 @@ void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Ass
     for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) ++counts[ex[i]];
     return;
   }
-  if (cfg.drop == DropBy::Position) {
+  auto take = [&](std::int32_t& e) {
+    if (counts[e] < C)
+      ++counts[e];
+    else
+      e = kNoExpert, ++out.dropped;
+  };
+  if (cfg.drop == DropBy::Position && cfg.order == DropOrder::ChoiceRank) {
     for (int j = 0; j < k; ++j)
-      for (int t = 0; t < T; ++t) {
-        std::int32_t& e = ex[static_cast<std::size_t>(t) * k + j];
-        if (counts[e] < C)
-          ++counts[e];
-        else
-          e = kNoExpert, ++out.dropped;
-      }
+      for (int t = 0; t < T; ++t) take(ex[static_cast<std::size_t>(t) * k + j]);
+  } else if (cfg.drop == DropBy::Position) {
+    for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) take(ex[i]);
   } else {
     // Bucket requests by expert (counting sort keeps slot order inside a bucket).
     start_.assign(static_cast<std::size_t>(E) + 1, 0);
@@ -89,6 +125,9 @@ void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Ass
     for (int j = 0; j < k; ++j) any |= ex[static_cast<std::size_t>(t) * k + j] >= 0;
     out.dropped_tokens += !any;
   }
+  // An expert holds each token at most once, so it pads to min(C, T) (Megatron-Core
+  // keeps every token when C exceeds T).
+  if (cfg.pad) out.padded = static_cast<std::int64_t>(E) * std::min<std::int64_t>(C, T) - out.served();
 }
 
 }  // namespace moesim

@@ -70,6 +70,7 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
       if (ch[e]) ex[n++] = e;
     out.dropped_tokens += n == 0;
   }
+  out.requested = out.expert;  // nothing is refused after selection
   compute_weights(spec_, in.logits, out);
 }
 

@@ -8,6 +8,7 @@ namespace moesim {
 
 HashPolicy::HashPolicy(int experts, int k, const Knobs& kn)
     : Policy("hash", experts, k, kn), spec_(score_weight_spec(kn)), cap_(capacity_from(kn, "hash")) {
+  spec_ = with_drop_weights(spec_, cap_);
   const auto salt = static_cast<std::uint64_t>(kn.integer("salt"));
   for (int j = 0; j < k; ++j) slot_seed_.push_back(derive_seed(salt, static_cast<std::uint64_t>(j)));
   used_.assign(static_cast<std::size_t>(experts), 0);

@@ -13,17 +13,24 @@ LossFreePolicy::LossFreePolicy(int experts, int k, const Knobs& kn)
     : Policy("loss_free", experts, k, kn),
       spec_(score_weight_spec(kn)),
       cap_(capacity_from(kn, "loss_free")),
-      rate_(kn.real("bias_rate")) {
+      rate_(kn.real("bias_rate")),
+      count_served_(kn.choice("bias_counts") == "served") {
+  spec_ = with_drop_weights(spec_, cap_);
   bias_.assign(static_cast<std::size_t>(experts), 0.0);
   demand_.assign(static_cast<std::size_t>(experts), 0.0);
+  sel_.experts = experts;
+  sel_.k = k;
+  // Groups are scored on s + b, the values the top-k runs on.
+  sel_.configure(kn, "loss_free", GroupValues::Identity);
 }
 
-void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
+void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
   out.reset(T, E, k);
   s_.resize(static_cast<std::size_t>(E));
   fbias_.assign(bias_.begin(), bias_.end());
   const bool sigmoid = spec_.rule == WeightRule::SigmoidGather;
+  const bool sqrtsp = spec_.rule == WeightRule::SqrtSoftplusGather;
   float val_small[64];
   std::vector<float> val_big(k > 64 ? static_cast<std::size_t>(k) : 0);
   float* val = k > 64 ? val_big.data() : val_small;
@@ -33,6 +40,8 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
     // vectorised exp keeps this at the cost of the top-k itself.
     if (sigmoid) {
       for (int e = 0; e < E; ++e) s_[e] = 1.0f / (1.0f + exp_fast(-z[e])) + fbias_[e];
+    } else if (sqrtsp) {
+      for (int e = 0; e < E; ++e) s_[e] = static_cast<float>(std::sqrt(softplus(z[e]))) + fbias_[e];
     } else {
       const float m = *std::max_element(z, z + E);
       float sum = 0.0f;
@@ -40,7 +49,7 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
       for (int e = 0; e < E; ++e) sum += s_[e];
       for (int e = 0; e < E; ++e) s_[e] = s_[e] / sum + fbias_[e];
     }
-    topk_row(s_.data(), E, k, out.expert.data() + static_cast<std::size_t>(t) * k, val);
+    sel_.select_row(s_.data(), out.expert.data() + static_cast<std::size_t>(t) * k, val, rng);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)
@@ -48,15 +57,16 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   tail_.finish(in.logits, cap_, spec_, out);
 }
 
-void LossFreePolicy::do_observe(const Assignment&, const float*) {
-  // Balances what the router asks for (selections before capacity): counting only
-  // served slots would hide overload behind the capacity cap.
+void LossFreePolicy::do_observe(const Assignment& a, const float*) {
+  // By default balances what the router asks for (selections before capacity):
+  // counting only served slots hides overload behind the capacity cap.
   const int E = experts();
+  auto n = [&](int e) { return count_served_ ? static_cast<double>(a.counts[e]) : demand_[e]; };
   double mean = 0.0;
-  for (double d : demand_) mean += d;
+  for (int e = 0; e < E; ++e) mean += n(e);
   mean /= E;
   for (int e = 0; e < E; ++e) {
-    const double err = mean - demand_[e];
+    const double err = mean - n(e);
     bias_[e] += rate_ * static_cast<double>((err > 0) - (err < 0));
   }
 }
@@ -74,13 +84,49 @@ void LossFreePolicy::load_state(StateReader& r) {
   demand_ = std::move(d);
 }
 
+static std::vector<KnobPreset> loss_free_presets() {
+  // Megatron-Core's conventions, with capacity when the user sets one: sigmoid
+  // weights renormalised only for k > 1, counts after dropping, its capacity rules.
+  auto megatron = [](int k) {
+    return KnobMap{{"score_fn", "sigmoid"},         {"renormalize", k > 1 ? "true" : "false"},
+                   {"bias_counts", "served"},       {"bias_rate", "0.001"},
+                   {"group_score", "sum_topk"},     {"drop_policy", "probability"},
+                   {"drop_order", "token"},         {"drop_priority", "weight"},
+                   {"drop_weights", "mask"},        {"capacity_rounding", "float"},
+                   {"min_capacity", "0"}};
+  };
+  return {
+      {"moesim", "bias from the requests before capacity", [](int) { return KnobMap{}; }},
+      {"megatron", "Megatron-Core TopKRouter with moe_router_enable_expert_bias (sigmoid, counts after drops)",
+       megatron},
+      {"deepseek_v3", "DeepSeek-V3: sigmoid, renormalised, scaled by 2.5, dropless, u = 0.001 (set n_groups, "
+                      "topk_groups for its node-limited routing)",
+       [megatron](int k) {
+         auto m = megatron(k);
+         m["renormalize"] = "true";
+         m["topk_scaling_factor"] = "2.5";
+         m["dropless"] = "true";
+         return m;
+       }},
+  };
+}
+
 PolicyInfo loss_free_info() {
-  auto knobs = score_knobs();
-  knobs[0].default_value = "sigmoid";  // DeepSeek-V3 pairs the bias with sigmoid scores
+  std::vector<KnobSpec> knobs = {preset_knob(loss_free_presets())};
+  for (auto& s : score_knobs()) knobs.push_back(s);
+  knobs[1].default_value = "sigmoid";  // DeepSeek-V3 pairs the bias with sigmoid scores
   knobs.push_back(real_knob("bias_rate", 1e-3, "bias update speed u: b_i += u*sign(mean load - load_i)", 0.0));
+  knobs.push_back(choice_knob("bias_counts", "requested", {"requested", "served"},
+                              "the loads the bias balances: requests before capacity, or slots served after it "
+                              "(Megatron-Core)"));
+  for (auto& g : group_knobs()) knobs.push_back(g);
+  knobs.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) knobs.push_back(c);
-  return {"loss_free", "auxiliary-loss-free balancing: select on score + bias, weight on score, sign update of bias",
-          knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<LossFreePolicy>(E, k, kn); }};
+  PolicyInfo info{"loss_free",
+                  "auxiliary-loss-free balancing: select on score + bias, weight on score, sign update of bias", knobs,
+                  [](int E, int k, const Knobs& kn) { return std::make_unique<LossFreePolicy>(E, k, kn); }};
+  info.presets = loss_free_presets();
+  return info;
 }
 
 }  // namespace moesim

@@ -1,13 +1,20 @@
 #pragma once
-// Auxiliary-loss-free load balancing (Wang et al. 2024; DeepSeek-V3): select the
-// top-k of s + b, weight by s alone, then after each batch move every bias by
-// u * sign(mean load - load_i). The bias steers only selection, never gradients.
+// Auxiliary-loss-free load balancing (Wang et al. 2024; DeepSeek-V3; Megatron-Core
+// moe_router_enable_expert_bias): select the top-k of s + b (group-limited when
+// n_groups > 1, groups scored on s + b as DeepSeek-V3 does), weight by s alone,
+// then after each batch move every bias by
+//   b_i <- b_i + u * sign(mean_j n_j - n_i)
+// with n the batch's requests per expert before capacity (moesim: what the router
+// asks for) or the slots served after capacity (Megatron-Core counts its routing
+// map after token dropping; the two agree when dropless). The bias steers only
+// selection, never gradients.
 #include <vector>
 
 #include "policies/capacity.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
 #include "policies/token_choice.hpp"
+#include "policies/topk.hpp"
 
 namespace moesim {
 
@@ -29,9 +36,11 @@ class LossFreePolicy : public Policy {
   WeightSpec spec_;
   CapacityConfig cap_;
   double rate_;
+  bool count_served_;
   std::vector<double> bias_;
   std::vector<double> demand_;  // selections per expert in the last batch, before capacity
   std::vector<float> s_, fbias_;
+  TopKSelector sel_;
   TokenChoiceTail tail_;
 };
 

@@ -32,10 +32,11 @@ NoisyTopKPolicy::NoisyTopKPolicy(int experts, int k, const Knobs& kn)
   const auto& n = kn.choice("noise");
   noise_ = n == "gaussian" ? Noise::Gaussian : n == "gumbel" ? Noise::Gumbel : Noise::None;
   // Shazeer's gate is softmax(KeepTopK(H(x))): softmax over the selected noisy logits.
-  if (weights_noisy_) spec_ = {WeightRule::SoftmaxSelected, true};
+  if (weights_noisy_) spec_ = {WeightRule::SoftmaxSelected, true, false, spec_.scale};
+  spec_ = with_drop_weights(spec_, cap_);
   sel_.experts = experts;
   sel_.k = k;
-  sel_.configure_groups(kn, "noisy_topk");
+  sel_.configure(kn, "noisy_topk", group_values_for(spec_));
 }
 
 void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
@@ -51,7 +52,7 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
       noisy_[i] += static_cast<float>(std_ * (noise_ == Noise::Gaussian ? rng.normal() : rng.gumbel()));
   }
   out.reset(T, E, k);
-  sel_.select(noisy_.data(), T, out);
+  sel_.select(noisy_.data(), T, out, rng);
   if (weights_noisy_) {
     for (int t = 0; t < T; ++t)
       for (int j = 0; j < k; ++j) {
@@ -74,6 +75,7 @@ PolicyInfo noisy_topk_info() {
   knobs.push_back(choice_knob("weights_from", "noisy", {"noisy", "clean"},
                               "weights: softmax over the selected noisy logits (Shazeer) or the clean score rule"));
   for (auto& g : group_knobs()) knobs.push_back(g);
+  knobs.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) knobs.push_back(c);
   return {"noisy_topk", "top-k on noisy logits (Gaussian/Gumbel noise, multiplicative input jitter)", knobs,
           [](int E, int k, const Knobs& kn) { return std::make_unique<NoisyTopKPolicy>(E, k, kn); }};

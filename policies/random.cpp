@@ -9,6 +9,7 @@ namespace moesim {
 
 RandomPolicy::RandomPolicy(int experts, int k, const Knobs& kn)
     : Policy("random", experts, k, kn), spec_(score_weight_spec(kn)), cap_(capacity_from(kn, "random")) {
+  spec_ = with_drop_weights(spec_, cap_);
   perm_.resize(static_cast<std::size_t>(experts));
   std::iota(perm_.begin(), perm_.end(), 0);
   swap_.resize(static_cast<std::size_t>(k));

@@ -5,24 +5,47 @@
 #include <numeric>
 
 #include "policies/select.hpp"
+#include "policies/topk.hpp"
 
 namespace moesim {
 
+static std::vector<KnobPreset> rdesi_presets() {
+  return {
+      {"moesim", "load divided by the capacity, capacity 1.25, N over served slots, idle-only decay",
+       [](int) { return KnobMap{}; }},
+      {"reference", "GT-MoE src/rd_esi/router.py: decay of every expert before the EMA, raw-count load, "
+                    "dropless, N over routed slots",
+       [](int) {
+         return KnobMap{{"beta", "0.1"},          {"gamma", "0.1"},          {"alpha", "0.9"},
+                        {"ucb_c", "0.1"},         {"ucb_eps", "1e-10"},      {"decay_rate", "0.99"},
+                        {"decay_on", "all_before_ema"}, {"idle_perf", "zero"}, {"load_ema_alpha", "0.9"},
+                        {"load_normalize", "none"}, {"count_slots", "routed"}, {"epsilon", "0"},
+                        {"score_noise", "0"},     {"weights_over", "scores"}, {"initial_reputation", "0"},
+                        {"dropless", "true"}};
+       }},
+  };
+}
+
 static std::vector<KnobSpec> rdesi_knobs() {
   std::vector<KnobSpec> k = {
+      preset_knob(rdesi_presets()),
       real_knob("beta", 0.1, "weight of reputation R_i in the selection score"),
       real_knob("gamma", 0.1, "weight of the load penalty L_i in the selection score"),
       real_knob("alpha", 0.9, "reputation EMA rate: R <- alpha*perf + (1-alpha)*R", 0.0, 1.0),
       real_knob("ucb_c", 0.1, "exploration constant c of c*sqrt(ln(N+1)/(N_i+eps)); 0 = off", 0.0, 1e6),
       real_knob("ucb_eps", 1e-10, "eps in the UCB denominator (reference: 1e-10)", 1e-30),
       real_knob("decay_rate", 0.99, "reputation decay R <- decay_rate*R each step; 1 = off", 0.0, 1.0),
-      choice_knob("decay_on", "idle", {"idle", "all", "none"},
-                  "which experts decay: idle ones (reference router) or all (reference mitigation module)"),
+      choice_knob("decay_on", "idle", {"idle", "all_before_ema", "all_after_ema", "none"},
+                  "which experts decay and when: idle ones (reference reputation_scorer.py), every expert "
+                  "before the EMA (reference router.py, the one its model uses), every expert after it"),
       choice_knob("idle_perf", "zero", {"zero", "keep"},
                   "idle expert's perf: 0, dragging R down (reference), or keep R unchanged"),
       real_knob("load_ema_alpha", 0.9, "load EMA rate: L <- a*demand + (1-a)*L", 0.0, 1.0),
       choice_knob("load_normalize", "capacity", {"capacity", "none"},
-                  "divide per-batch demand by the expert capacity (fair share when dropless), or raw counts"),
+                  "divide per-batch demand by the expert capacity (fair share when dropless), or raw counts "
+                  "(reference)"),
+      choice_knob("count_slots", "served", {"served", "routed"},
+                  "what the UCB counts N_i, N add up: served slots, or every routed slot (reference)"),
       real_knob("epsilon", 0.0, "epsilon-greedy: a token takes k uniformly random experts with this probability",
                 0.0, 1.0),
       real_knob("score_noise", 0.0, "std of Gaussian noise added to every selection score", 0.0, 1e6),
@@ -30,6 +53,7 @@ static std::vector<KnobSpec> rdesi_knobs() {
                   "combine weights: softmax over the selected scores (reference) or over their gate logits"),
       real_knob("initial_reputation", 0.0, "R_i at the start"),
   };
+  k.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) k.push_back(c);
   return k;
 }
@@ -47,8 +71,13 @@ RdesiPolicy::RdesiPolicy(int experts, int k, const Knobs& kn)
       noise_(kn.real("score_noise")),
       cap_(capacity_from(kn, "rdesi")) {
   const auto& d = kn.choice("decay_on");
-  decay_on_ = d == "idle" ? Decay::Idle : d == "all" ? Decay::All : Decay::None;
+  decay_on_ = d == "idle"             ? Decay::Idle
+              : d == "all_before_ema" ? Decay::AllBeforeEma
+              : d == "all_after_ema"  ? Decay::AllAfterEma
+                                      : Decay::None;
   idle_perf_zero_ = kn.choice("idle_perf") == "zero";
+  count_routed_ = kn.choice("count_slots") == "routed";
+  tie_ = tie_break_from(kn);
   load_by_capacity_ = kn.choice("load_normalize") == "capacity";
   weights_on_scores_ = kn.choice("weights_over") == "scores";
   const auto E = static_cast<std::size_t>(experts);
@@ -111,8 +140,10 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
       }
     } else if (noise_ > 0.0) {
       topk_row(scores_.data(), E, k, ex, val);
+      if (tie_ == TieBreak::Random) shuffle_ties(E, k, [this](int e) { return scores_[e]; }, ex, val, rng);
     } else {
       topk_row(z, E, k, ex, val, bias);
+      if (tie_ == TieBreak::Random) shuffle_ties(E, k, [z, bias](int e) { return z[e] + bias[e]; }, ex, val, rng);
     }
     if (weights_on_scores_) {
       for (int j = 0; j < k; ++j)
@@ -143,18 +174,22 @@ void RdesiPolicy::do_observe(const Assignment& a, const float* perf) {
   // Capacity in force for the batch; when dropless, the fair share T*k/E.
   double capacity = static_cast<double>(last_capacity_);
   if (capacity <= 0.0) capacity = static_cast<double>(last_tokens_) * k() / E;
+  double slots = 0.0;
   for (int e = 0; e < E; ++e) {
     const bool served = cnt[e] > 0.0;
+    if (decay_on_ == Decay::AllBeforeEma) R_[e] *= decay_rate_;
     if (perf && (served || idle_perf_zero_)) {
       const double p = served ? sum[e] / cnt[e] : 0.0;
       R_[e] = alpha_ * p + (1.0 - alpha_) * R_[e];
     }
-    if (decay_on_ == Decay::All || (decay_on_ == Decay::Idle && !served)) R_[e] *= decay_rate_;
+    if (decay_on_ == Decay::AllAfterEma || (decay_on_ == Decay::Idle && !served)) R_[e] *= decay_rate_;
     const double d = load_by_capacity_ ? (capacity > 0.0 ? demand_[e] / capacity : 0.0) : demand_[e];
     L_[e] = load_alpha_ * d + (1.0 - load_alpha_) * L_[e];
-    N_i_[e] += static_cast<double>(a.counts[e]);
+    const double n = count_routed_ ? demand_[e] : static_cast<double>(a.counts[e]);
+    N_i_[e] += n;
+    slots += n;
   }
-  N_ += static_cast<double>(a.served());
+  N_ += slots;
 }
 
 void RdesiPolicy::save_state(StateWriter& w) const {
@@ -183,8 +218,10 @@ void RdesiPolicy::load_state(StateReader& r) {
 }
 
 PolicyInfo rdesi_info() {
-  return {"rdesi", "RD-ESI: gate logit + beta*reputation - gamma*load + UCB bonus, top-k on the sum", rdesi_knobs(),
-          [](int E, int k, const Knobs& kn) { return std::make_unique<RdesiPolicy>(E, k, kn); }};
+  PolicyInfo info{"rdesi", "RD-ESI: gate logit + beta*reputation - gamma*load + UCB bonus, top-k on the sum",
+                  rdesi_knobs(), [](int E, int k, const Knobs& kn) { return std::make_unique<RdesiPolicy>(E, k, kn); }};
+  info.presets = rdesi_presets();
+  return info;
 }
 
 }  // namespace moesim

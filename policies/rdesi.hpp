@@ -1,15 +1,30 @@
 #pragma once
 // RD-ESI, reputation-driven expert selection with incentives (seeds 000/001,
-// reference kaiqiancui/GT-MoE src/rd_esi/). Selection score of expert i:
+// reference kaiqiancui/GT-MoE src/rd_esi/router.py, the router its model uses).
+// Selection score of expert i for a token x of batch t:
 //   Score_i(x,t) = g_i(x) + beta*R_i(t) - gamma*L_i(t) + c*sqrt(ln(N+1) / (N_i + eps))
-// R: EMA of served performance, L: EMA of per-batch demand (optionally divided by
-// capacity), N_i / N: cumulative served slots. Top-k on the score; combine
-// weights = softmax over the selected scores (or over the selected logits).
+// top-k on the score; combine weights = softmax over the selected scores (or over
+// their gate logits). After the batch, with perf_i the mean performance over the
+// slots expert i served (0 when it served none and idle_perf = zero):
+//   decay_on all_before_ema (router.py):  R <- d*R,  then R <- alpha*perf + (1-alpha)*R
+//   decay_on idle (reputation_scorer.py): R <- alpha*perf + (1-alpha)*R, then d*R for idle
+//                                         experts (the same as mitigation_strategies.py's
+//                                         idle-only decay: for an idle expert both are
+//                                         products, so their order is immaterial)
+//   decay_on all_after_ema:               R <- alpha*perf + (1-alpha)*R, then d*R for all
+//   L <- a*n + (1-a)*L, n = the batch's requests per expert before capacity, raw
+//        (router.py: a count of order T*k/E, which swamps the logits) or divided by
+//        the capacity in force (the fair share T*k/E when dropless; moesim)
+//   N_i += slots of i, N += slots: served slots (moesim) or every routed slot
+//        (router.py: bincount of the chosen experts, N += T*k)
+// Presets: `reference` sets every one of these to router.py's semantics, `moesim`
+// (the default) keeps capacity-normalised load, capacity 1.25 and served counts.
 #include <vector>
 
 #include "policies/capacity.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
+#include "policies/select.hpp"
 #include "policies/token_choice.hpp"
 
 namespace moesim {
@@ -17,7 +32,7 @@ namespace moesim {
 class RdesiPolicy : public Policy {
  public:
   RdesiPolicy(int experts, int k, const Knobs& knobs);
-  WeightSpec weight_spec() const override { return {WeightRule::SoftmaxSelected, true}; }
+  WeightSpec weight_spec() const override { return with_drop_weights({WeightRule::SoftmaxSelected, true}, cap_); }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<RdesiPolicy>(*this); }
   std::vector<NamedVector> state_vectors() const override;
 
@@ -35,10 +50,11 @@ class RdesiPolicy : public Policy {
   void load_state(StateReader& r) override;
 
  private:
-  enum class Decay { None, Idle, All };
+  enum class Decay { None, Idle, AllBeforeEma, AllAfterEma };
   double beta_, gamma_, alpha_, ucb_c_, ucb_eps_, decay_rate_, load_alpha_, epsilon_, noise_;
   Decay decay_on_;
-  bool idle_perf_zero_, load_by_capacity_, weights_on_scores_;
+  bool idle_perf_zero_, load_by_capacity_, weights_on_scores_, count_routed_;
+  TieBreak tie_;
   CapacityConfig cap_;
 
   std::vector<double> R_, L_, N_i_;

@@ -21,9 +21,33 @@ const PolicyInfo& policy_info(std::string_view name) {
   throw Error("unknown policy '" + std::string(name) + "' (known: " + known + ")");
 }
 
+KnobSpec preset_knob(const std::vector<KnobPreset>& presets) {
+  std::vector<std::string> names;
+  std::string help = "a named set of knob values (explicit knobs override it):";
+  for (const auto& p : presets) {
+    names.push_back(p.name);
+    help += " " + p.name + " = " + p.source + ";";
+  }
+  help.pop_back();
+  return choice_knob("preset", names.front(), names, help);
+}
+
+Knobs resolve_knobs(const PolicyInfo& info, int k, const KnobMap& overrides) {
+  if (info.presets.empty()) return Knobs(info.name, info.knobs, overrides);
+  auto it = overrides.find("preset");
+  const std::string chosen = it != overrides.end() ? it->second : info.presets.front().name;
+  KnobMap merged;
+  for (const auto& p : info.presets)
+    if (p.name == chosen) merged = p.values(k);
+  // An unknown preset name stays in the map: the knob check names the choices.
+  for (const auto& [key, v] : overrides) merged[key] = v;
+  merged["preset"] = chosen;
+  return Knobs(info.name, info.knobs, merged);
+}
+
 std::unique_ptr<Policy> make_policy(std::string_view name, int experts, int k, const KnobMap& overrides) {
   const auto& info = policy_info(name);
-  return info.make(experts, k, Knobs(info.name, info.knobs, overrides));
+  return info.make(experts, k, resolve_knobs(info, k, overrides));
 }
 
 }  // namespace moesim

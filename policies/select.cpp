@@ -37,13 +37,15 @@ void check_finite(const float* logits, int tokens, int experts, const char* who)
 namespace {
 
 // One rule per instantiation: the switch is hoisted out of the token loop.
+// `slots` names the experts the weights are formed over: the served ones, or the
+// requested ones (then masked by the caller).
 template <WeightRule R, bool Renorm>
-void weights_for(const float* logits, Assignment& a) {
+void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) {
   const int W = a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   for (int t = 0; t < a.tokens; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * E;
-    const std::int32_t* ex = a.expert.data() + static_cast<std::size_t>(t) * W;
+    const std::int32_t* ex = slots + static_cast<std::size_t>(t) * W;
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
     float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
     float s = 0.0f;
@@ -73,6 +75,26 @@ void weights_for(const float* logits, Assignment& a) {
       for (int e = 0; e < E; ++e) sum += std::exp(static_cast<double>(z[e]) - m);
       for (int j = 0; j < W; ++j)
         w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(z[ex[j]]) - m) / sum) : 0.0f;
+    } else if constexpr (R == WeightRule::SqrtSoftplusGather) {
+      // In double and in log space: sqrt(softplus(-200)) underflows a float, its
+      // share after renormalisation must not.
+      auto log_g = [](double x) {
+        const double sp = x > 30.0 ? x : x < -30.0 ? std::exp(x) : std::log1p(std::exp(x));
+        return 0.5 * (x < -30.0 ? x : std::log(sp));
+      };
+      double m = -std::numeric_limits<double>::infinity(), ds = 0.0;
+      for (int j = 0; j < W; ++j)
+        if (ex[j] >= 0) m = std::max(m, log_g(z[ex[j]]));
+      for (int j = 0; j < W; ++j) ds += ex[j] >= 0 ? std::exp(log_g(z[ex[j]]) - m) : 0.0;
+      for (int j = 0; j < W; ++j) {
+        if (ex[j] < 0) {
+          w[j] = 0.0f;
+        } else {
+          const double lg = log_g(z[ex[j]]);
+          w[j] = static_cast<float>(Renorm ? std::exp(lg - m) / ds : std::exp(lg));
+        }
+      }
+      continue;
     } else if constexpr (!Renorm) {  // SigmoidGather
       for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
     } else {
@@ -106,17 +128,30 @@ void weights_for(const float* logits, Assignment& a) {
   }
 }
 
+template <WeightRule R>
+void weights_by_rule(const WeightSpec& spec, const float* logits, const std::int32_t* slots, Assignment& a) {
+  if (spec.renormalize || R == WeightRule::SoftmaxSelected)
+    weights_for<R, true>(logits, slots, a);
+  else
+    weights_for<R, false>(logits, slots, a);
+}
+
 }  // namespace
 
 void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a) {
+  const std::int32_t* slots = spec.over_requested ? a.requested.data() : a.expert.data();
   switch (spec.rule) {
-    case WeightRule::SoftmaxSelected: return weights_for<WeightRule::SoftmaxSelected, true>(logits, a);
-    case WeightRule::SoftmaxGather:
-      return spec.renormalize ? weights_for<WeightRule::SoftmaxGather, true>(logits, a)
-                              : weights_for<WeightRule::SoftmaxGather, false>(logits, a);
-    case WeightRule::SigmoidGather:
-      return spec.renormalize ? weights_for<WeightRule::SigmoidGather, true>(logits, a)
-                              : weights_for<WeightRule::SigmoidGather, false>(logits, a);
+    case WeightRule::SoftmaxSelected: weights_by_rule<WeightRule::SoftmaxSelected>(spec, logits, slots, a); break;
+    case WeightRule::SoftmaxGather: weights_by_rule<WeightRule::SoftmaxGather>(spec, logits, slots, a); break;
+    case WeightRule::SigmoidGather: weights_by_rule<WeightRule::SigmoidGather>(spec, logits, slots, a); break;
+    case WeightRule::SqrtSoftplusGather: weights_by_rule<WeightRule::SqrtSoftplusGather>(spec, logits, slots, a); break;
+  }
+  if (spec.over_requested)
+    for (std::size_t i = 0; i < a.expert.size(); ++i)
+      if (a.expert[i] < 0) a.weight[i] = 0.0f;
+  if (spec.scale != 1.0) {
+    const auto s = static_cast<float>(spec.scale);
+    for (auto& w : a.weight) w *= s;
   }
 }
 

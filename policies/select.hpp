@@ -1,9 +1,13 @@
 #pragma once
 // Selection kernels shared by the policies. Tie-breaking everywhere: higher
 // score first, then lower expert index.
+#include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
+#include <vector>
 
+#include "policies/rng.hpp"
 #include "policies/select_avx512.hpp"
 #include "policies/types.hpp"
 
@@ -84,6 +88,55 @@ inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* v
 // The scalar kernel alone, for tests that compare the two.
 inline void topk_row_scalar(const float* row, int n, int k, std::int32_t* idx, float* val) {
   topk_by(n, k, [row](int i) { return row[i]; }, idx, val);
+}
+
+// How equal selection scores are ordered. LowIndex: the lower expert index wins
+// (torch.topk on CPU and most kernels in practice). Random: every order of the
+// tied experts equally likely, drawn from the policy's Rng, so still one result
+// per seed. Ties are rare in fp32 but common in bf16 routing (Megatron-Core routes
+// in the model's dtype), where LowIndex piles load onto low-index experts.
+enum class TieBreak { LowIndex, Random };
+
+inline double softplus(double x) { return x > 30.0 ? x : std::log1p(std::exp(x)); }
+
+// Turns a lower-index top-k result (idx/val: the kk <= k valid best of value(0..n-1),
+// best first) into a uniformly random tie-break: inside every run of equal values
+// the order is shuffled, and the last run (the k-th value v*) is refilled with a
+// uniform choice among *all* experts scoring v*. Draws only where ties exist, so
+// tie-free rows consume no randomness.
+template <class ValueFn, class V>
+void shuffle_ties(int n, int k, ValueFn&& value, std::int32_t* idx, const V* val, Rng& rng) {
+  int kk = 0;
+  while (kk < k && idx[kk] >= 0) ++kk;
+  if (kk == 0) return;
+  auto shuffle = [&](int a, int b) {  // Fisher-Yates on idx[a, b)
+    for (int i = b - 1; i > a; --i) std::swap(idx[i], idx[a + static_cast<int>(rng.below(static_cast<std::uint64_t>(i - a + 1)))]);
+  };
+  const V vstar = val[kk - 1];
+  int a0 = kk - 1;
+  while (a0 > 0 && val[a0 - 1] == vstar) --a0;
+  for (int a = 0; a < a0;) {
+    int b = a + 1;
+    while (b < a0 && val[b] == val[a]) ++b;
+    if (b - a > 1) shuffle(a, b);
+    a = b;
+  }
+  int m = 0;
+  for (int e = 0; e < n; ++e) m += value(e) == vstar;
+  const int q = kk - a0;
+  if (m == q) {
+    if (q > 1) shuffle(a0, kk);
+    return;
+  }
+  std::vector<std::int32_t> tied;
+  tied.reserve(static_cast<std::size_t>(m));
+  for (int e = 0; e < n; ++e)
+    if (value(e) == vstar) tied.push_back(e);
+  for (int j = 0; j < q; ++j) {
+    const auto r = j + static_cast<int>(rng.below(static_cast<std::uint64_t>(m - j)));
+    std::swap(tied[static_cast<std::size_t>(j)], tied[static_cast<std::size_t>(r)]);
+    idx[a0 + j] = tied[static_cast<std::size_t>(j)];
+  }
 }
 
 // Reference: the straightforward full sort per token, kept for the benchmark's

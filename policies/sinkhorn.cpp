@@ -13,7 +13,11 @@ SinkhornPolicy::SinkhornPolicy(int experts, int k, const Knobs& kn)
       spec_(score_weight_spec(kn)),
       cap_(capacity_from(kn, "sinkhorn")),
       iterations_(kn.integer("iterations")),
-      tol_(kn.real("tol")) {}
+      tol_(kn.real("tol")),
+      eval_topk_(kn.choice("eval_mode") == "topk"),
+      tie_(tie_break_from(kn)) {
+  spec_ = with_drop_weights(spec_, cap_);
+}
 
 // Balances P[t][e] = exp(z[t][e]) * u[t] * v[e] to rows summing to 1 and columns
 // to T/E; leaves log v in col_ (all that selection needs).
@@ -99,11 +103,14 @@ void SinkhornPolicy::balance(const float* logits, int T) {
   }
 }
 
-void SinkhornPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
+void SinkhornPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
   out.reset(T, E, k);
   if (T > 0) {
-    balance(in.logits, T);
+    if (eval_topk_ && !in.training)
+      col_.assign(static_cast<std::size_t>(E), 0.0);  // plain top-k of the logits
+    else
+      balance(in.logits, T);
     // Top-k of the balanced row; its row scaling is a per-token constant, so the
     // column scaling alone decides. Double precision, ties to the lower expert.
     std::vector<double> v(static_cast<std::size_t>(k));
@@ -123,21 +130,46 @@ void SinkhornPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
         v[p] = x;
         idx[p] = e;
       }
+      if (tie_ == TieBreak::Random)
+        shuffle_ties(E, k, [this, z](int e) { return z[e] + col_[static_cast<std::size_t>(e)]; }, idx, v.data(), rng);
     }
   }
   tail_.finish(in.logits, cap_, spec_, out);
 }
 
+static std::vector<KnobPreset> sinkhorn_presets() {
+  return {
+      {"moesim", "balances at evaluation too", [](int) { return KnobMap{}; }},
+      {"megatron",
+       "Megatron-Core sinkhorn_load_balancing: weights sigmoid (k = 1) or the full softmax (k > 1), not "
+       "renormalised; plain top-k at evaluation; dropless",
+       [](int k) {
+         return KnobMap{{"score_fn", k == 1 ? "sigmoid" : "softmax"},
+                        {"renormalize", "false"},
+                        {"eval_mode", "topk"},
+                        {"iterations", "1000"},
+                        {"dropless", "true"}};
+       }},
+  };
+}
+
 PolicyInfo sinkhorn_info() {
-  auto knobs = score_knobs();
+  std::vector<KnobSpec> knobs = {preset_knob(sinkhorn_presets())};
+  for (auto& s : score_knobs()) knobs.push_back(s);
   knobs.push_back(int_knob("iterations", 20,
                            "most Sinkhorn rounds (column then row normalisation); 0 = plain top-k", 0, 1L << 30));
   knobs.push_back(real_knob("tol", 1e-4,
                             "stop early once every column sum is within this relative error of T/E; 0 = never",
                             0.0));
+  knobs.push_back(choice_knob("eval_mode", "sinkhorn", {"sinkhorn", "topk"},
+                              "routing at evaluation: balanced as in training, or plain top-k of the logits "
+                              "(Megatron-Core)"));
+  knobs.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) knobs.push_back(c);
-  return {"sinkhorn", "top-k on Sinkhorn-balanced scores, weights from the raw logits (Megatron-Core sinkhorn)",
-          knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<SinkhornPolicy>(E, k, kn); }};
+  PolicyInfo info{"sinkhorn", "top-k on Sinkhorn-balanced scores, weights from the raw logits (Megatron-Core sinkhorn)",
+                  knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<SinkhornPolicy>(E, k, kn); }};
+  info.presets = sinkhorn_presets();
+  return info;
 }
 
 }  // namespace moesim

@@ -1,12 +1,15 @@
 #pragma once
 // Sinkhorn routing (Megatron-Core's "sinkhorn" load balancing, after BASE
 // layers / Clark et al. 2022): select top-k on the Sinkhorn-balanced
-// exp(logits), weight by the score rule on the original logits.
+// exp(logits), weight by the score rule on the original logits. At evaluation
+// (RouteInput::training false) eval_mode topk selects on the plain logits, as
+// Megatron-Core does; eval_mode sinkhorn balances there too.
 #include <vector>
 
 #include "policies/capacity.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
+#include "policies/select.hpp"
 #include "policies/token_choice.hpp"
 
 namespace moesim {
@@ -29,6 +32,8 @@ class SinkhornPolicy : public Policy {
   CapacityConfig cap_;
   long iterations_;
   double tol_;
+  bool eval_topk_;
+  TieBreak tie_;
   std::vector<double> row_, col_;  // row scaling; log of the column scaling
   std::vector<double> colscale_, colmax_, colsum_, kexp_;  // scratch
   TokenChoiceTail tail_;

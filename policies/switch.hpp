@@ -7,6 +7,7 @@
 #include "policies/capacity.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
+#include "policies/select.hpp"
 #include "policies/token_choice.hpp"
 
 namespace moesim {
@@ -14,7 +15,7 @@ namespace moesim {
 class SwitchPolicy : public Policy {
  public:
   SwitchPolicy(int experts, int k, const Knobs& knobs);
-  WeightSpec weight_spec() const override { return {WeightRule::SoftmaxGather, false}; }
+  WeightSpec weight_spec() const override { return with_drop_weights({WeightRule::SoftmaxGather, false}, cap_); }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<SwitchPolicy>(*this); }
 
  protected:
@@ -23,6 +24,7 @@ class SwitchPolicy : public Policy {
  private:
   double jitter_;
   CapacityConfig cap_;
+  TieBreak tie_;
   std::vector<float> jittered_;
   TokenChoiceTail tail_;
 };

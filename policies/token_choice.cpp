@@ -20,8 +20,15 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
       throw Error("no expert selectable at token " + std::to_string(i / static_cast<std::size_t>(k)) + ", slot " +
                   std::to_string(i % static_cast<std::size_t>(k)) +
                   ": the selection scores are not finite (NaN or infinite gate input, or noise/bias overflowing)");
+  out.requested = out.expert;
   const float* prio = nullptr;
-  if (!cfg.dropless && cfg.drop == DropBy::Probability) {
+  if (!cfg.dropless && cfg.drop == DropBy::Probability && cfg.priority == DropPriority::Weight) {
+    // Megatron-Core ranks by the combine weight the request would get, formed
+    // before any drop (expert == requested here).
+    compute_weights(spec, logits, out);
+    priority_ = out.weight;
+    prio = priority_.data();
+  } else if (!cfg.dropless && cfg.drop == DropBy::Probability) {
     // Requests compete across tokens, so rank by the gate probability the rule defines.
     priority_.resize(static_cast<std::size_t>(T) * k);
     for (int t = 0; t < T; ++t) {
@@ -41,14 +48,15 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
           case WeightRule::SoftmaxSelected: priority_[i] = zj + out.offset[i]; break;
           case WeightRule::SoftmaxGather: priority_[i] = std::exp(zj - m) / s; break;
           case WeightRule::SigmoidGather: priority_[i] = 1.0f / (1.0f + std::exp(-zj)); break;
+          case WeightRule::SqrtSoftplusGather:
+            priority_[i] = static_cast<float>(std::sqrt(std::log1p(std::exp(static_cast<double>(zj)))));
+            break;
         }
       }
     }
     prio = priority_.data();
   }
   filter_.apply(cfg, prio, out);
-  for (std::size_t i = 0; i < out.expert.size(); ++i)
-    if (out.expert[i] < 0) out.offset[i] = 0.0f;
   compute_weights(spec, logits, out);
 }
 

@@ -1,41 +1,71 @@
 #include "policies/topk.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
-
-#include "policies/select.hpp"
 
 namespace moesim {
 
 std::vector<KnobSpec> score_knobs() {
   return {
-      choice_knob("score_fn", "softmax", {"softmax", "sigmoid"},
-                  "gate score: softmax over experts, or per-expert sigmoid (DeepSeek-V3)"),
-      bool_knob("renormalize", true, "divide the selected scores by their sum"),
+      choice_knob("score_fn", "softmax", {"softmax", "sigmoid", "sqrtsoftplus"},
+                  "gate score: softmax over experts, per-expert sigmoid (DeepSeek-V3) or sqrt(softplus) "
+                  "(Megatron-Core)"),
+      bool_knob("renormalize", true,
+                "divide the selected scores by their sum (softmax: top-k then softmax; off = Megatron-Core's "
+                "pre-softmax)"),
+      real_knob("topk_scaling_factor", 1.0, "multiply every combine weight (Megatron-Core; DeepSeek-V3 uses 2.5)",
+                1e-6, 1e6),
   };
 }
 
 WeightSpec score_weight_spec(const Knobs& knobs) {
   WeightSpec s;
-  s.rule = knobs.choice("score_fn") == "sigmoid" ? WeightRule::SigmoidGather : WeightRule::SoftmaxGather;
+  const auto& fn = knobs.choice("score_fn");
+  s.rule = fn == "sigmoid"        ? WeightRule::SigmoidGather
+           : fn == "sqrtsoftplus" ? WeightRule::SqrtSoftplusGather
+                                  : WeightRule::SoftmaxGather;
   s.renormalize = knobs.flag("renormalize");
+  s.scale = knobs.real("topk_scaling_factor");
   return s;
+}
+
+GroupValues group_values_for(const WeightSpec& spec) {
+  switch (spec.rule) {
+    case WeightRule::SoftmaxSelected: return GroupValues::Identity;
+    case WeightRule::SoftmaxGather: return spec.renormalize ? GroupValues::Identity : GroupValues::Softmax;
+    case WeightRule::SigmoidGather: return GroupValues::Sigmoid;
+    case WeightRule::SqrtSoftplusGather: return GroupValues::SqrtSoftplus;
+  }
+  return GroupValues::Identity;
 }
 
 std::vector<KnobSpec> group_knobs() {
   return {
       int_knob("n_groups", 1, "group-limited routing: experts split into this many groups (1 = off)", 1,
                1 << 20),
-      int_knob("topk_groups", 1, "groups kept per token before the top-k inside them", 1, 1 << 20),
-      choice_knob("group_score", "max", {"max", "top2sum"},
-                  "a group's score: its best expert, or the sum of its two best (DeepSeek-V3)"),
+      int_knob("topk_groups", 1, "groups kept per token before the top-k inside them; at most k", 1, 1 << 20),
+      choice_knob("group_score", "sum_topk", {"sum_topk", "max", "top2sum"},
+                  "a group's score: the sum of its top k/topk_groups selection values (Megatron-Core, "
+                  "DeepSeek-V3), its best value, or the sum of its two best"),
   };
 }
 
-void TopKSelector::configure_groups(const Knobs& knobs, const std::string& owner) {
+KnobSpec tie_break_knob() {
+  return choice_knob("tie_break", "low_index", {"low_index", "random"},
+                     "equal selection scores: the lower expert index wins, or a uniformly random one (seeded)");
+}
+
+TieBreak tie_break_from(const Knobs& knobs) {
+  return knobs.choice("tie_break") == "random" ? TieBreak::Random : TieBreak::LowIndex;
+}
+
+void TopKSelector::configure(const Knobs& knobs, const std::string& owner, GroupValues values) {
+  tie = tie_break_from(knobs);
+  group_values = values;
   groups = static_cast<int>(knobs.integer("n_groups"));
   topk_groups = static_cast<int>(knobs.integer("topk_groups"));
-  group_top2 = knobs.choice("group_score") == "top2sum";
+  const auto& gs = knobs.choice("group_score");
   if (groups == 1) return;
   if (experts % groups != 0)
     throw Error(owner + ": knob 'n_groups' = " + std::to_string(groups) + " must divide E=" +
@@ -46,68 +76,100 @@ void TopKSelector::configure_groups(const Knobs& knobs, const std::string& owner
   if (k > topk_groups * (experts / groups))
     throw Error(owner + ": k=" + std::to_string(k) + " exceeds the experts in " +
                 std::to_string(topk_groups) + " groups of " + std::to_string(experts / groups));
-  if (group_top2 && experts / groups < 2)
-    throw Error(owner + ": knob 'group_score' = top2sum needs groups of at least 2 experts");
+  group_top = gs == "max" ? 1 : gs == "top2sum" ? 2 : k / topk_groups;
+  if (gs == "sum_topk" && k < topk_groups)
+    throw Error(owner + ": knob 'topk_groups' = " + std::to_string(topk_groups) + " exceeds k=" +
+                std::to_string(k) + ": group_score sum_topk sums the top k/topk_groups = 0 values, so every "
+                "group would score the same");
+  if (group_top > experts / groups)
+    throw Error(owner + ": knob 'group_score' = " + gs + " needs groups of at least " + std::to_string(group_top) +
+                " experts");
 }
 
-void TopKSelector::select(const float* sel, int tokens, Assignment& out) const {
-  float val[64];
-  std::vector<float> vbuf;
-  float* v = val;
-  if (k > 64) {
-    vbuf.resize(static_cast<std::size_t>(k));
-    v = vbuf.data();
+namespace {
+
+double group_value(GroupValues g, float v, float rowmax) {
+  switch (g) {
+    case GroupValues::Identity: return v;
+    // exp(z - rowmax): the softmax up to the token's common factor 1/sum.
+    case GroupValues::Softmax: return std::exp(static_cast<double>(v) - rowmax);
+    case GroupValues::Sigmoid: return 1.0 / (1.0 + std::exp(-static_cast<double>(v)));
+    case GroupValues::SqrtSoftplus: return std::sqrt(softplus(v));
   }
+  return v;
+}
+
+}  // namespace
+
+void TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng) {
+  float small[64];
+  std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
+  float* v = k > 64 ? big.data() : small;
+  for (int t = 0; t < tokens; ++t)
+    select_row(sel + static_cast<std::size_t>(t) * experts, out.expert.data() + static_cast<std::size_t>(t) * k, v, rng);
+}
+
+void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& rng) {
   const int E = experts;
+  const bool random_ties = tie == TieBreak::Random;
   if (groups <= 1) {
-    for (int t = 0; t < tokens; ++t)
-      topk_row(sel + static_cast<std::size_t>(t) * E, E, k, out.expert.data() + static_cast<std::size_t>(t) * k, v);
+    topk_row(z, E, k, idx, v);
+    if (random_ties) shuffle_ties(E, k, [z](int e) { return z[e]; }, idx, v, rng);
     return;
   }
   const int gs = E / groups;
-  std::vector<float> gscore(static_cast<std::size_t>(groups));
-  std::vector<std::int32_t> gidx(static_cast<std::size_t>(topk_groups));
-  std::vector<float> gval(static_cast<std::size_t>(topk_groups));
-  std::vector<char> allowed(static_cast<std::size_t>(groups));
-  for (int t = 0; t < tokens; ++t) {
-    const float* z = sel + static_cast<std::size_t>(t) * E;
-    for (int g = 0; g < groups; ++g) {
-      std::int32_t i2[2];
-      float v2[2];
-      topk_row(z + g * gs, gs, group_top2 ? 2 : 1, i2, v2);
-      // top2sum ranks groups by the mean of the two, not the sum: same order (halving is
-      // exact), but the sum of two logits near +-FLT_MAX overflows to +-inf, and an all
-      // -inf group row made the group top-k return -1 (allowed[-1] written: heap corruption).
-      gscore[g] = group_top2 ? 0.5f * v2[0] + 0.5f * v2[1] : v2[0];
-    }
-    topk_row(gscore.data(), groups, topk_groups, gidx.data(), gval.data());
-    std::fill(allowed.begin(), allowed.end(), 0);
-    for (auto g : gidx) allowed[g] = 1;
-    constexpr float kNeg = -std::numeric_limits<float>::infinity();
-    topk_by(E, k, [&](int e) { return allowed[e / gs] ? z[e] : kNeg; },
-            out.expert.data() + static_cast<std::size_t>(t) * k, v);
+  gscore_.resize(static_cast<std::size_t>(groups));
+  midx_.resize(static_cast<std::size_t>(group_top));
+  mval_.resize(static_cast<std::size_t>(group_top));
+  allowed_.assign(static_cast<std::size_t>(groups), 0);
+  const float rowmax = *std::max_element(z, z + E);
+  for (int g = 0; g < groups; ++g) {
+    // The transforms are monotone, so the group's top m are found on the raw
+    // values; summed in double (two logits near +-FLT_MAX must not overflow).
+    topk_row(z + g * gs, gs, group_top, midx_.data(), mval_.data());
+    double s = 0.0;
+    for (int j = 0; j < group_top; ++j)
+      s += midx_[static_cast<std::size_t>(j)] >= 0 ? group_value(group_values, mval_[static_cast<std::size_t>(j)], rowmax)
+                                                    : -std::numeric_limits<double>::infinity();
+    gscore_[static_cast<std::size_t>(g)] = s;
   }
+  // The best topk_groups groups, ties to the lower group index.
+  for (int j = 0; j < topk_groups; ++j) {
+    int best = -1;
+    for (int g = 0; g < groups; ++g)
+      if (!allowed_[static_cast<std::size_t>(g)] &&
+          (best < 0 || gscore_[static_cast<std::size_t>(g)] > gscore_[static_cast<std::size_t>(best)]))
+        best = g;
+    allowed_[static_cast<std::size_t>(best)] = 1;
+  }
+  constexpr float kNeg = -std::numeric_limits<float>::infinity();
+  auto masked = [&](int e) { return allowed_[static_cast<std::size_t>(e / gs)] ? z[e] : kNeg; };
+  topk_by(E, k, masked, idx, v);
+  if (random_ties) shuffle_ties(E, k, masked, idx, v, rng);
 }
 
 TopKPolicy::TopKPolicy(int experts, int k, const Knobs& knobs)
-    : Policy("topk", experts, k, knobs), spec_(score_weight_spec(knobs)), cap_(capacity_from(knobs, "topk")) {
+    : Policy("topk", experts, k, knobs),
+      cap_(capacity_from(knobs, "topk")),
+      spec_(with_drop_weights(score_weight_spec(knobs), cap_)) {
   sel_.experts = experts;
   sel_.k = k;
-  sel_.configure_groups(knobs, "topk");
+  sel_.configure(knobs, "topk", group_values_for(spec_));
 }
 
-void TopKPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
+void TopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   out.reset(in.tokens, experts(), k());
-  sel_.select(in.logits, in.tokens, out);
+  sel_.select(in.logits, in.tokens, out, rng);
   tail_.finish(in.logits, cap_, spec_, out);
 }
 
 PolicyInfo topk_info() {
   auto knobs = score_knobs();
   for (auto& g : group_knobs()) knobs.push_back(g);
+  knobs.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) knobs.push_back(c);
-  return {"topk", "top-k gating on softmax or sigmoid scores, optional group-limited selection", knobs,
-          [](int E, int k, const Knobs& kn) { return std::make_unique<TopKPolicy>(E, k, kn); }};
+  return {"topk", "top-k gating on softmax, sigmoid or sqrt-softplus scores, optional group-limited selection",
+          knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<TopKPolicy>(E, k, kn); }};
 }
 
 }  // namespace moesim

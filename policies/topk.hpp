@@ -1,30 +1,61 @@
 #pragma once
-// Top-k gating (Shazeer 2017, GShard, Mixtral, DeepSeek-V3): softmax or sigmoid
-// scores, optional renormalisation, optional group-limited selection.
+// Top-k gating (Shazeer 2017, GShard, Mixtral, DeepSeek-V3, Megatron-Core's
+// TopKRouter): softmax, sigmoid or sqrt-softplus scores, optional renormalisation
+// and scaling, optional group-limited selection.
+//
+// Group-limited routing (DeepSeek-V2/V3, Megatron-Core group_limited_topk): the E
+// experts form G equal groups; a group's score is the sum of its top
+// m = k / topk_groups selection values (group_score sum_topk; max: m = 1,
+// top2sum: m = 2); the topk_groups best groups are kept and the top-k runs inside
+// them. The selection values are what Megatron-Core's top-k runs on: the logits
+// when the softmax follows the top-k (renormalize = true), the probabilities when
+// it precedes it (renormalize = false), sigmoid or sqrt-softplus scores otherwise,
+// plus the expert bias in loss_free (DeepSeek-V3). k < topk_groups is refused: m
+// would be 0 and every group score equal.
 #include <vector>
 
 #include "policies/capacity.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
+#include "policies/select.hpp"
 #include "policies/token_choice.hpp"
 
 namespace moesim {
 
-// Selection on (possibly perturbed) logits shared by top-k, noisy top-k and Switch.
+// What group scores sum: the selection values as given, or their softmax,
+// sigmoid or sqrt-softplus transform (the top-k inside groups is the same either
+// way, every transform being monotone).
+enum class GroupValues { Identity, Softmax, Sigmoid, SqrtSoftplus };
+
+// Selection on (possibly perturbed) values shared by top-k, noisy top-k and loss-free.
 struct TopKSelector {
   int experts = 0;
   int k = 1;
   int groups = 1;        // group-limited routing off when 1
   int topk_groups = 1;
-  bool group_top2 = false;  // group score: sum of its two best (DeepSeek-V3) instead of max
-  // Writes the wanted experts (tokens x k) for `sel` logits into out.expert.
-  void select(const float* sel, int tokens, Assignment& out) const;
-  void configure_groups(const Knobs& knobs, const std::string& owner);
+  int group_top = 1;     // m: values summed per group
+  GroupValues group_values = GroupValues::Identity;
+  TieBreak tie = TieBreak::LowIndex;
+  // Writes the wanted experts (tokens x k) for `sel` values into out.expert.
+  void select(const float* sel, int tokens, Assignment& out, Rng& rng);
+  // One token: the k best of z[0..experts) into idx, their values into val.
+  void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
+  void configure(const Knobs& knobs, const std::string& owner, GroupValues values);
+
+ private:
+  std::vector<double> gscore_;
+  std::vector<std::int32_t> midx_;
+  std::vector<float> mval_;
+  std::vector<char> allowed_;
 };
 
-std::vector<KnobSpec> score_knobs();  // score_fn, renormalize
+std::vector<KnobSpec> score_knobs();  // score_fn, renormalize, topk_scaling_factor
 std::vector<KnobSpec> group_knobs();  // n_groups, topk_groups, group_score
+KnobSpec tie_break_knob();
+TieBreak tie_break_from(const Knobs& knobs);
 WeightSpec score_weight_spec(const Knobs& knobs);
+// The group values that match the score rule (see the header comment).
+GroupValues group_values_for(const WeightSpec& spec);
 
 class TopKPolicy : public Policy {
  public:
@@ -36,8 +67,8 @@ class TopKPolicy : public Policy {
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
 
  private:
-  WeightSpec spec_;
   CapacityConfig cap_;
+  WeightSpec spec_;
   TopKSelector sel_;
   TokenChoiceTail tail_;
 };

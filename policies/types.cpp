@@ -9,6 +9,7 @@ const char* to_string(WeightRule r) {
     case WeightRule::SoftmaxSelected: return "softmax_selected";
     case WeightRule::SoftmaxGather: return "softmax_gather";
     case WeightRule::SigmoidGather: return "sigmoid_gather";
+    case WeightRule::SqrtSoftplusGather: return "sqrtsoftplus_gather";
   }
   return "?";
 }
@@ -19,10 +20,11 @@ void Assignment::reset(int T, int E, int w) {
   width = w;
   const auto n = static_cast<std::size_t>(T) * static_cast<std::size_t>(w);
   expert.assign(n, kNoExpert);
+  requested.assign(n, kNoExpert);
   weight.assign(n, 0.0f);
   offset.assign(n, 0.0f);
   counts.assign(static_cast<std::size_t>(E), 0);
-  routed = dropped = dropped_tokens = capacity = 0;
+  routed = dropped = dropped_tokens = capacity = padded = 0;
 }
 
 std::int64_t Assignment::served() const {

@@ -4,36 +4,56 @@ namespace moesim::torch_backend {
 
 torch::Tensor combine_weights(const torch::Tensor& logits, const Assignment& a, const WeightSpec& spec) {
   const auto N = static_cast<std::int64_t>(a.tokens), W = static_cast<std::int64_t>(a.width);
+  // The set the rule normalises over (served slots, or requested ones when drops
+  // only mask), and the slots that get a weight at all (served).
+  const auto& over = spec.over_requested ? a.requested : a.expert;
   auto idx = torch::empty({N, W}, torch::kLong);
+  auto in_set = torch::empty({N, W}, torch::kBool);
   auto served = torch::empty({N, W}, torch::kBool);
   auto* ip = idx.data_ptr<std::int64_t>();
+  auto* np = in_set.data_ptr<bool>();
   auto* sp = served.data_ptr<bool>();
-  for (std::size_t s = 0; s < a.expert.size(); ++s) {
-    const auto e = a.expert[s];
-    ip[s] = e >= 0 ? e : 0;
-    sp[s] = e >= 0;
+  for (std::size_t s = 0; s < over.size(); ++s) {
+    ip[s] = over[s] >= 0 ? over[s] : 0;
+    np[s] = over[s] >= 0;
+    sp[s] = a.expert[s] >= 0;
   }
   auto picked = logits.gather(1, idx);
-  const auto servedf = served.to(torch::kFloat);
+  const auto setf = in_set.to(torch::kFloat), servedf = served.to(torch::kFloat);
+  torch::Tensor w;
   switch (spec.rule) {
     case WeightRule::SoftmaxSelected: {
       auto off = torch::from_blob(const_cast<float*>(a.offset.data()), {N, W}, torch::kFloat);
-      auto s = (picked + off).masked_fill(served.logical_not(), -std::numeric_limits<float>::infinity());
-      // A token with no served slot would softmax over all -inf; give it a harmless row.
-      auto any = served.any(1, true);
+      auto s = (picked + off).masked_fill(in_set.logical_not(), -std::numeric_limits<float>::infinity());
+      // A token with no slot in the set would softmax over all -inf; give it a harmless row.
+      auto any = in_set.any(1, true);
       s = torch::where(any, s, torch::zeros_like(s));
-      return torch::softmax(s, 1) * servedf;
+      w = torch::softmax(s, 1) * setf;
+      break;
     }
     case WeightRule::SoftmaxGather:
-    case WeightRule::SigmoidGather: {
-      auto scores = spec.rule == WeightRule::SoftmaxGather ? torch::softmax(logits, 1) : torch::sigmoid(logits);
-      auto w = scores.gather(1, idx) * servedf;
-      if (!spec.renormalize) return w;
-      auto sum = w.sum(1, true);
-      return w / torch::where(sum > 0, sum, torch::ones_like(sum));
+    case WeightRule::SigmoidGather:
+    case WeightRule::SqrtSoftplusGather: {
+      torch::Tensor scores;
+      if (spec.rule == WeightRule::SoftmaxGather) {
+        scores = torch::softmax(logits, 1);
+      } else if (spec.rule == WeightRule::SigmoidGather) {
+        scores = torch::sigmoid(logits);
+      } else {
+        // Clamped away from 0 so that the gradient of sqrt at an underflowed softplus stays finite.
+        scores = torch::softplus(logits).clamp_min(1e-30).sqrt();
+      }
+      w = scores.gather(1, idx) * setf;
+      if (spec.renormalize) {
+        auto sum = w.sum(1, true);
+        w = w / torch::where(sum > 0, sum, torch::ones_like(sum));
+      }
+      break;
     }
   }
-  throw Error("combine_weights: unknown weight rule");
+  if (spec.over_requested) w = w * servedf;
+  if (spec.scale != 1.0) w = w * spec.scale;
+  return w;
 }
 
 torch::Tensor load_balancing_loss(const torch::Tensor& logits, const Assignment& a) {

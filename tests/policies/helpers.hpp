@@ -158,18 +158,36 @@ struct Scenario {
 // 1/4 when `vary` (so most knobs stay at their defaults).
 inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
   auto maybe = [&](const std::string& name, std::vector<std::string> values) {
-    if (!has_knob(info, name) || choose(4) != 0) return;
+    const auto* spec = find_knob(info, name);
+    if (!spec || choose(4) != 0) return;
+    if (spec->type == moesim::KnobType::Choice)  // only the values this policy offers
+      values.erase(std::remove_if(values.begin(), values.end(),
+                                  [spec](const std::string& v) {
+                                    return std::find(spec->choices.begin(), spec->choices.end(), v) ==
+                                           spec->choices.end();
+                                  }),
+                   values.end());
+    if (values.empty()) return;
     kn[name] = values[static_cast<std::size_t>(choose(static_cast<int>(values.size())))];
   };
   maybe("capacity_factor", {"0.5", "1", "1.25", "2"});
   maybe("min_capacity", {"0", "1", "4"});
   maybe("dropless", {"true", "false"});
   maybe("drop_policy", {"position", "probability"});
-  maybe("score_fn", {"softmax", "sigmoid"});
+  maybe("drop_order", {"choice_rank", "token"});
+  maybe("drop_priority", {"probability", "weight"});
+  maybe("drop_weights", {"renormalize", "mask"});
+  maybe("capacity_rounding", {"exact", "float"});
+  maybe("tie_break", {"low_index", "random"});
+  maybe("score_fn", {"softmax", "sigmoid", "sqrtsoftplus"});
   maybe("renormalize", {"true", "false"});
+  maybe("topk_scaling_factor", {"1", "2.5", "0.5"});
+  // presets (explicit knobs above and below still override them)
+  if (const auto* pk = find_knob(info, "preset")) maybe("preset", pk->choices);
   // RD-ESI
   maybe("alpha", {"0", "0.3", "1"});
-  maybe("decay_on", {"idle", "all", "none"});
+  maybe("decay_on", {"idle", "all_before_ema", "all_after_ema", "none"});
+  maybe("count_slots", {"served", "routed"});
   maybe("decay_rate", {"0", "0.5", "1"});
   maybe("idle_perf", {"zero", "keep"});
   maybe("load_normalize", {"capacity", "none"});
@@ -179,6 +197,7 @@ inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
   maybe("ucb_c", {"0", "0.1", "2"});
   // loss-free
   maybe("bias_rate", {"0.001", "0.1"});
+  maybe("bias_counts", {"requested", "served"});
   // noisy top-k
   maybe("noise", {"gaussian", "gumbel", "none"});
   maybe("weights_from", {"noisy", "clean"});
@@ -186,6 +205,7 @@ inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
   // sinkhorn
   maybe("iterations", {"0", "1", "20", "200"});
   maybe("tol", {"0", "0.0001", "0.1"});
+  maybe("eval_mode", {"sinkhorn", "topk"});
   // balanced
   maybe("auction_eps", {"0.001", "0.1", "1e-06"});
   // hash
@@ -201,7 +221,16 @@ inline void vary_knobs(const PolicyInfo& info, int E, int k, KnobMap& kn) {
     const int tg = need + choose(g - need + 1);
     kn["n_groups"] = std::to_string(g);
     kn["topk_groups"] = std::to_string(tg);
-    if (gs >= 2 && choose(2)) kn["group_score"] = "top2sum";
+    // sum_topk (the default) needs topk_groups <= k; max and top2sum take any.
+    std::vector<std::string> scores = {"max"};
+    if (gs >= 2) scores.push_back("top2sum");
+    if (tg <= k && k / tg <= gs) scores.push_back("sum_topk");
+    kn["group_score"] = scores[static_cast<std::size_t>(choose(static_cast<int>(scores.size())))];
+  }
+  // Padding needs a capacity; dropless presets (rdesi reference, deepseek_v3) may set it.
+  if (has_knob(info, "pad_to_capacity") && choose(4) == 0) {
+    kn["pad_to_capacity"] = "true";
+    kn["dropless"] = "false";
   }
 }
 
@@ -285,25 +314,31 @@ inline std::vector<int> ref_topk(const V* row, int n, int k) {
 }
 
 // The documented weight rules (types.hpp), evaluated in double from the logits,
-// the served experts and the per-slot offsets. The selection score z + o is formed
-// in float, as both the policy and the LibTorch recompute receive it.
+// the served experts, the requested experts (the normalising set when
+// spec.over_requested) and the per-slot offsets. The selection score z + o is
+// formed in float, as both the policy and the LibTorch recompute receive it.
 inline std::vector<double> rule_weights(const moesim::WeightSpec& spec, const float* z, int E, const std::int32_t* ex,
-                                 const float* off, int W) {
+                                        const std::int32_t* req, const float* off, int W) {
   std::vector<double> w(static_cast<std::size_t>(W), 0.0);
+  const std::int32_t* over = spec.over_requested ? req : ex;  // the set the rule normalises over
   bool any = false;
   for (int j = 0; j < W; ++j) any |= ex[j] >= 0;
   if (!any) return w;
   auto log_sigmoid = [](double x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
+  // log sqrt(softplus(x)); softplus(x) = log(1 + e^x) ~ e^x below -30.
+  auto log_sqrt_softplus = [](double x) {
+    return 0.5 * (x < -30 ? x : std::log(x > 30 ? x : std::log1p(std::exp(x))));
+  };
   std::vector<double> lw(static_cast<std::size_t>(W), -std::numeric_limits<double>::infinity());  // log of the unnormalised weight
   switch (spec.rule) {
     case moesim::WeightRule::SoftmaxSelected:
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = static_cast<double>(z[ex[j]] + off[j]);
+        if (over[j] >= 0) lw[static_cast<std::size_t>(j)] = static_cast<double>(z[over[j]] + off[j]);
       break;
     case moesim::WeightRule::SoftmaxGather: {
       if (spec.renormalize) {  // the full-row normaliser cancels: softmax over the served logits
         for (int j = 0; j < W; ++j)
-          if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[ex[j]]);
+          if (over[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[over[j]]);
         break;
       }
       double m = z[0];
@@ -311,26 +346,27 @@ inline std::vector<double> rule_weights(const moesim::WeightSpec& spec, const fl
       double s = 0;
       for (int e = 0; e < E; ++e) s += std::exp(double(z[e]) - m);
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[ex[j]]) - m - std::log(s);
+        if (over[j] >= 0) lw[static_cast<std::size_t>(j)] = double(z[over[j]]) - m - std::log(s);
       break;
     }
     case moesim::WeightRule::SigmoidGather:
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) lw[static_cast<std::size_t>(j)] = log_sigmoid(double(z[ex[j]]));
+        if (over[j] >= 0) lw[static_cast<std::size_t>(j)] = log_sigmoid(double(z[over[j]]));
+      break;
+    case moesim::WeightRule::SqrtSoftplusGather:
+      for (int j = 0; j < W; ++j)
+        if (over[j] >= 0) lw[static_cast<std::size_t>(j)] = log_sqrt_softplus(double(z[over[j]]));
       break;
   }
-  const bool renorm = spec.rule == moesim::WeightRule::SoftmaxSelected || spec.renormalize;
   double m = -std::numeric_limits<double>::infinity();
   for (double x : lw) m = std::max(m, x);
-  if (renorm) {
-    double s = 0;
-    for (int j = 0; j < W; ++j)
-      if (ex[j] >= 0) s += std::exp(lw[static_cast<std::size_t>(j)] - m);
-    for (int j = 0; j < W; ++j)
-      if (ex[j] >= 0) w[static_cast<std::size_t>(j)] = std::exp(lw[static_cast<std::size_t>(j)] - m) / s;
-  } else {
-    for (int j = 0; j < W; ++j)
-      if (ex[j] >= 0) w[static_cast<std::size_t>(j)] = std::exp(lw[static_cast<std::size_t>(j)]);
+  double s = 0;
+  for (int j = 0; j < W; ++j)
+    if (over[j] >= 0) s += std::exp(lw[static_cast<std::size_t>(j)] - m);
+  for (int j = 0; j < W; ++j) {
+    if (ex[j] < 0) continue;  // refused by capacity: masked
+    const double u = spec.divides() ? std::exp(lw[static_cast<std::size_t>(j)] - m) / s : std::exp(lw[static_cast<std::size_t>(j)]);
+    w[static_cast<std::size_t>(j)] = spec.scale * u;
   }
   return w;
 }
@@ -343,7 +379,7 @@ inline std::vector<double> ref_weights(const float* z, int E, const std::vector<
   spec.renormalize = renormalize;
   std::vector<std::int32_t> ex(chosen.begin(), chosen.end());
   std::vector<float> off(chosen.size(), 0.0f);
-  return rule_weights(spec, z, E, ex.data(), off.data(), static_cast<int>(ex.size()));
+  return rule_weights(spec, z, E, ex.data(), ex.data(), off.data(), static_cast<int>(ex.size()));
 }
 
 inline Assignment route_once(moesim::Policy& p, const std::vector<float>& z, int T, int E, std::uint64_t seed = 1,
@@ -378,10 +414,11 @@ inline std::string diff_assignments(const Assignment& a, const Assignment& b) {
   if (a.offset.size() != b.offset.size() ||
       (!a.offset.empty() && std::memcmp(a.offset.data(), b.offset.data(), a.offset.size() * sizeof(float)) != 0))
     return "offsets differ bitwise";
+  if (a.requested != b.requested) return "requested experts differ";
   if (a.counts != b.counts) return "counts differ";
   if (a.routed != b.routed || a.dropped != b.dropped || a.dropped_tokens != b.dropped_tokens ||
-      a.capacity != b.capacity)
-    return "routed/dropped/dropped_tokens/capacity differ";
+      a.capacity != b.capacity || a.padded != b.padded)
+    return "routed/dropped/dropped_tokens/capacity/padded differ";
   return {};
 }
 
@@ -402,7 +439,7 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
     return os.str();
   }
   const std::size_t n = static_cast<std::size_t>(T) * a.width;
-  if (a.expert.size() != n || a.weight.size() != n || a.offset.size() != n ||
+  if (a.expert.size() != n || a.requested.size() != n || a.weight.size() != n || a.offset.size() != n ||
       a.counts.size() != static_cast<std::size_t>(E))
     return "vector sizes do not match tokens x width / experts";
   std::vector<std::int64_t> counts(static_cast<std::size_t>(E), 0);
@@ -416,8 +453,14 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
       const int e = a.at(t, j);
       const float w = a.weight_at(t, j);
       const float o = a.offset[static_cast<std::size_t>(t) * a.width + j];
+      const int r = a.requested[static_cast<std::size_t>(t) * a.width + j];
+      if (e != kNoExpert && r != e) {
+        os << "token " << t << " slot " << j << " serves expert " << e << " but requested " << r;
+        return os.str();
+      }
       if (e == kNoExpert) {
-        if (w != 0.0f || o != 0.0f) {
+        // Offsets live on requested slots: only a slot nothing was asked for is all zero.
+        if (w != 0.0f || (r == kNoExpert && o != 0.0f)) {
           os << "token " << t << " slot " << j << " is empty but has weight " << w << ", offset " << o;
           return os.str();
         }
@@ -435,8 +478,13 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
         os << "token " << t << ": expert " << e << " appears twice";
         return os.str();
       }
-      if (!std::isfinite(w) || w < 0.0f || w > 1.0f + 1e-6f) {
-        os << "token " << t << " slot " << j << ": weight " << w << " not in [0,1]";
+      // sqrt(softplus(z)) is unbounded unless renormalised.
+      const auto spec = p.weight_spec();
+      const double wmax = spec.rule == moesim::WeightRule::SqrtSoftplusGather && !spec.renormalize
+                              ? std::numeric_limits<double>::infinity()
+                              : spec.scale * (1.0 + 1e-6);
+      if (!std::isfinite(w) || w < 0.0f || w > wmax) {
+        os << "token " << t << " slot " << j << ": weight " << w << " not in [0," << wmax << "]";
         return os.str();
       }
       ++counts[static_cast<std::size_t>(e)];

@@ -56,10 +56,8 @@ TEST_CASE("token-choice policies: capacity = max(min_capacity, ceil(cf*T*k/E)), 
       Assignment a;
       p->route(s.input(), rng, a);
       RC_PRE(a.width == s.k);
-      auto val = [&](const char* key) {
-        auto it = s.knobs.find(key);
-        return it != s.knobs.end() ? it->second : find_knob(info, key)->default_value;
-      };
+      // Knob values as resolved (a preset may have set them).
+      auto val = [&](const char* key) { return p->knobs().values().at(key); };
       if (val("dropless") == "true") {
         RC_ASSERT(a.capacity == 0);
         RC_ASSERT(a.dropped == 0);
@@ -69,7 +67,15 @@ TEST_CASE("token-choice policies: capacity = max(min_capacity, ceil(cf*T*k/E)), 
       RC_PRE(quarters(val("capacity_factor"), q));
       const long num = q * s.T * s.k, den = 4L * s.E;
       const long ceil_c = (num + den - 1) / den;
-      const long want = std::max(std::stol(val("min_capacity")), ceil_c);
+      long want = std::max({std::stol(val("min_capacity")), ceil_c, 1L});
+      if (val("capacity_rounding") == "float") {
+        // Megatron-Core's get_capacity, as its Python reads:
+        // math.ceil((num_tokens * topk / num_experts) * capacity_factor).
+        const double cf = static_cast<double>(q) / 4.0;
+        const long mc = static_cast<long>(std::ceil(static_cast<double>(s.T * s.k) / s.E * cf));
+        RC_ASSERT(mc == ceil_c || mc == ceil_c + 1);  // at most one above the exact value
+        want = std::max({std::stol(val("min_capacity")), mc, 1L});
+      }
       RC_ASSERT(a.capacity == want);
     });
   }
@@ -90,10 +96,7 @@ TEST_CASE("expert choice: every expert takes exactly min(C, T) tokens") {
     p->route(s.input(), rng, a);
     RC_ASSERT(a.width == s.E);
     // C = min(T, max(min_capacity, ceil(cf*T*k/E))), computed here in integers.
-    auto val = [&](const char* key) {
-      auto it = s.knobs.find(key);
-      return it != s.knobs.end() ? it->second : find_knob(info, key)->default_value;
-    };
+    auto val = [&](const char* key) { return p->knobs().values().at(key); };
     long q = 0;
     if (quarters(val("capacity_factor"), q)) {
       const long num = q * s.T * s.k, den = 4L * s.E;
@@ -176,9 +179,8 @@ TEST_CASE("loss_free: the bias moves by exactly 0 or u per step, never more") {
   rc::prop("loss_free: |bias_t+1 - bias_t| in {0, u}", [&info] {
     Scenario s = gen_scenario(info);
     RC_LOG() << s.describe() << '\n';
-    const double u = std::stod(s.knobs.count("bias_rate") ? s.knobs.at("bias_rate")
-                                                          : find_knob(info, "bias_rate")->default_value);
     auto p = make(s);
+    const double u = p->knobs().real("bias_rate");
     Rng rng(s.seed);
     Assignment a;
     auto bias = [&p]() -> std::vector<double> {
@@ -348,7 +350,7 @@ TEST_CASE("every policy: combine weights follow its declared weight_spec() rule 
         for (int t = 0; t < s.T; ++t) {
           const std::size_t o = static_cast<std::size_t>(t) * a.width;
           const auto want = rule_weights(spec, st.logits.data() + static_cast<std::size_t>(t) * s.E, s.E,
-                                         a.expert.data() + o, a.offset.data() + o, a.width);
+                                         a.expert.data() + o, a.requested.data() + o, a.offset.data() + o, a.width);
           for (int j = 0; j < a.width; ++j) {
             const double w = a.weight[o + static_cast<std::size_t>(j)], ref = want[static_cast<std::size_t>(j)];
             if (!(std::fabs(w - ref) <= 2e-5 * ref + 1e-7))

@@ -119,37 +119,65 @@ TEST_CASE("topk policy (dropless): selection = reference top-k per token, weight
   });
 }
 
-TEST_CASE("topk group-limited routing: top groups first (max or top-2 sum), then top-k inside them") {
+TEST_CASE("topk group-limited routing: groups ranked by the sum of their top m selection values, then top-k "
+          "inside the kept groups") {
   const auto& info = moesim::policy_info("topk");
   rc::prop("group-limited selection matches an independent oracle", [&info] {
     const int G = *rc::gen::inRange(1, 9), gs = *rc::gen::inRange(1, 9);
     const int E = G * gs;
     const int tg = 1 + choose(G);
     const int k = 1 + choose(tg * gs);
-    const bool top2 = gs >= 2 && choose(2) == 1;
+    std::vector<std::string> scores = {"max"};
+    if (gs >= 2) scores.push_back("top2sum");
+    if (tg <= k) scores.push_back("sum_topk");
+    const std::string gscore_name = scores[static_cast<std::size_t>(choose(static_cast<int>(scores.size())))];
+    const int m = gscore_name == "max" ? 1 : gscore_name == "top2sum" ? 2 : k / tg;
+    static const char* kFns[] = {"softmax", "sigmoid", "sqrtsoftplus"};
+    const std::string fn = kFns[choose(3)];
+    const bool renorm = choose(2) == 0;
     const int T = *rc::gen::inRange(0, 60);
     const std::uint64_t seed = any_seed();
     const auto logits = make_logits(T, E, seed, choose(4));
-    moesim::KnobMap kn = {{"n_groups", std::to_string(G)},
-                          {"topk_groups", std::to_string(tg)},
-                          {"group_score", top2 ? "top2sum" : "max"},
-                          {"dropless", "true"}};
-    RC_LOG() << "G=" << G << " gs=" << gs << " tg=" << tg << " k=" << k << " top2=" << top2 << " T=" << T << '\n';
+    moesim::KnobMap kn = {{"n_groups", std::to_string(G)},      {"topk_groups", std::to_string(tg)},
+                          {"group_score", gscore_name},          {"score_fn", fn},
+                          {"renormalize", renorm ? "true" : "false"}, {"dropless", "true"}};
+    RC_LOG() << "G=" << G << " gs=" << gs << " tg=" << tg << " k=" << k << " " << gscore_name << " " << fn
+             << " renorm=" << renorm << " T=" << T << '\n';
     auto p = moesim::make_policy(info.name, E, k, kn);
     const Assignment a = route_once(*p, logits, T, E);
     for (int t = 0; t < T; ++t) {
       const float* z = logits.data() + static_cast<std::size_t>(t) * E;
-      // A group's top-2 score: the exact sum (in double, no overflow near +-FLT_MAX), halved
-      // and rounded to float, where scores are compared: groups whose sums differ by less
-      // than float resolution tie and go to the lower group, as any float ranking must.
-      std::vector<float> gscore(static_cast<std::size_t>(G));
+      // Megatron-Core's group_limited_topk runs on what its top-k sees: the logits when
+      // the softmax comes after the top-k, probabilities before it, sigmoid or
+      // sqrt(softplus) scores otherwise.
+      double zmax = z[0];
+      for (int e = 1; e < E; ++e) zmax = std::max(zmax, double(z[e]));
+      double zsum = 0;
+      for (int e = 0; e < E; ++e) zsum += std::exp(double(z[e]) - zmax);
+      auto value = [&](int e) {
+        const double x = z[e];
+        if (fn == "sigmoid") return 1.0 / (1.0 + std::exp(-x));
+        if (fn == "sqrtsoftplus") return std::sqrt(x > 30 ? x : std::log1p(std::exp(x)));
+        return renorm ? x : std::exp(x - zmax) / zsum;
+      };
+      std::vector<double> gscore(static_cast<std::size_t>(G));
       for (int g = 0; g < G; ++g) {
-        const auto best = ref_topk(z + g * gs, gs, top2 ? 2 : 1);
-        gscore[static_cast<std::size_t>(g)] =
-            top2 ? static_cast<float>(0.5 * (double(z[g * gs + best[0]]) + double(z[g * gs + best[1]])))
-                 : z[g * gs + best[0]];
+        const auto best = ref_topk(z + g * gs, gs, m);
+        double sum = 0;
+        for (int i : best) sum += value(g * gs + i);
+        gscore[static_cast<std::size_t>(g)] = sum;
       }
       const auto groups = ref_topk(gscore.data(), G, tg);
+      // Groups whose scores differ by round-off only may rank either way: skip such tokens.
+      if (tg < G) {
+        const double kept = gscore[static_cast<std::size_t>(groups.back())];
+        bool near = false;
+        for (int g = 0; g < G; ++g)
+          if (std::find(groups.begin(), groups.end(), g) == groups.end())
+            near |= std::fabs(gscore[static_cast<std::size_t>(g)] - kept) <= 1e-9 * (1 + std::fabs(kept)) &&
+                    gscore[static_cast<std::size_t>(g)] != kept;
+        if (near) continue;
+      }
       std::vector<float> masked(static_cast<std::size_t>(E), -std::numeric_limits<float>::infinity());
       for (int g : groups)
         for (int i = 0; i < gs; ++i) masked[static_cast<std::size_t>(g * gs + i)] = z[g * gs + i];
@@ -157,6 +185,33 @@ TEST_CASE("topk group-limited routing: top groups first (max or top-2 sum), then
       for (int j = 0; j < k; ++j) RC_ASSERT(a.at(t, j) == want[static_cast<std::size_t>(j)]);
     }
   });
+}
+
+TEST_CASE("topk hand-computed: DeepSeek-V3-style group scores on sigmoid values, not logits") {
+  // logits {3, -3, 1, 1}, groups {0,1}, {2,3}, k = 2, one group kept, sum of the top 2.
+  //   on logits:   g0 = 3 + (-3) = 0,            g1 = 1 + 1 = 2             -> g1
+  //   on sigmoid:  g0 = 0.952574 + 0.047426 = 1, g1 = 2 * 0.731059 = 1.462117 -> g1
+  // and logits {4, 0, 1.5, 1.5}:
+  //   on logits:   g0 = 4,                       g1 = 3                     -> g0
+  //   on sigmoid:  g0 = 0.982014 + 0.5 = 1.482014, g1 = 2 * 0.817574 = 1.635149 -> g1
+  const std::vector<float> z = {4, 0, 1.5f, 1.5f};
+  auto sig = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}, {"score_fn", "sigmoid"}});
+  auto a = route_once(*sig, z, 1, 4);
+  CHECK(a.at(0, 0) == 2);
+  CHECK(a.at(0, 1) == 3);
+  // Softmax after top-k (renormalize = true): Megatron-Core ranks groups on the logits.
+  auto soft = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}});
+  a = route_once(*soft, z, 1, 4);
+  CHECK(a.at(0, 0) == 0);
+  CHECK(a.at(0, 1) == 1);
+  // Softmax before top-k (renormalize = false): on probabilities e^z / sum, i.e. on
+  // e^4 + e^0 = 55.598 vs 2 e^1.5 = 8.963 -> g0.
+  auto pre = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}, {"renormalize", "false"}});
+  a = route_once(*pre, z, 1, 4);
+  CHECK(a.at(0, 0) == 0);
+  // k = 1 with topk_groups = 2 under sum_topk sums 1/2 = 0 values per group: refused.
+  CHECK_THROWS_WITH(moesim::make_policy("topk", 4, 1, {{"n_groups", "2"}, {"topk_groups", "2"}}),
+                    Catch::Contains("every group would score the same"));
 }
 
 TEST_CASE("topk hand-computed: logits {1,3,2,3}, k=2 -> experts {1,3} (tie: lower index first), weights {0.5,0.5}") {
@@ -201,7 +256,7 @@ TEST_CASE("topk hand-computed group limiting: groups {0,1},{2,3}, one group kept
   // logits {5, -5, 4, 3}: group score by max: g0 = 5, g1 = 4 -> keep g0 -> experts {0, 1}.
   //                       by top-2 sum:      g0 = 0, g1 = 7 -> keep g1 -> experts {2, 3}.
   const std::vector<float> z = {5, -5, 4, 3};
-  auto pm = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}});
+  auto pm = moesim::make_policy("topk", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}, {"group_score", "max"}});
   auto a = route_once(*pm, z, 1, 4);
   CHECK(a.at(0, 0) == 0);
   CHECK(a.at(0, 1) == 1);

@@ -61,9 +61,10 @@ TEST_CASE("malformed scenarios fail with one line naming file, line and key", "[
       {"sweep:\n  policy:\n    - {name: topk}\n    - {name: switch}\n",
        "F:4: sweep point 1 'switch': key 'k' = 2: policy 'switch' routes one expert per token, set k=1"},
       {"policy:\n  name: rdesi\n  knobs:\n    betta: 1\n",
-       "F:4: key 'policy.knobs.betta': policy 'rdesi' has no knob 'betta' (did you mean 'beta'? knobs: beta, gamma, "
-       "alpha, ucb_c, ucb_eps, decay_rate, decay_on, idle_perf, load_ema_alpha, load_normalize, epsilon, "
-       "score_noise, weights_over, initial_reputation, capacity_factor, min_capacity, dropless, drop_policy)"},
+       "F:4: key 'policy.knobs.betta': policy 'rdesi' has no knob 'betta' (did you mean 'beta'? knobs: preset, beta, "
+       "gamma, alpha, ucb_c, ucb_eps, decay_rate, decay_on, idle_perf, load_ema_alpha, load_normalize, count_slots, "
+       "epsilon, score_noise, weights_over, initial_reputation, tie_break, capacity_factor, min_capacity, dropless, "
+       "drop_policy, drop_order, drop_priority, drop_weights, capacity_rounding, pad_to_capacity)"},
       {"policy: {name: rdesi, knobs: {beta: x}}\n",
        "F:1: key 'policy.knobs.beta': rdesi: knob 'beta' = 'x': expected a real number"},
       {"policy:\n  name: topk\n  knobs:\n    capacity_factor: -1\n",
@@ -173,8 +174,9 @@ TEST_CASE("sweep expansion: grid order, section axes first, set, list of grids",
   SECTION("points") {
     // gamma does not exist for switch: the point names the failing value.
     CHECK_THROWS_WITH(expand_sweep(sc), "inline.yaml:7: sweep point 1 'gamma=0 sw': key 'policy.knobs.gamma': policy "
-                                        "'switch' has no knob 'gamma' (knobs: jitter_eps, capacity_factor, "
-                                        "min_capacity, dropless, drop_policy)");
+                                        "'switch' has no knob 'gamma' (knobs: jitter_eps, tie_break, capacity_factor, "
+                                        "min_capacity, dropless, drop_policy, drop_order, drop_priority, "
+                                        "drop_weights, capacity_rounding, pad_to_capacity)");
   }
   SECTION("valid grid") {
     const auto ok = parse_scenario(

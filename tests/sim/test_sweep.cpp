@@ -259,7 +259,7 @@ TEST_CASE("shipped scenarios: expected directions at reduced size", "[sweep][sce
                                         "sweep=[{policy: [{label: rdesi-plain, name: rdesi, knobs: {dropless: true, "
                                         "ucb_c: 0, decay_rate: 1, decay_on: none}}, {label: rdesi-explore-decay, "
                                         "name: rdesi, knobs: {dropless: true, ucb_c: 1, epsilon: 0.02, decay_rate: "
-                                        "0.95, decay_on: all}}], policy.knobs.beta: [0, 1], policy.knobs.gamma: [0, "
+                                        "0.95, decay_on: all_after_ema}}], policy.knobs.beta: [0, 1], policy.knobs.gamma: [0, "
                                         "4]}, {policy: [{label: topk, name: topk, knobs: {dropless: true}}]}]"});
     const auto gini = mean_by_label(out, "late_gini");
     const auto mv = mean_by_label(out, "maxvio_batch");

@@ -34,6 +34,18 @@ std::vector<Case> all_cases() {
   cs.push_back({"noisy_topk", {{"jitter_eps", "0.05"}, {"noise", "none"}}});
   cs.push_back({"rdesi", {{"weights_over", "logits"}, {"epsilon", "0.1"}}});
   cs.push_back({"expert_choice", {{"score_fn", "sigmoid"}, {"renormalize", "true"}}});
+  // Megatron-Core's conventions: sqrt-softplus scores, scaled weights, drops that only
+  // mask (weights formed over the requested slots), probability drops by weight.
+  cs.push_back({"topk", {{"score_fn", "sqrtsoftplus"}, {"topk_scaling_factor", "2.5"}}});
+  cs.push_back({"topk", {{"drop_weights", "mask"}, {"capacity_factor", "0.5"}, {"min_capacity", "0"}}});
+  cs.push_back({"topk", {{"drop_weights", "mask"}, {"drop_policy", "probability"}, {"drop_priority", "weight"},
+                         {"capacity_factor", "0.5"}, {"min_capacity", "0"}, {"score_fn", "sigmoid"}}});
+  cs.push_back({"rdesi", {{"preset", "reference"}}});
+  cs.push_back({"rdesi", {{"drop_weights", "mask"}, {"capacity_factor", "0.5"}, {"min_capacity", "0"}}});
+  cs.push_back({"loss_free", {{"preset", "megatron"}, {"capacity_factor", "0.5"}, {"n_groups", "4"},
+                              {"topk_groups", "2"}}});
+  cs.push_back({"loss_free", {{"preset", "deepseek_v3"}}});
+  cs.push_back({"sinkhorn", {{"preset", "megatron"}}});
   return cs;
 }
 
