@@ -5,7 +5,7 @@
 //   rounding  exact: ceil of the exact value cf*T*k/E (moesim);
 //             float: ceil((T*k/E) * cf) in double, as Megatron-Core's get_capacity
 //             computes it, which lands one above where the product rounds up
-//             (T*k/E = 10, cf = 1.1 gives 11.000000000000002, so 12).
+//             (T*k/E = 50, cf = 1.1 gives 55.00000000000001, so 56).
 //   who loses when an expert is full (drop_policy):
 //     position, order choice_rank: every first choice before any second choice,
 //               earlier tokens first within a rank (GShard, Mesh-TF);

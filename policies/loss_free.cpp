@@ -88,12 +88,11 @@ static std::vector<KnobPreset> loss_free_presets() {
   // Megatron-Core's conventions, with capacity when the user sets one: sigmoid
   // weights renormalised only for k > 1, counts after dropping, its capacity rules.
   auto megatron = [](int k) {
-    return KnobMap{{"score_fn", "sigmoid"},         {"renormalize", k > 1 ? "true" : "false"},
-                   {"bias_counts", "served"},       {"bias_rate", "0.001"},
-                   {"group_score", "sum_topk"},     {"drop_policy", "probability"},
-                   {"drop_order", "token"},         {"drop_priority", "weight"},
-                   {"drop_weights", "mask"},        {"capacity_rounding", "float"},
-                   {"min_capacity", "0"}};
+    auto m = megatron_router_knobs(k);
+    m["score_fn"] = "sigmoid";
+    m["bias_counts"] = "served";
+    m["bias_rate"] = "0.001";
+    return m;
   };
   return {
       {"moesim", "bias from the requests before capacity", [](int) { return KnobMap{}; }},

@@ -163,13 +163,38 @@ void TopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   tail_.finish(in.logits, cap_, spec_, out);
 }
 
+KnobMap megatron_router_knobs(int k) {
+  return {{"renormalize", k > 1 ? "true" : "false"},
+          {"group_score", "sum_topk"},
+          {"drop_policy", "probability"},
+          {"drop_order", "token"},
+          {"drop_priority", "weight"},
+          {"drop_weights", "mask"},
+          {"capacity_rounding", "float"},
+          {"min_capacity", "0"}};
+}
+
+static std::vector<KnobPreset> topk_presets() {
+  return {
+      {"moesim", "first choices first, weights renormalised over the served slots", [](int) { return KnobMap{}; }},
+      {"megatron",
+       "Megatron-Core TopKRouter: top-k then softmax (pre-softmax when k = 1; sigmoid renormalised only when "
+       "k > 1), probs dropping by weight, earlier tokens first for position dropping, drops only mask, its "
+       "float capacity, no minimum",
+       megatron_router_knobs},
+  };
+}
+
 PolicyInfo topk_info() {
-  auto knobs = score_knobs();
+  std::vector<KnobSpec> knobs = {preset_knob(topk_presets())};
+  for (auto& s : score_knobs()) knobs.push_back(s);
   for (auto& g : group_knobs()) knobs.push_back(g);
   knobs.push_back(tie_break_knob());
   for (auto& c : capacity_knobs()) knobs.push_back(c);
-  return {"topk", "top-k gating on softmax, sigmoid or sqrt-softplus scores, optional group-limited selection",
-          knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<TopKPolicy>(E, k, kn); }};
+  PolicyInfo info("topk", "top-k gating on softmax, sigmoid or sqrt-softplus scores, optional group-limited selection",
+                  knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<TopKPolicy>(E, k, kn); });
+  info.presets = topk_presets();
+  return info;
 }
 
 }  // namespace moesim

@@ -56,6 +56,10 @@ TieBreak tie_break_from(const Knobs& knobs);
 WeightSpec score_weight_spec(const Knobs& knobs);
 // The group values that match the score rule (see the header comment).
 GroupValues group_values_for(const WeightSpec& spec);
+// Megatron-Core TopKRouter's conventions (preset megatron of topk and loss_free):
+// renormalise only for k > 1 (k = 1 softmax needs pre-softmax there), drop by
+// combine weight, position drops by token, drops only mask, float capacity, no minimum.
+KnobMap megatron_router_knobs(int k);
 
 class TopKPolicy : public Policy {
  public:

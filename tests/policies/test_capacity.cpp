@@ -199,3 +199,94 @@ TEST_CASE("topk with drop by probability: kept requests outrank dropped ones per
     }
   });
 }
+
+// The conventions Megatron-Core, Mesh-TF and GShard differ on, each hand-computed.
+// E = 3, k = 2, T = 3, cf = 0.5, min 0: C = ceil(0.5*3*2/3) = 1.
+//   t0 {3, 2, 0} -> (0, 1);  t1 {2, 3, 0} -> (1, 0);  t2 {0, 1, 3} -> (2, 1)
+const std::vector<float> kThree = {3, 2, 0, 2, 3, 0, 0, 1, 3};
+moesim::KnobMap cap1(std::initializer_list<std::pair<const char*, const char*>> extra) {
+  moesim::KnobMap kn = {{"capacity_factor", "0.5"}, {"min_capacity", "0"}};
+  for (const auto& [key, v] : extra) kn.emplace(key, v);
+  return kn;
+}
+
+TEST_CASE("drop_order: choice_rank serves every first choice first, token serves earlier tokens whatever the rank") {
+  // choice_rank (GShard, Mesh-TF): rank 0 fills e0 <- t0, e1 <- t1, e2 <- t2; every rank-1 request is refused.
+  auto a = route_topk(3, 2, kThree, cap1({}));
+  REQUIRE(a.capacity == 1);
+  CHECK(a.expert == std::vector<std::int32_t>{0, -1, 1, -1, 2, -1});
+  CHECK(a.dropped_tokens == 0);
+  // token (Megatron-Core "position"): t0 takes e0 and e1, t1 finds both full, t2 takes e2.
+  a = route_topk(3, 2, kThree, cap1({{"drop_order", "token"}}));
+  CHECK(a.expert == std::vector<std::int32_t>{0, 1, -1, -1, 2, -1});
+  CHECK(a.dropped == 3);
+  CHECK(a.dropped_tokens == 1);
+  CHECK(a.requested == std::vector<std::int32_t>{0, 1, 1, 0, 2, 1});
+  // Renormalised over the served slots: t0 {e^3, e^2} / (e^3 + e^2) = 0.7310586, 0.2689414; t2 keeps 1.
+  CHECK(a.weight_at(0, 0) == Approx(0.7310586).epsilon(1e-6));
+  CHECK(a.weight_at(0, 1) == Approx(0.2689414).epsilon(1e-6));
+  CHECK(a.weight_at(2, 0) == Approx(1.0).epsilon(1e-6));
+}
+
+TEST_CASE("drop_weights mask: weights formed over the requested slots, dropped ones only zeroed") {
+  // choice_rank drops every second choice. renormalize: each token's one served slot weighs 1;
+  // mask (Megatron-Core, Mesh-TF): the weight it had among its two requests.
+  auto a = route_topk(3, 2, kThree, cap1({{"drop_weights", "mask"}}));
+  CHECK(a.expert == std::vector<std::int32_t>{0, -1, 1, -1, 2, -1});
+  CHECK(a.weight_at(0, 0) == Approx(0.7310586).epsilon(1e-6));  // e^3 / (e^3 + e^2)
+  CHECK(a.weight_at(1, 0) == Approx(0.7310586).epsilon(1e-6));
+  CHECK(a.weight_at(2, 0) == Approx(0.8807971).epsilon(1e-6));  // e^3 / (e^3 + e^1)
+  CHECK(a.weight_at(0, 1) == 0.0f);
+  auto p = moesim::make_policy("topk", 3, 2, cap1({{"drop_weights", "mask"}}));
+  CHECK(p->weight_spec().over_requested);
+  CHECK_FALSE(p->weight_spec().normalized());
+  // Dropless: nothing is refused, so the convention changes nothing.
+  auto d = moesim::make_policy("topk", 3, 2, {{"drop_weights", "mask"}, {"dropless", "true"}});
+  CHECK_FALSE(d->weight_spec().over_requested);
+}
+
+TEST_CASE("drop_priority: the gate probability (moesim) or the combine weight (Megatron-Core probs) decides") {
+  // E = 3, k = 2, T = 2, cf = 0.5: C = ceil(0.5*2*2/3) = 1. Both tokens request expert 0.
+  //   t0 {1, 1, -10} -> (0, 1): softmax p(e0) = 0.4999958, weight over {e0, e1} = 0.5
+  //   t1 {2, 0, 1.9} -> (0, 2): softmax p(e0) = 7.389/15.075 = 0.4901, weight 1/(1 + e^-0.1) = 0.5249792
+  const std::vector<float> z = {1, 1, -10, 2, 0, 1.9f};
+  auto a = route_topk(3, 2, z, cap1({{"drop_policy", "probability"}}));
+  REQUIRE(a.capacity == 1);
+  CHECK(a.expert == std::vector<std::int32_t>{0, 1, -1, 2});  // t0 wins on probability
+  a = route_topk(3, 2, z, cap1({{"drop_policy", "probability"}, {"drop_priority", "weight"}}));
+  CHECK(a.expert == std::vector<std::int32_t>{-1, 1, 0, 2});  // t1 wins on weight
+}
+
+TEST_CASE("capacity_rounding float: Megatron-Core's ceil((T*k/E)*cf) lands one above the exact value") {
+  CapacityConfig c;
+  c.factor = 1.1, c.min_capacity = 0;
+  // T*k/E = 100*2/4 = 50; 50 * 1.1 = 55.00000000000001 in double (exactly 55).
+  CHECK(expert_capacity(c, 100, 2, 4) == 55);
+  c.rounding = moesim::CapacityRounding::Float;
+  CHECK(expert_capacity(c, 100, 2, 4) == 56);
+  // Where the product is exact both agree: 50 * 1.25 = 62.5 -> 63.
+  c.factor = 1.25;
+  CHECK(expert_capacity(c, 100, 2, 4) == 63);
+  c.rounding = moesim::CapacityRounding::Exact;
+  CHECK(expert_capacity(c, 100, 2, 4) == 63);
+}
+
+TEST_CASE("pad_to_capacity: every expert processes min(C, T) slots, the missing ones counted as padding") {
+  // cf = 1: C = ceil(6/3) = 2. choice_rank serves e0 <- t0, t1; e1 <- t1, t0; e2 <- t2; t2's second
+  // choice (e1) is full. served 5 of E*C = 6: one padding slot.
+  auto a = route_topk(3, 2, kThree, {{"capacity_factor", "1"}, {"min_capacity", "0"}, {"pad_to_capacity", "true"}});
+  REQUIRE(a.capacity == 2);
+  CHECK(a.served() == 5);
+  CHECK(a.padded == 1);
+  // cf = 2: C = 4 exceeds T = 3, so each expert pads to the 3 tokens there are: 9 - 6 = 3.
+  a = route_topk(3, 2, kThree, {{"capacity_factor", "2"}, {"min_capacity", "0"}, {"pad_to_capacity", "true"}});
+  CHECK(a.capacity == 4);
+  CHECK(a.padded == 3);
+  // Routing and weights are what they are without padding.
+  const auto b = route_topk(3, 2, kThree, {{"capacity_factor", "2"}, {"min_capacity", "0"}});
+  CHECK(b.padded == 0);
+  CHECK(a.expert == b.expert);
+  CHECK(a.weight == b.weight);
+  CHECK_THROWS_WITH(moesim::make_policy("topk", 3, 2, {{"pad_to_capacity", "true"}, {"dropless", "true"}}),
+                    Catch::Contains("needs a capacity"));
+}

@@ -107,3 +107,44 @@ TEST_CASE("loss_free: a collapsed router is pulled toward balance over many batc
   for (int e = 0; e < E; ++e) CHECK(total[static_cast<std::size_t>(e)] > 0);
   CHECK(total[0] < 20 * T);
 }
+
+TEST_CASE("loss_free bias_counts served (Megatron-Core counts after token dropping) vs requested") {
+  // E = 3, k = 1, T = 6, cf = 1, min 0: C = 2. Requests {4, 2, 0} (mean 2): requested-based signs
+  // {-1, 0, +1}; served {2, 2, 0} (mean 4/3): signs {-1, -1, +1}.
+  const std::vector<float> z = {2, 0, 0, 2, 0, 0, 2, 0, 0, 2, 0, 0, 0, 2, 0, 0, 2, 0};
+  moesim::KnobMap kn = {{"bias_rate", "0.5"}, {"capacity_factor", "1"}, {"min_capacity", "0"}};
+  auto req = moesim::make_policy("loss_free", 3, 1, kn);
+  const Assignment a = step(*req, z, 6);
+  REQUIRE(a.counts == std::vector<std::int64_t>{2, 2, 0});
+  check_vec(bias_of(*req), {-0.5, 0.0, 0.5});
+  kn["bias_counts"] = "served";
+  auto srv = moesim::make_policy("loss_free", 3, 1, kn);
+  step(*srv, z, 6);
+  check_vec(bias_of(*srv), {-0.5, -0.5, 0.5});
+}
+
+TEST_CASE("loss_free group-limited (DeepSeek-V3): groups ranked by the sum of their top s + b values") {
+  // E = 4 in groups {0,1}, {2,3}, k = 2, one group kept, sigmoid scores, bias 0 at the start.
+  // z = {2, -2, 0.5, 0.5}: s = {0.880797, 0.119203, 0.622459, 0.622459};
+  //   group sums of the top 2: g0 = 1.0, g1 = 1.244919 -> g1 -> experts {2, 3} (tie: lower index first),
+  //   although expert 0 has the highest score of all.
+  auto p = moesim::make_policy("loss_free", 4, 2, {{"n_groups", "2"}, {"topk_groups", "1"}, {"dropless", "true"}});
+  const Assignment a = step(*p, {2, -2, 0.5f, 0.5f}, 1);
+  CHECK(a.expert == std::vector<std::int32_t>{2, 3});
+  // Without groups: the top 2 of s are experts 0 and 2.
+  auto q = moesim::make_policy("loss_free", 4, 2, {{"dropless", "true"}});
+  CHECK(step(*q, {2, -2, 0.5f, 0.5f}, 1).expert == std::vector<std::int32_t>{0, 2});
+}
+
+TEST_CASE("loss_free presets: megatron and deepseek_v3 resolve to their documented knob values") {
+  auto m = moesim::make_policy("loss_free", 8, 2, {{"preset", "megatron"}});
+  CHECK(m->knobs().values().at("bias_counts") == "served");
+  CHECK(m->knobs().values().at("score_fn") == "sigmoid");
+  CHECK(m->knobs().values().at("drop_weights") == "mask");
+  auto m1 = moesim::make_policy("loss_free", 8, 1, {{"preset", "megatron"}});
+  CHECK(m1->knobs().values().at("renormalize") == "false");  // sigmoid k = 1: probs = scores
+  auto d = moesim::make_policy("loss_free", 8, 2, {{"preset", "deepseek_v3"}});
+  CHECK(d->knobs().values().at("dropless") == "true");
+  CHECK(d->weight_spec().scale == 2.5);
+  CHECK(d->weight_spec().rule == moesim::WeightRule::SigmoidGather);
+}

@@ -79,3 +79,34 @@ TEST_CASE("sinkhorn: on a collapsed batch the balanced selection spreads load th
     CHECK(a.counts[static_cast<std::size_t>(e)] < T / 2);
   }
 }
+
+TEST_CASE("sinkhorn eval_mode topk: at evaluation plain top-k of the logits, as Megatron-Core routes") {
+  // A collapsed batch: every token prefers expert 0. Training balances; evaluation with
+  // eval_mode topk does not; eval_mode sinkhorn (moesim) balances there too.
+  const int T = 16, E = 4;
+  std::vector<float> z;
+  for (int t = 0; t < T; ++t) z.insert(z.end(), {1.0f, 0.1f * static_cast<float>(t % 3), 0.0f, -0.5f});
+  auto run = [&](const moesim::KnobMap& kn, bool training) {
+    auto p = moesim::make_policy("sinkhorn", E, 1, kn);
+    moesim::RouteInput in;
+    in.logits = z.data();
+    in.tokens = T;
+    in.experts = E;
+    in.training = training;
+    moesim::Rng rng(1);
+    Assignment a;
+    p->route(in, rng, a);
+    return a;
+  };
+  const moesim::KnobMap topk_eval = {{"eval_mode", "topk"}, {"dropless", "true"}};
+  CHECK(run(topk_eval, false).counts == std::vector<std::int64_t>{T, 0, 0, 0});
+  CHECK(run(topk_eval, true).counts[0] < T);
+  CHECK(run({{"dropless", "true"}}, false).counts[0] < T);
+  // The megatron preset: sigmoid weights for k = 1 (softmax for k > 1), never renormalised.
+  auto m = moesim::make_policy("sinkhorn", E, 1, {{"preset", "megatron"}});
+  CHECK(m->weight_spec().rule == moesim::WeightRule::SigmoidGather);
+  CHECK_FALSE(m->weight_spec().renormalize);
+  auto m2 = moesim::make_policy("sinkhorn", E, 2, {{"preset", "megatron"}});
+  CHECK(m2->weight_spec().rule == moesim::WeightRule::SoftmaxGather);
+  CHECK(m2->knobs().values().at("eval_mode") == "topk");
+}

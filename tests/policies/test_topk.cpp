@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <map>
 
 #include "helpers.hpp"
 #include "policies/registry.hpp"
@@ -390,4 +391,153 @@ TEST_CASE("topk group-limited top2sum survives logits near +-FLT_MAX (group sums
   a = route_once(*p, hi2, 1, 4);
   CHECK(a.at(0, 0) == 3);
   CHECK(a.at(0, 1) == 2);
+}
+
+TEST_CASE("topk hand-computed: sqrt(softplus) scores and Megatron-Core's topk_scaling_factor") {
+  // z = {0, ln(e - 1), 2}: sqrt(softplus) = {sqrt(ln 2), 1, sqrt(ln(1 + e^2))} = {0.8325546, 1, 1.4583991}.
+  const std::vector<float> z = {0.0f, static_cast<float>(std::log(std::exp(1.0) - 1.0)), 2.0f};
+  auto p = moesim::make_policy("topk", 3, 2, {{"score_fn", "sqrtsoftplus"}, {"dropless", "true"}});
+  auto a = route_once(*p, z, 1, 3);
+  REQUIRE(a.expert == std::vector<std::int32_t>{2, 1});
+  CHECK(a.weight_at(0, 0) == Approx(1.4583991 / 2.4583991).epsilon(1e-6));  // 0.5932350
+  CHECK(a.weight_at(0, 1) == Approx(1.0 / 2.4583991).epsilon(1e-6));
+  p = moesim::make_policy("topk", 3, 2, {{"score_fn", "sqrtsoftplus"}, {"renormalize", "false"}, {"dropless", "true"}});
+  a = route_once(*p, z, 1, 3);
+  CHECK(a.weight_at(0, 0) == Approx(1.4583991).epsilon(1e-6));
+  CHECK(a.weight_at(0, 1) == Approx(1.0).epsilon(1e-6));
+  // Scaled by 2.5 after the renormalisation, as Megatron-Core applies it.
+  p = moesim::make_policy("topk", 3, 2,
+                          {{"score_fn", "sqrtsoftplus"}, {"topk_scaling_factor", "2.5"}, {"dropless", "true"}});
+  a = route_once(*p, z, 1, 3);
+  CHECK(a.weight_at(0, 0) == Approx(2.5 * 1.4583991 / 2.4583991).epsilon(1e-6));
+  CHECK(a.weight_at(0, 1) == Approx(2.5 / 2.4583991).epsilon(1e-6));
+  CHECK_FALSE(p->weight_spec().normalized());
+}
+
+TEST_CASE("tie_break random: tied experts are chosen uniformly, reproducibly per seed; low_index piles on expert 0") {
+  const int T = 4000;
+  const std::vector<float> flat(static_cast<std::size_t>(T) * 4, 0.0f);
+  auto low = moesim::make_policy("topk", 4, 1, {{"dropless", "true"}});
+  CHECK(route_once(*low, flat, T, 4).counts == std::vector<std::int64_t>{T, 0, 0, 0});
+  auto rnd = moesim::make_policy("topk", 4, 1, {{"dropless", "true"}, {"tie_break", "random"}});
+  const auto a = route_once(*rnd, flat, T, 4, 7);
+  // Binomial(4000, 1/4): mean 1000, sd 27.4; [850, 1150] is beyond 5 sd.
+  for (auto c : a.counts) CHECK((c >= 850 && c <= 1150));
+  CHECK(diff_assignments(a, route_once(*rnd, flat, T, 4, 7)).empty());
+  CHECK(!diff_assignments(a, route_once(*rnd, flat, T, 4, 8)).empty());
+  // {1, 0, 0, 0}, k = 2: slot 0 is expert 0 always; slot 1 uniform over the three tied experts.
+  std::vector<float> z;
+  for (int t = 0; t < T; ++t) z.insert(z.end(), {1, 0, 0, 0});
+  auto rnd2 = moesim::make_policy("topk", 4, 2, {{"dropless", "true"}, {"tie_break", "random"}});
+  const auto b = route_once(*rnd2, z, T, 4, 3);
+  CHECK(b.counts[0] == T);
+  for (int e = 1; e < 4; ++e) CHECK((b.counts[static_cast<std::size_t>(e)] >= 1150 && b.counts[static_cast<std::size_t>(e)] <= 1520));
+  // A row without ties draws nothing: the rest of the batch is unaffected by its presence.
+  const std::vector<float> distinct = {3, 2, 1, 0};
+  const auto c = route_once(*rnd2, distinct, 1, 4, 3);
+  CHECK(c.expert == std::vector<std::int32_t>{0, 1});
+}
+
+namespace {
+
+// Megatron-Core moe_utils.py, written out from its equations: topk_routing_with_score_function
+// (no groups, no expert bias) then apply_router_token_dropping. Returns per token the
+// served experts with their final probs (ties: lower index, lower token first).
+std::vector<std::map<int, double>> megatron_route(const std::vector<float>& logits, int T, int E, int k,
+                                                  const std::string& fn, bool pre_softmax, double scale, double cf,
+                                                  const std::string& drop_policy) {
+  std::vector<std::vector<double>> probs(static_cast<std::size_t>(T), std::vector<double>(static_cast<std::size_t>(E), 0.0));
+  std::vector<std::vector<char>> map(static_cast<std::size_t>(T), std::vector<char>(static_cast<std::size_t>(E), 0));
+  for (int t = 0; t < T; ++t) {
+    const float* z = logits.data() + static_cast<std::size_t>(t) * E;
+    std::vector<double> s(static_cast<std::size_t>(E));
+    double m = z[0], sum = 0;
+    for (int e = 1; e < E; ++e) m = std::max(m, double(z[e]));
+    for (int e = 0; e < E; ++e) sum += std::exp(double(z[e]) - m);
+    for (int e = 0; e < E; ++e) {
+      const double x = z[e];
+      s[static_cast<std::size_t>(e)] = fn == "sigmoid"        ? 1.0 / (1.0 + std::exp(-x))
+                                       : fn == "sqrtsoftplus" ? std::sqrt(x > 30 ? x : std::log1p(std::exp(x)))
+                                       : pre_softmax          ? std::exp(x - m) / sum
+                                                              : x;
+    }
+    const auto top = ref_topk(s.data(), E, k);
+    std::vector<double> p(static_cast<std::size_t>(k));
+    if (fn == "softmax" && !pre_softmax) {  // softmax over the top-k logits
+      double tm = s[static_cast<std::size_t>(top[0])], ts = 0;
+      for (int j = 0; j < k; ++j) ts += std::exp(s[static_cast<std::size_t>(top[j])] - tm);
+      for (int j = 0; j < k; ++j) p[static_cast<std::size_t>(j)] = std::exp(s[static_cast<std::size_t>(top[j])] - tm) / ts;
+    } else {
+      double ts = 0;
+      for (int j = 0; j < k; ++j) ts += s[static_cast<std::size_t>(top[j])];
+      for (int j = 0; j < k; ++j)  // sigmoid / sqrtsoftplus: probs = scores / (sum + 1e-20) when topk > 1
+        p[static_cast<std::size_t>(j)] = fn != "softmax" && k > 1 ? s[static_cast<std::size_t>(top[j])] / (ts + 1e-20)
+                                                                  : s[static_cast<std::size_t>(top[j])];
+    }
+    for (int j = 0; j < k; ++j) {
+      probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(top[j])] = p[static_cast<std::size_t>(j)] * scale;
+      map[static_cast<std::size_t>(t)][static_cast<std::size_t>(top[j])] = 1;
+    }
+  }
+  if (cf > 0) {
+    const long C = static_cast<long>(std::ceil(static_cast<double>(T * k) / E * cf));  // get_capacity
+    if (C <= T) {
+      for (int e = 0; e < E; ++e) {
+        std::vector<int> order(static_cast<std::size_t>(T));
+        std::iota(order.begin(), order.end(), 0);
+        auto key = [&](int t) {
+          return drop_policy == "probs" ? probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)]
+                                        : static_cast<double>(map[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)]);
+        };
+        std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return key(a) > key(b); });
+        for (long i = C; i < T; ++i) map[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])][static_cast<std::size_t>(e)] = 0;
+      }
+    }
+  }
+  std::vector<std::map<int, double>> out(static_cast<std::size_t>(T));
+  for (int t = 0; t < T; ++t)
+    for (int e = 0; e < E; ++e)
+      if (map[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)])
+        out[static_cast<std::size_t>(t)][e] = probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)];
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("topk preset megatron equals Megatron-Core's routing and token dropping, written out from moe_utils.py") {
+  rc::prop("topk megatron preset vs a second implementation of Megatron-Core", [] {
+    const int E = *rc::gen::inRange(2, 25);
+    const int k = 1 + choose(std::min(E, 6));
+    const int T = *rc::gen::inRange(1, 120);
+    static const char* kFns[] = {"softmax", "sigmoid", "sqrtsoftplus"};
+    const std::string fn = kFns[choose(3)];
+    // Megatron-Core refuses softmax top-1 without pre-softmax; the preset follows it.
+    const bool pre_softmax = fn == "softmax" && (k == 1 || choose(2) == 0);
+    static const char* kCf[] = {"0", "0.5", "1", "1.1", "1.25", "2"};
+    const std::string cf = kCf[choose(6)];
+    const std::string drop = choose(2) ? "probs" : "position";
+    const std::string scale = choose(2) ? "1" : "2.5";
+    const std::uint64_t seed = any_seed();
+    const auto z = make_distinct_logits(T, E, seed);
+    moesim::KnobMap kn = {{"preset", "megatron"}, {"score_fn", fn}, {"topk_scaling_factor", scale},
+                          {"drop_policy", drop == "probs" ? "probability" : "position"}};
+    if (fn == "softmax" && k > 1) kn["renormalize"] = pre_softmax ? "false" : "true";
+    if (cf == "0") kn["dropless"] = "true"; else kn["capacity_factor"] = cf;
+    RC_LOG() << "E=" << E << " k=" << k << " T=" << T << " " << fn << " pre=" << pre_softmax << " cf=" << cf << " "
+             << drop << " scale=" << scale << " seed=" << seed << '\n';
+    auto p = moesim::make_policy("topk", E, k, kn);
+    const Assignment a = route_once(*p, z, T, E);
+    const auto want = megatron_route(z, T, E, k, fn, pre_softmax, std::stod(scale), std::stod(cf), drop);
+    for (int t = 0; t < T; ++t) {
+      std::map<int, double> got;
+      for (int j = 0; j < k; ++j)
+        if (a.at(t, j) >= 0) got[a.at(t, j)] = a.weight_at(t, j);
+      const auto& w = want[static_cast<std::size_t>(t)];
+      RC_ASSERT(got.size() == w.size());
+      for (const auto& [e, v] : w) {
+        RC_ASSERT(got.count(e) == 1u);
+        RC_ASSERT(std::fabs(got[e] - v) <= 1e-5 * (1 + v));
+      }
+    }
+  });
 }
