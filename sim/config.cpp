@@ -111,6 +111,16 @@ const std::vector<Field>& fields() {
                            [](SimConfig& c) -> double& { return c.gate.aux_loss; }, 0.0, 1e300));
     f.push_back(F::real_field("gate.z_loss", "coefficient of the router z-loss the gate descends",
                            [](SimConfig& c) -> double& { return c.gate.z_loss; }, 0.0, 1e300));
+    f.push_back(F::real_field("gate.jitter_eps",
+                           "multiplicative input jitter x*U(1-eps, 1+eps) before the gate (Switch, Megatron-Core)",
+                           [](SimConfig& c) -> double& { return c.gate.jitter_eps; }, 0.0, 0.999999));
+    f.push_back(F::bool_field("gate.force_balance",
+                           "the policy sees N(0,1) logits instead of the gate's (Megatron-Core force load balancing)",
+                           [](SimConfig& c) -> bool& { return c.gate.force_balance; }));
+    f.push_back(F::string_field("gate.router_dtype",
+                             "precision of the logits the policy sees: fp32, or bf16 (rounded to nearest even, as "
+                             "a router computing in the model dtype)",
+                             [](SimConfig& c) -> std::string& { return c.gate.router_dtype; }, {"fp32", "bf16"}));
 
     f.push_back({{"policy.name", "string", "routing policy, a registry name (`moesim policies` lists them)"},
                  [](const SimConfig& c) { return c.policy.name; },

@@ -53,6 +53,9 @@ struct GateConfig {
   double noise = 0.0;            // gate.noise: std of Gaussian noise added to the logits the policy sees
   double aux_loss = 0.0;         // gate.aux_loss: coefficient of the Switch load-balancing loss the gate also descends (0 = off)
   double z_loss = 0.0;           // gate.z_loss: coefficient of the ST-MoE router z-loss the gate also descends (0 = off)
+  double jitter_eps = 0.0;       // gate.jitter_eps: multiplicative input jitter x*U(1-eps, 1+eps) before the gate (Switch; Megatron-Core moe_input_jitter_eps)
+  bool force_balance = false;    // gate.force_balance: the policy sees N(0,1) logits instead (Megatron-Core moe_router_force_load_balancing)
+  std::string router_dtype = "fp32";  // gate.router_dtype: fp32, or bf16: the logits the policy sees rounded to bfloat16 (Megatron-Core routes in the model dtype)
 };
 
 struct PolicyConfig {

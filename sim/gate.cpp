@@ -1,11 +1,27 @@
 #include "sim/gate.hpp"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 namespace moesim {
 
+namespace {
+
+// Round to the nearest bfloat16 (ties to even), kept as a float: the top 16 bits.
+float round_bf16(float x) {
+  auto u = std::bit_cast<std::uint32_t>(x);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return std::bit_cast<float>(u & 0xFFFF0000u);
+}
+
+}  // namespace
+
 Gate::Gate(const GateConfig& cfg, int experts, int dim, std::uint64_t seed)
-    : cfg_(cfg), noise_rng_(derive_seed(seed, "gate.noise")) {
+    : cfg_(cfg),
+      bf16_(cfg.router_dtype == "bf16"),
+      noise_rng_(derive_seed(seed, "gate.noise")),
+      jitter_rng_(derive_seed(seed, "gate.jitter")) {
   w_.resize(experts, dim);
   Rng init(derive_seed(seed, "gate.init"));
   normals_.fill(init, w_.data(), static_cast<std::size_t>(w_.size()),
@@ -13,13 +29,29 @@ Gate::Gate(const GateConfig& cfg, int experts, int dim, std::uint64_t seed)
 }
 
 void Gate::forward(const RowMatrixXf& x) {
-  if (clean_.rows() != x.rows() || clean_.cols() != w_.rows()) clean_.resize(x.rows(), w_.rows());
-  clean_.noalias() = x * w_.transpose();
-  if (cfg_.noise > 0.0) {
-    if (noisy_.rows() != clean_.rows() || noisy_.cols() != clean_.cols()) noisy_.resize(clean_.rows(), clean_.cols());
-    normals_.fill(noise_rng_, noisy_.data(), static_cast<std::size_t>(noisy_.size()), static_cast<float>(cfg_.noise));
-    noisy_ += clean_;
+  const RowMatrixXf* in = &x;
+  if (cfg_.jitter_eps > 0.0) {
+    jittered_ = x;
+    const double e = cfg_.jitter_eps;
+    for (Eigen::Index i = 0; i < jittered_.size(); ++i)
+      jittered_.data()[i] *= static_cast<float>(jitter_rng_.uniform(1.0 - e, 1.0 + e));
+    in = &jittered_;
   }
+  if (clean_.rows() != in->rows() || clean_.cols() != w_.rows()) clean_.resize(in->rows(), w_.rows());
+  clean_.noalias() = *in * w_.transpose();
+  if (seen_is_clean()) return;
+  if (noisy_.rows() != clean_.rows() || noisy_.cols() != clean_.cols()) noisy_.resize(clean_.rows(), clean_.cols());
+  const auto n = static_cast<std::size_t>(noisy_.size());
+  if (cfg_.force_balance) {
+    normals_.fill(noise_rng_, noisy_.data(), n, 1.0f);
+  } else if (cfg_.noise > 0.0) {
+    normals_.fill(noise_rng_, noisy_.data(), n, static_cast<float>(cfg_.noise));
+    noisy_ += clean_;
+  } else {
+    noisy_ = clean_;
+  }
+  if (bf16_)
+    for (std::size_t i = 0; i < n; ++i) noisy_.data()[i] = round_bf16(noisy_.data()[i]);
 }
 
 void Gate::aux_gradient(const Assignment& a) {
@@ -69,13 +101,14 @@ void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf) 
   const bool aux = cfg_.aux_loss > 0.0 || cfg_.z_loss > 0.0;
   if (aux) aux_gradient(a);  // from this batch's probabilities, before W moves
   if (cfg_.l2 > 0.0) w_ *= static_cast<float>(1.0 - cfg_.lr * cfg_.l2);
-  if (aux) w_.noalias() -= static_cast<float>(cfg_.lr) * grad_.transpose() * x;
+  const RowMatrixXf& xin = input(x);
+  if (aux) w_.noalias() -= static_cast<float>(cfg_.lr) * grad_.transpose() * xin;
   if (n == 0) return;
   const int d = dim();
   const double scale = cfg_.lr / static_cast<double>(a.tokens);
   const float b = static_cast<float>(baseline_);
   for (int t = 0; t < a.tokens; ++t) {
-    const float* xt = x.data() + static_cast<std::size_t>(t) * d;
+    const float* xt = xin.data() + static_cast<std::size_t>(t) * d;
     for (int j = 0; j < a.width; ++j) {
       const std::size_t i = static_cast<std::size_t>(t) * a.width + j;
       const auto e = a.expert[i];

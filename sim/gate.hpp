@@ -1,7 +1,12 @@
 #pragma once
 // The simulator's linear gate and its online update. Forward, for a batch X (T x d):
+//   X <- X * U(1 - jitter_eps, 1 + jitter_eps) per entry when gate.jitter_eps > 0
+//        (Switch's input jitter; the jittered X is what the update below uses)
 //   Z = X W^T                      (W: E x d, W_ej ~ N(0, init_scale^2 / d) at start)
-//   the policy sees Z + noise * N(0, 1) per entry when gate.noise > 0.
+//   the policy sees S = Z + noise * N(0, 1) per entry (gate.noise > 0), or S = N(0, 1)
+//   when gate.force_balance (Megatron-Core's random logits for throughput studies),
+//   rounded to bf16 when gate.router_dtype = bf16 (nearest even: a router computing
+//   in the model's dtype, where exact ties between experts become common).
 // Update after the batch, from the performance r_tj of every served slot (t, j -> e):
 //   m  = mean of r over the batch's served slots
 //   b <- m on the first batch, then b <- (1 - rho) b + rho m      (rho = baseline_rate)
@@ -36,12 +41,15 @@ class Gate {
   // seed: the layer's seed; the gate draws from its children "gate.init" and "gate.noise".
   Gate(const GateConfig& cfg, int experts, int dim, std::uint64_t seed);
 
-  // Computes the logits of x; then clean() holds Z and seen() what the policy sees.
+  // Computes the logits of x; then clean() holds Z, seen() what the policy sees and
+  // input() the gate input after jitter.
   void forward(const RowMatrixXf& x);
   const RowMatrixXf& clean() const { return clean_; }
-  const RowMatrixXf& seen() const { return cfg_.noise > 0.0 ? noisy_ : clean_; }
+  const RowMatrixXf& seen() const { return seen_is_clean() ? clean_ : noisy_; }
+  const RowMatrixXf& input(const RowMatrixXf& x) const { return cfg_.jitter_eps > 0.0 ? jittered_ : x; }
 
-  // The online update above. perf: one value per slot of a (read on served slots).
+  // The online update above, on the batch forward() saw. perf: one value per slot
+  // of a (read on served slots).
   void update(const RowMatrixXf& x, const Assignment& a, const float* perf);
 
   const RowMatrixXf& weight() const { return w_; }
@@ -51,12 +59,14 @@ class Gate {
 
  private:
   GateConfig cfg_;
+  bool bf16_;
+  bool seen_is_clean() const { return cfg_.noise <= 0.0 && !cfg_.force_balance && !bf16_; }
   void aux_gradient(const Assignment& a);
 
-  RowMatrixXf w_, clean_, noisy_, grad_;
+  RowMatrixXf w_, clean_, noisy_, grad_, jittered_;
   Eigen::VectorXf row_max_, row_sum_, dot_;
   Eigen::RowVectorXf share_;
-  Rng noise_rng_;
+  Rng noise_rng_, jitter_rng_;
   NormalFiller normals_;
   double baseline_ = 0.0;
   bool has_baseline_ = false;

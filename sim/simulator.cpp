@@ -81,7 +81,7 @@ RunResult Simulator::run(const RunHooks& hooks) const {
     for (int l = 0; l < c.layers; ++l) {
       Layer& L = *layers[l];
       L.gate.forward(batch.x);
-      RouteInput in{L.gate.seen().data(), T,  E, batch.token.data(), batch.x.data(),
+      RouteInput in{L.gate.seen().data(), T,  E, batch.token.data(), L.gate.input(batch.x).data(),
                     L.gate.weight().data(), d};
       L.policy->route(in, L.rng, L.assignment);
       const Assignment& a = L.assignment;

@@ -54,9 +54,27 @@ const std::vector<Field>& fields() {
     f.push_back(F::real_field("model.rope_theta", "rotary base", [](TrainConfig& c) -> double& { return c.model.rope_theta; }, 1.0, 1e12));
     f.push_back(F::real_field("model.norm_eps", "RMSNorm epsilon", [](TrainConfig& c) -> double& { return c.model.norm_eps; }, 0.0, 1.0));
     f.push_back(F::real_field("model.init_std", "std of the normal weight init", [](TrainConfig& c) -> double& { return c.model.init_std; }, 0.0, 10.0));
+    f.push_back(F::string_field("model.router_head", "router: linear, or mlp (Linear -> ReLU -> LayerNorm -> Linear, seed 002)",
+                             [](TrainConfig& c) -> std::string& { return c.model.router_head; }, {"linear", "mlp"}));
+    f.push_back(F::int_field<int>("model.router_hidden", "hidden width of the mlp router head (0 = dim/2)",
+                               [](TrainConfig& c) -> int& { return c.model.router_hidden; }, 0, 1 << 20));
     f.push_back(F::string_field("policy.name", "routing policy (`moesim policies` lists them)", [](TrainConfig& c) -> std::string& { return c.policy.name; }));
     f.push_back(F::real_field("moe.aux_loss_coef", "Switch load-balancing loss coefficient", [](TrainConfig& c) -> double& { return c.moe.aux_loss_coef; }, 0.0, 1e6));
     f.push_back(F::real_field("moe.z_loss_coef", "router z-loss coefficient", [](TrainConfig& c) -> double& { return c.moe.z_loss_coef; }, 0.0, 1e6));
+    f.push_back(F::real_field("moe.seq_aux_coef", "DeepSeek-V3 sequence-wise balance loss coefficient (it uses 1e-4)",
+                           [](TrainConfig& c) -> double& { return c.moe.seq_aux_coef; }, 0.0, 1e6));
+    f.push_back(F::real_field("moe.entropy_coef", "router entropy term: the loss gets -coef * H, so > 0 keeps the router from saturating (seed 003)",
+                           [](TrainConfig& c) -> double& { return c.moe.entropy_coef; }, -1e6, 1e6));
+    f.push_back(F::string_field("moe.aux_counts", "what f of the balance losses counts: served slots after capacity, or a plain top-k of the scores over T*k (Megatron-Core)",
+                             [](TrainConfig& c) -> std::string& { return c.moe.aux_counts; }, {"served", "topk"}));
+    f.push_back(F::string_field("moe.aux_scope", "load-balancing counts per micro-batch, or accumulated over the optimizer step (Megatron-Core global_aux_loss)",
+                             [](TrainConfig& c) -> std::string& { return c.moe.aux_scope; }, {"micro", "global"}));
+    f.push_back(F::string_field("moe.router_dtype", "logits the policy routes: fp32, or rounded to bf16 (Megatron-Core routes in the model dtype)",
+                             [](TrainConfig& c) -> std::string& { return c.moe.router_dtype; }, {"fp32", "bf16"}));
+    f.push_back(F::real_field("moe.jitter_eps", "training: router input * U(1-eps, 1+eps) (Switch, Megatron-Core moe_input_jitter_eps)",
+                           [](TrainConfig& c) -> double& { return c.moe.jitter_eps; }, 0.0, 0.999999));
+    f.push_back(F::bool_field("moe.force_balance", "training: random N(0,1) logits with a straight-through gradient (Megatron-Core force load balancing)",
+                           [](TrainConfig& c) -> bool& { return c.moe.force_balance; }));
     f.push_back(F::string_field("moe.perf_signal", "performance the policies observe per token-slot",
                              [](TrainConfig& c) -> std::string& { return c.moe.perf_signal; }, {"output_norm", "loss"}));
     f.push_back(F::int_field<int>("train.batch", "sequences per micro-batch", [](TrainConfig& c) -> int& { return c.train.batch; }, 1, 1 << 20));
@@ -101,6 +119,32 @@ void set_field(TrainConfig& cfg, std::string_view key, std::string_view value) {
   config::set_in(fields(), cfg, key, value);
 }
 
+namespace {
+
+// A token-choice policy with one expert per token and weights normalised over
+// that one slot gives every token the weight 1: the language-model loss would
+// never reach the gate (Megatron-Core refuses softmax top-1 without pre-softmax).
+void check_gate_gradient(const Policy& policy, int k) {
+  const auto spec = policy.weight_spec();
+  if (k != 1 || !spec.divides()) return;
+  // The width of a routed batch tells token choice (k slots) from expert choice (E).
+  const int E = policy.experts();
+  std::vector<float> z(static_cast<std::size_t>(E) * E, 0.0f), x(static_cast<std::size_t>(E), 0.0f),
+      w(static_cast<std::size_t>(E), 0.0f);
+  std::vector<std::int64_t> ids(static_cast<std::size_t>(E), 0);
+  RouteInput in{z.data(), E, E, ids.data(), x.data(), w.data(), 1};
+  Rng rng(1);
+  Assignment a;
+  policy.clone()->route(in, rng, a);
+  if (a.width != 1) return;
+  throw Error("config key 'model.k' = 1: policy '" + policy.name() + "' then gives every token the combine weight " +
+              format_real(spec.scale) + " (" + to_string(spec.rule) +
+              " over a single expert), so the gate would get no gradient from the language-model loss; use "
+              "policy.knobs.renormalize=false (softmax before the top-k, as Megatron-Core requires) or k >= 2");
+}
+
+}  // namespace
+
 void validate(const TrainConfig& cfg) {
   const auto& m = cfg.model;
   if (m.dim % m.heads != 0 || (m.dim / m.heads) % 2 != 0)
@@ -116,7 +160,12 @@ void validate(const TrainConfig& cfg) {
     const auto& info = policy_info(cfg.policy.name);
     if (info.top1_only && m.k != 1)
       throw Error("config key 'model.k' = " + std::to_string(m.k) + ": policy '" + info.name + "' routes one expert per token, set model.k=1");
-    (void)make_policy(cfg.policy.name, m.experts, m.k, cfg.policy.knobs);  // validates the knobs
+    const auto policy = make_policy(cfg.policy.name, m.experts, m.k, cfg.policy.knobs);  // validates the knobs
+    if (m.router_head == "mlp" && policy->knobs().values().count("jitter_eps") &&
+        policy->knobs().real("jitter_eps") > 0.0)
+      throw Error("config key 'policy.knobs.jitter_eps': a policy's own jitter recomputes x W^T, which needs "
+                  "model.router_head=linear; use moe.jitter_eps (input jitter before the router head) instead");
+    check_gate_gradient(*policy, m.k);
   }
   if (cfg.tokenizer.vocab < 16) throw Error("config key 'tokenizer.vocab' must be >= 16");
 }

@@ -40,6 +40,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-5;
   double init_std = 0.02;
+  std::string router_head = "linear";  // linear | mlp (seed 002: Linear -> ReLU -> LayerNorm -> Linear)
+  int router_hidden = 0;              // mlp head hidden width (0 = dim/2, as seed 002)
 };
 
 struct PolicyConfig {
@@ -50,6 +52,13 @@ struct PolicyConfig {
 struct MoeConfig {
   double aux_loss_coef = 0.01;        // Switch load-balancing loss
   double z_loss_coef = 1e-3;          // ST-MoE router z-loss
+  double seq_aux_coef = 0.0;          // DeepSeek-V3 sequence-wise balance loss (it uses 1e-4)
+  double entropy_coef = 0.0;          // router entropy exploration term: the loss gets -coef * H (seed 003)
+  std::string aux_counts = "served";  // served | topk: what f of the balance losses counts (policies/aux_losses.hpp)
+  std::string aux_scope = "micro";    // micro | global: load-balancing counts per micro-batch or over the step (Megatron-Core global_aux_loss)
+  std::string router_dtype = "fp32";  // fp32 | bf16: logits rounded to bf16 before routing
+  double jitter_eps = 0.0;            // router input * U(1-eps, 1+eps) in training (Switch, Megatron-Core)
+  bool force_balance = false;         // random N(0,1) logits in training, straight-through (Megatron-Core)
   std::string perf_signal = "output_norm";  // output_norm | loss: what policies observe
 };
 

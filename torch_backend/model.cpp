@@ -17,15 +17,34 @@ namespace {
 double out_std(const ModelConfig& m) { return m.init_std / std::sqrt(2.0 * m.layers); }
 }  // namespace
 
-Block::Block(const ModelConfig& m, int index, bool is_moe, const PolicyConfig& policy, std::uint64_t seed) {
+RouterOptions router_options(const TrainConfig& cfg) {
+  RouterOptions r;
+  r.mlp = cfg.model.router_head == "mlp";
+  r.mlp_hidden = cfg.model.router_hidden > 0 ? cfg.model.router_hidden : std::max(1, cfg.model.dim / 2);
+  r.bf16 = cfg.moe.router_dtype == "bf16";
+  r.jitter_eps = cfg.moe.jitter_eps;
+  r.force_balance = cfg.moe.force_balance;
+  r.aux.counts = cfg.moe.aux_counts == "topk" ? AuxCounts::TopK : AuxCounts::Served;
+  r.aux.k = cfg.model.k;
+  r.aux_global = cfg.moe.aux_scope == "global";
+  r.seq_len = cfg.data.seq_len;
+  return r;
+}
+
+Block::Block(const TrainConfig& cfg, int index, bool is_moe) {
+  const ModelConfig& m = cfg.model;
+  const PolicyConfig& policy = cfg.policy;
+  const std::uint64_t seed = cfg.seed;
   norm1_ = register_module("norm1", std::make_shared<RMSNorm>(m.dim, m.norm_eps));
   attn_ = register_module("attn", std::make_shared<Attention>(m.dim, m.heads, m.init_std, out_std(m)));
   norm2_ = register_module("norm2", std::make_shared<RMSNorm>(m.dim, m.norm_eps));
   if (is_moe) {
     auto p = make_policy(policy.name, m.experts, m.k, policy.knobs);
+    auto ro = router_options(cfg);
+    ro.aux.score = aux_score_for(p->weight_spec());  // the aux losses follow the policy's score function
     moe = register_module("moe", std::make_shared<MoeLayer>(index, m.dim, m.expert_hidden, m.experts, std::move(p),
                                                              derive_seed(seed, "moe_layer_" + std::to_string(index)),
-                                                             m.init_std, out_std(m)));
+                                                             m.init_std, out_std(m), ro));
   } else {
     ffn_ = register_module("ffn", std::make_shared<SwiGLU>(m.dim, m.ff_hidden, m.init_std, out_std(m)));
   }
@@ -47,12 +66,13 @@ torch::Tensor Block::forward(const torch::Tensor& x, const torch::Tensor& ids, c
   return h + ffn_->forward(n);
 }
 
-Transformer::Transformer(const ModelConfig& m, const PolicyConfig& policy, int vocab, int max_len, std::uint64_t seed)
-    : vocab_(vocab), rope_(m.dim / m.heads, max_len, m.rope_theta) {
+Transformer::Transformer(const TrainConfig& cfg, int vocab)
+    : vocab_(vocab), rope_(cfg.model.dim / cfg.model.heads, cfg.data.seq_len, cfg.model.rope_theta) {
+  const ModelConfig& m = cfg.model;
   embedding = register_parameter("embedding", torch::randn({vocab, m.dim}) * m.init_std);
   for (int i = 0; i < m.layers; ++i) {
     const bool is_moe = std::find(m.moe_layers.begin(), m.moe_layers.end(), i) != m.moe_layers.end();
-    auto b = register_module("block" + std::to_string(i), std::make_shared<Block>(m, i, is_moe, policy, seed));
+    auto b = register_module("block" + std::to_string(i), std::make_shared<Block>(cfg, i, is_moe));
     if (b->moe) moe_.push_back(b->moe);
     blocks_.push_back(std::move(b));
   }
@@ -70,17 +90,26 @@ ForwardOut Transformer::forward(const torch::Tensor& ids, bool want_logits) {
   }
   out.aux_lb = torch::zeros({}, torch::kFloat);
   out.aux_z = torch::zeros({}, torch::kFloat);
+  out.aux_seq = torch::zeros({}, torch::kFloat);
+  out.aux_entropy = torch::zeros({}, torch::kFloat);
   for (auto& l : moe_) {
     out.aux_lb = out.aux_lb + l->aux_lb;
     out.aux_z = out.aux_z + l->aux_z;
+    out.aux_seq = out.aux_seq + l->aux_seq;
+    out.aux_entropy = out.aux_entropy + l->aux_entropy;
   }
   return out;
 }
 
 std::vector<torch::Tensor> Transformer::gate_parameters() const {
   std::vector<torch::Tensor> g;
-  for (const auto& l : moe_) g.push_back(l->gate);
+  for (const auto& l : moe_)
+    for (auto& p : l->router_parameters()) g.push_back(p);
   return g;
+}
+
+void Transformer::begin_step() {
+  for (auto& l : moe_) l->begin_step();
 }
 
 void Transformer::observe(const torch::Tensor& per_token_loss) {

@@ -18,7 +18,7 @@ namespace moesim::torch_backend {
 
 class Block : public torch::nn::Module {
  public:
-  Block(const ModelConfig& m, int index, bool moe, const PolicyConfig& policy, std::uint64_t seed);
+  Block(const TrainConfig& cfg, int index, bool moe);
   // x: (B, T, dim); ids: (B, T)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope);
   std::shared_ptr<MoeLayer> moe;  // null in dense blocks
@@ -32,21 +32,29 @@ class Block : public torch::nn::Module {
 struct ForwardOut {
   torch::Tensor hidden;  // (B, T, dim) fp32, after the final norm: the head's input
   torch::Tensor logits;  // (B, T, V) fp32; undefined when not asked for
-  torch::Tensor aux_lb;  // sum over MoE layers (scalar; 0 when dense)
+  torch::Tensor aux_lb;  // sums over MoE layers (scalars; 0 when dense)
   torch::Tensor aux_z;
+  torch::Tensor aux_seq;      // DeepSeek-V3 sequence-wise balance loss
+  torch::Tensor aux_entropy;  // router entropy (nats)
 };
+
+// The router options of the MoE layers, from the config's model.router_* and moe.* keys.
+RouterOptions router_options(const TrainConfig& cfg);
 
 class Transformer : public torch::nn::Module {
  public:
   // Initialises from torch's global generator: seed it first for reproducibility.
-  Transformer(const ModelConfig& m, const PolicyConfig& policy, int vocab, int max_len, std::uint64_t seed);
+  // Sequences up to cfg.data.seq_len tokens.
+  Transformer(const TrainConfig& cfg, int vocab);
   // Training skips the logits: fused_ce.hpp computes the loss from `hidden`.
   ForwardOut forward(const torch::Tensor& ids, bool want_logits = true);
   const std::vector<std::shared_ptr<MoeLayer>>& moe_layers() const { return moe_; }
-  // Gate matrices of every MoE layer (router-only training).
+  // Router parameters of every MoE layer (router-only training).
   std::vector<torch::Tensor> gate_parameters() const;
   // Feeds the pending per-slot performance of the last forward to every policy.
   void observe(const torch::Tensor& per_token_loss);
+  // Starts an optimizer step (global-batch aux-loss counts restart).
+  void begin_step();
   int vocab() const { return vocab_; }
   int max_len() const { return rope_.max_len(); }
   torch::Tensor embedding;  // (V, dim), also the output head

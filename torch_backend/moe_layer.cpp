@@ -11,23 +11,100 @@ namespace moesim::torch_backend {
 namespace F = torch::nn::functional;
 
 MoeLayer::MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<Policy> policy, std::uint64_t seed,
-                   double init_std, double out_std)
-    : layer_(layer), experts_(experts), policy_(std::move(policy)), seed_(seed), rng_(derive_seed(seed, "route")) {
-  gate = register_parameter("gate", torch::randn({experts, dim}) * init_std);
+                   double init_std, double out_std, RouterOptions router)
+    : layer_(layer),
+      experts_(experts),
+      policy_(std::move(policy)),
+      seed_(seed),
+      rng_(derive_seed(seed, "route")),
+      router_(router) {
+  if (router_.mlp) {
+    const int h = router_.mlp_hidden > 0 ? router_.mlp_hidden : std::max(1, dim / 2);
+    mlp_w1 = register_parameter("router_w1", torch::randn({h, dim}) * init_std);
+    mlp_ln_w = register_parameter("router_ln_w", torch::ones({h}));
+    mlp_ln_b = register_parameter("router_ln_b", torch::zeros({h}));
+    gate = register_parameter("gate", torch::randn({experts, h}) * init_std);
+  } else {
+    gate = register_parameter("gate", torch::randn({experts, dim}) * init_std);
+  }
+  step_counts_.assign(static_cast<std::size_t>(experts), 0.0);
   for (int e = 0; e < experts; ++e) {
     w13.push_back(register_parameter("w13_" + std::to_string(e), torch::randn({dim, 2 * hidden}) * init_std));
     w2.push_back(register_parameter("w2_" + std::to_string(e), torch::randn({hidden, dim}) * out_std));
   }
 }
 
-torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
-  const auto N = x.size(0);
-  const auto D = x.size(1);
+std::vector<torch::Tensor> MoeLayer::router_parameters() const {
+  if (router_.mlp) return {mlp_w1, mlp_ln_w, mlp_ln_b, gate};
+  return {gate};
+}
+
+void MoeLayer::begin_step() {
+  std::fill(step_counts_.begin(), step_counts_.end(), 0.0);
+  step_total_ = 0.0;
+}
+
+// Jitter, head, bf16 rounding, random logits, in Megatron-Core's order (router
+// forward: apply_input_jitter, gating, force load balancing; the dtype is the model's).
+torch::Tensor MoeLayer::router_logits(const torch::Tensor& x) {
+  torch::Tensor in = x;
+  if (is_training() && router_.jitter_eps > 0.0) {
+    auto u = torch::empty_like(x);
+    float* up = u.data_ptr<float>();
+    for (std::int64_t i = 0; i < u.numel(); ++i)
+      up[i] = static_cast<float>(rng_.uniform(1.0 - router_.jitter_eps, 1.0 + router_.jitter_eps));
+    in = x * u;
+  }
   torch::Tensor logits;
   {
     GemmPrecisionScope fp32(GemmPrecision::fp32);  // routing decisions and their weights in full precision
-    logits = gemm_linear(x, gate);
+    if (router_.mlp) {
+      auto h = torch::relu(gemm_linear(in, mlp_w1));
+      h = torch::layer_norm(h, {h.size(1)}, mlp_ln_w, mlp_ln_b, 1e-5);
+      logits = gemm_linear(h, gate);
+    } else {
+      logits = gemm_linear(in, gate);
+    }
   }
+  if (router_.bf16) logits = logits.to(torch::kBFloat16).to(torch::kFloat);  // round to nearest even
+  if (is_training() && router_.force_balance) {
+    // Straight through: random values forward, the real logits' gradient backward.
+    auto r = torch::empty_like(logits);
+    float* rp = r.data_ptr<float>();
+    for (std::int64_t i = 0; i < r.numel(); ++i) rp[i] = static_cast<float>(rng_.normal());
+    logits = r + (logits - logits.detach());
+  }
+  return logits;
+}
+
+void MoeLayer::aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a) {
+  const int N = a.tokens, E = experts_;
+  const float* lp = logits_c.data_ptr<float>();
+  auto scores = aux_scores(logits, router_.aux.score);
+  const auto n = aux_counts(lp, N, E, a, router_.aux);
+  std::vector<double> f(static_cast<std::size_t>(E), 0.0);
+  if (router_.aux_global && is_training()) {
+    // Megatron-Core global_aux_loss: counts summed over this step's micro-batches so far.
+    for (int e = 0; e < E; ++e) step_counts_[static_cast<std::size_t>(e)] += n.count[static_cast<std::size_t>(e)];
+    step_total_ += n.total;
+    for (int e = 0; e < E; ++e)
+      f[static_cast<std::size_t>(e)] = step_total_ > 0 ? step_counts_[static_cast<std::size_t>(e)] / step_total_ : 0.0;
+  } else {
+    for (int e = 0; e < E; ++e) f[static_cast<std::size_t>(e)] = n.total > 0 ? n.count[static_cast<std::size_t>(e)] / n.total : 0.0;
+  }
+  aux_lb = load_balancing_loss(scores, f);
+  aux_z = router_z_loss(logits);
+  const int L = router_.seq_len > 0 ? router_.seq_len : std::max(N, 1);
+  aux_seq = sequence_balance_loss(scores, sequence_fractions(lp, N, E, a, L, router_.aux), L);
+  aux_entropy = router_entropy(logits);
+  auto mp = scores.detach().mean(0).to(torch::kDouble).contiguous();
+  last_mean_prob.assign(mp.data_ptr<double>(), mp.data_ptr<double>() + E);
+}
+
+torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
+  const auto N = x.size(0);
+  const auto D = x.size(1);
+  torch::Tensor logits = router_logits(x);
   // The policy sees plain contiguous CPU floats, detached from the graph.
   auto logits_c = logits.detach().contiguous();
   auto x_c = x.detach().contiguous();
@@ -38,9 +115,12 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   in.tokens = static_cast<int>(N);
   in.experts = experts_;
   in.token_ids = ids_c.data_ptr<std::int64_t>();
-  in.gate_input = x_c.data_ptr<float>();
-  in.gate_weight = gate_c.data_ptr<float>();
-  in.gate_dim = static_cast<int>(D);
+  if (!router_.mlp) {  // a policy's own jitter needs logits = x W^T
+    in.gate_input = x_c.data_ptr<float>();
+    in.gate_weight = gate_c.data_ptr<float>();
+    in.gate_dim = static_cast<int>(D);
+  }
+  in.training = is_training();
   Assignment& a = last_assignment;
   {
     RECORD_FUNCTION("moesim::route", std::vector<c10::IValue>());
@@ -55,8 +135,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   }
 
   auto weights = combine_weights(logits, a, policy_->weight_spec());
-  aux_lb = load_balancing_loss(logits, a);
-  aux_z = router_z_loss(logits);
+  aux_losses(logits, logits_c, a);
   last_logits = logits;
   last_weights = weights;
 

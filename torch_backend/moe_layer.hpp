@@ -1,11 +1,13 @@
 #pragma once
-// The MoE feed-forward layer. Selection is the policy's: it routes the detached
-// fp32 gate logits (plus token ids for hash routing, gate input and weights for
-// jitter). Combine weights are then recomputed differentiably from the logits by
-// the rule the policy declares, so the gate learns through them. Tokens are
-// gathered per expert (index_select), run through that expert's SwiGLU and
-// added back weighted (index_add). In training the policy then observes each
-// served slot's performance without gradients.
+// The MoE feed-forward layer. The router head (linear, or seed 002's MLP:
+// Linear -> ReLU -> LayerNorm -> Linear) gives fp32 gate logits, optionally of a
+// jittered input, rounded to bf16, or replaced by random logits (RouterOptions).
+// Selection is the policy's: it routes the detached logits (plus token ids for
+// hash routing, gate input and weights for jitter). Combine weights are then
+// recomputed differentiably from the logits by the rule the policy declares, so
+// the gate learns through them. Tokens are gathered per expert (index_select), run
+// through that expert's SwiGLU and added back weighted (index_add). In training
+// the policy then observes each served slot's performance without gradients.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -13,16 +15,29 @@
 #include <string>
 #include <vector>
 
+#include "policies/aux_losses.hpp"
 #include "policies/policy.hpp"
 #include "policies/rng.hpp"
 #include "policies/types.hpp"
 
 namespace moesim::torch_backend {
 
+// How the router computes and scores its logits (model.router_*, moe.* keys).
+struct RouterOptions {
+  bool mlp = false;          // router head: linear (false) or Linear-ReLU-LayerNorm-Linear
+  int mlp_hidden = 0;        // its hidden width
+  bool bf16 = false;         // logits rounded to bf16 before routing (Megatron-Core routes in the model dtype)
+  double jitter_eps = 0.0;   // training: router input * U(1-eps, 1+eps) (Switch, Megatron-Core)
+  bool force_balance = false;  // training: N(0,1) logits, straight-through gradient (Megatron-Core)
+  AuxLossSpec aux;           // aux-loss scores and counts (aux.k = the model's k)
+  bool aux_global = false;   // load-balancing counts accumulated over the step's micro-batches
+  int seq_len = 0;           // sequence length of the sequence-wise loss (0 = the whole batch)
+};
+
 class MoeLayer : public torch::nn::Module {
  public:
   MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<Policy> policy, std::uint64_t seed,
-           double init_std, double out_std);
+           double init_std, double out_std, RouterOptions router = {});
 
   // x: (N, dim); token_ids: (N) int64. Returns (N, dim) fp32.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& token_ids);
@@ -30,28 +45,40 @@ class MoeLayer : public torch::nn::Module {
   // Feeds the pending performance to the policy (training only; no-op otherwise).
   // per_token_loss: (N) fp32 when the signal is the loss (perf = -loss), else undefined.
   void observe(const torch::Tensor& per_token_loss);
+  // Starts an optimizer step: the global-batch aux-loss counts restart.
+  void begin_step();
 
   int layer() const { return layer_; }
   int experts() const { return experts_; }
   Policy& policy() { return *policy_; }
   const Policy& policy() const { return *policy_; }
   Rng& rng() { return rng_; }
+  // The router's trainable parameters (router-only training).
+  std::vector<torch::Tensor> router_parameters() const;
 
   // What the last forward pass did (kept for losses, logging, traces and tests).
-  torch::Tensor last_logits;   // (N, E) fp32, part of the graph
+  torch::Tensor last_logits;   // (N, E) fp32 the policy routed, part of the graph
   torch::Tensor last_weights;  // (N, width) fp32 combine weights the output used
-  torch::Tensor aux_lb, aux_z; // scalar losses of the last pass
+  torch::Tensor aux_lb, aux_z, aux_seq, aux_entropy;  // scalar losses of the last pass
+  std::vector<double> last_mean_prob;  // per expert: mean aux score over the tokens
   Assignment last_assignment;
   std::vector<float> last_perf;  // per slot: expert output L2 norm (0 on empty slots)
 
-  torch::Tensor gate;            // (E, dim)
+  torch::Tensor gate;            // (E, dim) linear head, or (E, hidden) last layer of the MLP head
+  torch::Tensor mlp_w1, mlp_ln_w, mlp_ln_b;  // MLP head: (hidden, dim), LayerNorm gain and bias
   std::vector<torch::Tensor> w13, w2;  // per expert: (dim, 2*hidden), (hidden, dim)
 
  private:
+  torch::Tensor router_logits(const torch::Tensor& x);
+  void aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a);
+
   int layer_, experts_;
   std::unique_ptr<Policy> policy_;
   std::uint64_t seed_;
   Rng rng_;
+  RouterOptions router_;
+  std::vector<double> step_counts_;  // aux_global: counts and total so far this step
+  double step_total_ = 0.0;
   bool pending_ = false;
 };
 

@@ -56,16 +56,37 @@ torch::Tensor combine_weights(const torch::Tensor& logits, const Assignment& a, 
   return w;
 }
 
-torch::Tensor load_balancing_loss(const torch::Tensor& logits, const Assignment& a) {
-  const double served = static_cast<double>(a.served());
-  std::vector<float> share(static_cast<std::size_t>(a.experts), 0.0f);
-  for (std::size_t i = 0; i < share.size(); ++i)
-    if (served > 0) share[i] = static_cast<float>(static_cast<double>(a.counts[i]) / served);
-  auto f = torch::from_blob(share.data(), {a.experts}, torch::kFloat).clone();
-  auto P = torch::softmax(logits, 1).mean(0);
-  return static_cast<double>(a.experts) * (f * P).sum();
+torch::Tensor aux_scores(const torch::Tensor& logits, AuxScore score) {
+  if (score == AuxScore::Softmax) return torch::softmax(logits, 1);
+  auto s = score == AuxScore::Sigmoid ? torch::sigmoid(logits) : torch::softplus(logits).clamp_min(1e-30).sqrt();
+  return s / s.sum(1, true);
+}
+
+torch::Tensor load_balancing_loss(const torch::Tensor& scores, const std::vector<double>& f) {
+  const auto E = scores.size(1);
+  std::vector<float> ff(f.begin(), f.end());
+  auto ft = torch::from_blob(ff.data(), {E}, torch::kFloat).clone();
+  return static_cast<double>(E) * (ft * scores.mean(0)).sum();
+}
+
+torch::Tensor sequence_balance_loss(const torch::Tensor& scores, const std::vector<double>& f, int seq_len) {
+  const auto N = scores.size(0), E = scores.size(1);
+  std::vector<float> ff(f.begin(), f.end());
+  const auto nseq = static_cast<std::int64_t>(ff.size()) / E;
+  auto ft = torch::from_blob(ff.data(), {nseq, E}, torch::kFloat).clone();
+  auto total = torch::zeros({}, torch::kFloat);
+  for (std::int64_t s = 0; s < nseq; ++s) {
+    const auto b = s * seq_len, L = std::min<std::int64_t>(seq_len, N - b);
+    total = total + (ft[s] * scores.narrow(0, b, L).mean(0)).sum();
+  }
+  return total / static_cast<double>(std::max<std::int64_t>(nseq, 1));
 }
 
 torch::Tensor router_z_loss(const torch::Tensor& logits) { return torch::logsumexp(logits, 1).pow(2).mean(); }
+
+torch::Tensor router_entropy(const torch::Tensor& logits) {
+  auto logp = torch::log_softmax(logits, 1);
+  return -(logp.exp() * logp).sum(1).mean();
+}
 
 }  // namespace moesim::torch_backend

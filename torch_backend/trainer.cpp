@@ -135,7 +135,7 @@ Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log)
   validate(cfg_);
   configure_runtime(cfg_.train.threads);
   torch::manual_seed(cfg_.seed);
-  model_ = std::make_shared<Transformer>(cfg_.model, cfg_.policy, data_.vocab, cfg_.data.seq_len, cfg_.seed);
+  model_ = std::make_shared<Transformer>(cfg_, data_.vocab);
   sampler_ = std::make_unique<Sampler>(train_seq_.size(), derive_seed(cfg_.seed, "data"));
   trace_steps_ = cfg_.train.trace_steps;
   std::sort(trace_steps_.begin(), trace_steps_.end());
@@ -149,7 +149,7 @@ void Trainer::make_optimizer() {
     for (auto& p : model_->parameters()) p.set_requires_grad(false);
     for (auto& g : model_->gate_parameters()) {
       g.set_requires_grad(true);
-      decay.push_back(g);
+      (g.dim() >= 2 ? decay : no_decay).push_back(g);
     }
     if (decay.empty()) throw Error("train.router_only=true but the model has no MoE layer (model.moe_layers is empty)");
   } else {
@@ -192,8 +192,10 @@ StepStats Trainer::step() {
     LayerStepStats ls;
     ls.layer = l->layer();
     ls.loads.assign(static_cast<std::size_t>(l->experts()), 0);
+    ls.mean_prob.assign(static_cast<std::size_t>(l->experts()), 0.0);
     st.layers.push_back(std::move(ls));
   }
+  model_->begin_step();
   const int B = cfg_.train.batch, T = cfg_.data.seq_len, accum = cfg_.train.accum;
   const bool trace = std::binary_search(trace_steps_.begin(), trace_steps_.end(), st.step);
   for (int micro = 0; micro < accum; ++micro) {
@@ -215,7 +217,10 @@ StepStats Trainer::step() {
         ce_tok = lce.per_token;
         ce = lce.mean;
       }
-      total = ce + cfg_.moe.aux_loss_coef * fo.aux_lb + cfg_.moe.z_loss_coef * fo.aux_z;
+      const auto& m = cfg_.moe;
+      total = ce + m.aux_loss_coef * fo.aux_lb + m.z_loss_coef * fo.aux_z;
+      if (m.seq_aux_coef != 0.0) total = total + m.seq_aux_coef * fo.aux_seq;
+      if (m.entropy_coef != 0.0) total = total - m.entropy_coef * fo.aux_entropy;
     }
     {
       RECORD_FUNCTION("moesim::backward", std::vector<c10::IValue>());
@@ -227,11 +232,16 @@ StepStats Trainer::step() {
     st.ce += ce.item<double>() / accum;
     st.aux_lb += fo.aux_lb.item<double>() / accum;
     st.aux_z += fo.aux_z.item<double>() / accum;
+    st.aux_seq += fo.aux_seq.item<double>() / accum;
+    st.aux_entropy += fo.aux_entropy.item<double>() / accum;
     st.tokens += static_cast<std::int64_t>(B) * T;
     for (std::size_t i = 0; i < moe.size(); ++i) {
       const auto& a = moe[i]->last_assignment;
       auto& ls = st.layers[i];
-      for (std::size_t e = 0; e < ls.loads.size(); ++e) ls.loads[e] += a.counts[e];
+      for (std::size_t e = 0; e < ls.loads.size(); ++e) {
+        ls.loads[e] += a.counts[e];
+        ls.mean_prob[e] += moe[i]->last_mean_prob[e] / accum;
+      }
       ls.routed += a.routed;
       ls.dropped += a.dropped;
       ls.dropped_tokens += a.dropped_tokens;
@@ -403,12 +413,14 @@ void Trainer::write_logs_header(bool resume) {
     csv_ = std::fopen(csv.c_str(), "w");
     eval_csv_ = std::fopen(eval_csv.c_str(), "w");
     if (csv_) {
-      std::vector<std::string> h = {"step", "tokens", "loss", "ce", "aux_lb", "aux_z", "lr", "grad_norm", "tokens_per_s"};
+      std::vector<std::string> h = {"step", "tokens", "loss", "ce", "aux_lb", "aux_z", "aux_seq", "aux_entropy",
+                                    "lr", "grad_norm", "tokens_per_s"};
       for (const auto& l : model_->moe_layers()) {
         std::string p = "L";
         p += std::to_string(l->layer());
         p += "_";
         for (int e = 0; e < l->experts(); ++e) h.push_back(p + "load" + std::to_string(e));
+        for (int e = 0; e < l->experts(); ++e) h.push_back(p + "prob" + std::to_string(e));
         for (const char* c : {"maxvio", "gini", "drop", "unrouted"}) h.push_back(p + c);
         for (const auto& nv : l->policy().state_vectors())
           for (const char* c : {"_mean", "_min", "_max"}) h.push_back(p + nv.first + c);
@@ -423,10 +435,12 @@ void Trainer::write_logs_header(bool resume) {
 }
 
 void Trainer::log_step(const StepStats& s) {
-  std::vector<std::string> row = {std::to_string(s.step), std::to_string(tokens_seen_), fmt(s.loss), fmt(s.ce), fmt(s.aux_lb),
-                                  fmt(s.aux_z), fmt(s.lr), fmt(s.grad_norm), fmt(s.tokens_per_s)};
+  std::vector<std::string> row = {std::to_string(s.step), std::to_string(tokens_seen_), fmt(s.loss), fmt(s.ce),
+                                  fmt(s.aux_lb), fmt(s.aux_z), fmt(s.aux_seq), fmt(s.aux_entropy), fmt(s.lr),
+                                  fmt(s.grad_norm), fmt(s.tokens_per_s)};
   for (const auto& l : s.layers) {
     for (auto v : l.loads) row.push_back(std::to_string(v));
+    for (auto v : l.mean_prob) row.push_back(fmt(v));
     const double drop = l.routed > 0 ? static_cast<double>(l.dropped) / static_cast<double>(l.routed) : 0.0;
     const double unrouted = l.tokens > 0 ? static_cast<double>(l.dropped_tokens) / static_cast<double>(l.tokens) : 0.0;
     for (double x : {max_violation(l.loads), gini(l.loads), drop, unrouted}) row.push_back(fmt(x));
@@ -517,7 +531,7 @@ LoadedModel load_model(const std::string& checkpoint) {
   const auto vocab = static_cast<int>(read_iv(ar, "vocab", checkpoint).toInt());
   lm.step = read_iv(ar, "step", checkpoint).toInt();
   torch::manual_seed(lm.cfg.seed);
-  lm.model = std::make_shared<Transformer>(lm.cfg.model, lm.cfg.policy, vocab, lm.cfg.data.seq_len, lm.cfg.seed);
+  lm.model = std::make_shared<Transformer>(lm.cfg, vocab);
   load_module(*lm.model, ar, checkpoint);
   load_policies(*lm.model, ar, checkpoint, true);
   lm.model->eval();

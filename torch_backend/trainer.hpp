@@ -22,13 +22,14 @@ namespace moesim::torch_backend {
 struct LayerStepStats {
   int layer = 0;
   std::vector<std::int64_t> loads;  // served slots per expert, summed over micro-batches
+  std::vector<double> mean_prob;    // per expert: mean aux-loss score (routing probability), over micro-batches
   std::int64_t routed = 0, dropped = 0, dropped_tokens = 0, tokens = 0;
   std::vector<NamedVector> state;   // Policy::state_vectors() after the step
 };
 
 struct StepStats {
   long step = 0;  // 1-based index of the optimizer step just taken
-  double loss = 0, ce = 0, aux_lb = 0, aux_z = 0, lr = 0, grad_norm = 0;
+  double loss = 0, ce = 0, aux_lb = 0, aux_z = 0, aux_seq = 0, aux_entropy = 0, lr = 0, grad_norm = 0;
   double seconds = 0, tokens_per_s = 0;
   std::int64_t tokens = 0;
   std::vector<LayerStepStats> layers;

@@ -11,6 +11,8 @@ using namespace testutil;
 using moesim::Assignment;
 
 namespace {
+moesim::AuxLossSpec soft() { return {}; }
+moesim::AuxLossSpec sig() { return {moesim::AuxScore::Sigmoid, moesim::AuxCounts::Served, 1}; }
 // Token t -> expert t mod E (k=1): perfectly uniform when E divides T.
 Assignment round_robin(int T, int E, int k = 1) {
   Assignment a;
@@ -123,7 +125,7 @@ TEST_CASE("sequence balance loss = 1 under uniform routing (softmax and sigmoid 
       const int L = E, T = 3 * L;  // three sequences, each uniform
       const std::vector<float> z(static_cast<std::size_t>(T) * E, 0.0f);
       const auto a = round_robin(T, E);
-      CHECK(moesim::sequence_balance_loss(z.data(), T, E, a, L, sigmoid) == Approx(1.0).epsilon(1e-12));
+      CHECK(moesim::sequence_balance_loss(z.data(), T, E, a, L, sigmoid ? sig() : soft()) == Approx(1.0).epsilon(1e-12));
     }
   }
 }
@@ -138,11 +140,11 @@ TEST_CASE("sequence balance loss hand-computed: collapsed sequence with skewed s
   a.expert = {0, 0};
   a.counts = {2, 0};
   a.routed = 2;
-  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, false) == Approx(1.5).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, soft()) == Approx(1.5).epsilon(1e-6));
   // seq_len = 1: two sequences of one token; each: f_0 = 2/1*1 = 2, P_0 = 0.75 -> 1.5; mean 1.5.
-  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 1, false) == Approx(1.5).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 1, soft()) == Approx(1.5).epsilon(1e-6));
   // sigmoid scores, normalised: sigmoid(ln3) = 3/4, sigmoid(0) = 1/2 -> P_0 = 0.75/1.25 = 0.6 -> 1.2.
-  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, true) == Approx(1.2).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, sig()) == Approx(1.2).epsilon(1e-6));
 }
 
 TEST_CASE("sequence balance loss: a short last sequence is normalised by its own length") {
@@ -156,7 +158,7 @@ TEST_CASE("sequence balance loss: a short last sequence is normalised by its own
   a.expert = {0, 0, 0};
   a.counts = {3, 0};
   a.routed = 3;
-  CHECK(moesim::sequence_balance_loss(z.data(), 3, 2, a, 2, false) == Approx(1.5).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 3, 2, a, 2, soft()) == Approx(1.5).epsilon(1e-6));
 }
 
 TEST_CASE("sequence balance loss: a sequence that balances only across the batch is still penalised") {
@@ -171,7 +173,7 @@ TEST_CASE("sequence balance loss: a sequence that balances only across the batch
   a.expert = {0, 0, 1, 1};
   a.counts = {2, 2};
   a.routed = 4;
-  CHECK(moesim::sequence_balance_loss(z.data(), 4, 2, a, 2, false) == Approx(1.5).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 4, 2, a, 2, soft()) == Approx(1.5).epsilon(1e-6));
   CHECK(moesim::load_balancing_loss(z.data(), 4, 2, a) == Approx(1.0).epsilon(1e-6));
 }
 
@@ -179,6 +181,39 @@ TEST_CASE("sequence balance loss rejects seq_len < 1") {
   const std::vector<float> z = {0, 0};
   Assignment a;
   a.reset(1, 2, 1);
-  REQUIRE_THROWS_AS(moesim::sequence_balance_loss(z.data(), 1, 2, a, 0, false), moesim::Error);
-  REQUIRE_THROWS_WITH(moesim::sequence_balance_loss(z.data(), 1, 2, a, 0, false), Catch::Contains("seq_len=0"));
+  REQUIRE_THROWS_AS(moesim::sequence_balance_loss(z.data(), 1, 2, a, 0, soft()), moesim::Error);
+  REQUIRE_THROWS_WITH(moesim::sequence_balance_loss(z.data(), 1, 2, a, 0, soft()), Catch::Contains("seq_len=0"));
+}
+
+TEST_CASE("aux-loss conventions hand-computed: scores follow the score function, counts served or top-k") {
+  // E = 2, T = 2, logits {ln 3, 0} per token. Capacity kept token 1 off expert 0: served {1 on e0, 1 on e1}.
+  const float l3 = std::log(3.0f);
+  const std::vector<float> z = {l3, 0, l3, 0};
+  Assignment a;
+  a.reset(2, 2, 1);
+  a.expert = {0, 1};
+  a.requested = {0, 0};
+  a.counts = {1, 1};
+  a.routed = 2;
+  // Served (Switch, moesim): f = {1/2, 1/2}, softmax P = {3/4, 1/4} -> 2 * (3/8 + 1/8) = 1.
+  CHECK(moesim::load_balancing_loss(z.data(), 2, 2, a) == Approx(1.0).epsilon(1e-6));
+  // TopK (Megatron-Core): the plain top-1 of the scores is expert 0 for both tokens, f = {1, 0} -> 1.5.
+  moesim::AuxLossSpec topk{moesim::AuxScore::Softmax, moesim::AuxCounts::TopK, 1};
+  CHECK(moesim::load_balancing_loss(z.data(), 2, 2, a, topk) == Approx(1.5).epsilon(1e-6));
+  // Sigmoid scores, normalised per token: sigmoid(ln 3) = 3/4, sigmoid(0) = 1/2 -> P = {0.6, 0.4};
+  // with top-k counts: 2 * 0.6 = 1.2.
+  topk.score = moesim::AuxScore::Sigmoid;
+  CHECK(moesim::load_balancing_loss(z.data(), 2, 2, a, topk) == Approx(1.2).epsilon(1e-6));
+  // sqrt(softplus): sqrt(ln 4) = 1.1774100, sqrt(ln 2) = 0.8325546 -> P0 = 0.5857864; top-k: 1.1715729.
+  topk.score = moesim::AuxScore::SqrtSoftplus;
+  CHECK(moesim::load_balancing_loss(z.data(), 2, 2, a, topk) == Approx(2 * 1.1774100 / (1.1774100 + 0.8325546)).epsilon(1e-6));
+  // The score function a policy's weights follow.
+  CHECK(moesim::aux_score_for({moesim::WeightRule::SigmoidGather, true}) == moesim::AuxScore::Sigmoid);
+  CHECK(moesim::aux_score_for({moesim::WeightRule::SqrtSoftplusGather, true}) == moesim::AuxScore::SqrtSoftplus);
+  CHECK(moesim::aux_score_for({moesim::WeightRule::SoftmaxSelected, true}) == moesim::AuxScore::Softmax);
+  // DeepSeek-V3's sequence-wise loss counts the top-k of the scores too: one sequence of 2,
+  // f = E/(k L) * {2, 0} = {2, 0}, P = {3/4, 1/4} -> 1.5.
+  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2, {moesim::AuxScore::Softmax, moesim::AuxCounts::TopK, 1}) ==
+        Approx(1.5).epsilon(1e-6));
+  CHECK(moesim::sequence_balance_loss(z.data(), 2, 2, a, 2) == Approx(1.0).epsilon(1e-6));
 }

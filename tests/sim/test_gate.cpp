@@ -99,3 +99,77 @@ TEST_CASE("aux and z-loss gradients match finite differences of the library's lo
       CHECK(applied == Approx(numeric).margin(2e-3).epsilon(0.02));
     }
 }
+
+TEST_CASE("router_dtype bf16: the policy sees the logits rounded to the nearest bfloat16, ties to even", "[gate]") {
+  GateConfig cfg;
+  cfg.init_scale = 0.0;
+  cfg.router_dtype = "bf16";
+  Gate g(cfg, 1, 1, 1);
+  // bf16 keeps 8 significant bits: near 1 the step is 2^-7 = 0.0078125.
+  //   1 + 2^-8 (a tie)         -> 1          (even)
+  //   1 + 3*2^-8 (a tie)       -> 1 + 2^-6   (even: 1.015625)
+  //   1 + 2^-8 + 2^-12         -> 1 + 2^-7   (above the tie)
+  //   -3.14159                 -> -3.140625
+  const std::vector<float> in = {1.00390625f, 1.01171875f, 1.00415039f, -3.14159f};
+  const std::vector<float> want = {1.0f, 1.015625f, 1.0078125f, -3.140625f};
+  RowMatrixXf x(4, 1);
+  for (int t = 0; t < 4; ++t) x(t, 0) = in[static_cast<std::size_t>(t)];
+  // W = 1 (the gate's only weight, set through its own storage): the clean logits are the inputs.
+  const_cast<RowMatrixXf&>(g.weight())(0, 0) = 1.0f;
+  g.forward(x);
+  for (int t = 0; t < 4; ++t) {
+    CHECK(g.clean()(t, 0) == in[static_cast<std::size_t>(t)]);
+    CHECK(g.seen()(t, 0) == want[static_cast<std::size_t>(t)]);
+  }
+  // Random logits against the definition: 8 significant bits, round half to even.
+  GateConfig rc = cfg;
+  rc.init_scale = 3.0;
+  Gate r(rc, 16, 8, 5);
+  RowMatrixXf xr = RowMatrixXf::Random(64, 8);
+  r.forward(xr);
+  for (Eigen::Index i = 0; i < r.clean().size(); ++i) {
+    int e = 0;
+    const double m = std::frexp(static_cast<double>(r.clean().data()[i]), &e);  // |m| in [0.5, 1)
+    const double want_i = std::ldexp(std::nearbyint(std::ldexp(m, 8)), e - 8);
+    CHECK(static_cast<double>(r.seen().data()[i]) == want_i);
+  }
+}
+
+TEST_CASE("jitter_eps: logits of the jittered input, every factor inside [1 - eps, 1 + eps]", "[gate]") {
+  GateConfig cfg;
+  cfg.jitter_eps = 0.1;
+  Gate g(cfg, 3, 4, 2);
+  RowMatrixXf x = RowMatrixXf::Constant(50, 4, 2.0f);
+  g.forward(x);
+  const auto& xj = g.input(x);
+  REQUIRE(&xj != &x);
+  bool varied = false;
+  for (Eigen::Index i = 0; i < xj.size(); ++i) {
+    CHECK(xj.data()[i] >= 1.8f);
+    CHECK(xj.data()[i] <= 2.2f);
+    varied |= xj.data()[i] != 2.0f;
+  }
+  CHECK(varied);
+  const RowMatrixXf z = xj * g.weight().transpose();
+  CHECK(g.clean().isApprox(z));
+  CHECK(&g.seen() == &g.clean());
+}
+
+TEST_CASE("force_balance: the policy sees standard-normal logits whatever the gate computes", "[gate]") {
+  GateConfig cfg;
+  cfg.force_balance = true;
+  cfg.init_scale = 100.0;  // a gate that would collapse routing
+  Gate g(cfg, 8, 4, 3);
+  RowMatrixXf x = RowMatrixXf::Constant(2000, 4, 1.0f);
+  g.forward(x);
+  double sum = 0, sq = 0;
+  for (Eigen::Index i = 0; i < g.seen().size(); ++i) {
+    sum += g.seen().data()[i];
+    sq += double(g.seen().data()[i]) * g.seen().data()[i];
+  }
+  const double n = static_cast<double>(g.seen().size()), mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+  // 16000 draws: the mean's sd is 0.008.
+  CHECK(std::fabs(mean) < 0.05);
+  CHECK(std::fabs(sd - 1.0) < 0.05);
+  CHECK(g.clean()(0, 0) == g.clean()(1, 0));  // the gate itself is unchanged
+}

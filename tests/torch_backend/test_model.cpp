@@ -140,9 +140,48 @@ TEST_CASE("aux losses: uniform routing gives 1 and (ln E)^2", "[torch][model]") 
   in.experts = E;
   p->route(in, rng, a);
   CHECK(router_z_loss(logits).item<double>() == Approx(std::log(4.0) * std::log(4.0)));
-  const double lb = load_balancing_loss(logits, a).item<double>();
+  const auto n = aux_counts(lc.data_ptr<float>(), N, E, a, {});
+  std::vector<double> f;
+  for (double c : n.count) f.push_back(c / n.total);
+  const double lb = load_balancing_loss(aux_scores(logits, AuxScore::Softmax), f).item<double>();
   // All ties go to one expert: f = (1,0,0,0), P = 1/4 each: E * 1/4 = 1.
   CHECK(lb == Approx(1.0));
+  CHECK(router_entropy(logits).item<double>() == Approx(std::log(4.0)));
+}
+
+TEST_CASE("aux losses: the differentiable twins equal the float definitions for every score function and count",
+          "[torch][model]") {
+  torch::manual_seed(3);
+  const int E = 6, N = 40, k = 2, L = 10;
+  auto logits = (torch::randn({N, E}) * 2).requires_grad_(true);
+  auto lc = logits.detach().contiguous();
+  const float* lp = lc.data_ptr<float>();
+  auto p = make_policy("topk", E, k, {{"capacity_factor", "1"}, {"min_capacity", "0"}});
+  Rng rng(1);
+  Assignment a;
+  RouteInput in;
+  in.logits = lp;
+  in.tokens = N;
+  in.experts = E;
+  p->route(in, rng, a);
+  REQUIRE(a.dropped > 0);  // served and top-k counts differ
+  for (auto score : {AuxScore::Softmax, AuxScore::Sigmoid, AuxScore::SqrtSoftplus})
+    for (auto counts : {AuxCounts::Served, AuxCounts::TopK}) {
+      const AuxLossSpec spec{score, counts, k};
+      INFO("score " << static_cast<int>(score) << " counts " << static_cast<int>(counts));
+      auto scores = aux_scores(logits, score);
+      const auto n = aux_counts(lp, N, E, a, spec);
+      std::vector<double> f;
+      for (double c : n.count) f.push_back(c / n.total);
+      auto lb = load_balancing_loss(scores, f);
+      CHECK(lb.item<double>() == Approx(moesim::load_balancing_loss(lp, N, E, a, spec)).epsilon(1e-5));
+      auto seq = sequence_balance_loss(scores, sequence_fractions(lp, N, E, a, L, spec), L);
+      CHECK(seq.item<double>() == Approx(moesim::sequence_balance_loss(lp, N, E, a, L, spec)).epsilon(1e-5));
+      logits.mutable_grad() = torch::Tensor();
+      (lb + seq).backward();
+      CHECK(logits.grad().abs().sum().item<double>() > 0);
+    }
+  CHECK(router_entropy(logits).item<double>() == Approx(moesim::router_entropy(lp, N, E)).epsilon(1e-5));
 }
 
 TEST_CASE("a tiny MoE Transformer overfits one batch", "[torch][model]") {
@@ -171,7 +210,7 @@ TEST_CASE("a tiny MoE Transformer overfits one batch", "[torch][model]") {
 TEST_CASE("bf16 GEMMs change the model's logits only by bf16 rounding, and the router logits not at all",
           "[torch][model]") {
   auto cfg = tiny_config();
-  Transformer m(cfg.model, cfg.policy, 64, cfg.data.seq_len, 1);
+  Transformer m(cfg, 64);
   auto ids = torch::randint(3, 64, {2, 16}, torch::kLong);
   m.eval();
   torch::NoGradGuard ng;
@@ -224,7 +263,7 @@ TEST_CASE("router-only training moves the gates and nothing else", "[torch][mode
 TEST_CASE("generation: a seed replays the same tokens; temperature 0 is greedy", "[torch][model]") {
   auto cfg = tiny_config();
   torch::manual_seed(4);
-  Transformer m(cfg.model, cfg.policy, 64, cfg.data.seq_len, 1);
+  Transformer m(cfg, 64);
   SampleOptions opt;
   opt.max_new_tokens = 24;  // longer than seq_len: the context is cropped
   const auto a = sample_tokens(m, {5, 6, 7}, opt);
