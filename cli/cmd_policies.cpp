@@ -35,6 +35,16 @@ int cmd_policies(const std::vector<std::string>& args) {
       }
       std::printf("    %-22s %-26s %s\n", k.name.c_str(), def.c_str(), k.help.c_str());
     }
+    for (const auto& pr : p.presets) {
+      auto list = [](const KnobMap& m) {
+        std::string s;
+        for (const auto& [key, v] : m) s += (s.empty() ? "" : " ") + key + "=" + v;
+        return s.empty() ? std::string("(the defaults)") : s;
+      };
+      const auto k2 = pr.values(2), k1 = pr.values(1);
+      std::printf("  preset %s: %s\n    %s\n", pr.name.c_str(), pr.source.c_str(), list(k2).c_str());
+      if (k1 != k2) std::printf("    at k = 1: %s\n", list(k1).c_str());
+    }
     std::printf("\n");
   }
   if (!args.empty()) policy_info(args[0]);  // unknown name: error listing the known ones

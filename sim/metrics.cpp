@@ -210,6 +210,8 @@ LayerMetrics::LayerMetrics(int experts, int clusters, std::int64_t steps, const 
   early_.assign(E, 0.0);
   late_base_.assign(E, 0.0);
   late_table_.assign(table_.size(), 0.0);
+  index_.resize(E);
+  for (std::size_t e = 0; e < E; ++e) index_[e] = static_cast<double>(e);
   last_served_.assign(E, -1);
 }
 
@@ -236,6 +238,7 @@ void LayerMetrics::add_batch(std::int64_t step, const Assignment& a, const std::
     loads_[e] = static_cast<double>(n);
     cum_[e] += loads_[e];
     if (n > 0) last_served_[e] = step;
+    idle_sum_ += n == 0;
   }
   if (step == window_ - 1) early_ = cum_;
   if (step == late_start_ - 1) late_base_ = cum_;
@@ -299,7 +302,7 @@ const std::vector<std::string>& LayerMetrics::run_metric_names() {
       "late_load_cv",  "late_maxvio",     "dead",           "dead_mean",     "spec_mi_bits",
       "spec_norm",     "rank_persistence", "rgr_slope",     "rgr_corr",      "mean_perf",
       "late_mean_perf", "saturation",     "rep_mean",       "rep_min",       "rep_max",
-      "rep_std",       "skill_mean",
+      "rep_std",       "skill_mean",      "index_load_corr", "idle_batch",
   };
   return names;
 }
@@ -339,6 +342,8 @@ std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, 
       rep.max,
       rep.std,
       mean_skill,
+      pearson(index_, cum_),
+      idle_sum_ / n,
   };
   return v;
 }

@@ -16,6 +16,11 @@
 //                      b on a. > 0: shares diverge (rich get richer); 0: shares persist;
 //                      -1: shares equalise completely. 0 when early shares are all equal.
 //   saturation         mean over tokens of max_e softmax(z)_e of the clean gate logits
+//   idle_batch         experts that served nothing in a batch, averaged over the run
+//                      (an oscillating router leaves many idle while others overflow)
+//   index_load_corr    Pearson correlation of the expert index with its load over the
+//                      run: < 0 when low-index experts carry more (lower-index tie
+//                      breaking of bf16 ties), ~0 when the index does not matter
 #include <cstdint>
 #include <span>
 #include <string>
@@ -83,13 +88,13 @@ class LayerMetrics {
   std::int64_t window_, dead_window_, late_start_;
   std::int64_t step_ = -1;
   std::vector<std::int64_t> table_;
-  std::vector<double> loads_, cum_, early_, late_base_, late_table_;
+  std::vector<double> loads_, cum_, early_, late_base_, late_table_, index_;
   std::vector<std::int64_t> last_served_;
   std::int64_t routed_ = 0, dropped_ = 0, dropped_tokens_ = 0, tokens_ = 0;
   std::int64_t batch_routed_ = 0, batch_dropped_ = 0, batch_dropped_tokens_ = 0, batch_tokens_ = 0;
   double perf_sum_ = 0, late_perf_sum_ = 0, batch_perf_sum_ = 0;
   std::int64_t perf_n_ = 0, late_perf_n_ = 0, batch_perf_n_ = 0;
-  double cv_sum_ = 0, maxvio_sum_ = 0, entropy_sum_ = 0, dead_sum_ = 0;
+  double cv_sum_ = 0, maxvio_sum_ = 0, entropy_sum_ = 0, dead_sum_ = 0, idle_sum_ = 0;
   double saturation_sum_ = 0;
   std::int64_t saturation_n_ = 0;
 };

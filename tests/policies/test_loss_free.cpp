@@ -1,8 +1,11 @@
 // Loss-free balancing, hand-computed: select top-k on s + b, weight on s alone,
 // after each batch b_i += u * sign(mean demand - demand_i).
 #include <catch2/catch.hpp>
+#include <rapidcheck/catch.h>
 
 #include <cmath>
+#include <map>
+#include <numeric>
 
 #include "helpers.hpp"
 #include "policies/registry.hpp"
@@ -147,4 +150,93 @@ TEST_CASE("loss_free presets: megatron and deepseek_v3 resolve to their document
   CHECK(d->knobs().values().at("dropless") == "true");
   CHECK(d->weight_spec().scale == 2.5);
   CHECK(d->weight_spec().rule == moesim::WeightRule::SigmoidGather);
+}
+
+namespace {
+
+// Megatron-Core with moe_router_enable_expert_bias, written out from moe_utils.py:
+// topk_routing_with_score_function (sigmoid scores, top-k of scores + bias, probs the
+// gathered scores renormalised when k > 1), apply_router_token_dropping ("probs": each
+// expert keeps its C = ceil((T*k/E)*cf) highest probs, the rest masked), then
+// get_updated_expert_bias on the routing map after dropping.
+struct MegatronExpertBias {
+  int E, k;
+  double cf, u;
+  std::vector<double> bias;
+  MegatronExpertBias(int E_, int k_, double cf_, double u_) : E(E_), k(k_), cf(cf_), u(u_), bias(E_, 0.0) {}
+
+  std::vector<std::map<int, double>> step(const std::vector<float>& z, int T) {
+    std::vector<std::vector<double>> probs(static_cast<std::size_t>(T), std::vector<double>(static_cast<std::size_t>(E), 0.0));
+    for (int t = 0; t < T; ++t) {
+      std::vector<double> s(static_cast<std::size_t>(E)), sb(static_cast<std::size_t>(E));
+      for (int e = 0; e < E; ++e) {
+        s[static_cast<std::size_t>(e)] = 1.0 / (1.0 + std::exp(-double(z[static_cast<std::size_t>(t) * E + e])));
+        // Selection on scores + bias in float, as the policy forms it.
+        sb[static_cast<std::size_t>(e)] = static_cast<float>(static_cast<float>(s[static_cast<std::size_t>(e)]) +
+                                                             static_cast<float>(bias[static_cast<std::size_t>(e)]));
+      }
+      const auto top = ref_topk(sb.data(), E, k);
+      double sum = 0;
+      for (int e : top) sum += s[static_cast<std::size_t>(e)];
+      for (int e : top) probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)] = k > 1 ? s[static_cast<std::size_t>(e)] / (sum + 1e-20) : s[static_cast<std::size_t>(e)];
+    }
+    const long C = static_cast<long>(std::ceil(static_cast<double>(T * k) / E * cf));
+    std::vector<double> served(static_cast<std::size_t>(E), 0.0);
+    for (int e = 0; e < E; ++e) {
+      std::vector<int> order(static_cast<std::size_t>(T));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+        return probs[static_cast<std::size_t>(a)][static_cast<std::size_t>(e)] > probs[static_cast<std::size_t>(b)][static_cast<std::size_t>(e)];
+      });
+      for (long i = 0; i < T; ++i) {
+        auto& p = probs[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])][static_cast<std::size_t>(e)];
+        if (i >= C && C <= T) p = 0.0;
+        served[static_cast<std::size_t>(e)] += p > 0 ? 1.0 : 0.0;
+      }
+    }
+    const double mean = std::accumulate(served.begin(), served.end(), 0.0) / E;
+    for (int e = 0; e < E; ++e) {
+      const double off = mean - served[static_cast<std::size_t>(e)];
+      bias[static_cast<std::size_t>(e)] += u * static_cast<double>((off > 0) - (off < 0));
+    }
+    std::vector<std::map<int, double>> out(static_cast<std::size_t>(T));
+    for (int t = 0; t < T; ++t)
+      for (int e = 0; e < E; ++e)
+        if (probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)] > 0) out[static_cast<std::size_t>(t)][e] = probs[static_cast<std::size_t>(t)][static_cast<std::size_t>(e)];
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("loss_free preset megatron equals Megatron-Core's expert-bias router step by step (routing, drops, bias)") {
+  rc::prop("loss_free megatron preset vs a second implementation of Megatron-Core", [] {
+    const int E = *rc::gen::inRange(2, 17);
+    const int k = 1 + choose(std::min(E, 4));
+    const int T = *rc::gen::inRange(1, 100);
+    const double cf = choose(2) ? 1.0 : 1.25;
+    const std::uint64_t seed = any_seed();
+    RC_LOG() << "E=" << E << " k=" << k << " T=" << T << " cf=" << cf << " seed=" << seed << '\n';
+    // u = 0.05: large enough that the bias changes selections within the six steps.
+    auto p = moesim::make_policy("loss_free", E, k,
+                                 {{"preset", "megatron"}, {"capacity_factor", cf == 1.0 ? "1" : "1.25"}, {"bias_rate", "0.05"}});
+    MegatronExpertBias ref(E, k, cf, 0.05);
+    for (int s = 0; s < 6; ++s) {
+      const auto z = make_distinct_logits(T, E, seed + 31 * static_cast<std::uint64_t>(s));
+      const Assignment a = step(*p, z, T);
+      const auto want = ref.step(z, T);
+      for (int t = 0; t < T; ++t) {
+        std::map<int, double> got;
+        for (int j = 0; j < k; ++j)
+          if (a.at(t, j) >= 0) got[a.at(t, j)] = a.weight_at(t, j);
+        RC_ASSERT(got.size() == want[static_cast<std::size_t>(t)].size());
+        for (const auto& [e, v] : want[static_cast<std::size_t>(t)]) {
+          RC_ASSERT(got.count(e) == 1u);
+          RC_ASSERT(std::fabs(got[e] - v) <= 1e-5 * (1 + v));
+        }
+      }
+      const auto b = bias_of(*p);
+      for (int e = 0; e < E; ++e) RC_ASSERT(std::fabs(b[static_cast<std::size_t>(e)] - ref.bias[static_cast<std::size_t>(e)]) <= 1e-12);
+    }
+  });
 }

@@ -110,3 +110,53 @@ TEST_CASE("sinkhorn eval_mode topk: at evaluation plain top-k of the logits, as 
   CHECK(m2->weight_spec().rule == moesim::WeightRule::SoftmaxGather);
   CHECK(m2->knobs().values().at("eval_mode") == "topk");
 }
+
+TEST_CASE("sinkhorn preset megatron: Megatron-Core's sinkhorn + top-k and its weights, written out from moe_utils.py") {
+  // sinkhorn(cost): cost = exp(z); d0 = 1/T / (cost d1 + eps), d1 = 1/E / (d0 cost + eps), until the
+  // mean |change| of d1 is <= 1e-4; then top-k of d1 * cost * d0. Weights: sigmoid(z) for k = 1,
+  // softmax(z) for k > 1, gathered, not renormalised. The two stop their iterations by different
+  // rules, so a token whose k-th and (k+1)-th balanced scores nearly tie may differ: at most 1%.
+  for (int k : {1, 2, 4}) {
+    const int T = 256, E = 16;
+    const auto z = make_distinct_logits(T, E, 40 + static_cast<std::uint64_t>(k));
+    std::vector<double> cost(static_cast<std::size_t>(T) * E), d0(static_cast<std::size_t>(T), 1.0),
+        d1(static_cast<std::size_t>(E), 1.0);
+    for (std::size_t i = 0; i < cost.size(); ++i) cost[i] = std::exp(double(z[i]));
+    for (double err = 1e9; err > 1e-4;) {
+      for (int t = 0; t < T; ++t) {
+        double s = 0;
+        for (int e = 0; e < E; ++e) s += d1[static_cast<std::size_t>(e)] * cost[static_cast<std::size_t>(t) * E + e];
+        d0[static_cast<std::size_t>(t)] = 1.0 / T / (s + 1e-8);
+      }
+      err = 0;
+      for (int e = 0; e < E; ++e) {
+        double s = 0;
+        for (int t = 0; t < T; ++t) s += d0[static_cast<std::size_t>(t)] * cost[static_cast<std::size_t>(t) * E + e];
+        const double nd = 1.0 / E / (s + 1e-8);
+        err += std::fabs(nd - d1[static_cast<std::size_t>(e)]) / E;
+        d1[static_cast<std::size_t>(e)] = nd;
+      }
+    }
+    auto p = moesim::make_policy("sinkhorn", E, k, {{"preset", "megatron"}});
+    const auto a = route_once(*p, z, T, E);
+    int agree = 0;
+    for (int t = 0; t < T; ++t) {
+      std::vector<double> row(static_cast<std::size_t>(E));
+      for (int e = 0; e < E; ++e) row[static_cast<std::size_t>(e)] = d1[static_cast<std::size_t>(e)] * cost[static_cast<std::size_t>(t) * E + e];
+      const auto want = ref_topk(row.data(), E, k);
+      bool same = true;
+      for (int j = 0; j < k; ++j) same &= a.at(t, j) == want[static_cast<std::size_t>(j)];
+      agree += same;
+      const float* zt = z.data() + static_cast<std::size_t>(t) * E;
+      double zs = 0;
+      for (int e = 0; e < E; ++e) zs += std::exp(double(zt[e]));
+      for (int j = 0; j < k; ++j) {
+        const double x = zt[a.at(t, j)];
+        const double w = k == 1 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / zs;
+        CHECK(a.weight_at(t, j) == Approx(w).epsilon(1e-5));
+      }
+    }
+    INFO("k = " << k << ": " << agree << " of " << T << " tokens agree");
+    CHECK(agree >= T * 99 / 100);
+  }
+}

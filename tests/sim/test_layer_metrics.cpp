@@ -105,6 +105,10 @@ TEST_CASE("layer metrics on four batches computed by hand", "[metrics]") {
   CHECK(metric(v, "rep_max") == 3.0);
   CHECK(metric(v, "rep_std") == 1.0);
   CHECK(metric(v, "skill_mean") == 0.42);
+  // Index {0, 1} against cumulative loads {4, 3}: two points falling, correlation -1.
+  CHECK(metric(v, "index_load_corr") == Approx(-1.0));
+  // Per batch loads {2,0}, {1,1}, {1,0}, {0,2}: one idle expert in three of four batches.
+  CHECK(metric(v, "idle_batch") == Approx(0.75));
   // Without a reputation the statistics are NaN, not zeros that look like data.
   CHECK(std::isnan(metric(m.finish(nullptr, 0.0), "rep_mean")));
 }
