@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -419,6 +420,28 @@ inline std::string diff_assignments(const Assignment& a, const Assignment& b) {
   if (a.routed != b.routed || a.dropped != b.dropped || a.dropped_tokens != b.dropped_tokens ||
       a.capacity != b.capacity || a.padded != b.padded)
     return "routed/dropped/dropped_tokens/capacity/padded differ";
+  return {};
+}
+
+// Token t's served experts with their weights (how references that return
+// routing maps are compared with an assignment).
+inline std::map<int, double> served_weights(const Assignment& a, int t) {
+  std::map<int, double> m;
+  for (int j = 0; j < a.width; ++j)
+    if (a.at(t, j) >= 0) m[a.at(t, j)] = a.weight_at(t, j);
+  return m;
+}
+
+// Empty when both serve the same experts with weights within 1e-5 relative, else the first difference.
+inline std::string diff_served(const std::map<int, double>& got, const std::map<int, double>& want) {
+  std::ostringstream os;
+  for (const auto& [e, v] : want) {
+    auto it = got.find(e);
+    if (it == got.end()) return (os << "expert " << e << " not served", os.str());
+    if (std::fabs(it->second - v) > 1e-5 * (1 + v)) return (os << "expert " << e << ": weight " << it->second << ", want " << v, os.str());
+  }
+  for (const auto& [e, v] : got)
+    if (!want.count(e)) return (os << "expert " << e << " served, should not be", os.str());
   return {};
 }
 

@@ -241,23 +241,27 @@ TEST_CASE("bf16 GEMMs change the model's logits only by bf16 rounding, and the r
   CHECK(ref_router.scalar_type() == torch::kFloat);
 }
 
-TEST_CASE("router-only training moves the gates and nothing else", "[torch][model]") {
-  auto cfg = tiny_config();
-  cfg.train.router_only = true;
-  auto stream = random_stream(2000, cfg.tokenizer.vocab, 5);
-  Trainer tr(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
-  std::map<std::string, torch::Tensor> before;
-  for (const auto& p : tr.model().named_parameters()) before[p.key()] = p.value().detach().clone();
-  for (int i = 0; i < 3; ++i) (void)tr.step();
-  int moved = 0;
-  for (const auto& p : tr.model().named_parameters()) {
-    const bool changed = !torch::equal(before[p.key()], p.value().detach());
-    const bool is_gate = p.key().find("moe.gate") != std::string::npos;
-    INFO(p.key());
-    CHECK(changed == is_gate);
-    moved += changed;
+TEST_CASE("router-only training moves the router (linear or MLP head) and nothing else", "[torch][model]") {
+  for (const char* head : {"linear", "mlp"}) {
+    INFO("router head " << head);
+    auto cfg = tiny_config();
+    cfg.train.router_only = true;
+    cfg.model.router_head = head;
+    auto stream = random_stream(2000, cfg.tokenizer.vocab, 5);
+    Trainer tr(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
+    std::map<std::string, torch::Tensor> before;
+    for (const auto& p : tr.model().named_parameters()) before[p.key()] = p.value().detach().clone();
+    for (int i = 0; i < 3; ++i) (void)tr.step();
+    int moved = 0;
+    for (const auto& p : tr.model().named_parameters()) {
+      const bool changed = !torch::equal(before[p.key()], p.value().detach());
+      const bool is_router = p.key().find("moe.gate") != std::string::npos || p.key().find("moe.router_") != std::string::npos;
+      INFO(p.key());
+      CHECK(changed == is_router);
+      moved += changed;
+    }
+    CHECK(moved == (std::string(head) == "mlp" ? 4 : 1));  // W1, LayerNorm gain and bias, W2 / the gate
   }
-  CHECK(moved == 1);
 }
 
 TEST_CASE("generation: a seed replays the same tokens; temperature 0 is greedy", "[torch][model]") {

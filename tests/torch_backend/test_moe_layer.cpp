@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
-#include <map>
 
 #include "helpers.hpp"
 #include "policies/registry.hpp"
@@ -25,7 +24,7 @@ std::shared_ptr<MoeLayer> make_layer(RouterOptions ro, const std::string& policy
 }
 }  // namespace
 
-TEST_CASE("router head mlp: logits = W2 LayerNorm(ReLU(W1 x)), and router-only training moves exactly its weights",
+TEST_CASE("router head mlp: logits = W2 LayerNorm(ReLU(W1 x))",
           "[torch][moe_layer]") {
   RouterOptions ro;
   ro.mlp = true;
@@ -47,19 +46,6 @@ TEST_CASE("router head mlp: logits = W2 LayerNorm(ReLU(W1 x)), and router-only t
     CHECK(layer->router_parameters().size() == 4u);
   }
 
-  auto cfg = tiny_config();
-  cfg.model.router_head = "mlp";
-  cfg.train.router_only = true;
-  auto stream = random_stream(2000, cfg.tokenizer.vocab, 5);
-  Trainer tr(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
-  std::map<std::string, torch::Tensor> before;
-  for (const auto& p : tr.model().named_parameters()) before[p.key()] = p.value().detach().clone();
-  for (int i = 0; i < 3; ++i) (void)tr.step();
-  for (const auto& p : tr.model().named_parameters()) {
-    const bool router = p.key().find("moe.gate") != std::string::npos || p.key().find("moe.router_") != std::string::npos;
-    INFO(p.key());
-    CHECK(!torch::equal(before[p.key()], p.value().detach()) == router);
-  }
 }
 
 TEST_CASE("router_dtype bf16: the policy routes logits rounded to bfloat16, and gradients still reach the gate",
