@@ -5,16 +5,11 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "common/args.hpp"
 #include "policies/aux_losses.hpp"
 #include "policies/registry.hpp"
 
 namespace moesim::cli {
-
-static bool wants_help(const std::vector<std::string>& args) {
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") return true;
-  return false;
-}
 
 int cmd_policies(const std::vector<std::string>& args) {
   if (wants_help(args)) {

@@ -1,6 +1,5 @@
 #include "policies/knobs.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -24,37 +23,6 @@ KnobSpec choice_knob(std::string name, std::string def, std::vector<std::string>
                      std::string help) {
   return {std::move(name), KnobType::Choice, std::move(def), std::move(help), std::move(choices),
           0, 0};
-}
-
-bool parse_real(std::string_view s, double& out) {
-  if (s.empty()) return false;
-  const char* b = s.data();
-  const char* e = b + s.size();
-  if (*b == '+') ++b;
-  auto [p, ec] = std::from_chars(b, e, out);
-  return ec == std::errc() && p == e;
-}
-
-bool parse_int(std::string_view s, long& out) {
-  if (s.empty()) return false;
-  const char* b = s.data();
-  const char* e = b + s.size();
-  if (*b == '+') ++b;
-  auto [p, ec] = std::from_chars(b, e, out);
-  return ec == std::errc() && p == e;
-}
-
-bool parse_bool(std::string_view s, bool& out) {
-  if (s == "true" || s == "1" || s == "yes" || s == "on") return out = true, true;
-  if (s == "false" || s == "0" || s == "no" || s == "off") return out = false, true;
-  return false;
-}
-
-std::string format_real(double v) {
-  // Shortest text that reads back exactly (0.001, not 0.0010000000000000002; 10, not 1e+01).
-  char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, res.ptr);
 }
 
 static std::string type_name(KnobType t) {

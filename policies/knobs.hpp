@@ -6,6 +6,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/text.hpp"
+
 namespace moesim {
 
 enum class KnobType { Real, Int, Bool, Choice };
@@ -50,11 +52,5 @@ class Knobs {
   std::string owner_;
   KnobMap values_;
 };
-
-// Strict parsers shared with the scenario loader; return false on any junk.
-bool parse_real(std::string_view s, double& out);
-bool parse_int(std::string_view s, long& out);
-bool parse_bool(std::string_view s, bool& out);
-std::string format_real(double v);
 
 }  // namespace moesim

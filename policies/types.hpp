@@ -2,17 +2,12 @@
 // The policy contract's data types: plain arrays, no LibTorch, so the simulator
 // and the LibTorch layer hand the very same buffers to the very same objects.
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
-namespace moesim {
+#include "common/error.hpp"
 
-// Every user-facing error: one line naming the argument, file, line or key.
-class Error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace moesim {
 
 inline constexpr std::int32_t kNoExpert = -1;
 

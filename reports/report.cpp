@@ -15,7 +15,8 @@
 
 #include "policies/knobs.hpp"
 #include "policies/types.hpp"
-#include "sim/csv.hpp"
+#include "common/csv.hpp"
+#include "common/files.hpp"
 #include "sim/scenario.hpp"
 #include "sim/sweep.hpp"
 
@@ -115,17 +116,6 @@ int run_program(const std::vector<std::string>& args, const std::string& cwd, co
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
-void fsync_rename(const std::string& from, const std::string& to) {
-  const int fd = ::open(from.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  std::error_code ec;
-  fs::rename(from, to, ec);
-  if (ec) throw Error(to + ": cannot rename into place: " + ec.message());
-}
-
 class Plotter {
  public:
   Plotter(std::string dir, const ReportOptions& o, std::vector<std::string>& warnings)
@@ -185,8 +175,8 @@ class Plotter {
       return false;
     }
     fs::remove(log, ec);
-    fsync_rename(dir_ + "/" + name + ".png.tmp", dir_ + "/" + name + ".png");
-    fsync_rename(dir_ + "/" + name + ".svg.tmp", dir_ + "/" + name + ".svg");
+    commit_file(dir_ + "/" + name + ".png.tmp", dir_ + "/" + name + ".png");
+    commit_file(dir_ + "/" + name + ".svg.tmp", dir_ + "/" + name + ".svg");
     ++count_;
     return true;
   }

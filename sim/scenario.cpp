@@ -66,12 +66,6 @@ std::vector<std::string> known_paths() {
   return out;
 }
 
-std::string join(const std::vector<std::string>& v, std::string_view sep) {
-  std::string s;
-  for (const auto& x : v) s += (s.empty() ? "" : std::string(sep)) + x;
-  return s;
-}
-
 std::string unknown_key_message(const std::string& path, bool root) {
   auto cands = known_paths();
   if (root)
@@ -394,38 +388,6 @@ std::vector<std::uint64_t> Scenario::run_seeds() const {
   return seeds.empty() ? std::vector<std::uint64_t>{base.seed} : seeds;
 }
 
-std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates) {
-  auto dist = [](std::string_view a, std::string_view b) {
-    // Optimal string alignment distance: a swapped pair is one typo.
-    std::vector<std::vector<int>> d(a.size() + 1, std::vector<int>(b.size() + 1));
-    for (std::size_t i = 0; i <= a.size(); ++i) d[i][0] = static_cast<int>(i);
-    for (std::size_t j = 0; j <= b.size(); ++j) d[0][j] = static_cast<int>(j);
-    for (std::size_t i = 1; i <= a.size(); ++i)
-      for (std::size_t j = 1; j <= b.size(); ++j) {
-        d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
-        if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-          d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
-      }
-    return d[a.size()][b.size()];
-  };
-  const int limit = word.size() < 4 ? 1 : word.size() < 10 ? 2 : 3;
-  std::string best;
-  int best_d = limit + 1;
-  for (const auto& c : candidates) {  // first of equals wins: candidates come in a fixed order
-    const int d = dist(word, c);
-    if (d < best_d) best_d = d, best = c;
-  }
-  if (!best.empty()) return best;
-  // Right name, wrong section: `stream.skill_growth` -> `world.skill_growth`.
-  const auto dot = word.rfind('.');
-  const auto tail = word.substr(dot == std::string_view::npos ? 0 : dot + 1);
-  for (const auto& c : candidates) {
-    const auto cd = c.rfind('.');
-    if (cd != std::string::npos && std::string_view(c).substr(cd + 1) == tail) return c;
-  }
-  return "";
-}
-
 Scenario parse_scenario(const std::string& text, const std::string& file, const std::vector<std::string>& overrides) {
   const YAML::Node root = parse_yaml(text, file);
   Scenario sc;
@@ -698,17 +660,6 @@ std::string scenario_yaml(const Scenario& sc) {
     }
   }
   return os.str();
-}
-
-std::string shell_quote(std::string_view s) {
-  bool safe = !s.empty();
-  for (char c : s)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || std::string_view("_-.,/=:+@%").find(c) != std::string_view::npos))
-      safe = false;
-  if (safe) return std::string(s);
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
 }
 
 std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, std::uint64_t seed) {

@@ -30,6 +30,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/text.hpp"
 #include "sim/config.hpp"
 
 namespace moesim {
@@ -109,10 +110,5 @@ std::string scenario_yaml(const Scenario& sc);
 
 // The arguments after `moesim run SCENARIO` that replay one run of a point exactly.
 std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, std::uint64_t seed);
-// Quotes a word for a POSIX shell when it needs it.
-std::string shell_quote(std::string_view s);
-
-// Closest candidate within a small edit distance, or "".
-std::string did_you_mean(std::string_view word, const std::vector<std::string>& candidates);
 
 }  // namespace moesim

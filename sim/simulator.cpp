@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "policies/registry.hpp"
-#include "sim/csv.hpp"
+#include "common/csv.hpp"
 #include "sim/gate.hpp"
 #include "sim/metrics.hpp"
 #include "sim/stream.hpp"

@@ -1,7 +1,5 @@
 #include "sim/sweep.hpp"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -19,8 +17,10 @@
 #include <sstream>
 #include <thread>
 
+#include "common/json.hpp"
+#include "common/text.hpp"
 #include "policies/types.hpp"
-#include "sim/csv.hpp"
+#include "common/csv.hpp"
 #include "sim/simulator.hpp"
 
 namespace fs = std::filesystem;
@@ -28,53 +28,6 @@ namespace fs = std::filesystem;
 namespace moesim {
 
 namespace {
-
-[[noreturn]] void sys_fail(const std::string& what, const std::string& path) {
-  throw Error(path + ": " + what + ": " + std::strerror(errno));
-}
-
-void fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd < 0) sys_fail("cannot open folder", dir);
-  ::fsync(fd);  // some file systems refuse a folder fsync; the rename is what matters
-  ::close(fd);
-}
-
-std::string json_string(std::string_view s) {
-  std::string o = "\"";
-  for (char c : s) {
-    switch (c) {
-      case '"': o += "\\\""; break;
-      case '\\': o += "\\\\"; break;
-      case '\n': o += "\\n"; break;
-      case '\t': o += "\\t"; break;
-      case '\r': o += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", c);
-          o += b;
-        } else {
-          o += c;
-        }
-    }
-  }
-  return o + "\"";
-}
-
-// JSON has no NaN or infinity: they become null.
-std::string json_number(double v) { return std::isfinite(v) ? format_number(v) : "null"; }
-
-std::string hms(double s) {
-  if (!std::isfinite(s) || s < 0) return "?";
-  const auto t = static_cast<long>(s + 0.5);
-  char b[32];
-  if (t >= 3600)
-    std::snprintf(b, sizeof b, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-  else
-    std::snprintf(b, sizeof b, "%ld:%02ld", t / 60, t % 60);
-  return b;
-}
 
 std::string run_config_text(const Scenario& sc, const SweepPoint& p, const RunSpec& r, const std::string& program) {
   return "# run " + r.id + ", point " + std::to_string(p.index) + " '" + p.label + "', seed " +
@@ -93,34 +46,6 @@ bool run_complete(const std::string& dir, const std::string& config_text) {
   return ss.str() == config_text;
 }
 
-// Leftovers of a write that was killed between creating the temp file and its rename.
-void remove_temp_files(const std::string& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return;
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.path().extension() == ".tmp") fs::remove(e.path(), ec);
-}
-
-// Holds an exclusive lock on OUTDIR/.lock: two sweeps into one folder would race.
-class DirLock {
- public:
-  explicit DirLock(const std::string& dir) {
-    const std::string path = dir + "/.lock";
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
-    if (fd_ < 0) sys_fail("cannot create the lock file", path);
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd_);
-      throw Error(dir + ": another sweep is writing into this folder");
-    }
-  }
-  ~DirLock() { ::close(fd_); }
-  DirLock(const DirLock&) = delete;
-  DirLock& operator=(const DirLock&) = delete;
-
- private:
-  int fd_ = -1;
-};
-
 class Progress {
  public:
   Progress(bool on, int runs, std::int64_t units) : on_(on), tty_(::isatty(2) == 1), runs_(runs), units_(units) {}
@@ -136,7 +61,7 @@ class Progress {
     const double rate = el > 0 ? static_cast<double>(units_done) / el / 1e6 : 0.0;
     char line[200];
     std::snprintf(line, sizeof line, "sweep: %d/%d runs  %5.1f%%  %.2f Mtok/s  elapsed %s  ETA %s", runs_done, runs_,
-                  100.0 * frac, rate, hms(el).c_str(), final ? "0:00" : hms(eta).c_str());
+                  100.0 * frac, rate, clock_text(el).c_str(), final ? "0:00" : clock_text(eta).c_str());
     if (tty_)
       std::fprintf(stderr, "\r\033[K%s%s", line, final ? "\n" : "");
     else
@@ -292,96 +217,6 @@ class RunQueue {
 
 }  // namespace
 
-void write_file_atomic(const std::string& path, std::string_view content) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) sys_fail("cannot create", tmp);
-  std::size_t off = 0;
-  while (off < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + off, content.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      errno = err;
-      sys_fail("cannot write", tmp);
-    }
-    off += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) sys_fail("cannot flush", tmp);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) sys_fail("cannot rename into place", path);
-  fsync_dir(fs::path(path).parent_path().string());
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot read");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-int CsvTable::column(std::string_view name) const {
-  for (std::size_t i = 0; i < header.size(); ++i)
-    if (header[i] == name) return static_cast<int>(i);
-  return -1;
-}
-
-CsvTable parse_csv(std::string_view text, const std::string& source) {
-  CsvTable t;
-  std::vector<std::string> row;
-  std::string field;
-  bool in_quotes = false, any = false;
-  int line = 1;
-  auto end_row = [&] {
-    row.push_back(std::move(field));
-    field.clear();
-    if (t.header.empty())
-      t.header = std::move(row);
-    else
-      t.rows.push_back(std::move(row));
-    row.clear();
-    any = false;
-  };
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_quotes) {
-      if (c == '"' && i + 1 < text.size() && text[i + 1] == '"') {
-        field += '"';
-        ++i;
-      } else if (c == '"') {
-        in_quotes = false;
-      } else {
-        if (c == '\n') ++line;
-        field += c;
-      }
-      continue;
-    }
-    any = true;
-    if (c == '"') {
-      in_quotes = true;
-    } else if (c == ',') {
-      row.push_back(std::move(field));
-      field.clear();
-    } else if (c == '\n') {
-      if (!field.empty() && field.back() == '\r') field.pop_back();
-      end_row();
-      ++line;
-    } else {
-      field += c;
-    }
-  }
-  if (in_quotes) throw Error(source + ":" + std::to_string(line) + ": unterminated quoted field");
-  if (any) end_row();
-  for (std::size_t r = 0; r < t.rows.size(); ++r)
-    if (t.rows[r].size() != t.header.size())
-      throw Error(source + ": row " + std::to_string(r + 1) + " has " + std::to_string(t.rows[r].size()) +
-                  " fields, the header " + std::to_string(t.header.size()));
-  return t;
-}
-
-CsvTable read_csv(const std::string& path) { return parse_csv(read_file(path), path); }
-
 SeedStats seed_stats(const std::vector<double>& xs) {
   SeedStats s;
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -441,7 +276,7 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
   std::error_code ec;
   fs::create_directories(out + "/runs", ec);
   if (ec) throw Error(out + "/runs: cannot create: " + ec.message());
-  DirLock lock(out);
+  DirLock lock(out, "another sweep is writing into this folder");
   remove_temp_files(out);
   write_file_atomic(out + "/scenario.resolved.yaml", scenario_yaml(sc));
 

@@ -23,6 +23,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/csv.hpp"
+#include "common/files.hpp"
 #include "sim/scenario.hpp"
 
 namespace moesim {
@@ -61,19 +63,6 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
 // The replay command line of one run.
 std::string replay_command(const Scenario& sc, const SweepPoint& p, std::uint64_t seed, const std::string& program,
                            const std::string& out_dir);
-
-// Writes path atomically: temp file in the same folder, fsync, rename, fsync the folder.
-void write_file_atomic(const std::string& path, std::string_view content);
-std::string read_file(const std::string& path);  // throws Error naming the path
-
-// A small RFC 4180 reader for the CSV files moesim writes.
-struct CsvTable {
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> rows;
-  int column(std::string_view name) const;  // -1 when absent
-};
-CsvTable parse_csv(std::string_view text, const std::string& source);
-CsvTable read_csv(const std::string& path);
 
 // Sample statistics over seeds (std with n - 1; 0 for one value); NaNs are skipped.
 struct SeedStats {

@@ -7,6 +7,7 @@
 
 #include <torch/csrc/autograd/profiler_legacy.h>
 
+#include "common/files.hpp"
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/trainer.hpp"
 
@@ -73,7 +74,7 @@ BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const
   const double secs = seconds_since(t0);
   if (profile) {
     profile.reset();  // writes the trace, outside the timed region
-    std::filesystem::rename(tmp_path, profile_path);
+    commit_file(tmp_path, profile_path);
   }
   BenchResult r;
   r.bf16 = bf16;

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "policies/types.hpp"
-#include "torch_backend/json_line.hpp"
+#include "common/json.hpp"
 
 namespace moesim::torch_backend {
 
@@ -58,6 +58,18 @@ std::string read_shard_bytes(const std::string& path) {
   ss << in.rdbuf();
   if (in.bad()) throw Error(path + ": read error");
   return ss.str();
+}
+
+bool parse_c4_line(std::string_view line, std::string& text, std::string& why) {
+  JsonValue v;
+  if (!try_parse_json(line, v, why)) return false;
+  if (!v.is(JsonValue::Type::Object)) return why = std::string("expected a JSON object, got ") + to_string(v.type), false;
+  const JsonValue* t = v.find("text");
+  if (!t) return why = "no \"text\" field", false;
+  if (!t->is(JsonValue::Type::String)) return why = "\"text\" is not a string", false;
+  if (t->text.find('\0') != std::string::npos) return why = "\"text\" holds a NUL character (\\u0000)", false;
+  text = t->text;
+  return true;
 }
 
 void load_shard(const std::string& path, std::vector<std::string>& docs, LoadReport& report, std::int64_t max_docs) {
@@ -118,7 +130,12 @@ std::vector<std::string> load_split(const std::string& dir, const std::string& p
     if (max_docs > 0 && static_cast<std::int64_t>(docs.size()) >= max_docs) break;
     load_shard(s, docs, report, max_docs);
   }
-  if (docs.empty()) throw Error("data.dir '" + dir + "': the " + prefix + "* shards hold no valid document");
+  if (docs.empty()) {
+    // Say why: the first per-line reasons, not only that nothing was usable.
+    std::string reasons;
+    for (std::size_t i = 0; i < report.warnings.size() && i < 3; ++i) reasons += "; " + report.warnings[i];
+    throw Error("data.dir '" + dir + "': the " + prefix + "* shards hold no valid document" + reasons);
+  }
   return docs;
 }
 

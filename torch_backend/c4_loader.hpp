@@ -4,9 +4,16 @@
 // or truncated file is one clear error naming the file.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace moesim::torch_backend {
+
+// One C4 line: a strict JSON object (common/json.hpp: UTF-8 checked, lone
+// surrogates and duplicate keys refused) whose "text" is a string without NUL
+// characters. On success returns true and sets text; else false and why ("invalid
+// JSON at column 17: ...", "no \"text\" field", "\"text\" holds a NUL character").
+bool parse_c4_line(std::string_view line, std::string& text, std::string& why);
 
 struct LoadReport {
   std::int64_t documents = 0;

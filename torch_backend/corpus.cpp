@@ -1,5 +1,7 @@
 #include "torch_backend/corpus.hpp"
 
+#include "common/files.hpp"
+
 #include <unistd.h>
 
 #include <cstdio>
@@ -95,26 +97,6 @@ void say(std::FILE* log, const std::string& s) {
 }
 
 }  // namespace
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(path + ": cannot write (temporary " + tmp + ")");
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": rename from temporary failed: " + ec.message());
-  }
-}
 
 std::string resolve_cache_dir(const DataConfig& data) {
   if (!data.cache_dir.empty()) return data.cache_dir;

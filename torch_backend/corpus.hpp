@@ -31,8 +31,4 @@ std::string resolve_cache_dir(const DataConfig& data);
 // log: progress lines (nullptr = silent). Loader warnings go to log too.
 Corpus prepare_corpus(const TrainConfig& cfg, std::FILE* log);
 
-// Writes bytes to path through a temporary file and a rename, so readers never
-// see half a file. Throws Error naming the path.
-void write_file_atomic(const std::string& path, const std::string& bytes);
-
 }  // namespace moesim::torch_backend

@@ -12,11 +12,12 @@
 #include <map>
 #include <sstream>
 
+#include "common/files.hpp"
 #include "torch_backend/corpus.hpp"
 #include "torch_backend/fused_ce.hpp"
 #include "torch_backend/load_stats.hpp"
 #include "torch_backend/lr_schedule.hpp"
-#include "torch_backend/npy.hpp"
+#include "torch_backend/trace.hpp"
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/runtime.hpp"
 
@@ -331,9 +332,7 @@ void Trainer::save(const std::string& path) const {
   } catch (const c10::Error& e) {
     throw Error(path + ": cannot write checkpoint: " + e.what_without_backtrace());
   }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw Error(path + ": cannot rename checkpoint into place: " + ec.message());
+  commit_file(tmp, path);
 }
 
 namespace {

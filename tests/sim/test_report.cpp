@@ -11,7 +11,6 @@
 #include "sim/scenario.hpp"
 #include "sim/sweep.hpp"
 
-#ifdef MOESIM_HAVE_REPORTS
 #include "reports/report.hpp"
 
 using namespace moesim;
@@ -117,7 +116,7 @@ TEST_CASE("late load shares and starved experts by hand", "[report]") {
   CHECK(starved_experts(s) == 2);
 }
 
-#endif
+
 
 TEST_CASE("training report: tables each run's final perplexity and tail means, hand-computed") {
   TempDir dir("train-report");

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "policies/registry.hpp"
-#include "sim/csv.hpp"
+#include "common/csv.hpp"
 #include "sim/simulator.hpp"
 
 using namespace moesim;
@@ -243,19 +243,3 @@ TEST_CASE("simulator rejects a bad config with the key in the message", "[simula
   }
 }
 
-TEST_CASE("CSV numbers print deterministically", "[csv]") {
-  CHECK(format_number(0.1) == "0.1");
-  CHECK(format_number(-0.0) == "0");
-  CHECK(format_number(1.0 / 3.0) == "0.333333333");
-  CHECK(format_number(1e-20) == "1e-20");
-  CHECK(format_number(123456789012.0) == "1.23456789e+11");
-  CHECK(format_number(NAN) == "nan");
-  CHECK(format_number(-INFINITY) == "-inf");
-  CHECK(csv_escape("a,b") == "\"a,b\"");
-  CHECK(csv_escape("say \"hi\"") == "\"say \"\"hi\"\"\"");
-  std::ostringstream os;
-  CsvWriter w(os);
-  w.header({"x", "y"});
-  w.row(std::vector<double>{1, 2.5});
-  CHECK(os.str() == "x,y\n1,2.5\n");
-}

@@ -5,7 +5,7 @@
 #include "policies/types.hpp"
 #include "torch_backend/c4_loader.hpp"
 #include "torch_backend/corpus.hpp"
-#include "torch_backend/json_line.hpp"
+#include "torch_backend/c4_loader.hpp"
 #include "torch_backend/packed_data.hpp"
 #include "torch_backend/tokenizer.hpp"
 

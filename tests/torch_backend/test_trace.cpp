@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "helpers.hpp"
-#include "torch_backend/npy.hpp"
+#include "torch_backend/trace.hpp"
 #include "torch_backend/trainer.hpp"
 
 using namespace moesim;

@@ -1,16 +1,14 @@
 #pragma once
-// NPY v1.0 files (NumPy's own format, written by hand so numpy.load reads them
-// with no custom code) and the router-trace manifest that indexes them.
+// Router traces: per MoE layer and recorded step, the gate logits and the token
+// ids as NPY files (common/npy.hpp), indexed by traces/manifest.json, so that
+// numpy.load and json.load read everything with no custom code.
 #include <cstdint>
 #include <string>
 #include <vector>
 
-namespace moesim::torch_backend {
+#include "common/npy.hpp"
 
-// The full file: magic, version 1.0, little-endian header length, the header dict
-// padded with spaces and a newline to a multiple of 64 bytes, then the data.
-std::string npy_bytes(const float* data, const std::vector<std::int64_t>& shape);
-std::string npy_bytes(const std::int64_t* data, const std::vector<std::int64_t>& shape);
+namespace moesim::torch_backend {
 
 struct TraceEntry {
   int layer = 0;
@@ -21,7 +19,9 @@ struct TraceEntry {
 };
 
 // Records gate logits per layer and step into dir/, keeping dir/manifest.json
-// up to date (rewritten atomically after every record).
+// up to date (rewritten atomically after every record). An existing manifest is
+// read strictly: one that is not a moesim router-trace manifest is refused with
+// an Error naming it, rather than overwritten (which would orphan its files).
 class TraceWriter {
  public:
   explicit TraceWriter(std::string dir);
