@@ -50,10 +50,10 @@ inline double max_of(const double* x, int n) {
 
 BalancedPolicy::BalancedPolicy(int experts, int k, const Knobs& kn)
     : Policy("balanced", experts, k, kn), spec_(score_weight_spec(kn)), eps_(kn.real("auction_eps")) {
-  if (!(eps_ > 0.0)) fail("knob 'auction_eps' = " + format_real(eps_) + ": must be > 0");
+  if (!(eps_ > 0.0)) fail_knob(name(), "auction_eps", "= " + format_real(eps_) + ": must be > 0");
   // Values are scaled to [0, 1] and prices stay within a few units of them: a
   // much smaller step would vanish in double precision and stall the auction.
-  if (eps_ < 1e-9) fail("knob 'auction_eps' = " + format_real(eps_) + ": must be >= 1e-9 (relative to the logit range)");
+  if (eps_ < 1e-9) fail_knob(name(), "auction_eps", "= " + format_real(eps_) + ": must be >= 1e-9 (relative to the logit range)");
 }
 
 void BalancedPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {

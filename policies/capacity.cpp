@@ -44,10 +44,10 @@ CapacityConfig capacity_from(const Knobs& knobs, const std::string& owner) {
   c.rounding = knobs.choice("capacity_rounding") == "float" ? CapacityRounding::Float : CapacityRounding::Exact;
   c.pad = knobs.flag("pad_to_capacity");
   if (!c.dropless && !(c.factor > 0.0))
-    throw Error(owner + ": knob 'capacity_factor' = " + format_real(c.factor) +
+    fail_knob(owner, "capacity_factor", "= " + format_real(c.factor) +
                 ": must be > 0 outside dropless mode");
   if (c.dropless && c.pad)
-    throw Error(owner + ": knob 'pad_to_capacity' = true needs a capacity (dropless = false)");
+    fail_knob(owner, "pad_to_capacity", "= true needs a capacity (dropless = false)");
   return c;
 }
 

@@ -16,7 +16,7 @@ ExpertChoicePolicy::ExpertChoicePolicy(int experts, int k, const Knobs& kn)
   spec_.rule = kn.choice("score_fn") == "sigmoid" ? WeightRule::SigmoidGather : WeightRule::SoftmaxGather;
   spec_.renormalize = kn.flag("renormalize");
   // Expert choice has no dropless mode: C is the whole mechanism.
-  if (!(factor_ > 0.0)) fail("knob 'capacity_factor' = " + format_real(factor_) + ": must be > 0");
+  if (!(factor_ > 0.0)) fail_knob(name(), "capacity_factor", "= " + format_real(factor_) + ": must be > 0");
 }
 
 void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {

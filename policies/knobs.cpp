@@ -25,6 +25,10 @@ KnobSpec choice_knob(std::string name, std::string def, std::vector<std::string>
           0, 0};
 }
 
+void fail_knob(std::string_view owner, const std::string& knob, const std::string& what) {
+  throw KeyError(knob, std::string(owner) + ": knob '" + knob + "' " + what);
+}
+
 static std::string type_name(KnobType t) {
   switch (t) {
     case KnobType::Real: return "a real number";
@@ -37,7 +41,7 @@ static std::string type_name(KnobType t) {
 
 static void check_value(std::string_view owner, const KnobSpec& s, const std::string& v) {
   auto fail = [&](const std::string& why) {
-    throw Error(std::string(owner) + ": knob '" + s.name + "' = '" + v + "': " + why);
+    throw KeyError(s.name, std::string(owner) + ": knob '" + s.name + "' = '" + v + "': " + why);
   };
   switch (s.type) {
     case KnobType::Real: {
@@ -79,7 +83,7 @@ Knobs::Knobs(std::string_view owner, const std::vector<KnobSpec>& specs, const K
     if (!spec) {
       std::string all;
       for (const auto& s : specs) all += (all.empty() ? "" : ", ") + s.name;
-      throw Error(std::string(owner) + ": unknown knob '" + k + "' (knobs: " + all + ")");
+      throw KeyError(k, std::string(owner) + ": unknown knob '" + k + "' (knobs: " + all + ")");
     }
     check_value(owner, *spec, v);
     values_[k] = v;

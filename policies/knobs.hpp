@@ -34,8 +34,12 @@ KnobSpec choice_knob(std::string name, std::string def, std::vector<std::string>
 
 using KnobMap = std::map<std::string, std::string, std::less<>>;
 
+// Refuses a knob value a policy cannot use: a KeyError keyed by the knob, reading
+// "<owner>: knob '<knob>' <what>".
+[[noreturn]] void fail_knob(std::string_view owner, const std::string& knob, const std::string& what);
+
 // Resolved knob values. Construction validates: an unknown key or a value of the
-// wrong type or range throws moesim::Error naming the policy and the key.
+// wrong type or range throws a KeyError whose key() is the knob's name.
 class Knobs {
  public:
   Knobs() = default;

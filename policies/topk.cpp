@@ -68,21 +68,21 @@ void TopKSelector::configure(const Knobs& knobs, const std::string& owner, Group
   const auto& gs = knobs.choice("group_score");
   if (groups == 1) return;
   if (experts % groups != 0)
-    throw Error(owner + ": knob 'n_groups' = " + std::to_string(groups) + " must divide E=" +
+    fail_knob(owner, "n_groups", "= " + std::to_string(groups) + " must divide E=" +
                 std::to_string(experts));
   if (topk_groups > groups)
-    throw Error(owner + ": knob 'topk_groups' = " + std::to_string(topk_groups) + " exceeds n_groups=" +
+    fail_knob(owner, "topk_groups", "= " + std::to_string(topk_groups) + " exceeds n_groups=" +
                 std::to_string(groups));
   if (k > topk_groups * (experts / groups))
     throw Error(owner + ": k=" + std::to_string(k) + " exceeds the experts in " +
                 std::to_string(topk_groups) + " groups of " + std::to_string(experts / groups));
   group_top = gs == "max" ? 1 : gs == "top2sum" ? 2 : k / topk_groups;
   if (gs == "sum_topk" && k < topk_groups)
-    throw Error(owner + ": knob 'topk_groups' = " + std::to_string(topk_groups) + " exceeds k=" +
+    fail_knob(owner, "topk_groups", "= " + std::to_string(topk_groups) + " exceeds k=" +
                 std::to_string(k) + ": group_score sum_topk sums the top k/topk_groups = 0 values, so every "
                 "group would score the same");
   if (group_top > experts / groups)
-    throw Error(owner + ": knob 'group_score' = " + gs + " needs groups of at least " + std::to_string(group_top) +
+    fail_knob(owner, "group_score", "= " + gs + " needs groups of at least " + std::to_string(group_top) +
                 " experts");
 }
 

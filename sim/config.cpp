@@ -1,10 +1,10 @@
 #include "sim/config.hpp"
 
-#include <charconv>
 #include <cmath>
 #include <functional>
 
 #include "config/key_table.hpp"
+#include "config/policy_config.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
 
@@ -21,18 +21,8 @@ constexpr long kBig = 1L << 50;
 const std::vector<Field>& fields() {
   static const std::vector<Field> all = [] {
     std::vector<Field> f;
-    f.push_back({{"seed", "seed", "master seed; every random stream derives its own from it by name"},
-                 [](const SimConfig& c) { return std::to_string(c.seed); },
-                 [](SimConfig& c, std::string_view v) {
-                   std::uint64_t x = 0;
-                   const char* b = v.data();
-                   const char* e = b + v.size();
-                   if (b != e && *b == '+') ++b;
-                   auto [p, ec] = std::from_chars(b, e, x);
-                   if (v.empty() || ec != std::errc() || p != e)
-                     bad("seed", v, "expected an unsigned 64-bit integer");
-                   c.seed = x;
-                 }});
+    f.push_back(F::seed_field("seed", "master seed; every random stream derives its own from it by name",
+                              [](SimConfig& c) -> std::uint64_t& { return c.seed; }));
     f.push_back(F::int_field<std::int64_t>("steps", "batches simulated",
                                         [](SimConfig& c) -> std::int64_t& { return c.steps; }, 1, kBig));
     f.push_back(F::int_field<int>("batch", "tokens T per batch", [](SimConfig& c) -> int& { return c.batch; }, 1,
@@ -122,12 +112,8 @@ const std::vector<Field>& fields() {
                              "a router computing in the model dtype)",
                              [](SimConfig& c) -> std::string& { return c.gate.router_dtype; }, {"fp32", "bf16"}));
 
-    f.push_back({{"policy.name", "string", "routing policy, a registry name (`moesim policies` lists them)"},
-                 [](const SimConfig& c) { return c.policy.name; },
-                 [](SimConfig& c, std::string_view v) {
-                   if (v.empty()) bad("policy.name", v, "expected a policy name");
-                   c.policy.name = std::string(v);
-                 }});
+    f.push_back(F::string_field("policy.name", "routing policy, a registry name (`moesim policies` lists them)",
+                             [](SimConfig& c) -> std::string& { return c.policy.name; }, {}, true));
 
     f.push_back(F::int_field<std::int64_t>("metrics.window", "steps in the early window and in the late window",
                                         [](SimConfig& c) -> std::int64_t& { return c.metrics.window; }, 1, kBig));
@@ -156,41 +142,33 @@ void set_field(SimConfig& cfg, std::string_view key, std::string_view value) {
 }
 
 void validate(const SimConfig& c) {
-  // set_field range-checks single fields; a hand-built struct gets the same checks here.
-  for (const auto& [key, value] : config_fields(c)) {
-    if (key.rfind(config::kKnobPrefix, 0) == 0) continue;
-    SimConfig scratch;
-    set_field(scratch, key, value);
-  }
+  // set_field range-checks text; a config built in code gets the same checks on its values.
+  config::check_all(fields(), c);
   if (c.k > c.experts)
-    throw Error("config key 'k' = " + std::to_string(c.k) + ": must not exceed experts = " +
+    throw KeyError("k", "config key 'k' = " + std::to_string(c.k) + ": must not exceed experts = " +
                 std::to_string(c.experts));
   const auto vocab_total = static_cast<std::int64_t>(c.stream.clusters) * c.stream.vocab;
   if (c.stream.hot_token >= vocab_total)
-    throw Error("config key 'stream.hot_token' = " + std::to_string(c.stream.hot_token) +
+    throw KeyError("stream.hot_token", "config key 'stream.hot_token' = " + std::to_string(c.stream.hot_token) +
                 ": must be below clusters*vocab = " + std::to_string(vocab_total));
   // The embedding table holds clusters*vocab*dim floats.
   constexpr std::int64_t kMaxTable = std::int64_t{1} << 27;
   if (vocab_total > kMaxTable / c.stream.dim)
-    throw Error("config key 'stream.vocab' = " + std::to_string(c.stream.vocab) +
+    throw KeyError("stream.vocab", "config key 'stream.vocab' = " + std::to_string(c.stream.vocab) +
                 ": clusters*vocab*dim exceeds the embedding table limit of 2^27 floats");
   if (c.world.skill_floor > c.world.skill_max)
-    throw Error("config key 'world.skill_floor' = " + format_real(c.world.skill_floor) +
+    throw KeyError("world.skill_floor", "config key 'world.skill_floor' = " + format_real(c.world.skill_floor) +
                 ": must not exceed world.skill_max = " + format_real(c.world.skill_max));
   const PolicyInfo* info = nullptr;
   try {
     info = &policy_info(c.policy.name);
   } catch (const Error& e) {
-    throw Error(std::string("config key 'policy.name': ") + e.what());
+    throw KeyError("policy.name", std::string("config key 'policy.name': ") + e.what());
   }
   if (info->top1_only && c.k != 1)
-    throw Error("config key 'k' = " + std::to_string(c.k) + ": policy '" + info->name +
+    throw KeyError("k", "config key 'k' = " + std::to_string(c.k) + ": policy '" + info->name +
                 "' routes one expert per token, set k=1");
-  try {
-    make_policy(c.policy.name, c.experts, c.k, c.policy.knobs);
-  } catch (const Error& e) {
-    throw Error(std::string("config key 'policy.knobs': ") + e.what());
-  }
+  check_policy(c.policy, c.experts, c.k);
 }
 
 }  // namespace moesim

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/key_table.hpp"
+#include "config/policy_config.hpp"
 #include "policies/knobs.hpp"
 
 namespace moesim {
@@ -56,11 +57,6 @@ struct GateConfig {
   double jitter_eps = 0.0;       // gate.jitter_eps: multiplicative input jitter x*U(1-eps, 1+eps) before the gate (Switch; Megatron-Core moe_input_jitter_eps)
   bool force_balance = false;    // gate.force_balance: the policy sees N(0,1) logits instead (Megatron-Core moe_router_force_load_balancing)
   std::string router_dtype = "fp32";  // gate.router_dtype: fp32, or bf16: the logits the policy sees rounded to bfloat16 (Megatron-Core routes in the model dtype)
-};
-
-struct PolicyConfig {
-  std::string name = "topk";     // policy.name: a registry name (`moesim policies` lists them)
-  KnobMap knobs;                 // policy.knobs.<knob>: overrides, validated by the registry
 };
 
 struct MetricsConfig {

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "config/flatten.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
 
@@ -16,162 +17,51 @@ namespace moesim {
 
 namespace {
 
-constexpr std::string_view kKnobs = "policy.knobs";
-constexpr std::string_view kKnobPrefix = "policy.knobs.";
-const char* const kCommandLine = "command line";
+using config::fail;
+using config::kCommandLine;
+using config::kind_of;
+using config::kKnobs;
+using config::origin_of;
+using config::Setting;
 
-// The pseudo-setting that clears the knob overrides (a named policy block starts afresh).
+constexpr std::string_view kKnobPrefix = config::kKnobPrefix;
+
 bool is_clear(const std::pair<std::string, std::string>& kv) { return kv.first == kKnobs; }
 
 [[noreturn]] void fail(const Origin& at, const std::string& what) { throw Error(at.text() + ": " + what); }
 
-Origin origin_of(const std::string& file, const YAML::Node& n) {
-  // yaml-cpp marks are 0-based; a null node made up by the parser has line -1.
-  return {file, n.Mark().line >= 0 ? n.Mark().line + 1 : 0};
-}
-
-const ConfigKey* find_key(std::string_view path) {
-  for (const auto& k : config_keys())
-    if (k.key == path) return &k;
-  return nullptr;
-}
-
-bool is_knob_path(std::string_view p) {
-  if (p.substr(0, kKnobPrefix.size()) != kKnobPrefix) return false;
-  const auto rest = p.substr(kKnobPrefix.size());
-  return !rest.empty() && rest.find('.') == std::string_view::npos;
-}
-
-bool is_leaf(std::string_view p) { return is_knob_path(p) || (p != "policy.knobs.<knob>" && find_key(p)); }
-
-bool is_section(std::string_view p) {
-  if (p.empty()) return false;
-  if (p == kKnobs) return true;
-  for (const auto& k : config_keys())
-    if (k.key.size() > p.size() && k.key.compare(0, p.size(), p) == 0 && k.key[p.size()] == '.') return true;
-  return false;
-}
-
-std::vector<std::string> known_paths() {
-  std::vector<std::string> out;
-  for (const auto& k : config_keys()) {
-    if (k.key == "policy.knobs.<knob>") continue;
-    out.push_back(k.key);
-    for (auto dot = k.key.find('.'); dot != std::string::npos; dot = k.key.find('.', dot + 1))
-      out.push_back(k.key.substr(0, dot));
-  }
-  out.emplace_back(kKnobs);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
-std::string unknown_key_message(const std::string& path, bool root) {
-  auto cands = known_paths();
-  if (root)
-    for (const char* s : {"name", "description", "seeds", "sweep"}) cands.emplace_back(s);
-  const auto hint = did_you_mean(path, cands);
-  return "key '" + path + "': unknown key" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)");
-}
-
-const char* kind_of(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Map: return "a map";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Scalar: return "a value";
-    default: return "nothing";
-  }
-}
-
 bool quoted(const YAML::Node& n) { return n.Tag() == "!"; }
 
-// Strips the "config " set_field puts in front, so every message reads "key '...'".
-std::string key_message(const Error& e) {
-  std::string m = e.what();
-  if (m.rfind("config key", 0) == 0) m.erase(0, 7);
-  return m;
-}
-
-struct Setting {
-  std::string key, value;
-  Origin origin;
-};
-
-// Checks one key = scalar setting as far as it can be without the rest of the config.
-void check_leaf(const std::string& path, const YAML::Node& v, const Origin& at) {
-  if (!v.IsDefined() || v.IsNull()) fail(at, "key '" + path + "': missing value");
-  if (!v.IsScalar()) fail(at, "key '" + path + "': expected a single value, got " + kind_of(v));
-  if (is_knob_path(path)) return;  // checked against its policy once the config is complete
-  const ConfigKey* info = find_key(path);
-  if ((info->type == "int" || info->type == "real" || info->type == "seed") && quoted(v))
-    fail(at, "key '" + path + "' = \"" + v.Scalar() + "\": expected a number, got a quoted string");
+// A leaf value checked alone: the policy name against the registry, every other
+// key by its setter on a scratch config.
+void check_leaf(const std::string& path, const std::string& value) {
   if (path == "policy.name") {
     std::vector<std::string> names;
     for (const auto& p : policy_registry()) names.push_back(p.name);
-    if (std::find(names.begin(), names.end(), v.Scalar()) == names.end()) {
-      const auto hint = did_you_mean(v.Scalar(), names);
-      fail(at, "key 'policy.name' = '" + v.Scalar() + "': unknown policy (" +
-                   (hint.empty() ? "" : "did you mean '" + hint + "'? ") + "known: " + join(names, ", ") + ")");
+    if (std::find(names.begin(), names.end(), value) == names.end()) {
+      const auto hint = did_you_mean(value, names);
+      throw KeyError("policy.name", "key 'policy.name' = '" + value + "': unknown policy (" +
+                                        (hint.empty() ? "" : "did you mean '" + hint + "'? ") + "known: " +
+                                        join(names, ", ") + ")");
     }
   }
   SimConfig scratch;
-  try {
-    set_field(scratch, path, v.Scalar());
-  } catch (const Error& e) {
-    fail(at, key_message(e));
-  }
+  set_field(scratch, path, value);
 }
 
-void flatten_map(const std::string& path, const YAML::Node& map, const std::string& file,
-                 std::vector<Setting>& out, std::map<std::string, int>& seen, bool root,
-                 const std::set<std::string>& skip = {});
-
-// Flattens `key: value` at `path` into settings, checking keys and value types.
-// seen: path -> line, to reject a key set twice in one tree (nested and dotted forms alike).
-void flatten(const std::string& path, const YAML::Node& key, const YAML::Node& value,
-             const std::string& file, std::vector<Setting>& out, std::map<std::string, int>& seen,
-             bool root) {
-  const Origin at = origin_of(file, key);
-  if (is_leaf(path)) {
-    check_leaf(path, value, value.IsDefined() && !value.IsNull() ? origin_of(file, value) : at);
-    if (auto it = seen.find(path); it != seen.end())
-      fail(at, "key '" + path + "': set twice (first at line " + std::to_string(it->second) + ")");
-    seen[path] = at.line;
-    out.push_back({path, value.Scalar(), at});
-    return;
-  }
-  if (!is_section(path)) fail(at, unknown_key_message(path, root));
-  if (value.IsNull()) return;  // `world:` with nothing under it
-  if (!value.IsMap())
-    fail(at, "key '" + path + "': expected a map of " + path + ".* keys, got " + kind_of(value));
-  flatten_map(path, value, file, out, seen, false);
+const config::Schema& schema() {
+  static const config::Schema s(config_keys(), {"name", "description", "seeds", "sweep"}, check_leaf);
+  return s;
 }
 
-// The body of a section map; `skip` names keys the caller handles (a sweep value's label).
-void flatten_map(const std::string& path, const YAML::Node& map, const std::string& file,
-                 std::vector<Setting>& out, std::map<std::string, int>& seen, bool root,
-                 const std::set<std::string>& skip) {
-  std::set<std::string> local;
-  bool named_policy = false, empty = true;
-  for (auto it = map.begin(); it != map.end(); ++it) {
-    if (!it->first.IsScalar() || it->first.Scalar().empty())
-      fail(origin_of(file, it->first), "key under '" + path + "': expected a name");
-    const std::string& k = it->first.Scalar();
-    if (!local.insert(k).second)
-      fail(origin_of(file, it->first), "key '" + (path.empty() ? k : path + "." + k) + "': set twice in one map");
-    if (skip.count(k)) continue;
-    empty = false;
-    named_policy = named_policy || (path == "policy" && k == "name");
-  }
-  // A named policy block, or an empty knobs map, restarts the knobs from the defaults.
-  if (named_policy || (path == kKnobs && empty)) out.push_back({std::string(kKnobs), "{}", origin_of(file, map)});
-  // The name first, so a named block's knobs follow it whatever the order in the file.
-  for (int pass = 0; pass < 2; ++pass)
-    for (auto it = map.begin(); it != map.end(); ++it) {
-      const std::string& k = it->first.Scalar();
-      if (skip.count(k) || (pass == 0) != (named_policy && k == "name")) continue;
-      flatten(path.empty() ? k : path + "." + k, it->first, it->second, file, out, seen, root);
-    }
+void flatten(const std::string& path, const YAML::Node& key, const YAML::Node& value, const std::string& file,
+             std::vector<Setting>& out, std::map<std::string, int>& seen, bool root) {
+  config::flatten(schema(), path, key, value, file, out, seen, root);
+}
+
+void flatten_map(const std::string& path, const YAML::Node& map, const std::string& file, std::vector<Setting>& out,
+                 std::map<std::string, int>& seen, bool root, const std::set<std::string>& skip = {}) {
+  config::flatten_map(schema(), path, map, file, out, seen, root, skip);
 }
 
 void apply_setting(SimConfig& cfg, const std::string& key, const std::string& value) {
@@ -234,8 +124,8 @@ SweepAxis parse_axis(const std::string& key, const YAML::Node& knode, const YAML
   axis.key = key;
   axis.origin = at;
   if (key == "seed") fail(at, "key 'sweep.seed': list the seeds under 'seeds:' instead");
-  const bool leaf = is_leaf(key);
-  if (!leaf && !is_section(key)) fail(at, "sweep " + unknown_key_message(key, false));
+  const bool leaf = schema().is_leaf(key);
+  if (!leaf && !schema().is_section(key)) fail(at, "sweep " + schema().unknown_key(key, false));
   axis.section = !leaf;
   if (!values.IsSequence() || values.size() == 0)
     fail(at, "key 'sweep." + key + "': expected a non-empty list of values, got " +
@@ -328,23 +218,6 @@ void apply_config_entry(Scenario& sc, const std::string& path, const YAML::Node&
   }
 }
 
-YAML::Node parse_yaml(const std::string& text, const std::string& file) {
-  try {
-    return YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    const int line = e.mark.line >= 0 ? e.mark.line + 1 : 0;
-    fail({file, line}, "malformed YAML: " + e.msg);
-  }
-}
-
-// Finds the key a config error names ("config key 'k' = ...", "key 'k': ...").
-std::string key_in_message(const std::string& m) {
-  const auto p = m.find("key '");
-  if (p == std::string::npos) return "";
-  const auto e = m.find('\'', p + 5);
-  return e == std::string::npos ? "" : m.substr(p + 5, e - p - 5);
-}
-
 // Knobs against their policy, then validate(); `where` maps a key to its origin.
 template <class Where>
 void check_config(const SimConfig& cfg, const Where& where, const std::string& context) {
@@ -367,29 +240,21 @@ void check_config(const SimConfig& cfg, const Where& where, const std::string& c
   }
   try {
     validate(cfg);
-  } catch (const Error& e) {
-    std::string key = key_in_message(e.what());
-    // "config key 'policy.knobs': topk: knob 'x' = ..." is about policy.knobs.x.
-    const std::string m = e.what();
-    if (const auto p = m.find(": knob '"); key == kKnobs && p != std::string::npos)
-      key = std::string(kKnobPrefix) + m.substr(p + 8, m.find('\'', p + 8) - p - 8);
-    fail(where(key), context + key_message(e));
+  } catch (const KeyError& e) {
+    std::string m = e.what();
+    if (m.rfind("config key", 0) == 0) m.erase(0, 7);
+    fail(where(e.key()), context + m);
   }
 }
 
 }  // namespace
-
-std::string Origin::text() const {
-  if (file.empty()) return kCommandLine;
-  return line > 0 ? file + ":" + std::to_string(line) : file;
-}
 
 std::vector<std::uint64_t> Scenario::run_seeds() const {
   return seeds.empty() ? std::vector<std::uint64_t>{base.seed} : seeds;
 }
 
 Scenario parse_scenario(const std::string& text, const std::string& file, const std::vector<std::string>& overrides) {
-  const YAML::Node root = parse_yaml(text, file);
+  const YAML::Node root = config::parse_yaml(text, file);
   Scenario sc;
   sc.path = file;
   sc.name = std::filesystem::path(file).stem().string();
@@ -433,17 +298,7 @@ Scenario load_scenario(const std::string& path, const std::vector<std::string>& 
 
 void apply_override(Scenario& sc, std::string_view arg) {
   const Origin at{"", 0};
-  const auto eq = arg.find('=');
-  if (eq == std::string_view::npos || eq == 0)
-    fail(at, "override '" + std::string(arg) + "': expected key.path=value");
-  const std::string key(arg.substr(0, eq));
-  const std::string text(arg.substr(eq + 1));
-  YAML::Node value;
-  try {
-    value = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    fail(at, "key '" + key + "': malformed YAML value '" + text + "': " + e.msg);
-  }
+  const auto [key, value] = config::split_override(arg);
   YAML::Node knode(key);
   if (key == "name" || key == "description") {
     const std::string v = value.IsNull() ? "" : need_scalar_text(value, key, at);
@@ -493,7 +348,7 @@ std::vector<std::string> swept_keys(const Scenario& sc) {
 }
 
 std::string config_value(const SimConfig& cfg, std::string_view key) {
-  if (is_knob_path(key)) {
+  if (schema().is_knob(key)) {
     const auto knob = key.substr(kKnobPrefix.size());
     if (auto it = cfg.policy.knobs.find(knob); it != cfg.policy.knobs.end()) return it->second;
     for (const auto& s : policy_info(cfg.policy.name).knobs)
@@ -576,27 +431,7 @@ std::vector<SweepPoint> expand_sweep(const Scenario& sc) {
   return points;
 }
 
-namespace {
-
-std::string yaml_scalar(const std::string& v) {
-  static const std::set<std::string> reserved = {"null", "Null", "NULL", "~", ""};
-  bool plain = !reserved.count(v);
-  for (char c : v)
-    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '+' || c == '-')) plain = false;
-  if (plain) return v;
-  std::string q = "\"";
-  for (char c : v) {
-    if (c == '"' || c == '\\') q += '\\';
-    if (c == '\n') {
-      q += "\\n";
-      continue;
-    }
-    q += c;
-  }
-  return q + "\"";
-}
-
-}  // namespace
+using config::yaml_scalar;
 
 std::string config_yaml(const SimConfig& cfg) {
   std::ostringstream os;

@@ -31,16 +31,12 @@
 #include <vector>
 
 #include "common/text.hpp"
+#include "config/flatten.hpp"
 #include "sim/config.hpp"
 
 namespace moesim {
 
-// Where a setting came from.
-struct Origin {
-  std::string file;  // path as given, or "command line"
-  int line = 0;      // 1-based; 0 = none
-  std::string text() const;  // "file:12", "file" or "command line"
-};
+using Origin = config::Origin;
 
 using KeyValues = std::vector<std::pair<std::string, std::string>>;
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/args.hpp"
 #include "policies/knobs.hpp"
 #include "policies/types.hpp"
 #include "torch_backend/bench.hpp"
@@ -22,50 +23,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Splits "--flag value" pairs from key=value overrides; flags listed in `with_value`
-// take the next argument, `bare` ones none. Anything else starting with -- is an error.
-struct Args {
-  std::map<std::string, std::string> flags;
-  std::vector<std::string> overrides;
-};
-
-Args parse_args(const std::vector<std::string>& args, const std::vector<std::string>& with_value,
-                const std::vector<std::string>& bare, const std::string& cmd) {
-  Args a;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const auto& s = args[i];
-    if (s.rfind("--", 0) == 0) {
-      if (std::find(bare.begin(), bare.end(), s) != bare.end()) {
-        a.flags.emplace(s, "1");
-      } else if (std::find(with_value.begin(), with_value.end(), s) != with_value.end()) {
-        if (i + 1 >= args.size()) throw Error(cmd + ": " + s + " needs a value");
-        a.flags[s] = args[++i];
-      } else {
-        throw Error(cmd + ": unknown option '" + s + "'");
-      }
-    } else if (s.find('=') != std::string::npos) {
-      a.overrides.push_back(s);
-    } else {
-      throw Error(cmd + ": unexpected argument '" + s + "' (expected --option or key.path=value)");
-    }
-  }
-  return a;
-}
-
-long int_flag(const Args& a, const std::string& name, long def) {
-  auto it = a.flags.find(name);
-  if (it == a.flags.end()) return def;
-  long v = 0;
-  if (!parse_int(it->second, v)) throw Error(name + " '" + it->second + "': expected an integer");
-  return v;
-}
-
-double real_flag(const Args& a, const std::string& name, double def) {
-  auto it = a.flags.find(name);
-  if (it == a.flags.end()) return def;
-  double v = 0;
-  if (!parse_real(it->second, v)) throw Error(name + " '" + it->second + "': expected a number");
-  return v;
+ParsedArgs parse(const std::vector<std::string>& args, std::vector<std::string> options,
+                 std::vector<std::string> switches, const std::string& cmd) {
+  ArgSpec spec;
+  spec.options = std::move(options);
+  spec.switches = std::move(switches);
+  spec.switches.push_back("--help");
+  return parse_args(args, spec, cmd);
 }
 
 void print_keys() {
@@ -75,18 +39,18 @@ void print_keys() {
 }  // namespace
 
 int train_command(const std::vector<std::string>& args) {
-  const auto a = parse_args(args, {"--config"}, {"--keys", "--help"}, "train");
-  if (a.flags.count("--help") || a.flags.count("--keys")) {
+  const auto a = parse(args, {"--config"}, {"--keys"}, "train");
+  if (a.has("--help") || a.has("--keys")) {
     std::printf("usage: moesim train --config FILE [key.path=value ...]\n\nkeys:\n");
     print_keys();
     return 0;
   }
-  if (!a.flags.count("--config")) throw Error("train: --config FILE is required (torch_backend/configs/ has examples)");
-  auto cfg = load_config(a.flags.at("--config"));
+  if (!a.has("--config")) throw Error("train: --config FILE is required (torch_backend/configs/ has examples)");
+  auto cfg = load_config(a.values.at("--config"));
   apply_overrides(cfg, a.overrides);
   validate(cfg);
   std::fprintf(stderr, "moesim train: seed %llu; replay: moesim train --config %s", static_cast<unsigned long long>(cfg.seed),
-               a.flags.at("--config").c_str());
+               a.values.at("--config").c_str());
   for (const auto& o : a.overrides) std::fprintf(stderr, " %s", o.c_str());
   std::fprintf(stderr, "\n");
   const auto corpus = prepare_corpus(cfg, stderr);
@@ -97,15 +61,15 @@ int train_command(const std::vector<std::string>& args) {
 }
 
 int eval_command(const std::vector<std::string>& args) {
-  const auto a = parse_args(args, {"--checkpoint"}, {"--help"}, "eval");
-  if (a.flags.count("--help") || !a.flags.count("--checkpoint")) {
+  const auto a = parse(args, {"--checkpoint"}, {}, "eval");
+  if (a.has("--help") || !a.has("--checkpoint")) {
     std::printf("usage: moesim eval --checkpoint FILE [data.dir=... train.batch=... train.eval_batches=...]\n");
-    return a.flags.count("--help") ? 0 : 2;
+    return a.has("--help") ? 0 : 2;
   }
-  auto lm = load_model(a.flags.at("--checkpoint"));
+  auto lm = load_model(a.values.at("--checkpoint"));
   apply_overrides(lm.cfg, a.overrides);
   configure_runtime(lm.cfg.train.threads);
-  auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.flags.at("--checkpoint"));
+  auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.values.at("--checkpoint"));
   LoadReport rep;
   const auto docs = load_split(lm.cfg.data.dir, "c4-validation.", rep, lm.cfg.data.max_val_docs);
   for (const auto& w : rep.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -117,31 +81,32 @@ int eval_command(const std::vector<std::string>& args) {
   PackedSequences seqs(&stream, lm.cfg.data.seq_len);
   const double loss = evaluate_model(*lm.model, seqs, lm.cfg.train.batch, lm.cfg.train.eval_batches, lm.cfg.train.bf16);
   std::printf("checkpoint %s (step %ld, policy %s): val loss %.4f, val ppl %.2f over %lld tokens\n",
-              a.flags.at("--checkpoint").c_str(), lm.step, lm.cfg.policy.name.c_str(), loss, std::exp(loss),
+              a.values.at("--checkpoint").c_str(), lm.step, lm.cfg.policy.name.c_str(), loss, std::exp(loss),
               static_cast<long long>(seqs.size() * seqs.seq_len()));
   return 0;
 }
 
 int generate_command(const std::vector<std::string>& args) {
-  const auto a = parse_args(args, {"--checkpoint", "--prompt", "--max-tokens", "--temperature", "--top-k", "--seed"}, {"--help"},
-                            "generate");
-  if (a.flags.count("--help") || !a.flags.count("--checkpoint")) {
+  const auto a = parse(args, {"--checkpoint", "--prompt", "--max-tokens", "--temperature", "--top-k", "--seed"}, {},
+                       "generate");
+  if (a.has("--help") || !a.has("--checkpoint")) {
     std::printf(
         "usage: moesim generate --checkpoint FILE [--prompt TEXT] [--max-tokens 100] [--temperature 0.8] [--top-k 40] "
         "[--seed 1]\n");
-    return a.flags.count("--help") ? 0 : 2;
+    return a.has("--help") ? 0 : 2;
   }
   if (!a.overrides.empty()) throw Error("generate: takes no key=value overrides");
-  auto lm = load_model(a.flags.at("--checkpoint"));
+  auto lm = load_model(a.values.at("--checkpoint"));
   configure_runtime(lm.cfg.train.threads);
-  auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.flags.at("--checkpoint"));
+  auto tok = Tokenizer::from_proto(lm.tokenizer_proto, a.values.at("--checkpoint"));
   SampleOptions opt;
-  opt.max_new_tokens = static_cast<int>(int_flag(a, "--max-tokens", 100));
-  opt.temperature = real_flag(a, "--temperature", 0.8);
-  opt.top_k = static_cast<int>(int_flag(a, "--top-k", 40));
-  opt.seed = static_cast<std::uint64_t>(int_flag(a, "--seed", 1));
+  opt.max_new_tokens = static_cast<int>(a.whole("--max-tokens", 100, 0, 1 << 20));
+  opt.temperature = a.real("--temperature", 0.8);
+  if (!(opt.temperature >= 0.0)) throw Error("--temperature: expected a number >= 0");
+  opt.top_k = static_cast<int>(a.whole("--top-k", 40, 0, 1 << 30));
+  opt.seed = static_cast<std::uint64_t>(a.whole("--seed", 1, 0, 1L << 62));
   opt.stop_token = tok.eos_id();
-  const std::string prompt = a.flags.count("--prompt") ? a.flags.at("--prompt") : "";
+  const std::string prompt = a.has("--prompt") ? a.values.at("--prompt") : "";
   auto ids = tok.encode(prompt);
   if (ids.empty()) ids.push_back(tok.eos_id());  // an empty prompt starts a fresh document
   auto out = sample_tokens(*lm.model, ids, opt);
@@ -158,22 +123,22 @@ int bench_command(const std::vector<std::string>& args) {
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;
   }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
-  const auto a = parse_args(rest, {"--config", "--steps", "--warmup", "--peak-n", "--profile"}, {"--help", "--no-bf16", "--no-fp32"}, "bench train");
-  if (a.flags.count("--help")) {
+  const auto a = parse(rest, {"--config", "--steps", "--warmup", "--peak-n", "--profile"}, {"--no-bf16", "--no-fp32"}, "bench train");
+  if (a.has("--help")) {
     std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [key.path=value ...]\n");
     return 0;
   }
-  TrainConfig cfg = a.flags.count("--config") ? load_config(a.flags.at("--config")) : TrainConfig{};
+  TrainConfig cfg = a.has("--config") ? load_config(a.values.at("--config")) : TrainConfig{};
   apply_overrides(cfg, a.overrides);
   validate(cfg);
-  if (a.flags.count("--profile")) {
-    const auto dir = std::filesystem::path(a.flags.at("--profile")).parent_path();
+  if (a.has("--profile")) {
+    const auto dir = std::filesystem::path(a.values.at("--profile")).parent_path();
     if (!dir.empty() && !std::filesystem::is_directory(dir))
       throw Error("--profile: directory '" + dir.string() + "' does not exist");
   }
   configure_runtime(cfg.train.threads);
-  const int steps = static_cast<int>(int_flag(a, "--steps", 5)), warmup = static_cast<int>(int_flag(a, "--warmup", 2));
-  const auto peak = measure_peak(static_cast<int>(int_flag(a, "--peak-n", 4096)), 3);
+  const int steps = static_cast<int>(a.whole("--steps", 5, 1, 1 << 20)), warmup = static_cast<int>(a.whole("--warmup", 2, 0, 1 << 20));
+  const auto peak = measure_peak(static_cast<int>(a.whole("--peak-n", 4096, 64, 1 << 16)), 3);
   std::printf("threads %d | matmul peak (n=%d): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", torch::get_num_threads(), peak.n,
               peak.fp32 / 1e9, peak.bf16 / 1e9);
   std::printf("model: %d layers, dim %d, %d heads, ff %d, experts %d x %d (top-%d, policy %s) in layers", cfg.model.layers,
@@ -182,10 +147,10 @@ int bench_command(const std::vector<std::string>& args) {
   for (int l : cfg.model.moe_layers) std::printf(" %d", l);
   std::printf(", vocab %d, seq %d, batch %d x accum %d\n", cfg.tokenizer.vocab, cfg.data.seq_len, cfg.train.batch, cfg.train.accum);
   std::vector<bool> modes;
-  if (!a.flags.count("--no-fp32")) modes.push_back(false);
-  if (!a.flags.count("--no-bf16")) modes.push_back(true);
+  if (!a.has("--no-fp32")) modes.push_back(false);
+  if (!a.has("--no-bf16")) modes.push_back(true);
   for (bool bf : modes) {
-    const std::string prof = a.flags.count("--profile") ? a.flags.at("--profile") + (bf ? ".bf16" : ".fp32") + ".json" : "";
+    const std::string prof = a.has("--profile") ? a.values.at("--profile") + (bf ? ".bf16" : ".fp32") + ".json" : "";
     const auto r = bench_train(cfg, bf, warmup, steps, peak, prof);
     std::printf("%-5s | %.3f s/step | %.0f tokens/s | %.2f GFLOP/s model (%.1f MFLOP/token) | MFU %.1f%% of fp32 peak, %.1f%% of %s peak\n",
                 bf ? "bf16" : "fp32", r.step_seconds, r.tokens_per_s, r.model_flops_per_s / 1e9, r.flops_per_token / 1e6,

@@ -4,8 +4,11 @@
 
 #include <cmath>
 #include <functional>
+#include <set>
 #include <sstream>
 
+#include "common/files.hpp"
+#include "config/flatten.hpp"
 #include "config/key_table.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
@@ -23,13 +26,8 @@ constexpr long kBig = 1L << 50;
 const std::vector<Field>& fields() {
   static const std::vector<Field> all = [] {
     std::vector<Field> f;
-    f.push_back({{"seed", "seed", "master seed: init, data order and every routing stream derive from it"},
-                 [](const TrainConfig& c) { return std::to_string(c.seed); },
-                 [](TrainConfig& c, std::string_view v) {
-                   long x = 0;
-                   if (!parse_int(v, x) || x < 0) bad("seed", v, "expected a non-negative integer");
-                   c.seed = static_cast<std::uint64_t>(x);
-                 }});
+    f.push_back(F::seed_field("seed", "master seed: init, data order and every routing stream derive from it",
+                              [](TrainConfig& c) -> std::uint64_t& { return c.seed; }));
     f.push_back(F::string_field("data.dir", "directory of c4-train.* and c4-validation.* shards",
                              [](TrainConfig& c) -> std::string& { return c.data.dir; }));
     f.push_back(F::string_field("data.cache_dir", "tokenizer/token cache; empty = data dir if writable, else ~/.cache/moesim",
@@ -58,7 +56,7 @@ const std::vector<Field>& fields() {
                              [](TrainConfig& c) -> std::string& { return c.model.router_head; }, {"linear", "mlp"}));
     f.push_back(F::int_field<int>("model.router_hidden", "hidden width of the mlp router head (0 = dim/2)",
                                [](TrainConfig& c) -> int& { return c.model.router_hidden; }, 0, 1 << 20));
-    f.push_back(F::string_field("policy.name", "routing policy (`moesim policies` lists them)", [](TrainConfig& c) -> std::string& { return c.policy.name; }));
+    f.push_back(F::string_field("policy.name", "routing policy (`moesim policies` lists them)", [](TrainConfig& c) -> std::string& { return c.policy.name; }, {}, true));
     f.push_back(F::real_field("moe.aux_loss_coef", "Switch load-balancing loss coefficient", [](TrainConfig& c) -> double& { return c.moe.aux_loss_coef; }, 0.0, 1e6));
     f.push_back(F::real_field("moe.z_loss_coef", "router z-loss coefficient", [](TrainConfig& c) -> double& { return c.moe.z_loss_coef; }, 0.0, 1e6));
     f.push_back(F::real_field("moe.seq_aux_coef", "DeepSeek-V3 sequence-wise balance loss coefficient (it uses 1e-4)",
@@ -84,8 +82,9 @@ const std::vector<Field>& fields() {
     f.push_back(F::real_field("train.min_lr_ratio", "cosine floor as a fraction of lr", [](TrainConfig& c) -> double& { return c.train.min_lr_ratio; }, 0.0, 1.0));
     f.push_back(F::int_field<long>("train.warmup", "linear warm-up steps", [](TrainConfig& c) -> long& { return c.train.warmup; }, 0, kBig));
     f.push_back(F::real_field("train.weight_decay", "AdamW decoupled weight decay (matrices only)", [](TrainConfig& c) -> double& { return c.train.weight_decay; }, 0.0, 10.0));
-    f.push_back(F::real_field("train.beta1", "AdamW beta1", [](TrainConfig& c) -> double& { return c.train.beta1; }, 0.0, 1.0));
-    f.push_back(F::real_field("train.beta2", "AdamW beta2", [](TrainConfig& c) -> double& { return c.train.beta2; }, 0.0, 1.0));
+    // Below 1: AdamW divides by 1 - beta^step.
+    f.push_back(F::real_field("train.beta1", "AdamW beta1, in [0, 1)", [](TrainConfig& c) -> double& { return c.train.beta1; }, 0.0, 0.9999999999));
+    f.push_back(F::real_field("train.beta2", "AdamW beta2, in [0, 1)", [](TrainConfig& c) -> double& { return c.train.beta2; }, 0.0, 0.9999999999));
     f.push_back(F::real_field("train.eps", "AdamW epsilon", [](TrainConfig& c) -> double& { return c.train.eps; }, 0.0, 1.0));
     f.push_back(F::real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
     f.push_back(F::bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
@@ -137,7 +136,7 @@ void check_gate_gradient(const Policy& policy, int k) {
   Assignment a;
   policy.clone()->route(in, rng, a);
   if (a.width != 1) return;
-  throw Error("config key 'model.k' = 1: policy '" + policy.name() + "' then gives every token the combine weight " +
+  throw KeyError("model.k", "config key 'model.k' = 1: policy '" + policy.name() + "' then gives every token the combine weight " +
               format_real(spec.scale) + " (" + to_string(spec.rule) +
               " over a single expert), so the gate would get no gradient from the language-model loss; use "
               "policy.knobs.renormalize=false (softmax before the top-k, as Megatron-Core requires) or k >= 2");
@@ -146,116 +145,111 @@ void check_gate_gradient(const Policy& policy, int k) {
 }  // namespace
 
 void validate(const TrainConfig& cfg) {
+  config::check_all(fields(), cfg);
   const auto& m = cfg.model;
   if (m.dim % m.heads != 0 || (m.dim / m.heads) % 2 != 0)
-    throw Error("config key 'model.heads' = " + std::to_string(m.heads) + ": head size dim/heads must be an even integer (dim=" +
+    throw KeyError("model.heads", "config key 'model.heads' = " + std::to_string(m.heads) + ": head size dim/heads must be an even integer (dim=" +
                 std::to_string(m.dim) + ")");
   for (int l : m.moe_layers)
     if (l >= m.layers)
-      throw Error("config key 'model.moe_layers': layer " + std::to_string(l) + " outside [0, model.layers=" +
+      throw KeyError("model.moe_layers", "config key 'model.moe_layers': layer " + std::to_string(l) + " outside [0, model.layers=" +
                   std::to_string(m.layers) + ")");
+  for (std::size_t i = 0; i < m.moe_layers.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      if (m.moe_layers[i] == m.moe_layers[j])
+        throw KeyError("model.moe_layers", "config key 'model.moe_layers': layer " + std::to_string(m.moe_layers[i]) +
+                                               " listed twice");
+  for (long s : cfg.train.trace_steps)
+    if (s > cfg.train.steps)
+      throw KeyError("train.trace_steps", "config key 'train.trace_steps': step " + std::to_string(s) +
+                                              " is beyond train.steps = " + std::to_string(cfg.train.steps) +
+                                              ", so it would never be recorded");
   if (m.k > m.experts)
-    throw Error("config key 'model.k' = " + std::to_string(m.k) + " exceeds model.experts = " + std::to_string(m.experts));
+    throw KeyError("model.k", "config key 'model.k' = " + std::to_string(m.k) + " exceeds model.experts = " + std::to_string(m.experts));
   if (!m.moe_layers.empty()) {
     const auto& info = policy_info(cfg.policy.name);
     if (info.top1_only && m.k != 1)
-      throw Error("config key 'model.k' = " + std::to_string(m.k) + ": policy '" + info.name + "' routes one expert per token, set model.k=1");
-    const auto policy = make_policy(cfg.policy.name, m.experts, m.k, cfg.policy.knobs);  // validates the knobs
+      throw KeyError("model.k", "config key 'model.k' = " + std::to_string(m.k) + ": policy '" + info.name + "' routes one expert per token, set model.k=1");
+    check_policy(cfg.policy, m.experts, m.k);
+    const auto policy = make_policy(cfg.policy.name, m.experts, m.k, cfg.policy.knobs);
     if (m.router_head == "mlp" && policy->knobs().values().count("jitter_eps") &&
         policy->knobs().real("jitter_eps") > 0.0)
-      throw Error("config key 'policy.knobs.jitter_eps': a policy's own jitter recomputes x W^T, which needs "
+      throw KeyError("policy.knobs.jitter_eps", "config key 'policy.knobs.jitter_eps': a policy's own jitter recomputes x W^T, which needs "
                   "model.router_head=linear; use moe.jitter_eps (input jitter before the router head) instead");
     check_gate_gradient(*policy, m.k);
   }
-  if (cfg.tokenizer.vocab < 16) throw Error("config key 'tokenizer.vocab' must be >= 16");
 }
 
 namespace {
 
-void flatten(const YAML::Node& node, const std::string& prefix, const std::string& file,
-             std::vector<std::tuple<std::string, std::string, int>>& out) {
-  const int line = node.Mark().line + 1;
-  if (node.IsMap()) {
-    for (const auto& kv : node) {
-      const auto key = kv.first.as<std::string>();
-      flatten(kv.second, prefix.empty() ? key : prefix + "." + key, file, out);
-    }
-  } else if (node.IsSequence()) {
-    std::string joined;
-    for (const auto& item : node) {
-      if (!item.IsScalar())
-        throw Error(file + ":" + std::to_string(item.Mark().line + 1) + ": key '" + prefix + "': lists may only hold scalars");
-      joined += (joined.empty() ? "" : ",") + item.as<std::string>();
-    }
-    out.emplace_back(prefix, joined, line);
-  } else if (node.IsScalar()) {
-    out.emplace_back(prefix, node.as<std::string>(), line);
-  } else if (node.IsNull()) {
-    out.emplace_back(prefix, "", line);
+void check_leaf(const std::string& key, const std::string& value) {
+  TrainConfig scratch;
+  set_field(scratch, key, value);
+}
+
+// User files refuse quoted numbers; configs stored in checkpoints by earlier
+// versions quoted every value.
+const config::Schema& schema(bool stored) {
+  static const config::Schema strict(config_keys(), {}, check_leaf);
+  static const config::Schema lenient(config_keys(), {}, check_leaf, true);
+  return stored ? lenient : strict;
+}
+
+void apply_settings(TrainConfig& cfg, const std::vector<config::Setting>& settings) {
+  for (const auto& s : settings) {
+    if (s.clears_knobs())
+      cfg.policy.knobs.clear();
+    else
+      set_field(cfg, s.key, s.value);
   }
 }
 
-}  // namespace
-
-namespace {
-
-TrainConfig from_yaml(const YAML::Node& root, const std::string& path) {
-  if (!root.IsMap() && !root.IsNull()) throw Error(path + ": the top level must be a mapping of keys");
-  std::vector<std::tuple<std::string, std::string, int>> items;
-  flatten(root, "", path, items);
+TrainConfig from_yaml(const YAML::Node& root, const std::string& path, bool stored) {
+  if (root.IsNull()) throw Error(path + ": empty config: expected a map of keys (torch_backend/configs/ has examples)");
+  if (!root.IsMap())
+    throw Error(config::origin_of(path, root).text() + ": the top level must be a map of keys, got " +
+                config::kind_of(root));
+  std::vector<config::Setting> settings;
+  std::map<std::string, int> seen;
+  config::flatten_map(schema(stored), "", root, path, settings, seen, true);
   TrainConfig cfg;
-  for (const auto& [key, value, line] : items) {
-    try {
-      set_field(cfg, key, value);
-    } catch (const Error& e) {
-      throw Error(path + ":" + std::to_string(line) + ": " + e.what());
-    }
-  }
+  apply_settings(cfg, settings);
   return cfg;
 }
 
 }  // namespace
 
 TrainConfig load_config(const std::string& path) {
-  YAML::Node root;
+  std::string text;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
+    text = read_file(path);
+  } catch (const Error&) {
     throw Error("config file '" + path + "' cannot be read");
-  } catch (const YAML::Exception& e) {
-    throw Error(path + ":" + std::to_string(e.mark.line + 1) + ": YAML error: " + e.msg);
   }
-  return from_yaml(root, path);
+  return from_yaml(config::parse_yaml(text, path), path, false);
 }
 
 TrainConfig parse_config_text(const std::string& text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw Error(source + ":" + std::to_string(e.mark.line + 1) + ": YAML error: " + e.msg);
-  }
-  return from_yaml(root, source);
+  return from_yaml(config::parse_yaml(text, source), source, true);
 }
 
 void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& overrides) {
   for (const auto& o : overrides) {
-    const auto eq = o.find('=');
-    if (eq == std::string::npos || eq == 0) throw Error("override '" + o + "': expected key.path=value");
-    set_field(cfg, std::string_view(o).substr(0, eq), std::string_view(o).substr(eq + 1));
+    const auto [key, value] = config::split_override(o);
+    std::vector<config::Setting> settings;
+    std::map<std::string, int> seen;
+    config::flatten(schema(false), key, YAML::Node(key), value, "", settings, seen, true);
+    apply_settings(cfg, settings);
   }
 }
 
 std::string dump_config(const TrainConfig& cfg) {
+  std::set<std::string> lists;
+  for (const auto& k : config_keys())
+    if (k.type == "list") lists.insert(k.key);
   std::ostringstream os;
-  for (const auto& [k, v] : config_fields(cfg)) {
-    std::string q;
-    for (char ch : v) {
-      if (ch == '"' || ch == '\\') q += '\\';
-      q += ch;
-    }
-    os << k << ": \"" << q << "\"\n";
-  }
+  for (const auto& [k, v] : config_fields(cfg))
+    os << k << ": " << (lists.count(k) ? "[" + v + "]" : config::yaml_scalar(v)) << "\n";
   return os.str();
 }
 

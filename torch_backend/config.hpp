@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config/key_table.hpp"
+#include "config/policy_config.hpp"
 #include "policies/knobs.hpp"
 
 namespace moesim::torch_backend {
@@ -42,11 +43,6 @@ struct ModelConfig {
   double init_std = 0.02;
   std::string router_head = "linear";  // linear | mlp (seed 002: Linear -> ReLU -> LayerNorm -> Linear)
   int router_hidden = 0;              // mlp head hidden width (0 = dim/2, as seed 002)
-};
-
-struct PolicyConfig {
-  std::string name = "topk";
-  KnobMap knobs;  // policy.knobs.<knob>
 };
 
 struct MoeConfig {

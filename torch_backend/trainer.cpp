@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "common/files.hpp"
+#include "common/json.hpp"
+#include "common/text.hpp"
 #include "torch_backend/corpus.hpp"
 #include "torch_backend/fused_ce.hpp"
 #include "torch_backend/load_stats.hpp"
@@ -119,11 +121,6 @@ std::string join_csv(const std::vector<std::string>& v) {
   return out;
 }
 
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
 
 }  // namespace
 
@@ -434,15 +431,15 @@ void Trainer::write_logs_header(bool resume) {
 }
 
 void Trainer::log_step(const StepStats& s) {
-  std::vector<std::string> row = {std::to_string(s.step), std::to_string(tokens_seen_), fmt(s.loss), fmt(s.ce),
-                                  fmt(s.aux_lb), fmt(s.aux_z), fmt(s.aux_seq), fmt(s.aux_entropy), fmt(s.lr),
-                                  fmt(s.grad_norm), fmt(s.tokens_per_s)};
+  std::vector<std::string> row = {std::to_string(s.step), std::to_string(tokens_seen_), format_number(s.loss), format_number(s.ce),
+                                  format_number(s.aux_lb), format_number(s.aux_z), format_number(s.aux_seq), format_number(s.aux_entropy), format_number(s.lr),
+                                  format_number(s.grad_norm), format_number(s.tokens_per_s)};
   for (const auto& l : s.layers) {
     for (auto v : l.loads) row.push_back(std::to_string(v));
-    for (auto v : l.mean_prob) row.push_back(fmt(v));
+    for (auto v : l.mean_prob) row.push_back(format_number(v));
     const double drop = l.routed > 0 ? static_cast<double>(l.dropped) / static_cast<double>(l.routed) : 0.0;
     const double unrouted = l.tokens > 0 ? static_cast<double>(l.dropped_tokens) / static_cast<double>(l.tokens) : 0.0;
-    for (double x : {max_violation(l.loads), gini(l.loads), drop, unrouted}) row.push_back(fmt(x));
+    for (double x : {max_violation(l.loads), gini(l.loads), drop, unrouted}) row.push_back(format_number(x));
     for (const auto& nv : l.state) {
       const auto& v = nv.second;
       double sum = 0, mn = v.empty() ? 0 : v[0], mx = mn;
@@ -451,7 +448,7 @@ void Trainer::log_step(const StepStats& s) {
         mn = std::min(mn, x);
         mx = std::max(mx, x);
       }
-      for (double x : {v.empty() ? 0.0 : sum / static_cast<double>(v.size()), mn, mx}) row.push_back(fmt(x));
+      for (double x : {v.empty() ? 0.0 : sum / static_cast<double>(v.size()), mn, mx}) row.push_back(format_number(x));
     }
   }
   std::fprintf(csv_, "%s\n", join_csv(row).c_str());
@@ -491,7 +488,7 @@ void Trainer::run() {
     const double v = evaluate(cfg_.train.eval_batches);
     last_val = v;
     last_eval_step = step_;
-    std::fprintf(eval_csv_, "%ld,%lld,%s,%s\n", step_, static_cast<long long>(tokens_seen_), fmt(v).c_str(), fmt(std::exp(v)).c_str());
+    std::fprintf(eval_csv_, "%ld,%lld,%s,%s\n", step_, static_cast<long long>(tokens_seen_), format_number(v).c_str(), format_number(std::exp(v)).c_str());
     std::fflush(eval_csv_);
     if (log_) std::fprintf(log_, "eval step %ld: val loss %.4f, val ppl %.2f\n", step_, v, std::exp(v));
   };
@@ -514,8 +511,9 @@ void Trainer::run() {
   if (trained_now || !resumed) save(ckpt);
   if (!trained_now && resumed && log_) std::fprintf(log_, "run already complete at step %ld\n", step_);
   std::ostringstream js;
-  js << "{\"policy\": \"" << cfg_.policy.name << "\", \"steps\": " << step_ << ", \"tokens\": " << tokens_seen_
-     << ", \"val_loss\": " << fmt(last_val) << ", \"val_ppl\": " << fmt(std::exp(last_val)) << "}\n";
+  // No evaluation (train.steps=0): val_loss is NaN, which JSON spells null.
+  js << "{\"policy\": " << json_string(cfg_.policy.name) << ", \"steps\": " << step_ << ", \"tokens\": " << tokens_seen_
+     << ", \"val_loss\": " << json_number(last_val) << ", \"val_ppl\": " << json_number(std::exp(last_val)) << "}\n";
   if (trained_now || !resumed) write_file_atomic((dir / "summary.json").string(), js.str());
   std::fclose(csv_);
   std::fclose(eval_csv_);
