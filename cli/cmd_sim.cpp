@@ -7,10 +7,12 @@
 
 #include "cli/commands.hpp"
 #include "common/args.hpp"
+#include "common/csv.hpp"
 #include "policies/knobs.hpp"
 #include "policies/types.hpp"
 
 #include "reports/report.hpp"
+#include "sim/metrics.hpp"
 #include "sim/scenario.hpp"
 #include "sim/sweep.hpp"
 
@@ -48,11 +50,10 @@ namespace {
 
 void print_key_metrics(const std::string& out, const std::vector<RunSpec>& runs) {
   const auto t = read_csv(out + "/runs.csv");
-  const char* keys[] = {"late_gini", "maxvio_batch", "maxvio_global", "late_load_cv", "dead", "drop_rate",
-                        "spec_mi_bits", "rgr_slope", "mean_perf"};
   for (std::size_t r = 0; r < t.rows.size() && r < runs.size(); ++r) {
     std::printf("  %s:", runs[r].id.c_str());
-    for (const char* k : keys) {
+    for (const auto& m : headline_metrics()) {
+      const char* k = m.name;
       const int c = t.column(k);
       if (c >= 0) std::printf(" %s=%s", k, t.rows[r][static_cast<std::size_t>(c)].c_str());
     }

@@ -1,15 +1,14 @@
 #pragma once
 // `moesim report OUTDIR`: plots and a Markdown summary of a sweep's (or a run's)
-// output folder. Reads only the files the sweep wrote (scenario.resolved.yaml,
-// runs.csv, runs/<run_id>/timeseries.csv), so a report can be re-made at any time.
+// output folder. Reads only the files the sweep wrote (summary.json, runs.csv,
+// runs/<run_id>/timeseries.csv; sim/run_store.hpp), so a report can be re-made at
+// any time; nothing is re-expanded from the scenario or re-computed.
 //
 // Writes OUTDIR/report.md and OUTDIR/plots/: for each plot NAME, NAME.png and
 // NAME.svg, the gnuplot script NAME.gp and its data under plots/data/ (run
 // `gnuplot NAME.gp` inside plots/ to re-make or restyle one).
 #include <string>
 #include <vector>
-
-#include "sim/config.hpp"
 
 namespace moesim {
 
@@ -31,14 +30,5 @@ ReportResult write_report(const std::string& out_dir, const ReportOptions& optio
 // over training per MoE layer, and a side-by-side table. Same files as above.
 bool is_training_folder(const std::string& dir);
 ReportResult write_training_report(const std::string& dir, const ReportOptions& options = {});
-
-// Mean load share of each expert over the late window (the last metrics.window
-// steps) of a run's time series, layers averaged.
-std::vector<double> late_load_shares(const std::string& timeseries_csv, const SimConfig& cfg);
-// Experts whose share is below a tenth of the fair share 1/E: starved by the Matthew effect.
-int starved_experts(const std::vector<double>& shares);
-
-// The key final metrics the table and the bar charts show: (runs.csv column, heading).
-const std::vector<std::pair<std::string, std::string>>& report_metrics();
 
 }  // namespace moesim

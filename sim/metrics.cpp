@@ -279,8 +279,16 @@ int LayerMetrics::dead() const {
 
 static double ratio(double num, double den) { return den > 0.0 ? num / den : 0.0; }
 
-StepStats LayerMetrics::step_stats() const {
-  StepStats s;
+int starved_experts(std::span<const double> loads) {
+  double total = 0;
+  for (double x : loads) total += x;
+  int n = 0;
+  for (double x : loads) n += total > 0 ? x / total < 0.1 / static_cast<double>(loads.size()) : 1;
+  return n;
+}
+
+BatchStats LayerMetrics::batch_stats() const {
+  BatchStats s;
   s.load_cv = load_cv(loads_);
   s.gini = gini(loads_);
   s.entropy = normalized_entropy(loads_);
@@ -295,15 +303,57 @@ StepStats LayerMetrics::step_stats() const {
   return s;
 }
 
-const std::vector<std::string>& LayerMetrics::run_metric_names() {
-  static const std::vector<std::string> names = {
-      "drop_rate",     "token_drop_rate", "load_cv",        "gini",          "entropy",
-      "maxvio_global", "maxvio_batch",    "load_cv_batch",  "entropy_batch", "late_gini",
-      "late_load_cv",  "late_maxvio",     "dead",           "dead_mean",     "spec_mi_bits",
-      "spec_norm",     "rank_persistence", "rgr_slope",     "rgr_corr",      "mean_perf",
-      "late_mean_perf", "saturation",     "rep_mean",       "rep_min",       "rep_max",
-      "rep_std",       "skill_mean",      "index_load_corr", "idle_batch",
+const std::vector<RunMetric>& run_metrics() {
+  // name, heading, headline position (0 = none), better (-1 lower, +1 higher, 0 neither), display scale
+  static const std::vector<RunMetric> m = {
+      {"drop_rate", "drop %", 7, -1, 100.0},
+      {"token_drop_rate", "tokens dropped %", 0, -1, 100.0},
+      {"load_cv", "load CV", 0, -1, 1.0},
+      {"gini", "Gini", 0, -1, 1.0},
+      {"entropy", "load entropy", 0, 1, 1.0},
+      {"maxvio_global", "MaxVio global", 3, -1, 1.0},
+      {"maxvio_batch", "MaxVio batch", 2, -1, 1.0},
+      {"load_cv_batch", "load CV batch", 0, -1, 1.0},
+      {"entropy_batch", "load entropy batch", 0, 1, 1.0},
+      {"late_gini", "Gini (late)", 1, -1, 1.0},
+      {"late_load_cv", "load CV (late)", 4, -1, 1.0},
+      {"late_maxvio", "MaxVio (late)", 0, -1, 1.0},
+      {"dead", "dead experts", 5, -1, 1.0},
+      {"dead_mean", "dead experts (mean)", 0, -1, 1.0},
+      {"spec_mi_bits", "spec. MI (bits)", 8, 0, 1.0},
+      {"spec_norm", "spec. (normalised)", 0, 0, 1.0},
+      {"rank_persistence", "rank persistence", 0, 0, 1.0},
+      {"rgr_slope", "RGR slope", 9, -1, 1.0},
+      {"rgr_corr", "RGR corr.", 0, -1, 1.0},
+      {"mean_perf", "mean perf", 10, 1, 1.0},
+      {"late_mean_perf", "mean perf (late)", 0, 1, 1.0},
+      {"saturation", "router saturation", 0, 0, 1.0},
+      {"rep_mean", "reputation mean", 0, 0, 1.0},
+      {"rep_min", "reputation min", 0, 0, 1.0},
+      {"rep_max", "reputation max", 0, 0, 1.0},
+      {"rep_std", "reputation std", 0, 0, 1.0},
+      {"skill_mean", "mean skill", 0, 1, 1.0},
+      {"index_load_corr", "index-load corr.", 0, 0, 1.0},
+      {"idle_batch", "idle experts per batch", 0, -1, 1.0},
+      {"starved", "starved experts", 6, -1, 1.0},
   };
+  return m;
+}
+
+std::vector<RunMetric> headline_metrics() {
+  std::vector<RunMetric> h;
+  for (const auto& m : run_metrics())
+    if (m.headline > 0) h.push_back(m);
+  std::sort(h.begin(), h.end(), [](const RunMetric& a, const RunMetric& b) { return a.headline < b.headline; });
+  return h;
+}
+
+const std::vector<std::string>& LayerMetrics::run_metric_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& m : run_metrics()) n.emplace_back(m.name);
+    return n;
+  }();
   return names;
 }
 
@@ -314,6 +364,8 @@ std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, 
   const double nan = std::numeric_limits<double>::quiet_NaN();
   VectorStats rep{nan, nan, nan, nan};
   if (reputation && !reputation->empty()) rep = vector_stats(*reputation);
+  // Early and late windows that share steps compare a window with itself.
+  const bool windows_overlap = 2 * window_ > step_ + 1;
   std::vector<double> v = {
       ratio(static_cast<double>(dropped_), static_cast<double>(routed_)),
       ratio(static_cast<double>(dropped_tokens_), static_cast<double>(tokens_)),
@@ -331,9 +383,9 @@ std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, 
       dead_sum_ / n,
       mutual_information_bits(late_table_, E_, C_),
       specialisation(late_table_, E_, C_),
-      spearman(early_, late),
-      rich_get_richer_slope(early_, late),
-      rich_get_richer_corr(early_, late),
+      windows_overlap ? nan : spearman(early_, late),
+      windows_overlap ? nan : rich_get_richer_slope(early_, late),
+      windows_overlap ? nan : rich_get_richer_corr(early_, late),
       ratio(perf_sum_, static_cast<double>(perf_n_)),
       ratio(late_perf_sum_, static_cast<double>(late_perf_n_)),
       saturation_n_ > 0 ? saturation_sum_ / static_cast<double>(saturation_n_) : nan,
@@ -344,6 +396,7 @@ std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, 
       mean_skill,
       pearson(index_, cum_),
       idle_sum_ / n,
+      static_cast<double>(starved_experts(late)),
   };
   return v;
 }

@@ -16,6 +16,11 @@
 //                      b on a. > 0: shares diverge (rich get richer); 0: shares persist;
 //                      -1: shares equalise completely. 0 when early shares are all equal.
 //   saturation         mean over tokens of max_e softmax(z)_e of the clean gate logits
+//   starved            experts whose share of the late window's load is below a tenth
+//                      of the fair share 1/E (all of them when the window served nothing)
+// The early/late comparisons (rank persistence, rich-get-richer slope and
+// correlation) are NaN when 2 * metrics.window exceeds the run: the windows would
+// overlap and compare a span with itself.
 //   idle_batch         experts that served nothing in a batch, averaged over the run
 //                      (an oscillating router leaves many idle while others overflow)
 //   index_load_corr    Pearson correlation of the expert index with its load over the
@@ -48,6 +53,22 @@ double spearman(std::span<const double> a, std::span<const double> b);
 double rich_get_richer_slope(std::span<const double> early, std::span<const double> late);
 double rich_get_richer_corr(std::span<const double> early, std::span<const double> late);
 double router_saturation(const float* logits, int tokens, int experts);
+int starved_experts(std::span<const double> loads);
+
+// A run metric: its CSV column, its heading in reports, its place among the
+// headline metrics reports and `moesim run` show (0 = not shown), which way is
+// better (-1 lower, +1 higher, 0 neither: the report's highlights), and the factor
+// it is shown with (rates as percentages). run_metrics() is the order of
+// metrics.csv and runs.csv; headline_metrics() the headline ones in their order.
+struct RunMetric {
+  const char* name;
+  const char* heading;
+  int headline;
+  int better;
+  double scale;
+};
+const std::vector<RunMetric>& run_metrics();
+std::vector<RunMetric> headline_metrics();
 
 struct VectorStats {
   double mean = 0, min = 0, max = 0, std = 0;  // population std
@@ -55,7 +76,7 @@ struct VectorStats {
 VectorStats vector_stats(std::span<const double> x);
 
 // What a time-series row reports about one layer at one step.
-struct StepStats {
+struct BatchStats {
   double load_cv = 0, gini = 0, entropy = 0, maxvio = 0, maxvio_global = 0;
   double drop_rate = 0, token_drop_rate = 0, dead = 0, mean_perf = 0, spec_norm = 0;
 };
@@ -74,9 +95,8 @@ class LayerMetrics {
   // The last batch: served slots per (expert, cluster), row-major E x C.
   const std::vector<std::int64_t>& batch_table() const { return table_; }
   const std::vector<double>& batch_loads() const { return loads_; }
-  const std::vector<double>& cumulative_loads() const { return cum_; }
   int dead() const;  // at the last added step
-  StepStats step_stats() const;  // of the last added step (sorts for the Gini)
+  BatchStats batch_stats() const;  // of the last added step (sorts for the Gini)
 
   // Run metrics in run_metric_names() order, after the last step. reputation:
   // the policy's final "reputation" vector, or nullptr.

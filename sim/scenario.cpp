@@ -510,4 +510,21 @@ std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, st
   return args;
 }
 
+std::string replay_command(const Scenario& sc, const SweepPoint& p, std::uint64_t seed, const std::string& program,
+                           const std::string& out_dir) {
+  // Appends piecewise: GCC 12 warns falsely (-Wrestrict) on "literal" + std::string temporaries.
+  std::string cmd = program;
+  cmd += " run ";
+  cmd += shell_quote(sc.path);
+  for (const auto& a : replay_args(sc, p, seed)) {
+    cmd += ' ';
+    cmd += shell_quote(a);
+  }
+  if (!out_dir.empty()) {
+    cmd += " --out ";
+    cmd += shell_quote(out_dir);
+  }
+  return cmd;
+}
+
 }  // namespace moesim

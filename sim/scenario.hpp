@@ -106,5 +106,8 @@ std::string scenario_yaml(const Scenario& sc);
 
 // The arguments after `moesim run SCENARIO` that replay one run of a point exactly.
 std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, std::uint64_t seed);
+// The whole replay command line of one run (out_dir: its --out, "" for none).
+std::string replay_command(const Scenario& sc, const SweepPoint& p, std::uint64_t seed, const std::string& program,
+                           const std::string& out_dir);
 
 }  // namespace moesim

@@ -95,7 +95,7 @@ RunResult Simulator::run(const RunHooks& hooks) const {
       const double sat = router_saturation(L.gate.clean().data(), T, E);
       L.metrics.add_saturation(sat);
       if (!hooks.on_row) continue;
-      const StepStats s = L.metrics.step_stats();
+      const BatchStats s = L.metrics.batch_stats();
       const auto state = L.policy->state_vectors();
       const auto* rep = find_state(state, "reputation");
       VectorStats rs{nan, nan, nan, nan};

@@ -54,7 +54,7 @@ TEST_CASE("layer metrics on four batches computed by hand", "[metrics]") {
     m.add_batch(s, a, cl.data(), pf[s].data());
     CHECK(m.dead() == dead[s]);
   }
-  const auto st = m.step_stats();  // step 3: loads {0, 2}
+  const auto st = m.batch_stats();  // step 3: loads {0, 2}
   CHECK(st.load_cv == Approx(1.0));
   CHECK(st.gini == Approx(0.5));
   CHECK(st.maxvio == Approx(1.0));
@@ -113,7 +113,7 @@ TEST_CASE("layer metrics on four batches computed by hand", "[metrics]") {
   CHECK(std::isnan(metric(m.finish(nullptr, 0.0), "rep_mean")));
 }
 
-TEST_CASE("windows longer than the run cover the whole run", "[metrics]") {
+TEST_CASE("windows longer than half the run leave the early-vs-late metrics undefined (NaN)", "[metrics]") {
   MetricsConfig mc;
   mc.window = 100;
   mc.dead_window = 100;
@@ -123,8 +123,22 @@ TEST_CASE("windows longer than the run cover the whole run", "[metrics]") {
   m.add_batch(0, batch({0, 0}), cl.data(), pf.data());
   m.add_batch(1, batch({0, 1}), cl.data(), pf.data());
   const auto v = m.finish(nullptr, 0.0);
-  // Early and late are both the whole run: shares persist exactly.
-  CHECK(metric(v, "rank_persistence") == Approx(1.0));
-  CHECK(metric(v, "rgr_slope") == Approx(0.0).margin(1e-12));
+  // Early and late are both the whole run: comparing them would report persistence 1
+  // and slope 0 as findings, so they are NaN.
+  CHECK(std::isnan(metric(v, "rank_persistence")));
+  CHECK(std::isnan(metric(v, "rgr_slope")));
+  CHECK(std::isnan(metric(v, "rgr_corr")));
+  // Late loads {3, 1} are still measured: sum |x_i - x_j| / (2 n^2 mean) = 4 / 16.
+  CHECK(metric(v, "late_gini") == Approx(0.25));
   CHECK(metric(v, "dead") == 0.0);  // a dead expert needs a full window of silence
+}
+
+TEST_CASE("starved experts: late-window load share below a tenth of the fair share", "[metrics]") {
+  // E = 4, fair share 1/4, threshold 1/40 = 0.025. Late loads {50, 48, 1, 1}: shares
+  // {0.5, 0.48, 0.01, 0.01} -> 2 starved. An empty window starves everyone.
+  CHECK(starved_experts(std::vector<double>{50, 48, 1, 1}) == 2);
+  CHECK(starved_experts(std::vector<double>{10, 10, 10, 10}) == 0);
+  CHECK(starved_experts(std::vector<double>{39, 1}) == 1);  // E = 2: 1/40 = 0.025 is below 0.05
+  CHECK(starved_experts(std::vector<double>{19, 1}) == 0);  // 1/20 is the threshold itself: not below
+  CHECK(starved_experts(std::vector<double>{0, 0, 0}) == 3);
 }

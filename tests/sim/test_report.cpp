@@ -1,16 +1,20 @@
-// Reports: report.md with the table and links, PNG + SVG plots (when gnuplot is
-// there), a heatmap for a 2-D grid, and the late-share helpers by hand.
+// Reports: report.md with the table and links, PNG + SVG plots, a heatmap for a
+// 2-D grid; what the report refuses (inconsistent runs.csv, a plots path that is a
+// file) and what it survives (labels with line breaks, quotes in folder names).
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
-#include "policies/types.hpp"
+#include "common/csv.hpp"
 #include "scenario_helpers.hpp"
 #include "sim/scenario.hpp"
 #include "sim/sweep.hpp"
 
+#include "reports/markdown.hpp"
+#include "reports/plotter.hpp"
 #include "reports/report.hpp"
 
 using namespace moesim;
@@ -19,18 +23,19 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// scripts/setup.sh installs gnuplot-nox: the plot tests need it and say so.
 bool have_gnuplot() { return std::system("gnuplot -e 'set terminal png' > /dev/null 2>&1") == 0; }
 
-std::string make_sweep(const TempDir& dir) {
-  test::write_text(dir / "grid.yaml",
+std::string make_sweep(const std::string& dir, const std::string& out_name = "out", const std::string& extra = "") {
+  test::write_text(dir + "/grid.yaml",
                    "name: grid\ndescription: a 2-D grid plus a reference point\nsteps: 40\nbatch: 128\nexperts: 8\n"
                    "k: 2\nlog_every: 5\nstream: {clusters: 4, vocab: 50}\nmetrics: {window: 10, dead_window: 10}\n"
                    "seeds: [1, 2]\npolicy: {name: rdesi, knobs: {dropless: true}}\n"
                    "sweep:\n  - policy.knobs.beta: [0, 1]\n    policy.knobs.gamma: [0, 0.5, 2]\n"
-                   "  - policy: [{name: topk, label: plain-topk}]\n");
-  const auto sc = load_scenario(dir / "grid.yaml");
+                   "  - policy: [{name: topk, label: plain-topk}" + extra + "]\n");
+  const auto sc = load_scenario(dir + "/grid.yaml");
   SweepOptions o;
-  o.out_dir = dir / "out";
+  o.out_dir = dir + "/" + out_name;
   o.threads = 2;
   o.progress = false;
   run_sweep(sc, expand_sweep(sc), o);
@@ -40,8 +45,9 @@ std::string make_sweep(const TempDir& dir) {
 }  // namespace
 
 TEST_CASE("report: markdown table, plots and heatmap", "[report]") {
+  REQUIRE(have_gnuplot());
   TempDir dir("report");
-  const auto out = make_sweep(dir);
+  const auto out = make_sweep(dir.path());
   const auto res = write_report(out);
   CHECK(res.markdown == out + "/report.md");
   const std::string md = test::read_text(res.markdown);
@@ -50,13 +56,7 @@ TEST_CASE("report: markdown table, plots and heatmap", "[report]") {
   CHECK(md.find("| 6 | plain-topk | topk |") != std::string::npos);
   CHECK(md.find("beta=1 gamma=0.5") != std::string::npos);
   CHECK(md.find(" ± ") != std::string::npos);
-  CHECK(md.find("moesim run ") != std::string::npos);
-  if (!have_gnuplot()) {
-    WARN("gnuplot not installed: only the tables are checked");
-    CHECK(res.plots == 0);
-    CHECK_FALSE(res.warnings.empty());
-    return;
-  }
+  CHECK(md.find(" run ") != std::string::npos);
   CHECK(res.warnings.empty());
   for (const char* name : {"load_shares", "gini", "maxvio", "load_cv", "reputation", "heatmap_g0", "final_metrics"}) {
     INFO(name);
@@ -69,13 +69,29 @@ TEST_CASE("report: markdown table, plots and heatmap", "[report]") {
     CHECK(md.find(std::string("(plots/") + name + ".png)") != std::string::npos);
   }
   CHECK(res.plots == 7);
-  for (const auto& e : fs::directory_iterator(out + "/plots"))
-    CHECK(e.path().extension() != ".tmp");
+  for (const auto& e : fs::directory_iterator(out + "/plots")) CHECK(e.path().extension() != ".tmp");
+}
+
+TEST_CASE("report: the table's means are the runs' own metrics averaged over seeds", "[report]") {
+  TempDir dir("report-means");
+  const auto out = make_sweep(dir.path());
+  ReportOptions o;
+  o.plots = false;
+  const std::string md = test::read_text(write_report(out, o).markdown);
+  // Point 6 (plain-topk): its two runs' late_gini in runs.csv, averaged here by hand.
+  const CsvTable runs = read_csv(out + "/runs.csv");
+  const std::size_t c_point = runs.need_column("point"), c_gini = runs.need_column("late_gini");
+  std::vector<double> g;
+  for (std::size_t r = 0; r < runs.rows.size(); ++r)
+    if (runs.number(r, c_point) == 6) g.push_back(runs.number(r, c_gini));
+  REQUIRE(g.size() == 2);
+  const double mean = (g[0] + g[1]) / 2, sd = std::fabs(g[0] - g[1]) / std::sqrt(2.0);
+  CHECK_THAT(md, Catch::Contains("| 6 | plain-topk | topk | " + mean_std(mean, sd, 2) + " |"));
 }
 
 TEST_CASE("report without plots, and on a folder that is not a finished sweep", "[report]") {
   TempDir dir("report-noplots");
-  const auto out = make_sweep(dir);
+  const auto out = make_sweep(dir.path());
   ReportOptions o;
   o.plots = false;
   const auto res = write_report(out, o);
@@ -89,34 +105,91 @@ TEST_CASE("report without plots, and on a folder that is not a finished sweep", 
   REQUIRE(res2.warnings.size() == 1);
   CHECK(res2.warnings[0].find("plots skipped") != std::string::npos);
   fs::remove(out + "/runs.csv");
-  CHECK_THROWS_WITH(write_report(out), out + ": no runs.csv: the sweep has not finished (run the same `moesim sweep` "
-                                             "again to resume it)");
+  CHECK_THROWS_WITH(write_report(out), out + ": no runs.csv or summary.json: the sweep has not finished (run the "
+                                             "same `moesim sweep` again to resume it)");
   CHECK_THROWS_WITH(write_report(dir / "nowhere"),
                     (dir / "nowhere") + ": no scenario.resolved.yaml: not a folder written by moesim sweep or run");
 }
 
-TEST_CASE("late load shares and starved experts by hand", "[report]") {
-  TempDir dir("report-shares");
-  // Two layers, steps 0..3 logged; the late window is the last 2 steps (steps 2, 3).
-  test::write_text(dir / "ts.csv",
-                   "step,layer,gini,share_0,share_1,share_2,share_3\n"
-                   "0,0,0,0.25,0.25,0.25,0.25\n0,1,0,0.25,0.25,0.25,0.25\n"
-                   "2,0,0,0.5,0.5,0,0\n2,1,0,0.7,0.3,0,0\n"
-                   "3,0,0,0.6,0.38,0.02,0\n3,1,0,0.6,0.38,0.02,0\n");
-  SimConfig cfg;
-  cfg.steps = 4;
-  cfg.metrics.window = 2;
-  const auto s = late_load_shares(dir / "ts.csv", cfg);
-  REQUIRE(s.size() == 4);
-  CHECK(s[0] == Approx((0.6 + 0.6) / 2));
-  CHECK(s[1] == Approx((0.4 + 0.38) / 2));
-  CHECK(s[2] == Approx(0.01));
-  CHECK(s[3] == 0.0);
-  // Fair share 0.25: below 0.025 is starved.
-  CHECK(starved_experts(s) == 2);
+TEST_CASE("report refuses a runs.csv that disagrees with summary.json, naming file and line", "[report]") {
+  TempDir dir("report-bad");
+  const auto out = make_sweep(dir.path());
+  const std::string csv = out + "/runs.csv", original = test::read_text(csv);
+  ReportOptions o;
+  o.plots = false;
+  const CsvTable t = read_csv(csv);
+  const std::string first_id = t.rows.at(0).at(t.need_column("run_id"));
+  const auto header_end = original.find('\n') + 1, row_end = original.find('\n', header_end) + 1;
+  const std::string first_row = original.substr(header_end, row_end - header_end);
+  SECTION("a run listed twice") {
+    test::write_text(csv, original + first_row);
+    CHECK_THROWS_WITH(write_report(out, o), csv + ":" + std::to_string(t.rows.size() + 2) + ": run '" + first_id +
+                                                "' listed twice");
+  }
+  SECTION("a run missing") {
+    test::write_text(csv, original.substr(0, original.rfind('\n', original.size() - 2) + 1));
+    CHECK_THROWS_WITH(write_report(out, o), csv + ": 1 runs of summary.json are missing");
+  }
+  SECTION("a metric that is not a number") {
+    // The first row again, its late_gini field replaced (fields hold no commas here).
+    std::vector<std::string> f;
+    const std::string row = first_row.substr(0, first_row.size() - 1);
+    for (std::size_t a = 0, b = 0; a <= row.size(); a = b + 1) {
+      b = std::min(row.find(',', a), row.size());
+      f.push_back(row.substr(a, b - a));
+    }
+    REQUIRE(f.size() == t.header.size());
+    f[t.need_column("late_gini")] = "lots";
+    std::string bad;
+    for (std::size_t i = 0; i < f.size(); ++i) bad += (i ? "," : "") + f[i];
+    test::write_text(csv, original.substr(0, header_end) + bad + "\n" + original.substr(row_end));
+    CHECK_THROWS_WITH(write_report(out, o), csv + ":2: column 'late_gini': 'lots' is not a number");
+  }
+  // Nothing was half-written: the report of the good folder never existed.
+  CHECK_FALSE(fs::exists(out + "/report.md"));
 }
 
+TEST_CASE("report: a plots path that is a file is refused by name", "[report]") {
+  REQUIRE(have_gnuplot());
+  TempDir dir("report-plotsfile");
+  const auto out = make_sweep(dir.path());
+  test::write_text(out + "/plots", "not a folder");
+  CHECK_THROWS_WITH(write_report(out), Catch::Contains(out + "/plots"));
+  CHECK_FALSE(fs::exists(out + "/report.md"));
+}
 
+TEST_CASE("report: a label with a line break and a folder with a quote still make every plot", "[report]") {
+  REQUIRE(have_gnuplot());
+  TempDir dir("report-odd");
+  const auto out = make_sweep(dir.path(), "it's a sweep", ", {name: loss_free, label: \"two\\nlines | x\"}");
+  const auto res = write_report(out);
+  CHECK(res.warnings.empty());
+  CHECK(res.plots == 7);
+  const std::string md = test::read_text(res.markdown);
+  CHECK_THAT(md, Catch::Contains("| 7 | two lines \\| x | loss\\_free |"));
+}
+
+TEST_CASE("markdown: escapes table and emphasis characters; numbers at three decimals", "[report]") {
+  CHECK(md_escape("a|b_c*d\ne") == "a\\|b\\_c\\*d e");
+  CHECK(fmt_value(0.12345) == "0.123");
+  CHECK(fmt_value(12345.0) == "1.23e+04");
+  CHECK(fmt_value(std::nan("")) == "n/a");
+  CHECK(mean_std(1.0, 0.5, 3) == "1.000 ± 0.500");
+  CHECK(mean_std(1.0, 0.0, 1) == "1.000");
+}
+
+TEST_CASE("plotter: gnuplot strings quote quotes; panels and images split evenly", "[report]") {
+  CHECK(gq("it's") == "'it''s'");
+  CHECK(gq("a\nb") == "'a b'");
+  CHECK(data_file("x'.dat") == "'data/x''.dat'");
+  int rows = 0, cols = 0;
+  panel_layout(5, rows, cols);
+  CHECK((rows == 2 && cols == 3));
+  panel_layout(1, rows, cols);
+  CHECK((rows == 1 && cols == 1));
+  CHECK(per_image(17, 16) == 9);  // two images of 9 and 8, not 16 and 1
+  CHECK(per_image(16, 16) == 16);
+}
 
 TEST_CASE("training report: tables each run's final perplexity and tail means, hand-computed") {
   TempDir dir("train-report");
