@@ -110,7 +110,7 @@ void sizes(benchmark::internal::Benchmark* b, bool top1) {
 
 const bool registered = [] {
   for (const auto& p : policy_registry()) {
-    sizes(benchmark::RegisterBenchmark(("route+observe/" + p.name).c_str(), BM_Policy, p.name), p.top1_only);
+    sizes(benchmark::RegisterBenchmark(("route+observe/" + p.name).c_str(), BM_Policy, p.name), accepted_k(p, 8, 2) == 1);
   }
   sizes(benchmark::RegisterBenchmark("naive_full_sort/topk", BM_NaiveSort, false), false);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/rdesi", BM_NaiveSort, true), false);

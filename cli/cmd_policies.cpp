@@ -20,7 +20,7 @@ int cmd_policies(const std::vector<std::string>& args) {
   }
   for (const auto& p : policy_registry()) {
     if (!args.empty() && args[0] != p.name) continue;
-    std::printf("%s%s\n  %s\n", p.name.c_str(), p.top1_only ? "  (k = 1 only)" : "", p.summary.c_str());
+    std::printf("%s%s\n  %s\n", p.name.c_str(), accepted_k(p, 8, 2) == 1 ? "  (k = 1 only)" : "", p.summary.c_str());
     for (const auto& k : p.knobs) {
       std::string def = k.default_value;
       if (k.type == KnobType::Choice) {
@@ -69,7 +69,7 @@ int cmd_demo(const std::vector<std::string>& args) {
               (unsigned long long)seed, T, E, k, steps, (unsigned long long)seed);
   std::printf("%-12s %8s %8s %8s %8s %8s\n", "policy", "drop%", "loadCV", "MaxVio", "LBloss", "zloss");
   for (const auto& p : policy_registry()) {
-    const int kk = p.top1_only ? 1 : k;
+    const int kk = accepted_k(p, E, k);
     auto pol = p.make(E, kk, resolve_knobs(p, kk, {}));
     Rng rng(derive_seed(seed, "demo.policy." + p.name));
     Rng data(derive_seed(seed, "demo.logits"));  // every policy sees the same batches

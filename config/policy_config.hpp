@@ -12,8 +12,9 @@ struct PolicyConfig {
   KnobMap knobs;              // overrides, validated by the registry
 };
 
-// Builds the policy once to validate name and knobs: a bad knob throws a KeyError
-// for policy.knobs.<knob>, any other refusal one for policy.knobs.
-void check_policy(const PolicyConfig& p, int experts, int k);
+// Builds the policy once to validate name, knobs and shape: a bad knob throws a
+// KeyError for policy.knobs.<knob>, a k the policy cannot route one for k_key (the
+// config's own name of k), any other refusal one for policy.knobs.
+void check_policy(const PolicyConfig& p, int experts, int k, const std::string& k_key);
 
 }  // namespace moesim

@@ -17,6 +17,8 @@ Policy::Policy(std::string name, int experts, int k, Knobs knobs)
 
 void Policy::fail(const std::string& what) const { throw Error(name_ + ": " + what); }
 
+void Policy::fail_k(const std::string& what) const { throw KeyError(kShapeKey, name_ + ": " + what); }
+
 void Policy::route(const RouteInput& in, Rng& rng, Assignment& out) {
   if (in.tokens < 0) fail("tokens=" + std::to_string(in.tokens) + " must be >= 0");
   if (in.experts != experts_)

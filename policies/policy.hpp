@@ -3,6 +3,26 @@
 // assignment (experts, combine weights, counts, drops), then observes per-slot
 // performance feedback and updates its own state. The simulator and the LibTorch
 // layer call the very same objects; randomness comes only from the Rng passed in.
+//
+// Lifecycle
+//   1. construction, only through the registry (make_policy): knobs resolved and
+//      validated, E and k checked; a policy refuses a shape it cannot route (Switch:
+//      k != 1) here, with a KeyError for key "k".
+//   2. per batch: route(), then observe() with that batch's assignment. observe()
+//      may be skipped (evaluation, no feedback); route() never changes the state
+//      observe() updates, so routing twice without observing routes alike.
+//   3. between batches, at any time: save()/load() (exact text snapshot), clone()
+//      (an independent copy: both continue as the original would).
+//
+// Hooks a policy implements (one class per policy, one file each):
+//   weight_spec()   required  how combine weights follow from the logits
+//   do_route()      required  fill `out` for in.tokens tokens; inputs already checked
+//   clone()         required  a deep copy
+//   do_observe()    optional  state update from the served slots' performance
+//   save_state()    optional  with load_state(): every value do_observe() changes,
+//   load_state()    optional    written and read in the same order
+//   state_vectors() optional  per-expert state by name, for logs (bias, counts, ...)
+//   reputation()    optional  per-expert reputation R_i, for the metrics; nullptr: none
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -17,6 +37,9 @@
 namespace moesim {
 
 using NamedVector = std::pair<std::string, std::vector<double>>;
+
+// The key of the KeyError a policy throws for a k it cannot route.
+inline constexpr const char* kShapeKey = "k";
 
 class Policy {
  public:
@@ -45,8 +68,10 @@ class Policy {
   void save(std::ostream& os) const;
   void load(std::istream& is, const std::string& source = "policy state");
 
-  // Named state for metrics and reports (e.g. "reputation", "bias"); empty when stateless.
+  // Per-expert state by name, for logs and traces (e.g. "bias"); empty when stateless.
   virtual std::vector<NamedVector> state_vectors() const { return {}; }
+  // Per-expert reputation (RD-ESI's R_i), for the reputation metrics; nullptr when none.
+  virtual const std::vector<double>* reputation() const { return nullptr; }
 
  protected:
   virtual void do_route(const RouteInput& in, Rng& rng, Assignment& out) = 0;
@@ -54,6 +79,8 @@ class Policy {
   virtual void save_state(StateWriter&) const {}
   virtual void load_state(StateReader&) {}
   [[noreturn]] void fail(const std::string& what) const;
+  // A shape this policy cannot route: a KeyError for key kShapeKey, which configs map to their k.
+  [[noreturn]] void fail_k(const std::string& what) const;
 
  private:
   std::string name_;

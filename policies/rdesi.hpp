@@ -36,7 +36,7 @@ class RdesiPolicy : public Policy {
   std::unique_ptr<Policy> clone() const override { return std::make_unique<RdesiPolicy>(*this); }
   std::vector<NamedVector> state_vectors() const override;
 
-  const std::vector<double>& reputation() const { return R_; }
+  const std::vector<double>* reputation() const override { return &R_; }
   const std::vector<double>& load() const { return L_; }
   const std::vector<double>& counts() const { return N_i_; }
   double total() const { return N_; }

@@ -1,14 +1,26 @@
 #include "policies/registry.hpp"
 
-#include "policies/all.hpp"
+#include <algorithm>
+
+#include "policies/balanced.hpp"
+#include "policies/expert_choice.hpp"
+#include "policies/hash.hpp"
+#include "policies/loss_free.hpp"
+#include "policies/noisy_topk.hpp"
+#include "policies/random.hpp"
+#include "policies/rdesi.hpp"
+#include "policies/sinkhorn.hpp"
+#include "policies/switch.hpp"
+#include "policies/topk.hpp"
 
 namespace moesim {
 
 const std::vector<PolicyInfo>& policy_registry() {
-  // An explicit list: static self-registration is silently dropped by the linker
-  // from static libraries, an explicit list cannot be.
+  // An explicit list, in the order `moesim policies` prints: static self-registration
+  // is silently dropped by the linker from static libraries, a list cannot be.
   static const std::vector<PolicyInfo> all = {
-      MOESIM_POLICY_INFOS
+      topk_info(),          noisy_topk_info(), switch_info(), rdesi_info(), loss_free_info(),
+      expert_choice_info(), sinkhorn_info(),   balanced_info(), hash_info(), random_info(),
   };
   return all;
 }
@@ -48,6 +60,18 @@ Knobs resolve_knobs(const PolicyInfo& info, int k, const KnobMap& overrides) {
 std::unique_ptr<Policy> make_policy(std::string_view name, int experts, int k, const KnobMap& overrides) {
   const auto& info = policy_info(name);
   return info.make(experts, k, resolve_knobs(info, k, overrides));
+}
+
+int accepted_k(const PolicyInfo& info, int experts, int wanted) {
+  for (int k = std::min(wanted, experts); k > 1; --k) {
+    try {
+      info.make(experts, k, resolve_knobs(info, k, {}));
+      return k;
+    } catch (const KeyError& e) {
+      if (e.key() != kShapeKey) throw;
+    }
+  }
+  return 1;
 }
 
 }  // namespace moesim

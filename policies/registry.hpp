@@ -32,7 +32,6 @@ struct PolicyInfo {
   std::string summary;
   std::vector<KnobSpec> knobs;
   PolicyFactory make;
-  bool top1_only = false;  // routes exactly one expert per token (Switch): k must be 1
   std::vector<KnobPreset> presets;  // the first is the default; empty: no `preset` knob
 };
 
@@ -45,5 +44,8 @@ const PolicyInfo& policy_info(std::string_view name);  // throws Error listing k
 Knobs resolve_knobs(const PolicyInfo& info, int k, const KnobMap& overrides);
 std::unique_ptr<Policy> make_policy(std::string_view name, int experts, int k,
                                     const KnobMap& overrides = {});
+// The largest k <= wanted that the policy routes with `experts` experts and default
+// knobs, found by building it: the policy's own refusal is the only rule (Switch: 1).
+int accepted_k(const PolicyInfo& info, int experts, int wanted);
 
 }  // namespace moesim

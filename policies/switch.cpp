@@ -11,7 +11,7 @@ SwitchPolicy::SwitchPolicy(int experts, int k, const Knobs& kn)
       jitter_(kn.real("jitter_eps")),
       cap_(capacity_from(kn, "switch")),
       tie_(tie_break_from(kn)) {
-  if (k != 1) fail("routes exactly one expert per token; k=" + std::to_string(k) + " given (use topk for k > 1)");
+  if (k != 1) fail_k("routes exactly one expert per token: set k=1 (topk routes k > 1)");
 }
 
 void SwitchPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
@@ -37,10 +37,8 @@ PolicyInfo switch_info() {
                 0.0, 1.0),
       tie_break_knob()};
   for (auto& c : capacity_knobs()) knobs.push_back(c);
-  PolicyInfo info("switch", "Switch Transformer top-1: weight = softmax probability, capacity-limited, input jitter",
+  return PolicyInfo("switch", "Switch Transformer top-1: weight = softmax probability, capacity-limited, input jitter",
                   knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<SwitchPolicy>(E, k, kn); });
-  info.top1_only = true;
-  return info;
 }
 
 }  // namespace moesim

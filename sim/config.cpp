@@ -159,16 +159,12 @@ void validate(const SimConfig& c) {
   if (c.world.skill_floor > c.world.skill_max)
     throw KeyError("world.skill_floor", "config key 'world.skill_floor' = " + format_real(c.world.skill_floor) +
                 ": must not exceed world.skill_max = " + format_real(c.world.skill_max));
-  const PolicyInfo* info = nullptr;
   try {
-    info = &policy_info(c.policy.name);
+    policy_info(c.policy.name);
   } catch (const Error& e) {
     throw KeyError("policy.name", std::string("config key 'policy.name': ") + e.what());
   }
-  if (info->top1_only && c.k != 1)
-    throw KeyError("k", "config key 'k' = " + std::to_string(c.k) + ": policy '" + info->name +
-                "' routes one expert per token, set k=1");
-  check_policy(c.policy, c.experts, c.k);
+  check_policy(c.policy, c.experts, c.k, "k");
 }
 
 }  // namespace moesim

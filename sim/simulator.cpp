@@ -15,12 +15,6 @@ namespace moesim {
 
 namespace {
 
-const std::vector<double>* find_state(const std::vector<NamedVector>& state, const char* name) {
-  for (const auto& [n, v] : state)
-    if (n == name) return &v;
-  return nullptr;
-}
-
 // Everything one layer owns; layers share only the token batch.
 struct Layer {
   Gate gate;
@@ -53,7 +47,7 @@ std::vector<std::pair<std::string, double>> RunResult::flat() const {
 Simulator::Simulator(SimConfig cfg) : cfg_(std::move(cfg)) {
   validate(cfg_);
   const auto probe = make_policy(cfg_.policy.name, cfg_.experts, cfg_.k, cfg_.policy.knobs);
-  has_reputation_ = find_state(probe->state_vectors(), "reputation") != nullptr;
+  has_reputation_ = probe->reputation() != nullptr;
   columns_ = {"step",    "layer",    "load_cv",   "gini",       "entropy",  "maxvio",  "maxvio_global",
               "drop_rate", "token_drop_rate", "dead", "mean_perf", "saturation", "spec_norm", "skill_mean",
               "baseline", "rep_mean", "rep_min",   "rep_max",    "rep_std"};
@@ -96,8 +90,7 @@ RunResult Simulator::run(const RunHooks& hooks) const {
       L.metrics.add_saturation(sat);
       if (!hooks.on_row) continue;
       const BatchStats s = L.metrics.batch_stats();
-      const auto state = L.policy->state_vectors();
-      const auto* rep = find_state(state, "reputation");
+      const auto* rep = L.policy->reputation();
       VectorStats rs{nan, nan, nan, nan};
       if (rep && !rep->empty()) rs = vector_stats(*rep);
       row.assign({static_cast<double>(step), static_cast<double>(l), s.load_cv, s.gini, s.entropy, s.maxvio,
@@ -118,8 +111,7 @@ RunResult Simulator::run(const RunHooks& hooks) const {
   r.metric_names = LayerMetrics::run_metric_names();
   r.mean.assign(r.metric_names.size(), 0.0);
   for (auto& L : layers) {
-    const auto state = L->policy->state_vectors();
-    r.layers.push_back(L->metrics.finish(find_state(state, "reputation"), L->world.mean_skill()));
+    r.layers.push_back(L->metrics.finish(L->policy->reputation(), L->world.mean_skill()));
     for (std::size_t i = 0; i < r.mean.size(); ++i) r.mean[i] += r.layers.back()[i] / c.layers;
   }
   r.routings = c.steps * c.layers * static_cast<std::int64_t>(T) * c.k;

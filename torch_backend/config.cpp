@@ -167,10 +167,7 @@ void validate(const TrainConfig& cfg) {
   if (m.k > m.experts)
     throw KeyError("model.k", "config key 'model.k' = " + std::to_string(m.k) + " exceeds model.experts = " + std::to_string(m.experts));
   if (!m.moe_layers.empty()) {
-    const auto& info = policy_info(cfg.policy.name);
-    if (info.top1_only && m.k != 1)
-      throw KeyError("model.k", "config key 'model.k' = " + std::to_string(m.k) + ": policy '" + info.name + "' routes one expert per token, set model.k=1");
-    check_policy(cfg.policy, m.experts, m.k);
+    check_policy(cfg.policy, m.experts, m.k, "model.k");
     const auto policy = make_policy(cfg.policy.name, m.experts, m.k, cfg.policy.knobs);
     if (m.router_head == "mlp" && policy->knobs().values().count("jitter_eps") &&
         policy->knobs().real("jitter_eps") > 0.0)

@@ -116,12 +116,6 @@ inline const moesim::KnobSpec* find_knob(const PolicyInfo& info, const std::stri
 }
 inline bool has_knob(const PolicyInfo& info, const std::string& name) { return find_knob(info, name) != nullptr; }
 
-inline bool is_policy(const std::string& name) {
-  for (const auto& p : moesim::policy_registry())
-    if (p.name == name) return true;
-  return false;
-}
-
 // Policies whose routing draws randomness or hashes ids: expert permutation
 // equivariance does not apply to them.
 inline bool is_equivariant_policy(const std::string& name) {
@@ -241,7 +235,7 @@ inline Scenario gen_scenario(const PolicyInfo& info, bool allow_knob_variation =
   Scenario s;
   s.policy = info.name;
   s.E = *rc::gen::inRange(1, max_E + 1);
-  s.k = info.top1_only ? 1 : 1 + choose(s.E);
+  s.k = moesim::accepted_k(info, s.E, 1 + choose(s.E));
   if (info.name == "balanced") {
     s.T = s.E * choose(max_T / s.E + 1);  // T a multiple of E
   } else {

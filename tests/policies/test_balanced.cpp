@@ -13,7 +13,6 @@ using namespace testutil;
 using moesim::Assignment;
 
 TEST_CASE("balanced hand-computed: 4 tokens x 2 experts, k=1, the optimal balanced assignment") {
-  if (!is_policy("balanced")) return;
   // Each expert gets T*k/E = 2 tokens. Gains z0 - z1: t0 3, t1 2, t2 1, t3 -1.
   // Expert 0 should hold the two largest gains (t0, t1): total 3 + 2 + 0 + 1 = 6;
   // the runner-up (t0, t2 on e0) totals 3 + 0 + 1 + 1 = 5.
@@ -38,7 +37,6 @@ TEST_CASE("balanced hand-computed: 4 tokens x 2 experts, k=1, the optimal balanc
 }
 
 TEST_CASE("balanced hand-computed: k = E gives every token every expert, slots by descending logit") {
-  if (!is_policy("balanced")) return;
   // T=2, E=2, k=2: loads T*k/E = 2 each; t0 {0.5, 1} -> slots [1, 0]; t1 {2, -1} -> [0, 1].
   const std::vector<float> z = {0.5f, 1.0f, 2.0f, -1.0f};
   auto p = moesim::make_policy("balanced", 2, 2);
@@ -48,7 +46,6 @@ TEST_CASE("balanced hand-computed: k = E gives every token every expert, slots b
 }
 
 TEST_CASE("balanced (k=1): total logit within T*eps*range of the brute-force optimum") {
-  if (!is_policy("balanced")) return;
   rc::prop("auction total >= optimum - T*eps*range", [] {
     static const int Es[] = {1, 2, 4};
     const int E = Es[choose(3)];
@@ -87,7 +84,6 @@ TEST_CASE("balanced (k=1): total logit within T*eps*range of the brute-force opt
 }
 
 TEST_CASE("balanced: a batch whose logits are all equal still splits evenly") {
-  if (!is_policy("balanced")) return;
   const int E = 4, T = 16, k = 2;
   const std::vector<float> z(static_cast<std::size_t>(T) * E, 0.5f);
   auto p = moesim::make_policy("balanced", E, k);
@@ -97,7 +93,6 @@ TEST_CASE("balanced: a batch whose logits are all equal still splits evenly") {
 }
 
 TEST_CASE("balanced refuses auction_eps <= 0") {
-  if (!is_policy("balanced")) return;
   REQUIRE_THROWS_AS(moesim::make_policy("balanced", 4, 1, {{"auction_eps", "0"}}), moesim::Error);
   REQUIRE_THROWS_WITH(moesim::make_policy("balanced", 4, 1, {{"auction_eps", "0"}}), Catch::Contains("auction_eps"));
 }

@@ -13,7 +13,6 @@ using moesim::Assignment;
 using moesim::kNoExpert;
 
 TEST_CASE("expert choice hand-computed 3 tokens x 2 experts (softmax): experts pick their top-C tokens") {
-  if (!is_policy("expert_choice")) return;
   // k=1, cf=1: C = ceil(1*3*1/2) = 2.
   // softmax: t0 {ln3, 0} -> {0.75, 0.25}; t1 {0, 0} -> {0.5, 0.5}; t2 {0, ln4} -> {0.2, 0.8}.
   // expert 0 ranks p0 = {0.75, 0.5, 0.2} -> t0, t1; expert 1 ranks p1 = {0.25, 0.5, 0.8} -> t2, t1.
@@ -43,7 +42,6 @@ TEST_CASE("expert choice hand-computed 3 tokens x 2 experts (softmax): experts p
 }
 
 TEST_CASE("expert choice hand-computed (sigmoid): equal affinities go to the lower token index") {
-  if (!is_policy("expert_choice")) return;
   // sigmoid: t0 {ln3, 0} -> {0.75, 0.5}; t1 {0, 0} -> {0.5, 0.5}; t2 {0, ln4} -> {0.5, 0.8}.
   // C = 2. expert 0: {0.75, 0.5, 0.5} -> t0, then t1 (ties t2, lower index wins).
   //        expert 1: {0.5, 0.5, 0.8} -> t2, then t0 (ties t1, lower index wins).
@@ -66,7 +64,6 @@ TEST_CASE("expert choice hand-computed (sigmoid): equal affinities go to the low
 }
 
 TEST_CASE("expert choice: each expert's tokens are its top-C by probability; weights are the gate probabilities") {
-  if (!is_policy("expert_choice")) return;
   rc::prop("chosen tokens outrank unchosen ones per expert; weight = softmax probability", [] {
     const auto& info = moesim::policy_info("expert_choice");
     Scenario s = gen_scenario(info, false, 120, 16);
@@ -101,7 +98,6 @@ TEST_CASE("expert choice: each expert's tokens are its top-C by probability; wei
 }
 
 TEST_CASE("expert choice: capacity never exceeds the batch (every expert takes all T tokens when C >= T)") {
-  if (!is_policy("expert_choice")) return;
   // cf=2, T=3, k=2, E=2: ceil(2*3*2/2) = 6 > T = 3 -> C = 3, every token gets both experts.
   auto p = moesim::make_policy("expert_choice", 2, 2, {{"capacity_factor", "2"}});
   const std::vector<float> z = {1, 0, 0, 1, 2, 2};

@@ -12,7 +12,6 @@ using namespace testutil;
 using moesim::Assignment;
 
 TEST_CASE("hash: equal ids get equal experts, whatever the logits, the batch or the Rng") {
-  if (!is_policy("hash")) return;
   rc::prop("experts are a function of the token id", [] {
     const auto& info = moesim::policy_info("hash");
     Scenario s = gen_scenario(info, false, 150, 32);
@@ -35,7 +34,6 @@ TEST_CASE("hash: equal ids get equal experts, whatever the logits, the batch or 
 }
 
 TEST_CASE("hash: slot 0 depends on the id only, not on k") {
-  if (!is_policy("hash")) return;
   const int E = 16, T = 200;
   std::vector<std::int64_t> ids(T);
   for (int t = 0; t < T; ++t) ids[static_cast<std::size_t>(t)] = 1000 + 37 * t;
@@ -46,7 +44,6 @@ TEST_CASE("hash: slot 0 depends on the id only, not on k") {
 }
 
 TEST_CASE("hash: another salt is another map; distinct ids spread evenly over the experts") {
-  if (!is_policy("hash")) return;
   const int E = 8, T = 8000;
   std::vector<std::int64_t> ids(T);
   for (int t = 0; t < T; ++t) ids[static_cast<std::size_t>(t)] = t;  // consecutive ids: a weak hash clusters them
@@ -65,7 +62,6 @@ TEST_CASE("hash: another salt is another map; distinct ids spread evenly over th
 }
 
 TEST_CASE("hash hand-computed: weights come from the gate over the hashed experts") {
-  if (!is_policy("hash")) return;
   // Zero logits: renormalised softmax over k equal scores = 1/k each; raw softmax = 1/E.
   const int E = 4, k = 2;
   const std::vector<float> z(static_cast<std::size_t>(E), 0.0f);
@@ -88,7 +84,6 @@ TEST_CASE("hash hand-computed: weights come from the gate over the hashed expert
 }
 
 TEST_CASE("hash: an empty batch needs no token ids") {
-  if (!is_policy("hash")) return;
   auto p = moesim::make_policy("hash", 4, 1);
   moesim::RouteInput in;
   in.experts = 4;

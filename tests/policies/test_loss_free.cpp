@@ -36,7 +36,6 @@ Assignment step(moesim::Policy& p, const std::vector<float>& z, int T) {
 }  // namespace
 
 TEST_CASE("loss_free hand-computed: bias sign update, then the bias steers selection but not weights") {
-  if (!is_policy("loss_free")) return;
   // E=4, k=2, u=0.1, sigmoid scores (the default), dropless.
   auto p = moesim::make_policy("loss_free", 4, 2, {{"bias_rate", "0.1"}, {"dropless", "true"}});
   check_vec(bias_of(*p), {0, 0, 0, 0});
@@ -58,7 +57,6 @@ TEST_CASE("loss_free hand-computed: bias sign update, then the bias steers selec
 }
 
 TEST_CASE("loss_free balances demand before capacity, not the capped served counts") {
-  if (!is_policy("loss_free")) return;
   // E=2, k=1, T=4, cf=0.5, min_capacity=0 -> C = ceil(0.5*4/2) = 1.
   // Three tokens want e0, one e1: served counts {1,1} look balanced, demand {3,1} is not.
   // mean demand 2 -> bias {-u, +u}.
@@ -71,7 +69,6 @@ TEST_CASE("loss_free balances demand before capacity, not the capped served coun
 }
 
 TEST_CASE("loss_free with u = 0 never moves its bias; softmax scores select like topk") {
-  if (!is_policy("loss_free")) return;
   const int E = 6, k = 2, T = 50;
   auto p = moesim::make_policy("loss_free", E, k, {{"bias_rate", "0"}, {"score_fn", "softmax"}, {"dropless", "true"}});
   for (int s = 0; s < 3; ++s) {
@@ -87,7 +84,6 @@ TEST_CASE("loss_free with u = 0 never moves its bias; softmax scores select like
 }
 
 TEST_CASE("loss_free: a collapsed router is pulled toward balance over many batches") {
-  if (!is_policy("loss_free")) return;
   // Every token prefers expert 0 by a small margin (sigmoid gap 0.525 - 0.5 = 0.025).
   // With u = 0.01 the bias closes that gap within a few batches, so demand spreads out.
   const int E = 4, T = 64;

@@ -10,7 +10,6 @@ using namespace testutil;
 using moesim::Assignment;
 
 TEST_CASE("random: ignores the logits, depends on the Rng, spreads uniformly") {
-  if (!is_policy("random")) return;
   const int E = 8, k = 2, T = 4000;
   auto p = moesim::make_policy("random", E, k, {{"dropless", "true"}});
   std::vector<float> z(static_cast<std::size_t>(T) * E, 0.0f);
@@ -31,7 +30,6 @@ TEST_CASE("random: ignores the logits, depends on the Rng, spreads uniformly") {
 }
 
 TEST_CASE("random: every unordered pair of experts is equally likely (k = 2 of 4)") {
-  if (!is_policy("random")) return;
   // 6 pairs, each with probability 1/6: 6000 tokens -> 1000 +- 28.9 (sd) per pair.
   const int E = 4, k = 2, T = 6000;
   auto p = moesim::make_policy("random", E, k, {{"dropless", "true"}});

@@ -69,7 +69,6 @@ Assignment step(moesim::Policy& p, const std::vector<float>& z, int T, const flo
 }  // namespace
 
 TEST_CASE("rdesi hand-computed: one update of R, L, N and the UCB bonus, then the next selection") {
-  if (!is_policy("rdesi")) return;
   auto p = moesim::make_policy("rdesi", 4, 2, base_knobs());
   // Fresh state: R = 1, L = 0, N = N_i = 0 -> bonus c*sqrt(ln 1 / 1) = 0, so every bias = beta*1 = 1.
   check_vec(state(*p, "score_bias"), {1, 1, 1, 1});
@@ -106,7 +105,6 @@ TEST_CASE("rdesi hand-computed: one update of R, L, N and the UCB bonus, then th
 }
 
 TEST_CASE("rdesi hand-computed: decay_on all_after_ema / all_before_ema, idle_perf=keep spares idle reputation") {
-  if (!is_policy("rdesi")) return;
   {
     auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"decay_on", "all_after_ema"}}));
     step(*p, kStep1, 2, kPerf1.data());
@@ -134,7 +132,6 @@ TEST_CASE("rdesi hand-computed: decay_on all_after_ema / all_before_ema, idle_pe
 }
 
 TEST_CASE("rdesi hand-computed: load divided by capacity; no perf signal leaves R to decay only") {
-  if (!is_policy("rdesi")) return;
   {
     auto p = moesim::make_policy(
         "rdesi", 4, 2,
@@ -160,7 +157,6 @@ TEST_CASE("rdesi hand-computed: load divided by capacity; no perf signal leaves 
 }
 
 TEST_CASE("rdesi: weights_over=logits gives softmax over the selected gate logits") {
-  if (!is_policy("rdesi")) return;
   auto p = moesim::make_policy("rdesi", 4, 2, knobs_with({{"weights_over", "logits"}}));
   const Assignment a = step(*p, kStep1, 2, kPerf1.data());
   // t0 selects {0,1} with logits {2, 0}: 1/(1+e^-2) = 0.8807971 (bias equal, so same as scores here)
@@ -174,7 +170,6 @@ TEST_CASE("rdesi: weights_over=logits gives softmax over the selected gate logit
 }
 
 TEST_CASE("rdesi with beta = gamma = ucb_c = 0 selects exactly what topk selects") {
-  if (!is_policy("rdesi")) return;
   // The extra terms vanish, so the selection is top-k on the logits for any feedback.
   const int E = 8, k = 3, T = 64;
   auto p = moesim::make_policy("rdesi", E, k, {{"beta", "0"}, {"gamma", "0"}, {"ucb_c", "0"}, {"dropless", "true"}});
@@ -190,7 +185,6 @@ TEST_CASE("rdesi with beta = gamma = ucb_c = 0 selects exactly what topk selects
 }
 
 TEST_CASE("rdesi epsilon = 1: every token explores (ignores a dominant logit)") {
-  if (!is_policy("rdesi")) return;
   const int E = 8, T = 200;
   auto p = moesim::make_policy("rdesi", E, 1, {{"epsilon", "1"}, {"dropless", "true"}});
   std::vector<float> z(static_cast<std::size_t>(T) * E, 0.0f);
@@ -207,7 +201,6 @@ TEST_CASE("rdesi epsilon = 1: every token explores (ignores a dominant logit)") 
 // bonus c*sqrt(ln(N+1)/eps) ~ 1e149 overflowed the float bias and the weights went
 // NaN. Now the declared extremes (smallest eps, largest c) must still route finitely.
 TEST_CASE("rdesi: knobs at the ends of their declared ranges still give finite, normalised weights") {
-  if (!is_policy("rdesi")) return;
   std::string eps_min, c_max;
   for (const auto& k : moesim::policy_info("rdesi").knobs) {
     if (k.name == "ucb_eps") eps_min = moesim::format_real(k.lo);

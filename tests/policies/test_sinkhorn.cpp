@@ -11,7 +11,6 @@ using namespace testutil;
 using moesim::Assignment;
 
 TEST_CASE("sinkhorn hand-computed 2x2: balancing overrides a token's weaker preference") {
-  if (!is_policy("sinkhorn")) return;
   // K = exp(z) = [[4, 1], [2, 1]] (t0 {ln4, 0}, t1 {ln2, 0}). Balanced to rows 1 and
   // columns T/E = 1, a 2x2 doubly stochastic P = [[a, 1-a], [1-a, a]] keeps the cross
   // ratio: a^2/(1-a)^2 = (4*1)/(1*2) = 2 -> a = sqrt2/(1+sqrt2) = 0.5858.
@@ -30,7 +29,6 @@ TEST_CASE("sinkhorn hand-computed 2x2: balancing overrides a token's weaker pref
 }
 
 TEST_CASE("sinkhorn hand-computed: an expert 800 below the row maxima (log-domain path) is still balanced in") {
-  if (!is_policy("sinkhorn")) return;
   // t0 {0, -800}, t1 {0, -801}: row spread 800 (> 100, so the log-domain iteration runs;
   // exp(-800) underflows even in double). Cross ratio K00*K11/(K01*K10) = e^-801/e^-800 = e^-1,
   // so a^2/(1-a)^2 = e^-1 -> a = e^-0.5/(1+e^-0.5) = 0.3775 and
@@ -44,7 +42,6 @@ TEST_CASE("sinkhorn hand-computed: an expert 800 below the row maxima (log-domai
 }
 
 TEST_CASE("sinkhorn with iterations = 0 equals topk bitwise") {
-  if (!is_policy("sinkhorn")) return;
   rc::prop("sinkhorn(iterations=0) == topk with the same score and capacity knobs", [] {
     const auto& info = moesim::policy_info("sinkhorn");
     Scenario s = gen_scenario(info);
@@ -62,7 +59,6 @@ TEST_CASE("sinkhorn with iterations = 0 equals topk bitwise") {
 }
 
 TEST_CASE("sinkhorn: on a collapsed batch the balanced selection spreads load that top-k piles on one expert") {
-  if (!is_policy("sinkhorn")) return;
   // 64 tokens all slightly preferring expert 0 (by 0.5) with per-token variation:
   // top-1 sends all 64 to expert 0; Sinkhorn-balanced scores split the batch.
   const int E = 4, T = 64;

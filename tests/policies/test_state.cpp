@@ -112,7 +112,7 @@ TEST_CASE("a clone is independent: advancing the clone leaves the original's sta
     Scenario s;
     s.policy = info.name;
     s.E = 6;
-    s.k = info.top1_only ? 1 : 2;
+    s.k = moesim::accepted_k(info, 6, 2);
     s.T = 36;
     s.seed = 99;
     s.logits = make_logits(s.T, s.E, s.seed, kContinuous);
@@ -212,8 +212,8 @@ TEST_CASE("load() refuses the snapshot of another policy, size, k or knob set") 
       std::istringstream is(text);
       REQUIRE_THROWS_WITH(q->load(is), Catch::Contains("state is for"));
     }
-    // Another k (Switch is top-1 only)
-    if (!info.top1_only) {
+    // Another k (Switch routes k = 1 only)
+    if (moesim::accepted_k(info, 4, 2) == 2) {
       auto q = moesim::make_policy(info.name, 4, 2);
       std::istringstream is(text);
       REQUIRE_THROWS_WITH(q->load(is), Catch::Contains("state is for"));

@@ -268,7 +268,6 @@ TEST_CASE("topk hand-computed group limiting: groups {0,1},{2,3}, one group kept
 }
 
 TEST_CASE("switch hand-computed: k=1, weight = softmax probability (not renormalised)") {
-  if (!is_policy("switch")) return;
   // logits {0, ln 3, 0, 0}: softmax = {1, 3, 1, 1}/6 -> expert 1, weight 3/6 = 0.5.
   auto p = moesim::make_policy("switch", 4, 1);
   const std::vector<float> z = {0.0f, std::log(3.0f), 0.0f, 0.0f, /*token 1:*/ 2.0f, 0.0f, 0.0f, 2.0f};
@@ -283,7 +282,6 @@ TEST_CASE("switch hand-computed: k=1, weight = softmax probability (not renormal
 }
 
 TEST_CASE("switch equals topk with k=1 and no renormalisation, bitwise") {
-  if (!is_policy("switch")) return;
   rc::prop("switch == topk(k=1, renormalize=false) with the same capacity knobs", [] {
     const auto& info = moesim::policy_info("switch");
     Scenario s = gen_scenario(info);
@@ -300,7 +298,6 @@ TEST_CASE("switch equals topk with k=1 and no renormalisation, bitwise") {
 }
 
 TEST_CASE("noisy_topk without noise equals topk bitwise") {
-  if (!is_policy("noisy_topk")) return;
   rc::prop("noisy_topk(noise=none, weights_from=clean) == topk; noise_std=0 likewise", [] {
     const auto& info = moesim::policy_info("noisy_topk");
     Scenario s = gen_scenario(info);
@@ -320,7 +317,6 @@ TEST_CASE("noisy_topk without noise equals topk bitwise") {
 }
 
 TEST_CASE("noisy_topk uses its Rng: two seeds route a large batch differently, one seed identically") {
-  if (!is_policy("noisy_topk")) return;
   auto p = moesim::make_policy("noisy_topk", 8, 2);
   const auto z = make_logits(256, 8, 5, kContinuous);
   const auto a = route_once(*p, z, 256, 8, 1), b = route_once(*p, z, 256, 8, 2), c = route_once(*p, z, 256, 8, 1);
@@ -329,7 +325,6 @@ TEST_CASE("noisy_topk uses its Rng: two seeds route a large batch differently, o
 }
 
 TEST_CASE("noisy_topk weights_from=noisy: softmax over the selected noisy logits") {
-  if (!is_policy("noisy_topk")) return;
   // With noise off, the selected "noisy" logits are the logits: for {0, ln2, ln3, ln4},
   // k=2 -> experts {3, 2}, softmax over {ln4, ln3} = {4/7, 3/7}.
   auto p = moesim::make_policy("noisy_topk", 4, 2, {{"noise", "none"}, {"weights_from", "noisy"}});
@@ -359,7 +354,6 @@ TEST_CASE("multiplicative jitter routes on the logits of the gate input x W^T (n
   in.gate_weight = W.data();
   in.gate_dim = 3;
   for (const char* name : {"noisy_topk", "switch"}) {
-    if (!is_policy(name)) continue;
     CAPTURE(name);
     moesim::KnobMap kn = {{"jitter_eps", "0.0001"}, {"dropless", "true"}};
     if (std::string(name) == "noisy_topk") kn["noise"] = "none";

@@ -59,7 +59,7 @@ TEST_CASE("malformed scenarios fail with one line naming file, line and key", "[
       {"sweep: {policy: [topk]}\n", "F:1: key 'sweep.policy': expected a map of policy.* keys, got a value"},
       {"sweep: {seed: [1, 2]}\n", "F:1: key 'sweep.seed': list the seeds under 'seeds:' instead"},
       {"sweep:\n  policy:\n    - {name: topk}\n    - {name: switch}\n",
-       "F:4: sweep point 1 'switch': key 'k' = 2: policy 'switch' routes one expert per token, set k=1"},
+       "F:4: sweep point 1 'switch': key 'k' = 2: switch: routes exactly one expert per token: set k=1 (topk routes k > 1)"},
       {"policy:\n  name: rdesi\n  knobs:\n    betta: 1\n",
        "F:4: key 'policy.knobs.betta': policy 'rdesi' has no knob 'betta' (did you mean 'beta'? knobs: preset, beta, "
        "gamma, alpha, ucb_c, ucb_eps, decay_rate, decay_on, idle_perf, load_ema_alpha, load_normalize, count_slots, "

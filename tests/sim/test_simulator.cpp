@@ -185,7 +185,7 @@ TEST_CASE("every registered policy runs through the simulator", "[simulator][pol
     auto c = tiny();
     c.steps = 15;
     c.policy.name = p.name;
-    if (p.top1_only) c.k = 1;
+    c.k = accepted_k(p, c.experts, c.k);
     const auto o = run(c);
     CHECK(get(o.result, "mean_perf") > 0.0);
     CHECK(get(o.result, "drop_rate") >= 0.0);
