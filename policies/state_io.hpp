@@ -17,21 +17,20 @@ class StateWriter {
   void put(const std::string& key, const std::vector<double>& v);
   void put(const std::string& key, double v);
   void put(const std::string& key, std::int64_t v);
-  void put(const std::string& key, const std::vector<std::int64_t>& v);
 
  private:
   std::ostream& os_;
 };
 
+// Reads what StateWriter wrote, key by key in order; every value must be finite (a
+// NaN in a snapshot would route on garbage) and every count exact.
 class StateReader {
  public:
   StateReader(std::istream& is, std::string source) : is_(is), source_(std::move(source)) {}
   std::vector<double> get_vec(const std::string& key, std::size_t expected_size);
-  std::vector<std::int64_t> get_ivec(const std::string& key, std::size_t expected_size);
   double get_real(const std::string& key);
   std::int64_t get_int(const std::string& key);
   [[noreturn]] void fail(const std::string& why) const;
-  std::istream& stream() { return is_; }
 
  private:
   std::vector<std::string> line(const std::string& key);

@@ -233,7 +233,7 @@ TEST_CASE("load() refuses the snapshot of another policy, size, k or knob set") 
   }
 }
 
-TEST_CASE("load() refuses a snapshot with a corrupted number or a vector of the wrong length") {
+TEST_CASE("load() refuses a snapshot with a corrupted or non-finite number or a vector of the wrong length") {
   for (const auto& info : moesim::policy_registry()) {
     auto p = moesim::make_policy(info.name, 4, 1);
     if (p->state_vectors().empty()) continue;  // stateless: nothing between knobs and end
@@ -253,6 +253,13 @@ TEST_CASE("load() refuses a snapshot with a corrupted number or a vector of the 
       bad += text.substr(l3);
       std::istringstream is(bad);
       REQUIRE_THROWS_WITH(p->load(is), Catch::Contains("bad number"));
+    }
+    for (const char* non_finite : {"nan", "inf", "-inf", "0x1p+2000"}) {  // the last overflows to inf
+      std::string bad = text.substr(0, l2) + key + " " + n;
+      for (long i = 0; i < std::stol(n); ++i) bad += i == 0 ? std::string(" ") + non_finite : " 0x0p+0";
+      bad += text.substr(l3);
+      std::istringstream is(bad);
+      REQUIRE_THROWS_WITH(p->load(is), Catch::Contains("line 1: '" + key + "': bad number '" + non_finite + "'"));
     }
     {
       std::string bad = text.substr(0, l2) + key + " 1 0x0p+0" + text.substr(l3);
