@@ -40,7 +40,6 @@ RunStore::RunStore(std::string out_dir) : dir_(std::move(out_dir)), lock_(create
   remove_temp_files(dir_);
 }
 
-void RunStore::write_scenario(const Scenario& sc) const { write_file_atomic(dir_ + "/scenario.resolved.yaml", scenario_yaml(sc)); }
 
 std::string RunStore::config_file(const Scenario& sc, const SweepPoint& p, const RunSpec& r, const std::string& program) {
   return "# run " + r.id + ", point " + std::to_string(p.index) + " '" + p.label + "', seed " +
@@ -60,17 +59,15 @@ bool RunStore::complete(const RunSpec& r) const {
   }
 }
 
-void RunStore::begin(const RunSpec& r, const std::string& config_file) const {
+void RunStore::finish(const RunSpec& r, const std::string& config_file, const std::string& timeseries,
+                      const std::string& metrics) const {
   const std::string dir = run_dir(r.id);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error(dir + ": cannot create: " + ec.message());
-  fs::remove(dir + "/metrics.csv", ec);  // a re-run (changed config) is not complete until it ends
+  // The old marker goes first: killed between these writes, the run is incomplete, never mixed.
+  fs::remove(dir + "/metrics.csv", ec);
   write_file_atomic(dir + "/config.yaml", config_file);
-}
-
-void RunStore::finish(const RunSpec& r, const std::string& timeseries, const std::string& metrics) const {
-  const std::string dir = run_dir(r.id);
   write_file_atomic(dir + "/timeseries.csv", timeseries);
   write_file_atomic(dir + "/metrics.csv", metrics);
 }
@@ -117,6 +114,7 @@ void RunStore::assemble(const Scenario& sc, const std::vector<SweepPoint>& point
     }
     w.text_row(row);
   }
+  write_file_atomic(out + "/scenario.resolved.yaml", scenario_yaml(sc));
   write_file_atomic(out + "/runs.csv", csv.str());
 
   // Each point's runs, once (a scan per point is quadratic in a large sweep).

@@ -9,7 +9,8 @@
 //   OUTDIR/summary.json                per point: its label, grid, swept values, runs, replay
 //                                      command and mean/std/min/max of every metric over seeds
 //   OUTDIR/.lock                       held while a sweep writes
-// Every file is written atomically. A run counts as done once its metrics.csv exists
+// Every file is written atomically; the three top-level files only once every run
+// is done, so they always describe one whole sweep. A run counts as done once its metrics.csv exists
 // and its config.yaml holds the same resolved config; the header does not count, so
 // naming the scenario another way (./scenarios/x.yaml) keeps the finished runs.
 #include <string>
@@ -35,17 +36,17 @@ class RunStore {
   const std::string& dir() const { return dir_; }
   std::string run_dir(const std::string& id) const { return dir_ + "/runs/" + id; }
 
-  void write_scenario(const Scenario& sc) const;
   // config.yaml of a run: the header then the resolved config.
   static std::string config_file(const Scenario& sc, const SweepPoint& p, const RunSpec& r, const std::string& program);
   // Whether the run finished earlier with this resolved config (config_yaml(r.config)).
   bool complete(const RunSpec& r) const;
-  // A run starts: its old completion marker goes first, then its config.yaml.
-  void begin(const RunSpec& r, const std::string& config_file) const;
-  // A run ends: timeseries.csv, then metrics.csv, which marks it complete.
-  void finish(const RunSpec& r, const std::string& timeseries, const std::string& metrics) const;
-  // runs.csv and summary.json from the runs' files, in canonical order (linear in
-  // points + runs).
+  // A run succeeded: its old completion marker goes, then config.yaml, timeseries.csv
+  // and metrics.csv, which marks it complete. Nothing is written before a run
+  // succeeds, so a failed run leaves the folder's earlier result whole.
+  void finish(const RunSpec& r, const std::string& config_file, const std::string& timeseries,
+              const std::string& metrics) const;
+  // scenario.resolved.yaml, runs.csv and summary.json from the runs' files, in
+  // canonical order (linear in points + runs); written only when every run is done.
   void assemble(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
                 const std::string& program) const;
 

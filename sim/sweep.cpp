@@ -133,7 +133,6 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
   const auto t0 = std::chrono::steady_clock::now();
   if (opt.out_dir.empty()) throw Error("sweep: no output folder");
   const RunStore store(opt.out_dir);
-  store.write_scenario(sc);
 
   const auto runs = plan_runs(points, sc.run_seeds());
   std::vector<std::size_t> pending;
@@ -175,7 +174,6 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
       }
       const auto& r = runs[ri];
       try {
-        store.begin(r, RunStore::config_file(sc, points[static_cast<std::size_t>(r.point)], r, opt.command));
         std::ostringstream ts;
         const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
         std::int64_t seen = 0;
@@ -186,7 +184,8 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
         const RunResult res = run_simulation(r.config, &ts, progress);
         std::ostringstream ms;
         write_metrics_csv(ms, res);
-        store.finish(r, ts.str(), ms.str());
+        store.finish(r, RunStore::config_file(sc, points[static_cast<std::size_t>(r.point)], r, opt.command), ts.str(),
+                     ms.str());
         std::lock_guard<std::mutex> g(mu);
         ++runs_done;
         sim_seconds += res.seconds;

@@ -174,6 +174,17 @@ TEST_CASE("a changed config re-runs the stale runs only", "[sweep]") {
   CHECK(read_csv(dir / "out/runs.csv").rows.size() == 12);
 }
 
+TEST_CASE("a run that fails (NaN gate scores) leaves the folder's earlier result byte-identical", "[sweep]") {
+  TempDir dir("sweep-fail");
+  auto sc = small(dir);
+  sweep_into(sc, dir / "out", 2);
+  const auto before = test::tree(dir / "out");
+  // gate.lr = 1e300 overflows the gate to NaN scores in the first steps: every run fails.
+  apply_override(sc, "gate.lr=1e300");
+  CHECK_THROWS_WITH(sweep_into(sc, dir / "out", 2), Catch::Contains("gate score is NaN at token"));
+  CHECK(test::tree(dir / "out") == before);
+}
+
 TEST_CASE("seed statistics: mean, sample std, min, max; NaNs skipped", "[sweep]") {
   const auto s = seed_stats({1.0, 2.0, 3.0, std::nan("")});
   CHECK(s.n == 3);
