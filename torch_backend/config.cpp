@@ -97,6 +97,7 @@ const std::vector<Field>& fields() {
     f.push_back(F::int_field<long>("train.ckpt_every", "checkpoint every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.ckpt_every; }, 0, kBig));
     f.push_back(F::string_field("train.out_dir", "run directory: logs, checkpoint, traces", [](TrainConfig& c) -> std::string& { return c.train.out_dir; }));
     f.push_back(F::bool_field("train.resume", "continue from out_dir/checkpoint.pt when present", [](TrainConfig& c) -> bool& { return c.train.resume; }));
+    f.push_back(F::bool_field("train.allow_config_change", "resume even though keys other than steps, logging, evaluation, checkpointing and threads differ from the checkpoint's", [](TrainConfig& c) -> bool& { return c.train.allow_config_change; }));
     f.push_back(F::list_field<long>("train.trace_steps", "steps whose full gate logits are recorded (.npy)", [](TrainConfig& c) -> std::vector<long>& { return c.train.trace_steps; }, 1, kBig));
     return f;
   }();

@@ -80,6 +80,7 @@ struct TrainLoopConfig {
   long ckpt_every = 500;         // 0 = only at the end
   std::string out_dir = "runs/default";
   bool resume = true;            // continue from out_dir/checkpoint.pt when present
+  bool allow_config_change = false;  // resume although non-resumable keys differ (see trainer.hpp)
   std::vector<long> trace_steps; // steps whose gate logits are recorded as .npy
 };
 

@@ -10,11 +10,13 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "common/files.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "torch_backend/checkpoint.hpp"
 #include "torch_backend/corpus.hpp"
 #include "torch_backend/fused_ce.hpp"
 #include "torch_backend/load_stats.hpp"
@@ -29,8 +31,6 @@ namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 
 namespace {
-
-constexpr const char* kFormat = "moesim-checkpoint-1";
 
 std::int64_t bits(double d) {
   std::int64_t i;
@@ -61,12 +61,6 @@ void vec_to_rng(const std::vector<std::int64_t>& v, Rng& r, const std::string& s
   r.set_state(st);
 }
 
-c10::IValue read_iv(torch::serialize::InputArchive& ar, const std::string& key, const std::string& path) {
-  c10::IValue v;
-  if (!ar.try_read(key, v)) throw Error(path + ": checkpoint has no '" + key + "' entry");
-  return v;
-}
-
 // Keys whose values must agree for a checkpoint to fit this model.
 bool structural(const std::string& key) {
   return key.rfind("model.", 0) == 0 || key.rfind("policy.", 0) == 0 || key == "tokenizer.vocab";
@@ -83,6 +77,32 @@ void check_compatible(const TrainConfig& mine, const TrainConfig& saved, const s
   }
   for (const auto& [k, v] : sb)
     if (structural(k) && !sa.count(k)) throw Error(path + ": checkpoint has " + k + "=" + v + ", this run leaves it unset");
+}
+
+// Keys a resume may change: how long, how often to log, evaluate, save and trace,
+// where, and on how many threads. A change to any other key makes another run.
+bool resumable(const std::string& key) {
+  static const std::set<std::string> keys = {
+      "train.steps",      "train.resume",  "train.allow_config_change", "train.out_dir",     "train.log_every",
+      "train.eval_every", "train.eval_batches", "train.ckpt_every",     "train.threads",     "train.trace_steps",
+      "data.cache_dir"};
+  return keys.count(key) > 0;
+}
+
+void check_same_run(const TrainConfig& mine, const TrainConfig& saved, const std::string& path) {
+  if (mine.train.allow_config_change) return;
+  const auto a = config_fields(mine), b = config_fields(saved);
+  std::map<std::string, std::string> sa(a.begin(), a.end()), sb(b.begin(), b.end());
+  std::string diff;
+  for (const auto& [k, v] : sa) {
+    if (structural(k) || resumable(k)) continue;
+    const auto it = sb.find(k);
+    const std::string theirs = it == sb.end() ? "<unset>" : it->second;
+    if (theirs != v) diff += (diff.empty() ? "" : ", ") + k + " (checkpoint " + theirs + ", now " + v + ")";
+  }
+  if (!diff.empty())
+    throw Error(path + ": resuming with another config: " + diff +
+                "; set train.allow_config_change=true to continue anyway, or train into another train.out_dir");
 }
 
 std::string fmt_duration(double s) {
@@ -301,100 +321,59 @@ double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch
 }
 
 void Trainer::save(const std::string& path) const {
-  torch::serialize::OutputArchive ar, m, o;
-  model_->save(m);
-  opt_->save(o);
-  ar.write("model", m);
-  ar.write("optimizer", o);
-  ar.write("format", c10::IValue(std::string(kFormat)));
-  ar.write("config", c10::IValue(dump_config(cfg_)));
-  ar.write("tokenizer", c10::IValue(data_.tokenizer_proto));
-  ar.write("vocab", c10::IValue(static_cast<std::int64_t>(data_.vocab)));
-  ar.write("step", c10::IValue(static_cast<std::int64_t>(step_)));
-  ar.write("tokens_seen", c10::IValue(tokens_seen_));
-  ar.write("data_epoch", c10::IValue(sampler_->state().epoch));
-  ar.write("data_pos", c10::IValue(sampler_->state().pos));
-  ar.write("torch_rng", c10::IValue(at::detail::getDefaultCPUGenerator().get_state()));
-  const auto& moe = model_->moe_layers();
-  for (std::size_t i = 0; i < moe.size(); ++i) {
+  CheckpointMeta meta = {
+      {"config", c10::IValue(dump_config(cfg_))},
+      {"tokenizer", c10::IValue(data_.tokenizer_proto)},
+      {"vocab", c10::IValue(static_cast<std::int64_t>(data_.vocab))},
+      {"step", c10::IValue(static_cast<std::int64_t>(step_))},
+      {"tokens_seen", c10::IValue(tokens_seen_)},
+      {"data_epoch", c10::IValue(sampler_->state().epoch)},
+      {"data_pos", c10::IValue(sampler_->state().pos)},
+      {"torch_rng", c10::IValue(at::detail::getDefaultCPUGenerator().get_state())},
+  };
+  for (const auto& l : model_->moe_layers()) {
     std::ostringstream ps;
-    moe[i]->policy().save(ps);
-    const std::string tag = std::to_string(moe[i]->layer());
-    ar.write("policy_" + tag, c10::IValue(ps.str()));
-    ar.write("route_rng_" + tag, c10::IValue(rng_to_vec(moe[i]->rng())));
+    l->policy().save(ps);
+    const std::string tag = std::to_string(l->layer());
+    meta.emplace_back("policy_" + tag, c10::IValue(ps.str()));
+    meta.emplace_back("route_rng_" + tag, c10::IValue(rng_to_vec(l->rng())));
   }
-  const std::string tmp = path + ".tmp";
-  try {
-    ar.save_to(tmp);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": cannot write checkpoint: " + e.what_without_backtrace());
-  }
-  commit_file(tmp, path);
+  write_checkpoint(path, *model_, *opt_, meta);
 }
 
 namespace {
 
-torch::serialize::InputArchive open_checkpoint(const std::string& path) {
-  if (!fs::exists(path)) throw Error(path + ": no such checkpoint");
-  torch::serialize::InputArchive ar;
-  try {
-    ar.load_from(path);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": not a readable checkpoint (" + std::string(e.what_without_backtrace()).substr(0, 200) + ")");
-  }
-  c10::IValue f;
-  if (!ar.try_read("format", f) || !f.isString() || f.toStringRef() != kFormat)
-    throw Error(path + ": not a moesim checkpoint (format tag missing)");
-  return ar;
-}
-
-void load_module(torch::nn::Module& model, torch::serialize::InputArchive& ar, const std::string& path) {
-  torch::serialize::InputArchive m;
-  if (!ar.try_read("model", m)) throw Error(path + ": checkpoint has no model");
-  try {
-    model.load(m);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": model weights do not fit this model (" +
-                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
-  }
-}
-
-void load_policies(Transformer& model, torch::serialize::InputArchive& ar, const std::string& path, bool rngs) {
+void load_policies(Transformer& model, const CheckpointReader& ck, bool rngs) {
   for (const auto& l : model.moe_layers()) {
     const std::string tag = std::to_string(l->layer());
-    std::istringstream ps(read_iv(ar, "policy_" + tag, path).toStringRef());
-    l->policy().load(ps, path + " (policy of layer " + tag + ")");
-    if (rngs) vec_to_rng(read_iv(ar, "route_rng_" + tag, path).toIntVector(), l->rng(), path);
+    std::istringstream ps(ck.get("policy_" + tag).toStringRef());
+    l->policy().load(ps, ck.path() + " (policy of layer " + tag + ")");
+    if (rngs) vec_to_rng(ck.get("route_rng_" + tag).toIntVector(), l->rng(), ck.path());
   }
 }
 
 }  // namespace
 
 void Trainer::load(const std::string& path) {
-  auto ar = open_checkpoint(path);
-  const auto saved = parse_config_text(read_iv(ar, "config", path).toStringRef(), path + " (config)");
+  CheckpointReader ck(path);
+  const auto saved = parse_config_text(ck.get("config").toStringRef(), path + " (config)");
   check_compatible(cfg_, saved, path);
-  if (read_iv(ar, "vocab", path).toInt() != data_.vocab)
+  check_same_run(cfg_, saved, path);
+  if (ck.get("vocab").toInt() != data_.vocab)
     throw Error(path + ": checkpoint vocabulary differs from this run's tokenizer");
-  load_module(*model_, ar, path);
-  torch::serialize::InputArchive o;
-  if (!ar.try_read("optimizer", o)) throw Error(path + ": checkpoint has no optimizer state");
-  try {
-    opt_->load(o);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": optimizer state does not fit (" + std::string(e.what_without_backtrace()).substr(0, 200) + ")");
-  }
-  load_policies(*model_, ar, path, true);
-  step_ = read_iv(ar, "step", path).toInt();
-  tokens_seen_ = read_iv(ar, "tokens_seen", path).toInt();
-  sampler_->set_state({read_iv(ar, "data_epoch", path).toInt(), read_iv(ar, "data_pos", path).toInt()});
+  ck.load_model(*model_);
+  ck.load_optimizer(*opt_, *model_);
+  load_policies(*model_, ck, true);
+  step_ = ck.get("step").toInt();
+  tokens_seen_ = ck.get("tokens_seen").toInt();
+  sampler_->set_state({ck.get("data_epoch").toInt(), ck.get("data_pos").toInt()});
   auto gen = at::detail::getDefaultCPUGenerator();
-  gen.set_state(read_iv(ar, "torch_rng", path).toTensor());
+  gen.set_state(ck.get("torch_rng").toTensor());
 }
 
 void Trainer::load_weights(const std::string& path) {
-  auto ar = open_checkpoint(path);
-  load_module(*model_, ar, path);
+  CheckpointReader ck(path);
+  ck.load_model(*model_);
 }
 
 void Trainer::write_logs_header(bool resume) {
@@ -460,17 +439,18 @@ void Trainer::run() {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("train.out_dir '" + cfg_.train.out_dir + "': cannot create: " + ec.message());
-  write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
+  const DirLock lock(dir.string(), "another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
   const std::string ckpt = (dir / "checkpoint.pt").string();
   bool resumed = false;
   if (cfg_.train.resume && fs::exists(ckpt)) {
-    load(ckpt);
+    load(ckpt);  // refuses another run's config before anything in the folder changes
     resumed = true;
     if (log_) std::fprintf(log_, "resumed from %s at step %ld\n", ckpt.c_str(), step_);
   } else if (!cfg_.train.init_from.empty()) {
     load_weights(cfg_.train.init_from);
     if (log_) std::fprintf(log_, "weights from %s\n", cfg_.train.init_from.c_str());
   }
+  write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
   write_logs_header(resumed);
   if (!trace_steps_.empty()) {
     trace_ = std::make_unique<TraceWriter>((dir / "traces").string());
@@ -521,16 +501,16 @@ void Trainer::run() {
 }
 
 LoadedModel load_model(const std::string& checkpoint) {
-  auto ar = open_checkpoint(checkpoint);
+  CheckpointReader ck(checkpoint);
   LoadedModel lm;
-  lm.cfg = parse_config_text(read_iv(ar, "config", checkpoint).toStringRef(), checkpoint + " (config)");
-  lm.tokenizer_proto = read_iv(ar, "tokenizer", checkpoint).toStringRef();
-  const auto vocab = static_cast<int>(read_iv(ar, "vocab", checkpoint).toInt());
-  lm.step = read_iv(ar, "step", checkpoint).toInt();
+  lm.cfg = parse_config_text(ck.get("config").toStringRef(), checkpoint + " (config)");
+  lm.tokenizer_proto = ck.get("tokenizer").toStringRef();
+  const auto vocab = static_cast<int>(ck.get("vocab").toInt());
+  lm.step = ck.get("step").toInt();
   torch::manual_seed(lm.cfg.seed);
   lm.model = std::make_shared<Transformer>(lm.cfg, vocab);
-  load_module(*lm.model, ar, checkpoint);
-  load_policies(*lm.model, ar, checkpoint, true);
+  ck.load_model(*lm.model);
+  load_policies(*lm.model, ck, true);
   lm.model->eval();
   return lm;
 }

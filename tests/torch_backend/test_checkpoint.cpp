@@ -1,9 +1,15 @@
 // Checkpoints resume exactly: the loss curve after a resume equals the
-// uninterrupted run's, for stateless, stateful and randomised policies.
+// uninterrupted run's, for stateless, stateful and randomised policies. Altered
+// files, another run's config and a second writer are refused by name.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+#include <limits>
+
+#include "common/files.hpp"
 #include "helpers.hpp"
 #include "policies/types.hpp"
+#include "torch_backend/config.hpp"
 #include "torch_backend/trainer.hpp"
 
 using namespace moesim;
@@ -113,4 +119,147 @@ TEST_CASE("full run: logs, eval, summary, checkpoint, resume continues the CSV",
   std::ifstream sj(d / "run/summary.json");
   std::string summary((std::istreambuf_iterator<char>(sj)), {});
   CHECK(summary.find("nan") == std::string::npos);
+}
+
+namespace {
+
+// A stored (uncompressed) zip entry of a checkpoint: its name and where its bytes are.
+struct ZipEntry {
+  std::string name;
+  std::size_t offset = 0, size = 0;
+  bool stored = false;  // uncompressed (tensor data and data.pkl are; some code files are deflated)
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Walks the central directory (PK\1\2) from the end record (PK\5\6): the sizes
+// live there, not in the local headers.
+std::vector<ZipEntry> zip_entries(const std::string& bytes) {
+  auto u16 = [&](std::size_t at) { return static_cast<std::size_t>(static_cast<unsigned char>(bytes[at])) |
+                                          static_cast<std::size_t>(static_cast<unsigned char>(bytes[at + 1])) << 8; };
+  auto u32 = [&](std::size_t at) { return u16(at) | u16(at + 2) << 16; };
+  const std::size_t end = bytes.rfind(std::string("PK\5\6", 4));
+  REQUIRE(end != std::string::npos);
+  std::vector<ZipEntry> out;
+  std::size_t at = u32(end + 16);
+  for (std::size_t n = u16(end + 10); n > 0; --n) {
+    REQUIRE(bytes.compare(at, 4, std::string("PK\1\2", 4)) == 0);
+    ZipEntry e;
+    e.stored = u16(at + 10) == 0;
+    const std::size_t name_len = u16(at + 28), extra = u16(at + 30), comment = u16(at + 32);
+    e.name = bytes.substr(at + 46, name_len);
+    e.size = u32(at + 20);
+    const std::size_t local = u32(at + 42);
+    e.offset = local + 30 + u16(local + 26) + u16(local + 28);
+    out.push_back(e);
+    at += 46 + name_len + extra + comment;
+  }
+  REQUIRE_FALSE(out.empty());
+  return out;
+}
+
+// The largest tensor-data entry: float32 weights.
+ZipEntry largest_data(const std::vector<ZipEntry>& entries) {
+  ZipEntry best;
+  for (const auto& e : entries)
+    if (e.stored && e.name.find("/data/") != std::string::npos && e.size > best.size) best = e;
+  REQUIRE(best.size >= 64);
+  return best;
+}
+
+}  // namespace
+
+TEST_CASE("a checkpoint with altered bytes is refused: NaN by tensor name, any other change by digest",
+          "[torch][checkpoint]") {
+  TempDir d;
+  auto cfg = tiny_config("rdesi");
+  const auto stream = random_stream(2000, cfg.tokenizer.vocab, 4);
+  Trainer a(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
+  (void)a.step();
+  a.save(d / "ck.pt");
+  const std::string good = read_bytes(d / "ck.pt");
+  const auto entries = zip_entries(good);
+  const ZipEntry data = largest_data(entries);
+  auto altered = [&](const std::function<void(std::string&)>& edit) {
+    std::string b = good;
+    edit(b);
+    write_text(d / "bad.pt", b);
+    Trainer t(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
+    return error_of([&] { t.load(d / "bad.pt"); });
+  };
+  SECTION("a NaN written into a weight") {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const auto msg = altered([&](std::string& b) { std::memcpy(&b[data.offset + 16], &nan, sizeof nan); });
+    CHECK_THAT(msg, Catch::StartsWith(d / "bad.pt" + ": tensor '") && Catch::Contains("' holds NaN or infinite values"));
+  }
+  SECTION("one bit of a weight flipped") {
+    const auto msg = altered([&](std::string& b) { b[data.offset + 17] ^= 1; });
+    CHECK(msg == d / "bad.pt" + ": model weights do not match their digest: the file was altered or damaged");
+  }
+  SECTION("a digit of the recorded config edited") {
+    // The config text is pickled as is: change its first digit, keeping the length.
+    const auto msg = altered([&](std::string& b) {
+      const std::string text = dump_config(cfg);
+      const auto at = b.find(text);
+      REQUIRE(at != std::string::npos);
+      const auto digit = at + text.find_first_of("0123456789");
+      b[digit] = b[digit] == '1' ? '2' : '1';
+    });
+    CHECK(msg == d / "bad.pt" + ": checkpoint metadata does not match its digest: the file was altered or damaged");
+  }
+  SECTION("the unaltered copy still loads") {
+    CHECK(altered([](std::string&) {}) == "<no error>");
+  }
+}
+
+TEST_CASE("resume refuses another config by key, unless asked; steps and logging may change",
+          "[torch][checkpoint]") {
+  TempDir d;
+  auto cfg = tiny_config();
+  cfg.train.steps = 2;
+  cfg.train.eval_every = 0;
+  cfg.train.out_dir = d / "run";
+  const auto stream = random_stream(3000, cfg.tokenizer.vocab, 8);
+  const TrainData data{&stream, &stream, cfg.tokenizer.vocab, ""};
+  { Trainer(cfg, data, nullptr).run(); }
+  const std::string config_before = read_bytes(d / "run/config.yaml");
+  auto other = cfg;
+  other.seed = cfg.seed + 1;
+  other.train.lr = 0.002;
+  CHECK(error_of([&] { Trainer(other, data, nullptr).run(); }) ==
+        d / "run/checkpoint.pt" +
+            ": resuming with another config: seed (checkpoint 3, now 4), train.lr (checkpoint 0.003, now 0.002); "
+            "set train.allow_config_change=true to continue anyway, or train into another train.out_dir");
+  CHECK(read_bytes(d / "run/config.yaml") == config_before);  // the refused run changed nothing
+  auto longer = cfg;
+  longer.train.steps = 3;
+  longer.train.log_every = 1;
+  {
+    Trainer t(longer, data, nullptr);
+    t.run();
+    CHECK(t.current_step() == 3);
+  }
+  other.train.steps = 4;
+  other.train.allow_config_change = true;
+  {
+    Trainer t(other, data, nullptr);
+    t.run();
+    CHECK(t.current_step() == 4);
+  }
+}
+
+TEST_CASE("a second training into a folder that one is writing is refused", "[torch][checkpoint]") {
+  TempDir d;
+  auto cfg = tiny_config();
+  cfg.train.steps = 1;
+  cfg.train.out_dir = d / "run";
+  fs::create_directories(d / "run");
+  const auto stream = random_stream(3000, cfg.tokenizer.vocab, 8);
+  const DirLock held(d / "run", "held by the test");
+  CHECK(error_of([&] { Trainer(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr).run(); }) ==
+        d / "run: another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
+  CHECK_FALSE(fs::exists(d / "run/config.yaml"));
 }
