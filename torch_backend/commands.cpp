@@ -79,10 +79,10 @@ int eval_command(const std::vector<std::string>& args) {
     stream.push_back(tok.eos_id());
   }
   PackedSequences seqs(&stream, lm.cfg.data.seq_len);
-  const double loss = evaluate_model(*lm.model, seqs, lm.cfg.train.batch, lm.cfg.train.eval_batches, lm.cfg.train.bf16);
+  const auto ev = evaluate_model(*lm.model, seqs, lm.cfg.train.batch, lm.cfg.train.eval_batches, lm.cfg.train.bf16);
   std::printf("checkpoint %s (step %ld, policy %s): val loss %.4f, val ppl %.2f over %lld tokens\n",
-              a.values.at("--checkpoint").c_str(), lm.step, lm.cfg.policy.name.c_str(), loss, std::exp(loss),
-              static_cast<long long>(seqs.size() * seqs.seq_len()));
+              a.values.at("--checkpoint").c_str(), lm.step, lm.cfg.policy.name.c_str(), ev.loss, std::exp(ev.loss),
+              static_cast<long long>(ev.tokens));
   return 0;
 }
 

@@ -106,6 +106,20 @@ std::string resolve_cache_dir(const DataConfig& data) {
   return (fs::path(".cache") / "moesim").string();
 }
 
+namespace {
+
+// SentencePiece (hard_vocab_limit=false) returns fewer pieces than asked when the
+// training split cannot support more; the model would silently be another one.
+void check_vocab(const Tokenizer& t, int wanted) {
+  if (t.vocab_size() != wanted)
+    throw KeyError("tokenizer.vocab", "config key 'tokenizer.vocab' = " + std::to_string(wanted) +
+                                          ": the training split supports only " + std::to_string(t.vocab_size()) +
+                                          " pieces; set tokenizer.vocab=" + std::to_string(t.vocab_size()) +
+                                          " or less, or use more data (data.max_docs)");
+}
+
+}  // namespace
+
 Corpus prepare_corpus(const TrainConfig& cfg, std::FILE* log) {
   Corpus c;
   auto train_docs = load_split(cfg.data.dir, "c4-train.", c.train_report, cfg.data.max_docs);
@@ -137,6 +151,7 @@ Corpus prepare_corpus(const TrainConfig& cfg, std::FILE* log) {
 
   if (fs::exists(c.tokenizer_path)) {
     c.tokenizer = Tokenizer::from_file(c.tokenizer_path);
+    check_vocab(c.tokenizer, cfg.tokenizer.vocab);
     c.tokenizer_cached = true;
     say(log, "tokenizer: reused " + c.tokenizer_path);
   } else {
@@ -145,6 +160,7 @@ Corpus prepare_corpus(const TrainConfig& cfg, std::FILE* log) {
     const TokenizerSpec spec{cfg.tokenizer.vocab, cfg.tokenizer.type, cfg.tokenizer.character_coverage,
                              cfg.tokenizer.max_sentences, 1};
     c.tokenizer = Tokenizer::train(train_docs, spec);
+    check_vocab(c.tokenizer, cfg.tokenizer.vocab);
     write_file_atomic(c.tokenizer_path, c.tokenizer.proto());
     say(log, "tokenizer: saved " + c.tokenizer_path);
   }

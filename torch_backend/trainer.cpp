@@ -289,10 +289,10 @@ StepStats Trainer::step() {
 }
 
 double Trainer::evaluate(long max_batches) {
-  return evaluate_model(*model_, val_seq_, cfg_.train.batch, max_batches, cfg_.train.bf16);
+  return evaluate_model(*model_, val_seq_, cfg_.train.batch, max_batches, cfg_.train.bf16).loss;
 }
 
-double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch, long max_batches, bool bf16) {
+EvalResult evaluate_model(Transformer& model, const PackedSequences& seqs, int batch, long max_batches, bool bf16) {
   const int B = batch, T = seqs.seq_len();
   const auto n = seqs.size();
   if (n == 0) throw Error("validation split has fewer than data.seq_len+1 tokens: cannot evaluate");
@@ -317,7 +317,7 @@ double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch
     count += static_cast<std::int64_t>(rows) * T;
   }
   if (was_training) model.train();
-  return sum / static_cast<double>(count);
+  return {sum / static_cast<double>(count), count};
 }
 
 void Trainer::save(const std::string& path) const {

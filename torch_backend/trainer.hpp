@@ -97,7 +97,11 @@ LoadedModel load_model(const std::string& checkpoint);
 
 // Mean cross-entropy (nats/token) of the model over seqs in order, in batches
 // (max_batches 0 = all); routing in eval mode leaves policy states untouched.
-double evaluate_model(Transformer& model, const PackedSequences& seqs, int batch, long max_batches, bool bf16);
+struct EvalResult {
+  double loss = 0;          // mean cross-entropy per token (nats)
+  std::int64_t tokens = 0;  // tokens it averages over (max_batches may stop early)
+};
+EvalResult evaluate_model(Transformer& model, const PackedSequences& seqs, int batch, long max_batches, bool bf16);
 
 // Counts for MFU: matmul FLOPs of one training token (forward + backward), with
 // k active experts per MoE token and attention over seq_len positions.

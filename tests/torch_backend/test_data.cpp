@@ -5,7 +5,6 @@
 #include "policies/types.hpp"
 #include "torch_backend/c4_loader.hpp"
 #include "torch_backend/corpus.hpp"
-#include "torch_backend/c4_loader.hpp"
 #include "torch_backend/packed_data.hpp"
 #include "torch_backend/tokenizer.hpp"
 
@@ -42,6 +41,32 @@ TEST_CASE("loader: malformed lines are skipped and counted with file and line", 
   CHECK(rep.warnings[0].find(f + ":2: skipped: invalid JSON") == 0);
   CHECK(rep.warnings[1] == f + ":3: skipped: no \"text\" field");
   CHECK(rep.warnings[2] == f + ":6: skipped: \"text\" is not a string");
+}
+
+TEST_CASE("JSON line parser: invalid UTF-8, lone surrogates, NUL and a duplicate text key are refused", "[torch][data]") {
+  std::string text, why;
+  CHECK_FALSE(parse_c4_line("{\"text\": \"caf\xe9\"}", text, why));  // Latin-1 byte, not UTF-8
+  CHECK_THAT(why, Catch::Contains("UTF-8"));
+  CHECK_FALSE(parse_c4_line("{\"text\": \"\xc3\"}", text, why));  // truncated sequence
+  CHECK_THAT(why, Catch::Contains("UTF-8"));
+  CHECK_FALSE(parse_c4_line(R"({"text": "a\ud800b"})", text, why));  // high surrogate alone
+  CHECK_THAT(why, Catch::Contains("surrogate"));
+  CHECK_FALSE(parse_c4_line(R"({"text": "a\udc00"})", text, why));  // low surrogate alone
+  CHECK_THAT(why, Catch::Contains("surrogate"));
+  CHECK_FALSE(parse_c4_line(R"({"text": "a\u0000b"})", text, why));
+  CHECK_THAT(why, Catch::Contains("NUL"));
+  CHECK_FALSE(parse_c4_line(R"({"text": "one", "text": "two"})", text, why));
+  CHECK_THAT(why, Catch::Contains("text"));
+}
+
+TEST_CASE("loader: a shard where every line is malformed says why, line by line", "[torch][data]") {
+  TempDir d;
+  const auto f = d / "c4-train.00000-of-00001.jsonl";
+  write_text(f, "{\"text\": \"caf\xe9\"}\n{\"url\": 1}\n{bad\n");
+  LoadReport rep;
+  const auto msg = error_of([&] { (void)load_split(d.path.string(), "c4-train.", rep); });
+  CHECK_THAT(msg, Catch::Contains("hold no valid document; " + f + ":1: skipped: ") &&
+                      Catch::Contains(f + ":2: skipped: no \"text\" field") && Catch::Contains(f + ":3: skipped: "));
 }
 
 TEST_CASE("loader: truncated gzip is one clear error naming the file", "[torch][data]") {
@@ -135,6 +160,23 @@ TEST_CASE("corpus: tokenizer and tokens cached by content, reused on the next ru
   const auto c = prepare_corpus(cfg, nullptr);
   CHECK_FALSE(c.tokenizer_cached);
   CHECK(c.tokenizer_path != a.tokenizer_path);
+}
+
+TEST_CASE("corpus: a vocabulary the training split cannot support is refused, and nothing is cached", "[torch][data]") {
+  TempDir d, cache;
+  write_c4_fixture(d, 30, 6);
+  auto cfg = tiny_config();
+  cfg.data.dir = d.path.string();
+  cfg.data.cache_dir = cache.path.string();
+  cfg.tokenizer.vocab = 100000;
+  try {
+    (void)prepare_corpus(cfg, nullptr);
+    FAIL("a 100000-piece vocabulary from 30 short documents was accepted");
+  } catch (const KeyError& e) {
+    CHECK(e.key() == "tokenizer.vocab");
+    CHECK_THAT(e.what(), Catch::StartsWith("config key 'tokenizer.vocab' = 100000: the training split supports only "));
+  }
+  for (const auto& e : fs::directory_iterator(cache.path)) CHECK(e.path().extension() != ".model");
 }
 
 TEST_CASE("corpus: a read-only data dir is never written; the cache goes elsewhere", "[torch][data]") {

@@ -70,3 +70,43 @@ TEST_CASE("training records full gate logits per MoE layer for chosen steps", "[
   TraceWriter again(d / "run/traces");
   CHECK(again.entries().size() == 6);
 }
+
+TEST_CASE("manifest: an existing one is read strictly; garbage, truncation and huge fields are refused by name",
+          "[torch][trace]") {
+  TempDir d;
+  const std::string dir = d / "traces", manifest = dir + "/manifest.json";
+  std::string good;
+  {
+    TraceWriter w(dir);
+    const float logits[4] = {1, 2, 3, 4};
+    w.record_logits(1, 5, logits, 2, 2);
+    good = read_bytes(manifest);
+  }
+  {
+    TraceWriter again(dir);  // a valid manifest: its entries survive
+    REQUIRE(again.entries().size() == 1);
+    CHECK(again.entries()[0].step == 5);
+    CHECK(again.entries()[0].shape == std::vector<std::int64_t>{2, 2});
+  }
+  auto refusal = [&](const std::string& text) {
+    write_text(manifest, text);
+    const auto msg = error_of([&] { TraceWriter w(dir); });
+    CHECK(read_bytes(manifest) == text);  // refused, not rewritten
+    return msg;
+  };
+  CHECK_THAT(refusal(""), Catch::StartsWith(manifest + ":"));
+  CHECK_THAT(refusal("garbage"), Catch::StartsWith(manifest + ":"));
+  CHECK_THAT(refusal(good.substr(0, good.size() / 2)), Catch::StartsWith(manifest + ":"));
+  CHECK_THAT(refusal("{\"format\": \"something-else\", \"entries\": []}"),
+             Catch::StartsWith(manifest + ": not a moesim-router-trace-1 manifest"));
+  // A 50 KB field (once a stack overflow in a regex) is just a long string.
+  std::string huge = good;
+  huge.replace(huge.find("gate_logits"), 11, std::string(50000, 'x'));
+  CHECK_THAT(refusal(huge), Catch::Contains("entry 1: unknown kind 'xxx"));
+  // An out-of-range number (once an uncaught std::stoi exception).
+  std::string big = good;
+  big.replace(big.find("\"step\": 5"), 9, "\"step\": 99999999999999999999999");
+  CHECK_THAT(refusal(big), Catch::StartsWith(manifest + ": entry 1") && Catch::Contains("step"));
+  // Deep nesting is refused, not recursed into without bound.
+  CHECK_THAT(refusal(std::string(100000, '[') + std::string(100000, ']')), Catch::StartsWith(manifest + ":"));
+}
