@@ -1,6 +1,7 @@
 // `moesim run`, `moesim sweep` and `moesim report`: scenarios through the simulator.
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -61,6 +62,14 @@ void print_key_metrics(const std::string& out, const std::vector<RunSpec>& runs)
   }
 }
 
+// Each distinct warning of the points' configs once, on stderr.
+void print_warnings(const std::vector<SweepPoint>& points) {
+  std::set<std::string> seen;
+  for (const auto& p : points)
+    for (const auto& w : config_warnings(p.config))
+      if (seen.insert(w).second) std::fprintf(stderr, "warning: %s\n", w.c_str());
+}
+
 }  // namespace
 
 int cmd_run(const std::vector<std::string>& args) {
@@ -83,6 +92,7 @@ int cmd_run(const std::vector<std::string>& args) {
   sc.grids.clear();
   sc.seeds = {sc.base.seed};
   const auto points = expand_sweep(sc);
+  print_warnings(points);
   const std::string out = a.get("--out", "out/" + sc.name + "-run");
   SweepOptions opt;
   opt.out_dir = out;
@@ -123,6 +133,7 @@ int cmd_sweep(const std::vector<std::string>& args) {
   const auto a = sim_args(args, true);
   const Scenario sc = load_scenario(a.positional.empty() ? kDefaultScenario : a.positional.front(), a.overrides);
   const auto points = expand_sweep(sc);
+  print_warnings(points);
   const auto seeds = sc.run_seeds();
   const std::string out = a.get("--out", "out/" + sc.name);
   SweepOptions opt;

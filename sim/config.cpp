@@ -167,4 +167,13 @@ void validate(const SimConfig& c) {
   check_policy(c.policy, c.experts, c.k, "k");
 }
 
+std::vector<std::string> config_warnings(const SimConfig& c) {
+  std::vector<std::string> w;
+  if (2 * c.metrics.window > c.steps)
+    w.push_back("steps = " + std::to_string(c.steps) + " < 2 * metrics.window = " +
+                std::to_string(2 * c.metrics.window) +
+                ": the early and late windows overlap, so rank_persistence, rgr_slope and rgr_corr are undefined (NaN)");
+  return w;
+}
+
 }  // namespace moesim

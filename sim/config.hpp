@@ -96,5 +96,8 @@ void set_field(SimConfig& cfg, std::string_view key, std::string_view value);
 // Cross-field checks (k <= experts, hot_token inside the vocabulary, the policy
 // name and knobs, table sizes); throws Error naming the key. Simulator calls it.
 void validate(const SimConfig& cfg);
+// What a valid config will not measure, one line each (e.g. windows that overlap
+// leave the early-vs-late metrics NaN); empty when everything is defined.
+std::vector<std::string> config_warnings(const SimConfig& cfg);
 
 }  // namespace moesim

@@ -129,3 +129,15 @@ TEST_CASE("example: a scenario as key=value overrides", "[config][example]") {
   CHECK(c.experts == 16);
   CHECK(c.policy.knobs.at("dropless") == "true");
 }
+
+TEST_CASE("config warnings: windows that overlap name the metrics they leave undefined", "[config]") {
+  SimConfig c;
+  c.steps = 150;
+  c.metrics.window = 100;
+  const auto w = config_warnings(c);
+  REQUIRE(w.size() == 1);
+  CHECK(w[0] == "steps = 150 < 2 * metrics.window = 200: the early and late windows overlap, so rank_persistence, "
+                "rgr_slope and rgr_corr are undefined (NaN)");
+  c.steps = 200;  // the windows just touch: [0, 100) and [100, 200)
+  CHECK(config_warnings(c).empty());
+}
