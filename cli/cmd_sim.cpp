@@ -75,7 +75,8 @@ void print_warnings(const std::vector<SweepPoint>& points) {
 int cmd_run(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::printf(
-        "usage: moesim run SCENARIO [key.path=value ...] [--out DIR] [--quiet]\n\n"
+        "usage: moesim run SCENARIO [key.path=value ...] [--out DIR] [--quiet]\n"
+        "       moesim run --keys     every config key with its type and one line of help\n\n"
         "One run of the scenario's base config (its sweep is ignored) with the seed `seed`\n"
         "(default: the first of `seeds`). Writes the same files as a sweep of one run:\n"
         "DIR/runs/<run_id>/{config.yaml,timeseries.csv,metrics.csv}, DIR/runs.csv,\n"
@@ -83,6 +84,10 @@ int cmd_run(const std::vector<std::string>& args) {
         "Overrides apply after the file; the value is YAML: world.skill_growth=0.1,\n"
         "policy.name=rdesi, 'policy={name: rdesi, knobs: {beta: 0.5}}' (a whole policy).\n"
         "Every sweep prints the `moesim run` line that replays each of its runs exactly.\n");
+    return 0;
+  }
+  if (args.size() == 1 && args[0] == "--keys") {
+    for (const auto& k : config_keys()) std::printf("  %-28s %-7s %s\n", k.key.c_str(), k.type.c_str(), k.help.c_str());
     return 0;
   }
   const auto a = sim_args(args, false);

@@ -72,112 +72,146 @@ void RunStore::finish(const RunSpec& r, const std::string& config_file, const st
   write_file_atomic(dir + "/metrics.csv", metrics);
 }
 
-void RunStore::assemble(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
-                        const std::string& program) const {
-  const std::string& out = dir_;
-  const auto keys = swept_keys(sc);
-  // Metric columns: the union over runs, in first-seen order (points may differ in layers).
-  std::vector<std::string> metric_names;
+namespace {
+
+// The runs' metrics.csv files and the union of their columns, in first-seen order
+// (points may differ in layers); values[point][metric] collects each point's seeds.
+struct RunMetrics {
+  std::vector<std::string> names;
   std::vector<CsvTable> tables;
-  tables.reserve(runs.size());
+  std::vector<std::vector<std::vector<double>>> values;
+};
+
+RunMetrics read_run_metrics(const std::string& out, std::size_t points, const std::vector<RunSpec>& runs) {
+  RunMetrics m;
+  m.tables.reserve(runs.size());
   for (const auto& r : runs) {
-    tables.push_back(read_csv(out + "/runs/" + r.id + "/metrics.csv"));
-    const auto& t = tables.back();
+    m.tables.push_back(read_csv(out + "/runs/" + r.id + "/metrics.csv"));
+    const auto& t = m.tables.back();
     if (t.rows.size() != 1 || t.rows[0].size() != t.header.size())
       throw Error(out + "/runs/" + r.id + "/metrics.csv: expected a header and one row");
     for (const auto& n : t.header)
-      if (std::find(metric_names.begin(), metric_names.end(), n) == metric_names.end()) metric_names.push_back(n);
+      if (std::find(m.names.begin(), m.names.end(), n) == m.names.end()) m.names.push_back(n);
   }
+  m.values.assign(points, std::vector<std::vector<double>>(m.names.size()));
+  for (std::size_t i = 0; i < runs.size(); ++i)
+    for (std::size_t k = 0; k < m.names.size(); ++k) {
+      const int c = m.tables[i].column(m.names[k]);
+      m.values[static_cast<std::size_t>(runs[i].point)][k].push_back(
+          c >= 0 ? m.tables[i].number(0, static_cast<std::size_t>(c)) : std::numeric_limits<double>::quiet_NaN());
+    }
+  return m;
+}
 
+std::string runs_csv(const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
+                     const std::vector<std::string>& keys, const RunMetrics& m) {
   std::ostringstream csv;
   CsvWriter w(csv);
   std::vector<std::string> header = {"run_id", "point", "seed", "label"};
   header.insert(header.end(), keys.begin(), keys.end());
   header.emplace_back("policy");
-  header.insert(header.end(), metric_names.begin(), metric_names.end());
+  header.insert(header.end(), m.names.begin(), m.names.end());
   w.header(header);
-  // values[point][metric] over the point's seeds
-  std::vector<std::vector<std::vector<double>>> values(points.size(),
-                                                       std::vector<std::vector<double>>(metric_names.size()));
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    const auto& p = points[static_cast<std::size_t>(r.point)];
-    std::vector<std::string> row = {r.id, std::to_string(r.point), std::to_string(r.seed), p.label};
+    std::vector<std::string> row = {r.id, std::to_string(r.point), std::to_string(r.seed),
+                                    points[static_cast<std::size_t>(r.point)].label};
     for (const auto& k : keys) row.push_back(config_value(r.config, k));
     row.push_back(r.config.policy.name);
-    for (std::size_t m = 0; m < metric_names.size(); ++m) {
-      const int c = tables[i].column(metric_names[m]);
-      const std::string v = c >= 0 ? tables[i].rows[0][static_cast<std::size_t>(c)] : "";
-      row.push_back(v);
-      values[static_cast<std::size_t>(r.point)][m].push_back(c >= 0 ? tables[i].number(0, static_cast<std::size_t>(c))
-                                                                     : std::numeric_limits<double>::quiet_NaN());
+    for (const auto& name : m.names) {
+      const int c = m.tables[i].column(name);
+      row.push_back(c >= 0 ? m.tables[i].rows[0][static_cast<std::size_t>(c)] : "");
     }
     w.text_row(row);
   }
-  write_file_atomic(out + "/scenario.resolved.yaml", scenario_yaml(sc));
-  write_file_atomic(out + "/runs.csv", csv.str());
+  return csv.str();
+}
 
+template <class T, class F>
+void json_list(std::ostream& js, const std::vector<T>& items, F&& item) {
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (i) js << ", ";
+    item(items[i]);
+  }
+}
+
+// The sweep's structure, for reports: each grid's axes with their value labels.
+void json_grids(std::ostream& js, const Scenario& sc) {
+  json_list(js, sc.grids, [&](const std::vector<SweepAxis>& grid) {
+    js << "{\"axes\": [";
+    json_list(js, grid, [&](const SweepAxis& axis) {
+      js << "{\"key\": " << json_string(axis.key) << ", \"section\": " << (axis.section ? "true" : "false")
+         << ", \"labels\": [";
+      json_list(js, axis.items, [&](const SweepItem& it) { js << json_string(it.label); });
+      js << "]}";
+    });
+    js << "]}";
+  });
+}
+
+void json_point(std::ostream& js, const Scenario& sc, const SweepPoint& p, const std::vector<std::string>& keys,
+                const std::vector<std::string>& run_ids, const RunMetrics& m, const std::string& program) {
+  js << "\n    {\n      \"index\": " << p.index << ",\n      \"grid\": " << p.grid
+     << ",\n      \"label\": " << json_string(p.label) << ",\n      \"policy\": " << json_string(p.config.policy.name)
+     << ",\n      \"values\": {";
+  json_list(js, keys, [&](const std::string& k) { js << json_string(k) << ": " << json_string(config_value(p.config, k)); });
+  js << "},\n      \"items\": [";
+  // Which value of each axis of its grid the point takes.
+  for (std::size_t a = 0; a < p.items.size(); ++a)
+    js << (a ? ", " : "") << (p.items[a] - sc.grids[static_cast<std::size_t>(p.grid)][a].items.data());
+  js << "],\n      \"runs\": [";
+  json_list(js, run_ids, [&](const std::string& id) { js << json_string(id); });
+  js << "],\n      \"replay\": " << json_string(replay_command(sc, p, sc.run_seeds().front(), program, ""))
+     << ",\n      \"metrics\": {";
+  const auto& values = m.values[static_cast<std::size_t>(p.index)];
+  for (std::size_t k = 0; k < m.names.size(); ++k) {
+    const auto s = seed_stats(values[k]);
+    js << (k ? "," : "") << "\n        " << json_string(m.names[k]) << ": {\"mean\": " << json_number(s.mean)
+       << ", \"std\": " << json_number(s.std) << ", \"min\": " << json_number(s.min) << ", \"max\": " << json_number(s.max)
+       << ", \"n\": " << s.n << "}";
+  }
+  js << "\n      }\n    }";
+}
+
+std::string summary_json(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
+                         const std::vector<std::string>& keys, const RunMetrics& m, const std::string& program) {
   // Each point's runs, once (a scan per point is quadratic in a large sweep).
-  std::vector<std::vector<std::size_t>> runs_of(points.size());
-  for (std::size_t i = 0; i < runs.size(); ++i) runs_of[static_cast<std::size_t>(runs[i].point)].push_back(i);
+  std::vector<std::vector<std::string>> runs_of(points.size());
+  for (const auto& r : runs) runs_of[static_cast<std::size_t>(r.point)].push_back(r.id);
   std::ostringstream js;
-  const auto seeds = sc.run_seeds();
   js << "{\n  \"scenario\": " << json_string(sc.name) << ",\n  \"description\": " << json_string(sc.description)
      << ",\n  \"source\": " << json_string(sc.path) << ",\n  \"overrides\": [";
-  for (std::size_t i = 0; i < sc.overrides.size(); ++i) js << (i ? ", " : "") << json_string(sc.overrides[i]);
+  json_list(js, sc.overrides, [&](const std::string& o) { js << json_string(o); });
   js << "],\n  \"seeds\": [";
-  for (std::size_t i = 0; i < seeds.size(); ++i) js << (i ? ", " : "") << seeds[i];
+  json_list(js, sc.run_seeds(), [&](std::uint64_t seed) { js << seed; });
   js << "],\n  \"runs\": " << runs.size() << ",\n  \"config\": {";
   const auto fields = config_fields(sc.base);
   for (std::size_t i = 0; i < fields.size(); ++i)
     js << (i ? ",\n" : "\n") << "    " << json_string(fields[i].first) << ": " << json_string(fields[i].second);
   js << "\n  },\n  \"swept_keys\": [";
-  for (std::size_t i = 0; i < keys.size(); ++i) js << (i ? ", " : "") << json_string(keys[i]);
+  json_list(js, keys, [&](const std::string& k) { js << json_string(k); });
   js << "],\n  \"grids\": [";
-  // The sweep's structure, for reports: each grid's axes with their value labels.
-  for (std::size_t g = 0; g < sc.grids.size(); ++g) {
-    js << (g ? ", " : "") << "{\"axes\": [";
-    for (std::size_t a = 0; a < sc.grids[g].size(); ++a) {
-      const auto& axis = sc.grids[g][a];
-      js << (a ? ", " : "") << "{\"key\": " << json_string(axis.key) << ", \"section\": " << (axis.section ? "true" : "false")
-         << ", \"labels\": [";
-      for (std::size_t i = 0; i < axis.items.size(); ++i) js << (i ? ", " : "") << json_string(axis.items[i].label);
-      js << "]}";
-    }
-    js << "]}";
-  }
+  json_grids(js, sc);
   js << "],\n  \"stats\": \"mean, std (n-1), min, max over seeds of each final metric; NaNs skipped\",\n"
      << "  \"points\": [";
   for (std::size_t pi = 0; pi < points.size(); ++pi) {
-    const auto& p = points[pi];
-    js << (pi ? "," : "") << "\n    {\n      \"index\": " << p.index << ",\n      \"grid\": " << p.grid
-       << ",\n      \"label\": " << json_string(p.label) << ",\n      \"policy\": " << json_string(p.config.policy.name)
-       << ",\n      \"values\": {";
-    for (std::size_t k = 0; k < keys.size(); ++k)
-      js << (k ? ", " : "") << json_string(keys[k]) << ": " << json_string(config_value(p.config, keys[k]));
-    js << "},\n      \"items\": [";
-    // Which value of each axis of its grid the point takes.
-    for (std::size_t a = 0; a < p.items.size(); ++a) {
-      const auto& axis = sc.grids[static_cast<std::size_t>(p.grid)][a];
-      js << (a ? ", " : "") << (p.items[a] - axis.items.data());
-    }
-    js << "],\n      \"runs\": [";
-    bool first = true;
-    for (std::size_t ri : runs_of[pi]) js << (first ? "" : ", ") << json_string(runs[ri].id), first = false;
-    js << "],\n      \"replay\": " << json_string(replay_command(sc, p, seeds.front(), program, ""))
-       << ",\n      \"metrics\": {";
-    for (std::size_t m = 0; m < metric_names.size(); ++m) {
-      const auto s = seed_stats(values[pi][m]);
-      js << (m ? "," : "") << "\n        " << json_string(metric_names[m]) << ": {\"mean\": " << json_number(s.mean)
-         << ", \"std\": " << json_number(s.std) << ", \"min\": " << json_number(s.min)
-         << ", \"max\": " << json_number(s.max) << ", \"n\": " << s.n << "}";
-    }
-    js << "\n      }\n    }";
+    if (pi) js << ",";
+    json_point(js, sc, points[pi], keys, runs_of[pi], m, program);
   }
   js << "\n  ]\n}\n";
-  write_file_atomic(out + "/summary.json", js.str());
+  return js.str();
 }
 
+}  // namespace
+
+void RunStore::assemble(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
+                        const std::string& program) const {
+  const auto keys = swept_keys(sc);
+  const RunMetrics m = read_run_metrics(dir_, points.size(), runs);
+  write_file_atomic(dir_ + "/scenario.resolved.yaml", scenario_yaml(sc));
+  write_file_atomic(dir_ + "/runs.csv", runs_csv(points, runs, keys, m));
+  write_file_atomic(dir_ + "/summary.json", summary_json(sc, points, runs, keys, m, program));
+}
 
 SeedStats seed_stats(const std::vector<double>& xs) {
   SeedStats s;

@@ -129,18 +129,17 @@ std::vector<RunSpec> plan_runs(const std::vector<SweepPoint>& points, const std:
   return runs;
 }
 
-SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& opt) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (opt.out_dir.empty()) throw Error("sweep: no output folder");
-  const RunStore store(opt.out_dir);
+namespace {
 
-  const auto runs = plan_runs(points, sc.run_seeds());
+// Runs not yet complete with their resolved config, and their work in token-steps.
+std::vector<std::size_t> pending_runs(const RunStore& store, const std::vector<RunSpec>& runs, bool progress,
+                                      std::int64_t& units) {
   std::vector<std::size_t> pending;
-  std::int64_t units = 0;
+  units = 0;
   auto last = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < runs.size(); ++i) {
     const auto& r = runs[i];
-    if (opt.progress && runs.size() > 10000 && std::chrono::steady_clock::now() - last > std::chrono::seconds(2)) {
+    if (progress && runs.size() > 10000 && std::chrono::steady_clock::now() - last > std::chrono::seconds(2)) {
       last = std::chrono::steady_clock::now();
       std::fprintf(stderr, "sweep: checking finished runs %zu/%zu\n", i, runs.size());
     }
@@ -148,80 +147,123 @@ SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points,
     pending.push_back(i);
     units += r.config.steps * r.config.batch * r.config.layers;
   }
-  SweepResult result;
-  result.runs = static_cast<int>(runs.size());
-  result.skipped = static_cast<int>(runs.size() - pending.size());
+  return pending;
+}
 
-  int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
-  threads = std::max(1, std::min<int>(threads, static_cast<int>(pending.size())));
-  std::vector<int> point_of(pending.size());
-  for (std::size_t i = 0; i < pending.size(); ++i) point_of[i] = runs[pending[i]].point;
-  RunQueue queue(pending, point_of);
-  std::atomic<std::int64_t> units_done{0};
-  std::atomic<bool> abort{false};
-  std::mutex mu;
-  std::condition_variable cv;
-  int runs_done = 0, workers_left = threads;
-  std::string error;
-  double sim_seconds = 0;
+// The worker threads of one sweep and what they share: the queue, the progress
+// counters and the first error (after which no new run starts).
+class SweepPool {
+ public:
+  SweepPool(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
+            const std::vector<std::size_t>& pending, const RunStore& store, const SweepOptions& opt)
+      : sc_(sc), points_(points), runs_(runs), store_(store), opt_(opt), queue_(pending, points_of(runs, pending)) {}
 
-  auto worker = [&] {
+  // Every pending run on `threads` threads, showing progress; throws the first run's Error.
+  void run(int threads, Progress& progress) {
+    std::vector<std::thread> pool;
+    workers_left_ = threads;
+    for (int t = 0; t < threads; ++t) pool.emplace_back([this] { worker(); });
+    {
+      std::unique_lock<std::mutex> g(mu_);
+      while (workers_left_ > 0) {
+        cv_.wait_for(g, std::chrono::milliseconds(250));
+        const int rd = runs_done_;
+        g.unlock();
+        progress.show(rd, units_done_.load(), false);
+        g.lock();
+      }
+    }
+    for (auto& t : pool) t.join();
+    if (!error_.empty()) throw Error(error_);
+    progress.show(runs_done_, units_done_.load(), true);
+  }
+  double sim_seconds() const { return sim_seconds_; }
+
+ private:
+  static std::vector<int> points_of(const std::vector<RunSpec>& runs, const std::vector<std::size_t>& pending) {
+    std::vector<int> p(pending.size());
+    for (std::size_t i = 0; i < pending.size(); ++i) p[i] = runs[pending[i]].point;
+    return p;
+  }
+
+  void worker() {
     for (;;) {
       std::size_t ri = 0;
       {
-        std::lock_guard<std::mutex> g(mu);
-        if (abort.load() || !queue.pop(ri)) break;
+        std::lock_guard<std::mutex> g(mu_);
+        if (abort_.load() || !queue_.pop(ri)) break;
       }
-      const auto& r = runs[ri];
-      try {
-        std::ostringstream ts;
-        const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
-        std::int64_t seen = 0;
-        auto progress = [&](std::int64_t done, std::int64_t) {
-          units_done.fetch_add((done - seen) * per_step, std::memory_order_relaxed);
-          seen = done;
-        };
-        const RunResult res = run_simulation(r.config, &ts, progress);
-        std::ostringstream ms;
-        write_metrics_csv(ms, res);
-        store.finish(r, RunStore::config_file(sc, points[static_cast<std::size_t>(r.point)], r, opt.command), ts.str(),
-                     ms.str());
-        std::lock_guard<std::mutex> g(mu);
-        ++runs_done;
-        sim_seconds += res.seconds;
-        queue.record(r.point, res.seconds);
-        if (opt.on_run_done) opt.on_run_done(r);
-      } catch (const std::exception& e) {
-        std::lock_guard<std::mutex> g(mu);
-        if (error.empty()) error = "run " + r.id + " ('" + points[static_cast<std::size_t>(r.point)].label + "'): " + e.what();
-        abort = true;
-      }
-      cv.notify_all();
+      execute(runs_[ri]);
+      cv_.notify_all();
     }
-    std::lock_guard<std::mutex> g(mu);
-    --workers_left;
-    cv.notify_all();
-  };
+    std::lock_guard<std::mutex> g(mu_);
+    --workers_left_;
+    cv_.notify_all();
+  }
 
-  Progress progress(opt.progress && !pending.empty(), static_cast<int>(pending.size()), units);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads && !pending.empty(); ++t) pool.emplace_back(worker);
-  {
-    std::unique_lock<std::mutex> g(mu);
-    while (workers_left > 0 && !pool.empty()) {
-      cv.wait_for(g, std::chrono::milliseconds(250));
-      const int rd = runs_done;
-      g.unlock();
-      progress.show(rd, units_done.load(), false);
-      g.lock();
+  // One run: simulate, then store its files (nothing is written when it fails).
+  void execute(const RunSpec& r) {
+    const auto& point = points_[static_cast<std::size_t>(r.point)];
+    try {
+      std::ostringstream ts;
+      const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
+      std::int64_t seen = 0;
+      auto progress = [&](std::int64_t done, std::int64_t) {
+        units_done_.fetch_add((done - seen) * per_step, std::memory_order_relaxed);
+        seen = done;
+      };
+      const RunResult res = run_simulation(r.config, &ts, progress);
+      std::ostringstream ms;
+      write_metrics_csv(ms, res);
+      store_.finish(r, RunStore::config_file(sc_, point, r, opt_.command), ts.str(), ms.str());
+      std::lock_guard<std::mutex> g(mu_);
+      ++runs_done_;
+      sim_seconds_ += res.seconds;
+      queue_.record(r.point, res.seconds);
+      if (opt_.on_run_done) opt_.on_run_done(r);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> g(mu_);
+      if (error_.empty()) error_ = "run " + r.id + " ('" + point.label + "'): " + e.what();
+      abort_ = true;
     }
   }
-  for (auto& t : pool) t.join();
-  if (!error.empty()) throw Error(error);
-  progress.show(runs_done, units_done.load(), true);
 
-  for (std::size_t j : pending) result.token_steps += runs[j].config.steps * runs[j].config.batch * runs[j].config.layers;
-  result.sim_seconds = sim_seconds;
+  const Scenario& sc_;
+  const std::vector<SweepPoint>& points_;
+  const std::vector<RunSpec>& runs_;
+  const RunStore& store_;
+  const SweepOptions& opt_;
+  RunQueue queue_;
+  std::atomic<std::int64_t> units_done_{0};
+  std::atomic<bool> abort_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int runs_done_ = 0, workers_left_ = 0;
+  std::string error_;
+  double sim_seconds_ = 0;
+};
+
+}  // namespace
+
+SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& opt) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (opt.out_dir.empty()) throw Error("sweep: no output folder");
+  const RunStore store(opt.out_dir);
+  const auto runs = plan_runs(points, sc.run_seeds());
+  std::int64_t units = 0;
+  const auto pending = pending_runs(store, runs, opt.progress, units);
+  SweepResult result;
+  result.runs = static_cast<int>(runs.size());
+  result.skipped = static_cast<int>(runs.size() - pending.size());
+  if (!pending.empty()) {
+    int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
+    threads = std::max(1, std::min<int>(threads, static_cast<int>(pending.size())));
+    Progress progress(opt.progress, static_cast<int>(pending.size()), units);
+    SweepPool pool(sc, points, runs, pending, store, opt);
+    pool.run(threads, progress);
+    result.sim_seconds = pool.sim_seconds();
+  }
+  result.token_steps = units;
   store.assemble(sc, points, runs, opt.command);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
