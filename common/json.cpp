@@ -139,7 +139,7 @@ class Parser {
         if (!eat(':')) fail("expected ':'");
         ws();
         JsonValue item = value(depth + 1);
-        v.members.emplace_back(std::move(key), std::move(item));
+        v.members.push_back(JsonMember{std::move(key), std::move(item)});
         ws();
         if (eat(',')) continue;
         if (eat('}')) return v;

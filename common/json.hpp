@@ -15,6 +15,8 @@ std::string json_string(std::string_view s);
 // format_number, or null for NaN and infinities (JSON has neither).
 std::string json_number(double v);
 
+struct JsonMember;
+
 struct JsonValue {
   enum class Type { Null, Bool, Number, String, Array, Object };
   Type type = Type::Null;
@@ -22,10 +24,16 @@ struct JsonValue {
   double number = 0.0;
   std::string text;  // a String's value; a Number as written
   std::vector<JsonValue> items;                             // Array
-  std::vector<std::pair<std::string, JsonValue>> members;   // Object, in file order
+  std::vector<JsonMember> members;   // Object, in file order
 
   bool is(Type t) const { return type == t; }
   const JsonValue* find(std::string_view key) const;  // Object member, or nullptr
+};
+
+// Not a std::pair: a pair of an incomplete type is undefined (libc++ and clang refuse it).
+struct JsonMember {
+  std::string first;  // the key
+  JsonValue second;
 };
 
 const char* to_string(JsonValue::Type t);  // "null", "a number", "an object", ...

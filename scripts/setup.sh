@@ -10,6 +10,7 @@ pkgs=(
   gnuplot-nox libgnuplot-iostream-dev libboost-iostreams-dev libboost-filesystem-dev
   libfccp-dev
   libopenmpi-dev openmpi-bin
+  clang libclang-rt-dev
 )
 torch_pkgs=(libtorch-dev libopenblas0-pthread libdnnl-dev libsentencepiece-dev sentencepiece)
 

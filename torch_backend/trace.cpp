@@ -78,7 +78,11 @@ void TraceWriter::load_manifest() {
   const auto path = (fs::path(dir_) / "manifest.json").string();
   std::error_code ec;
   if (!fs::exists(path, ec)) return;
-  const JsonValue doc = parse_json(read_file(path), path);
+  entries_ = parse_trace_manifest(read_file(path), path);
+}
+
+std::vector<TraceEntry> parse_trace_manifest(std::string_view text, const std::string& path) {
+  const JsonValue doc = parse_json(text, path);
   const JsonValue* format = doc.find("format");
   const JsonValue* entries = doc.find("entries");
   if (!doc.is(JsonValue::Type::Object) || !format || !format->is(JsonValue::Type::String) || format->text != kFormat ||
@@ -108,7 +112,7 @@ void TraceWriter::load_manifest() {
     }
     loaded.push_back(std::move(t));
   }
-  entries_ = std::move(loaded);
+  return loaded;
 }
 
 }  // namespace moesim::torch_backend

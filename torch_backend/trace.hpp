@@ -4,6 +4,7 @@
 // numpy.load and json.load read everything with no custom code.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/npy.hpp"
@@ -17,6 +18,9 @@ struct TraceEntry {
   std::string kind;   // "gate_logits" or "token_ids"
   std::vector<std::int64_t> shape;
 };
+
+// The entries of a manifest's text, checked strictly (Error naming `source`).
+std::vector<TraceEntry> parse_trace_manifest(std::string_view text, const std::string& source);
 
 // Records gate logits per layer and step into dir/, keeping dir/manifest.json
 // up to date (rewritten atomically after every record). An existing manifest is
