@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hardening check (part of scripts/test.sh): an ASan + UBSan build with clang of
-# the common, policy and simulator test suites and of the libFuzzer targets in
+# the common, policy, simulator and report test suites and of the libFuzzer targets in
 # fuzz/, then the suites and a short run of every target on its corpus. Any
 # sanitizer finding, crash or hang fails the script.
 #   MOESIM_FUZZ_SECONDS  seconds per fuzz target (default 5; 0 skips fuzzing)
@@ -14,7 +14,7 @@ targets=(scenario train_config policy_state npy trace_manifest c4_line csv check
 cmake -S . -B build-san -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DMOESIM_SANITIZE=ON -DMOESIM_FUZZ=ON \
   -DMOESIM_WITH_TORCH=OFF -DMOESIM_BUILD_BENCH=OFF > build-san.cmake.log 2>&1 || { cat build-san.cmake.log; exit 1; }
-cmake --build build-san -j "$(nproc)" --target test_common test_policies test_sim "${targets[@]/#/fuzz_}"
+cmake --build build-san -j "$(nproc)" --target test_common test_policies test_sim test_reports "${targets[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -22,6 +22,7 @@ echo "sanitize: test suites under ASan + UBSan"
 build-san/tests/test_common -w NoAssertions
 build-san/tests/test_policies -w NoAssertions
 build-san/tests/sim/test_sim -w NoAssertions "~[scenarios]"
+build-san/tests/reports/test_reports -w NoAssertions
 
 if [ "$seconds" != "0" ]; then
   for t in "${targets[@]}"; do
