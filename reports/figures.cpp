@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -50,44 +51,61 @@ void Figures::image(const std::string& name, const std::string& caption) {
                      ".svg), [gnuplot script](plots/" + name + ".gp))\n");
 }
 
-void Figures::load_shares() {
-  const auto& points = sweep.points;
-  const std::string first_seed = std::to_string(sweep.seeds.front());
-  const std::size_t per = per_image(points.size(), kMaxPanels);
-  for (std::size_t chunk = 0; chunk * per < points.size(); ++chunk) {
-    const std::size_t lo = chunk * per, hi = std::min(points.size(), lo + per);
+void Figures::panel_images(const std::vector<std::size_t>& items, std::size_t most, const PanelImage& spec,
+                           const std::function<std::string(std::size_t)>& panel) {
+  const std::size_t per = per_image(items.size(), most);
+  for (std::size_t chunk = 0; chunk * per < items.size(); ++chunk) {
+    const std::size_t lo = chunk * per, hi = std::min(items.size(), lo + per);
     int rows = 0, cols = 0;
     panel_layout(hi - lo, rows, cols);
     std::ostringstream body;
-    body << "set multiplot layout " << rows << "," << cols << " title "
-         << gq("Load share per expert over time (stacked; seed " + first_seed + ", layer 0)") << "\n"
-         << "set yrange [0:1]\nset xrange [*:*] noextend\nset xlabel 'step'\nset ylabel 'share of served slots'\n"
-         << kPalette << "set style fill solid 0.95 noborder\n";
-    for (std::size_t i = lo; i < hi; ++i) {
-      const Series& s = first_ts[i];
-      const auto share_cols = numbered_columns(s, "share_");
-      const std::size_t E = share_cols.size();
-      std::ostringstream d;
-      d << "# step, then the cumulative share of experts 0..e (first column 0)\n";
-      for (std::size_t r = 0; r < s.step.size(); ++r) {
-        d << format_number(s.step[r]) << " 0";
-        double cum = 0;
-        for (int c : share_cols) d << " " << format_number(cum += s.values[static_cast<std::size_t>(c)][r]);
-        d << "\n";
-      }
-      const std::string file = "shares_p" + std::to_string(points[i].index) + ".dat";
-      plot.data(file, d.str());
-      // Neighbouring bands get far-apart colours: expert e at palette position (e * 7 mod E) / E.
-      body << "set title " << gq(points[i].label) << "\nplot for [e=1:" << E << "] " << data_file(file)
-           << " using 1:(column(e+1)):(column(e+2)) with filledcurves fillcolor palette frac (((e-1)*7)%" << E << ")/"
-           << std::max<std::size_t>(E, 2) - 1 << ".0 notitle\n";
-    }
+    body << "set multiplot layout " << rows << "," << cols << " title " << gq(spec.title) << "\n" << spec.preamble;
+    for (std::size_t j = lo; j < hi; ++j) body << panel(items[j]);
     body << "unset multiplot\n";
-    const std::string name = chunk_name("load_shares", chunk, points.size() > per);
-    if (plot.plot(name, 420 * cols, 300 * rows + 40, body.str()))
-      image(name, "Load share of each expert over time, one panel per point (stacked areas; seed " + first_seed +
-                      ", layer 0; colours are experts)");
+    const std::string name = chunk_name(spec.name, chunk, items.size() > per);
+    if (plot.plot(name, spec.width * cols, spec.height * rows + 40, body.str())) image(name, spec.caption);
   }
+}
+
+// Step, then one column per value of `cols` (cumulative sums when stacked).
+static std::string series_table(const Series& s, const std::vector<int>& cols, bool stacked, const std::string& comment) {
+  std::ostringstream d;
+  d << "# " << comment << "\n";
+  for (std::size_t r = 0; r < s.step.size(); ++r) {
+    d << format_number(s.step[r]) << (stacked ? " 0" : "");
+    double cum = 0;
+    for (int c : cols) {
+      const double v = s.values[static_cast<std::size_t>(c)][r];
+      d << " " << format_number(stacked ? (cum += v) : v);
+    }
+    d << "\n";
+  }
+  return d.str();
+}
+
+void Figures::load_shares() {
+  const auto& points = sweep.points;
+  const std::string seed = std::to_string(sweep.seeds.front());
+  std::vector<std::size_t> all(points.size());
+  for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+  const PanelImage spec{"load_shares", "Load share per expert over time (stacked; seed " + seed + ", layer 0)",
+                        "set yrange [0:1]\nset xrange [*:*] noextend\nset xlabel 'step'\nset ylabel 'share of served "
+                        "slots'\n" + std::string(kPalette) + "set style fill solid 0.95 noborder\n",
+                        "Load share of each expert over time, one panel per point (stacked areas; seed " + seed +
+                            ", layer 0; colours are experts)",
+                        420, 300};
+  panel_images(all, kMaxPanels, spec, [&](std::size_t i) {
+    const auto cols = numbered_columns(first_ts[i], "share_");
+    const std::size_t E = cols.size();
+    const std::string file = "shares_p" + std::to_string(points[i].index) + ".dat";
+    plot.data(file, series_table(first_ts[i], cols, true, "step, then the cumulative share of experts 0..e (first column 0)"));
+    // Neighbouring bands get far-apart colours: expert e at palette position (e * 7 mod E) / E.
+    std::ostringstream p;
+    p << "set title " << gq(points[i].label) << "\nplot for [e=1:" << E << "] " << data_file(file)
+      << " using 1:(column(e+1)):(column(e+2)) with filledcurves fillcolor palette frac (((e-1)*7)%" << E << ")/"
+      << std::max<std::size_t>(E, 2) - 1 << ".0 notitle\n";
+    return p.str();
+  });
 }
 
 void Figures::timeseries() {
@@ -143,42 +161,26 @@ void Figures::timeseries() {
 
 void Figures::reputation() {
   const auto& points = sweep.points;
-  const std::string first_seed = std::to_string(sweep.seeds.front());
+  const std::string seed = std::to_string(sweep.seeds.front());
   std::vector<std::size_t> rep_points;
   for (std::size_t i = 0; i < points.size(); ++i)
     if (first_ts[i].column("rep_0") >= 0) rep_points.push_back(i);
-  const std::size_t per = per_image(rep_points.size(), kMaxRepPanels);
-  for (std::size_t chunk = 0; chunk * per < rep_points.size(); ++chunk) {
-    const std::size_t lo = chunk * per, hi = std::min(rep_points.size(), lo + per);
-    int rows = 0, cols = 0;
-    panel_layout(hi - lo, rows, cols);
-    std::ostringstream body;
-    body << "set multiplot layout " << rows << "," << cols << " title "
-         << gq("Reputation R_i of each expert over time (seed " + first_seed + ", layer 0)") << "\n"
-         << "set xlabel 'step'\nset ylabel 'reputation R_i'\nset grid\nset xrange [*:*] noextend\n" << kPalette;
-    for (std::size_t j = lo; j < hi; ++j) {
-      const std::size_t i = rep_points[j];
-      const Series& s = first_ts[i];
-      const auto rc = numbered_columns(s, "rep_");
-      std::ostringstream dd;
-      dd << "# step rep_0 .. rep_" << rc.size() - 1 << "\n";
-      for (std::size_t r = 0; r < s.step.size(); ++r) {
-        dd << format_number(s.step[r]);
-        for (int c : rc) dd << " " << format_number(s.values[static_cast<std::size_t>(c)][r]);
-        dd << "\n";
-      }
-      const std::string file = "reputation_p" + std::to_string(points[i].index) + ".dat";
-      plot.data(file, dd.str());
-      body << "set title " << gq(points[i].label) << "\nplot for [e=1:" << rc.size() << "] " << data_file(file)
-           << " using 1:(column(e+1)) with lines lw 1.5 lc palette frac (e-1)/" << std::max<std::size_t>(rc.size(), 2) - 1
-           << ".0 notitle\n";
-    }
-    body << "unset multiplot\n";
-    const std::string name = chunk_name("reputation", chunk, rep_points.size() > per);
-    if (plot.plot(name, 460 * cols, 320 * rows + 40, body.str()))
-      image(name, "Reputation trajectories of every expert, one panel per point with a reputation (seed " + first_seed +
-                      ", layer 0; colours are experts)");
-  }
+  const PanelImage spec{"reputation", "Reputation R_i of each expert over time (seed " + seed + ", layer 0)",
+                        "set xlabel 'step'\nset ylabel 'reputation R_i'\nset grid\nset xrange [*:*] noextend\n" +
+                            std::string(kPalette),
+                        "Reputation trajectories of every expert, one panel per point with a reputation (seed " + seed +
+                            ", layer 0; colours are experts)",
+                        460, 320};
+  panel_images(rep_points, kMaxRepPanels, spec, [&](std::size_t i) {
+    const auto cols = numbered_columns(first_ts[i], "rep_");
+    const std::string file = "reputation_p" + std::to_string(points[i].index) + ".dat";
+    plot.data(file, series_table(first_ts[i], cols, false, "step rep_0 .. rep_" + std::to_string(cols.size() - 1)));
+    std::ostringstream p;
+    p << "set title " << gq(points[i].label) << "\nplot for [e=1:" << cols.size() << "] " << data_file(file)
+      << " using 1:(column(e+1)) with lines lw 1.5 lc palette frac (e-1)/" << std::max<std::size_t>(cols.size(), 2) - 1
+      << ".0 notitle\n";
+    return p.str();
+  });
 }
 
 void Figures::heatmaps() {

@@ -2,6 +2,8 @@
 // The figures of a sweep report, one function each. Each writes its data and
 // gnuplot script through the Plotter and appends its Markdown (image and
 // caption) to `sections` when it rendered.
+#include <cstddef>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,15 @@ struct Figures {
   void final_metrics();
 
  private:
+  // An image of panels: its name (NAME, or NAME_1, NAME_2 ... when split), the
+  // multiplot title, the commands before the panels, the caption, the size of a panel.
+  struct PanelImage {
+    std::string name, title, preamble, caption;
+    int width, height;
+  };
+  // One image per at most `most` items (split evenly); panel(item) writes its data and returns its commands.
+  void panel_images(const std::vector<std::size_t>& items, std::size_t most, const PanelImage& spec,
+                    const std::function<std::string(std::size_t)>& panel);
   void image(const std::string& name, const std::string& caption);
 };
 
