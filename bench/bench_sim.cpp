@@ -5,7 +5,9 @@
 
 #include <string>
 
+#include "sim/scenario.hpp"
 #include "sim/simulator.hpp"
+#include "sim/sweep.hpp"
 
 namespace {
 
@@ -24,6 +26,29 @@ void BM_Simulate(benchmark::State& state, std::string policy) {
   }
   state.SetItemsProcessed(routings);
 }
+
+// Planning a sweep of n x n points (expansion, run list, every replay command):
+// linear in the points (Google Benchmark fits the complexity).
+void BM_Plan(benchmark::State& state) {
+  const auto n = static_cast<int>(state.range(0));
+  std::string vals;
+  for (int i = 0; i < n; ++i) vals += (i ? ", " : "") + std::to_string(0.001 * (i + 1));
+  const Scenario sc = parse_scenario("name: big\nsteps: 2\nbatch: 8\nexperts: 4\nk: 1\nseeds: [1]\nsweep:\n"
+                                     "  world.skill_growth: [" + vals + "]\n  gate.lr: [" + vals + "]\n",
+                                     "bench.yaml");
+  for (auto _ : state) {
+    const auto points = expand_sweep(sc);
+    const auto runs = plan_runs(points, sc.run_seeds());
+    std::size_t bytes = 0;
+    for (const auto& p : points) bytes += replay_command(sc, p, 1, "moesim", "").size();
+    benchmark::DoNotOptimize(bytes);
+    benchmark::DoNotOptimize(runs.data());
+  }
+  state.SetComplexityN(static_cast<std::int64_t>(n) * n);
+  state.SetItemsProcessed(state.iterations() * n * n);
+}
+BENCHMARK(BM_Plan)->Name("plan_sweep/side")->RangeMultiplier(2)->Range(50, 400)->Unit(benchmark::kMillisecond)
+    ->Complexity(benchmark::oN);
 
 const bool registered = [] {
   for (const char* p : {"topk", "rdesi", "loss_free", "noisy_topk", "expert_choice"})

@@ -500,8 +500,11 @@ std::string scenario_yaml(const Scenario& sc) {
 std::vector<std::string> replay_args(const Scenario& sc, const SweepPoint& p, std::uint64_t seed) {
   std::vector<std::string> args{"seed=" + std::to_string(seed)};
   for (const auto& o : sc.overrides) args.push_back(o);
+  if (sc.grids.empty()) return args;
+  // A reference, never `cond ? SweepGrid{} : grid`: that copies the whole grid per
+  // point, which made planning quadratic in the grid's size.
+  const SweepGrid& grid = sc.grids[static_cast<std::size_t>(p.grid)];
   for (int pass = 0; pass < 2; ++pass) {
-    const auto& grid = sc.grids.empty() ? SweepGrid{} : sc.grids[static_cast<std::size_t>(p.grid)];
     for (std::size_t a = 0; a < p.items.size() && a < grid.size(); ++a)
       if (grid[a].section == (pass == 0))
         for (const auto& kv : p.items[a]->sets)
