@@ -1,10 +1,10 @@
 // traces/manifest.json, as a resumed `moesim train` reads it.
 #include "fuzz.hpp"
-#include "torch_backend/trace.hpp"
+#include "trace/trace.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
-    (void)moesim::torch_backend::parse_trace_manifest(moesim::fuzz::text(data, size), "manifest.json");
+    (void)moesim::parse_trace_manifest(moesim::fuzz::text(data, size), "manifest.json");
   } catch (const moesim::Error&) {
   }
   return 0;

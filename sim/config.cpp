@@ -36,6 +36,26 @@ const std::vector<Field>& fields() {
     f.push_back(F::int_field<std::int64_t>("log_every", "time-series row every this many steps (and at the last)",
                                         [](SimConfig& c) -> std::int64_t& { return c.log_every; }, 1, kBig));
 
+    f.push_back(F::string_field("stream.kind",
+                             "synthetic: the stream below; replay: recorded gate logits (stream.trace), "
+                             "experts, batch, layers and steps then come from the trace",
+                             [](SimConfig& c) -> std::string& { return c.stream.kind; }, {"synthetic", "replay"}));
+    f.push_back(F::string_field("stream.trace",
+                             "replay: a trace folder (moesim train's traces/, with manifest.json) or a float .npy "
+                             "of logits, (tokens, E) or (steps, tokens, E)",
+                             [](SimConfig& c) -> std::string& { return c.stream.trace; }));
+    f.push_back(F::string_field("stream.trace_tokens",
+                             "replay of a .npy: optional integer token ids, (tokens) or (steps, tokens); "
+                             "without them a token's id is its position",
+                             [](SimConfig& c) -> std::string& { return c.stream.trace_tokens; }));
+    f.push_back(F::string_field("stream.layers", "replay: recorded layers to replay, all or a list such as 1,3",
+                             [](SimConfig& c) -> std::string& { return c.stream.layers; }, {}, true));
+    f.push_back(F::string_field("stream.unserved_perf",
+                             "replay: the performance a policy observes on an expert that served nothing in the "
+                             "recording: layer_mean (mean of the experts that did, that step), zero, or last "
+                             "(its latest recorded value; layer_mean before it has one)",
+                             [](SimConfig& c) -> std::string& { return c.stream.unserved_perf; },
+                             {"layer_mean", "zero", "last"}));
     f.push_back(F::int_field<int>("stream.clusters", "topics; each has its own vocabulary and centroid",
                                [](SimConfig& c) -> int& { return c.stream.clusters; }, 1, 1L << 16));
     f.push_back(F::int_field<int>("stream.vocab", "token ids per cluster",

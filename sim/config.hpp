@@ -12,12 +12,20 @@
 
 #include "config/key_table.hpp"
 #include "config/policy_config.hpp"
+#include "metrics/load_metrics.hpp"
 #include "policies/knobs.hpp"
 
 namespace moesim {
 
-// Synthetic token source (sim/stream.hpp has the model).
+// Token source: synthetic (sim/stream.hpp has the model) or a recorded stream
+// replayed (sim/replay.hpp: kind = replay, trace, trace_tokens, layers,
+// unserved_perf; the synthetic keys then do not apply).
 struct StreamConfig {
+  std::string kind = "synthetic";
+  std::string trace;            // replay: a trace folder (manifest.json) or a logits .npy
+  std::string trace_tokens;     // replay of a plain .npy: optional token-id .npy
+  std::string layers = "all";   // replay: recorded layers, "all" or e.g. "1,3"
+  std::string unserved_perf = "layer_mean";  // replay: perf of an expert the recording saw serve nothing
   int clusters = 8;
   int vocab = 1000;
   double zipf_s = 1.1;
@@ -59,11 +67,6 @@ struct GateConfig {
   double jitter_eps = 0.0;
   bool force_balance = false;
   std::string router_dtype = "fp32";
-};
-
-struct MetricsConfig {
-  std::int64_t window = 100;
-  std::int64_t dead_window = 100;
 };
 
 struct SimConfig {

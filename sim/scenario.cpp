@@ -1,5 +1,6 @@
 #include "sim/scenario.hpp"
 
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "config/flatten.hpp"
 #include "policies/registry.hpp"
 #include "policies/types.hpp"
+#include "sim/replay.hpp"
 
 namespace moesim {
 
@@ -218,9 +220,10 @@ void apply_config_entry(Scenario& sc, const std::string& path, const YAML::Node&
   }
 }
 
-// Knobs against their policy, then validate(); `where` maps a key to its origin.
+// Knobs against their policy, a replay's shape from its trace, then validate();
+// `where` maps a key to its origin.
 template <class Where>
-void check_config(const SimConfig& cfg, const Where& where, const std::string& context) {
+void check_config(SimConfig& cfg, const Where& where, const std::string& context) {
   const PolicyInfo& info = policy_info(cfg.policy.name);
   for (const auto& [k, v] : cfg.policy.knobs) {
     const std::string key = std::string(kKnobPrefix) + k;
@@ -239,6 +242,7 @@ void check_config(const SimConfig& cfg, const Where& where, const std::string& c
     }
   }
   try {
+    resolve_replay(cfg);
     validate(cfg);
   } catch (const KeyError& e) {
     std::string m = e.what();

@@ -23,7 +23,7 @@ namespace moesim {
 
 struct RunResult {
   // Per-layer metric names, in order (LayerMetrics::run_metric_names(); see
-  // sim/metrics.hpp for the definitions).
+  // metrics/load_metrics.hpp for the definitions).
   std::vector<std::string> metric_names;
   std::vector<std::vector<double>> layers;  // [layer][metric]
   std::vector<double> mean;                 // each metric averaged over the layers
@@ -45,7 +45,8 @@ struct RunHooks {
 
 class Simulator {
  public:
-  // Validates the config (throws Error naming the key).
+  // Resolves a replay's shape from its trace (sim/replay.hpp), then validates
+  // the config (throws Error naming the key).
   explicit Simulator(SimConfig cfg);
 
   const SimConfig& config() const { return cfg_; }
@@ -63,6 +64,9 @@ class Simulator {
   RunResult run(const RunHooks& hooks = {}) const;
 
  private:
+  RunResult run_synthetic(const RunHooks& hooks) const;
+  RunResult run_replay(const RunHooks& hooks) const;
+
   SimConfig cfg_;
   bool has_reputation_ = false;
   std::vector<std::string> columns_;

@@ -98,7 +98,8 @@ const std::vector<Field>& fields() {
     f.push_back(F::string_field("train.out_dir", "run directory: logs, checkpoint, traces", [](TrainConfig& c) -> std::string& { return c.train.out_dir; }));
     f.push_back(F::bool_field("train.resume", "continue from out_dir/checkpoint.pt when present", [](TrainConfig& c) -> bool& { return c.train.resume; }));
     f.push_back(F::bool_field("train.allow_config_change", "resume even though keys other than steps, logging, evaluation, checkpointing and threads differ from the checkpoint's", [](TrainConfig& c) -> bool& { return c.train.allow_config_change; }));
-    f.push_back(F::list_field<long>("train.trace_steps", "steps whose full gate logits are recorded (.npy)", [](TrainConfig& c) -> std::vector<long>& { return c.train.trace_steps; }, 1, kBig));
+    f.push_back(F::list_field<long>("train.trace_steps", "steps whose routing (gate logits, choices, counts, per-expert performance) is recorded (.npy)", [](TrainConfig& c) -> std::vector<long>& { return c.train.trace_steps; }, 1, kBig));
+    f.push_back(F::int_field<long>("train.trace_every", "also record the routing every this many steps (0 = only train.trace_steps)", [](TrainConfig& c) -> long& { return c.train.trace_every; }, 0, kBig));
     return f;
   }();
   return all;

@@ -81,7 +81,8 @@ struct TrainLoopConfig {
   std::string out_dir = "runs/default";
   bool resume = true;            // continue from out_dir/checkpoint.pt when present
   bool allow_config_change = false;  // resume although non-resumable keys differ (see trainer.hpp)
-  std::vector<long> trace_steps; // steps whose gate logits are recorded as .npy
+  std::vector<long> trace_steps; // steps whose routing is recorded as .npy (trace/trace.hpp)
+  long trace_every = 0;          // also every this many steps (0 = off)
 };
 
 struct TrainConfig {

@@ -19,9 +19,9 @@
 #include "torch_backend/checkpoint.hpp"
 #include "torch_backend/corpus.hpp"
 #include "torch_backend/fused_ce.hpp"
-#include "torch_backend/load_stats.hpp"
+#include "metrics/load_metrics.hpp"
 #include "torch_backend/lr_schedule.hpp"
-#include "torch_backend/trace.hpp"
+#include "trace/trace.hpp"
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/runtime.hpp"
 
@@ -84,7 +84,7 @@ void check_compatible(const TrainConfig& mine, const TrainConfig& saved, const s
 bool resumable(const std::string& key) {
   static const std::set<std::string> keys = {
       "train.steps",      "train.resume",  "train.allow_config_change", "train.out_dir",     "train.log_every",
-      "train.eval_every", "train.eval_batches", "train.ckpt_every",     "train.threads",     "train.trace_steps",
+      "train.eval_every", "train.eval_batches", "train.ckpt_every",     "train.threads",     "train.trace_steps", "train.trace_every",
       "data.cache_dir"};
   return keys.count(key) > 0;
 }
@@ -215,7 +215,8 @@ StepStats Trainer::step() {
   }
   model_->begin_step();
   const int B = cfg_.train.batch, T = cfg_.data.seq_len, accum = cfg_.train.accum;
-  const bool trace = std::binary_search(trace_steps_.begin(), trace_steps_.end(), st.step);
+  const bool trace = std::binary_search(trace_steps_.begin(), trace_steps_.end(), st.step) ||
+                     (cfg_.train.trace_every > 0 && st.step % cfg_.train.trace_every == 0);
   for (int micro = 0; micro < accum; ++micro) {
     auto inputs = torch::empty({B, T}, torch::kLong), targets = torch::empty({B, T}, torch::kLong);
     const auto idx = sampler_->next(B);
@@ -271,7 +272,9 @@ StepStats Trainer::step() {
       for (const auto& l : moe) {
         auto lg = l->last_logits.detach().contiguous();
         trace_->record_logits(l->layer(), st.step, lg.data_ptr<float>(), lg.size(0), lg.size(1));
+        trace_->record_routing(l->layer(), st.step, l->last_assignment, l->last_perf.data());
       }
+      trace_->commit();
     }
   }
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
@@ -396,7 +399,9 @@ void Trainer::write_logs_header(bool resume) {
         p += "_";
         for (int e = 0; e < l->experts(); ++e) h.push_back(p + "load" + std::to_string(e));
         for (int e = 0; e < l->experts(); ++e) h.push_back(p + "prob" + std::to_string(e));
-        for (const char* c : {"maxvio", "gini", "drop", "unrouted"}) h.push_back(p + c);
+        for (const char* c : {"maxvio", "gini", "drop", "unrouted", "cv", "idle", "routed", "dropped",
+                              "dropped_tokens", "routed_tokens"})
+          h.push_back(p + c);
         for (const auto& nv : l->policy().state_vectors())
           for (const char* c : {"_mean", "_min", "_max"}) h.push_back(p + nv.first + c);
       }
@@ -418,7 +423,11 @@ void Trainer::log_step(const StepStats& s) {
     for (auto v : l.mean_prob) row.push_back(format_number(v));
     const double drop = l.routed > 0 ? static_cast<double>(l.dropped) / static_cast<double>(l.routed) : 0.0;
     const double unrouted = l.tokens > 0 ? static_cast<double>(l.dropped_tokens) / static_cast<double>(l.tokens) : 0.0;
-    for (double x : {max_violation(l.loads), gini(l.loads), drop, unrouted}) row.push_back(format_number(x));
+    const std::vector<double> loads(l.loads.begin(), l.loads.end());
+    const auto idle = std::count(l.loads.begin(), l.loads.end(), std::int64_t{0});
+    for (double x : {max_violation(loads), gini(loads), drop, unrouted, load_cv(loads)}) row.push_back(format_number(x));
+    for (std::int64_t n : {static_cast<std::int64_t>(idle), l.routed, l.dropped, l.dropped_tokens, l.tokens})
+      row.push_back(std::to_string(n));
     for (const auto& nv : l.state) {
       const auto& v = nv.second;
       double sum = 0, mn = v.empty() ? 0 : v[0], mx = mn;
@@ -452,7 +461,7 @@ void Trainer::run() {
   }
   write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
   write_logs_header(resumed);
-  if (!trace_steps_.empty()) {
+  if (!trace_steps_.empty() || cfg_.train.trace_every > 0) {
     trace_ = std::make_unique<TraceWriter>((dir / "traces").string());
     if (resumed) trace_->truncate_after(step_);
   }

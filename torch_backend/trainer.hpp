@@ -14,7 +14,7 @@
 
 #include "torch_backend/config.hpp"
 #include "torch_backend/model.hpp"
-#include "torch_backend/trace.hpp"
+#include "trace/trace.hpp"
 #include "torch_backend/packed_data.hpp"
 
 namespace moesim::torch_backend {

@@ -225,7 +225,7 @@ TEST_CASE("shipped scenarios: expected directions at reduced size", "[sweep][sce
     CHECK(gini.at("topk-k1") > gini.at("topk-k2"));
     CHECK(gini.at("random") < 0.05);
     CHECK(gini.at("topk-k2-frozen-gate") < gini.at("topk-k2") - 0.1);
-    // starved is a run metric in runs.csv (sim/metrics.hpp), mean over the 3 seeds.
+    // starved is a run metric in runs.csv (metrics/load_metrics.hpp), mean over the 3 seeds.
     CHECK(mean_by_label(out, "starved").at("topk-k2") >= 3.0);
   }
   SECTION("lossfree_vs_aux: loss-free MaxVio several times below the stand-ins") {

@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "helpers.hpp"
-#include "torch_backend/trace.hpp"
+#include "trace/trace.hpp"
 #include "torch_backend/trainer.hpp"
 
 using namespace moesim;
@@ -66,9 +66,10 @@ TEST_CASE("training records full gate logits per MoE layer for chosen steps", "[
   CHECK(manifest.find(R"({"layer": 2, "step": 3, "kind": "gate_logits", "file": "layer2_step3.npy", "shape": [)" +
                       std::to_string(T) + ", 4]}") != std::string::npos);
   CHECK(manifest.find(R"("kind": "token_ids", "file": "tokens_step1.npy")") != std::string::npos);
-  // The manifest reads back (a resumed run keeps earlier entries).
+  // The manifest reads back (a resumed run keeps earlier entries): per step the
+  // token ids, and per layer logits, choice, served, counts and expert_perf.
   TraceWriter again(d / "run/traces");
-  CHECK(again.entries().size() == 6);
+  CHECK(again.entries().size() == 2 * (1 + 2 * 5));
 }
 
 TEST_CASE("manifest: an existing one is read strictly; garbage, truncation and huge fields are refused by name",
@@ -80,6 +81,7 @@ TEST_CASE("manifest: an existing one is read strictly; garbage, truncation and h
     TraceWriter w(dir);
     const float logits[4] = {1, 2, 3, 4};
     w.record_logits(1, 5, logits, 2, 2);
+    w.commit();
     good = read_bytes(manifest);
   }
   {

@@ -1,6 +1,10 @@
 #pragma once
-// Routing metrics: pure functions on small arrays (each testable by hand), and a
+// Load metrics: pure functions on small arrays (each testable by hand), and a
 // streaming per-layer accumulator whose memory does not grow with the steps.
+// One implementation for every source: simulated runs (sim/), replayed traces
+// (sim/, stream.kind=replay) and training logs (torch_backend/ writes the
+// per-step columns with these functions; `moesim confirm` feeds the logged loads
+// through LayerMetrics::add_loads), so a number means the same thing everywhere.
 //
 // Definitions (x_i = load of expert i, n = E, mu = mean load):
 //   load CV            sqrt(mean (x_i - mu)^2) / mu                  (0 when mu = 0)
@@ -23,6 +27,8 @@
 // overlap and compare a span with itself.
 //   idle_batch         experts that served nothing in a batch, averaged over the run
 //                      (an oscillating router leaves many idle while others overflow)
+//   late_maxvio_batch  MaxVio of each batch, averaged over the late window
+//   late_drop_rate     refused slot requests / slot requests over the late window
 //   index_load_corr    Pearson correlation of the expert index with its load over the
 //                      run: < 0 when low-index experts carry more (lower-index tie
 //                      breaking of bf16 ties), ~0 when the index does not matter
@@ -32,9 +38,14 @@
 #include <vector>
 
 #include "policies/types.hpp"
-#include "sim/config.hpp"
 
 namespace moesim {
+
+// The windows of the run metrics (metrics.* keys of a scenario).
+struct MetricsConfig {
+  std::int64_t window = 100;
+  std::int64_t dead_window = 100;
+};
 
 double load_cv(std::span<const double> x);
 double gini(std::span<const double> x);  // sorts a copy: O(n log n)
@@ -83,12 +94,21 @@ struct BatchStats {
 
 // Streaming metrics of one layer over a run of known length.
 // Windows: early = steps [0, w), late = steps [S - w, S), w = min(metrics.window, S).
+// Steps are the 0-based indices of the batches added (a replay numbers its
+// recorded steps 0, 1, ...), and per-batch averages are over the batches added.
 class LayerMetrics {
  public:
   LayerMetrics(int experts, int clusters, std::int64_t steps, const MetricsConfig& cfg);
 
   // One batch: counts per (expert, cluster) and performance of the served slots.
+  // cluster: nullptr = one cluster; perf: nullptr = no performance observed.
   void add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster, const float* perf);
+  // Slot counts of a batch known only by its per-expert loads (a training log).
+  struct SlotCounts {
+    std::int64_t routed = 0, dropped = 0, dropped_tokens = 0, tokens = 0;
+  };
+  // One batch from per-expert served slots and its counts (no clusters, no perf).
+  void add_loads(std::int64_t step, std::span<const std::int64_t> loads, const SlotCounts& n);
   // Router saturation of a logged step (O(T E), so only on logged steps).
   void add_saturation(double s);
 
@@ -104,6 +124,8 @@ class LayerMetrics {
   static const std::vector<std::string>& run_metric_names();
 
  private:
+  void close_batch(std::int64_t step, const SlotCounts& n, double psum, std::int64_t pn);
+
   int E_, C_;
   std::int64_t window_, dead_window_, late_start_;
   std::int64_t step_ = -1;
@@ -111,7 +133,9 @@ class LayerMetrics {
   std::vector<double> loads_, cum_, early_, late_base_, late_table_, index_;
   std::vector<std::int64_t> last_served_;
   std::int64_t routed_ = 0, dropped_ = 0, dropped_tokens_ = 0, tokens_ = 0;
-  std::int64_t batch_routed_ = 0, batch_dropped_ = 0, batch_dropped_tokens_ = 0, batch_tokens_ = 0;
+  SlotCounts batch_;
+  std::int64_t batches_ = 0, late_steps_ = 0, late_routed_ = 0, late_dropped_ = 0;
+  double late_maxvio_sum_ = 0;
   double perf_sum_ = 0, late_perf_sum_ = 0, batch_perf_sum_ = 0;
   std::int64_t perf_n_ = 0, late_perf_n_ = 0, batch_perf_n_ = 0;
   double cv_sum_ = 0, maxvio_sum_ = 0, entropy_sum_ = 0, dead_sum_ = 0, idle_sum_ = 0;

@@ -1,5 +1,6 @@
-#include "torch_backend/trace.hpp"
+#include "trace/trace.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -8,7 +9,7 @@
 #include "common/json.hpp"
 #include "common/text.hpp"
 
-namespace moesim::torch_backend {
+namespace moesim {
 
 namespace fs = std::filesystem;
 
@@ -39,20 +40,46 @@ TraceWriter::TraceWriter(std::string dir) : dir_(std::move(dir)) {
   load_manifest();
 }
 
+const std::vector<std::string>& trace_kinds() {
+  static const std::vector<std::string> k = {"gate_logits", "choice", "served", "counts", "expert_perf", "token_ids"};
+  return k;
+}
+
+void TraceWriter::add(int layer, long step, const std::string& file, const std::string& kind, const std::string& bytes,
+                      std::vector<std::int64_t> shape) {
+  write_file_atomic((fs::path(dir_) / file).string(), bytes);
+  std::erase_if(entries_, [&](const TraceEntry& e) { return e.file == file; });
+  entries_.push_back({layer, step, file, kind, std::move(shape)});
+}
+
 void TraceWriter::record_logits(int layer, long step, const float* logits, std::int64_t tokens, std::int64_t experts) {
   const std::string file = "layer" + std::to_string(layer) + "_step" + std::to_string(step) + ".npy";
-  write_file_atomic((fs::path(dir_) / file).string(), npy_bytes(logits, {tokens, experts}));
-  std::erase_if(entries_, [&](const TraceEntry& e) { return e.file == file; });
-  entries_.push_back({layer, step, file, "gate_logits", {tokens, experts}});
-  write_manifest();
+  add(layer, step, file, "gate_logits", npy_bytes(logits, {tokens, experts}), {tokens, experts});
 }
 
 void TraceWriter::record_tokens(long step, const std::int64_t* ids, std::int64_t tokens) {
-  const std::string file = "tokens_step" + std::to_string(step) + ".npy";
-  write_file_atomic((fs::path(dir_) / file).string(), npy_bytes(ids, {tokens}));
-  std::erase_if(entries_, [&](const TraceEntry& e) { return e.file == file; });
-  entries_.push_back({-1, step, file, "token_ids", {tokens}});
-  write_manifest();
+  add(-1, step, "tokens_step" + std::to_string(step) + ".npy", "token_ids", npy_bytes(ids, {tokens}), {tokens});
+}
+
+void TraceWriter::record_routing(int layer, long step, const Assignment& a, const float* slot_perf) {
+  const std::string stem = "layer" + std::to_string(layer) + "_step" + std::to_string(step);
+  const std::int64_t T = a.tokens, w = a.width, E = a.experts;
+  add(layer, step, stem + "_choice.npy", "choice", npy_bytes(a.requested.data(), {T, w}), {T, w});
+  add(layer, step, stem + "_served.npy", "served", npy_bytes(a.expert.data(), {T, w}), {T, w});
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(2 * E), 0);
+  std::vector<double> perf_sum(static_cast<std::size_t>(E), 0.0);
+  for (std::size_t s = 0; s < a.expert.size(); ++s) {
+    if (a.requested[s] >= 0 && a.expert[s] < 0) ++counts[static_cast<std::size_t>(E + a.requested[s])];
+    if (a.expert[s] < 0) continue;
+    ++counts[static_cast<std::size_t>(a.expert[s])];
+    perf_sum[static_cast<std::size_t>(a.expert[s])] += slot_perf[s];
+  }
+  add(layer, step, stem + "_counts.npy", "counts", npy_bytes(counts.data(), {2, E}), {2, E});
+  std::vector<float> perf(static_cast<std::size_t>(E));
+  for (std::int64_t e = 0; e < E; ++e)
+    perf[e] = counts[e] > 0 ? static_cast<float>(perf_sum[e] / static_cast<double>(counts[e]))
+                            : std::numeric_limits<float>::quiet_NaN();
+  add(layer, step, stem + "_perf.npy", "expert_perf", npy_bytes(perf.data(), {E}), {E});
 }
 
 void TraceWriter::truncate_after(long step) {
@@ -98,7 +125,9 @@ std::vector<TraceEntry> parse_trace_manifest(std::string_view text, const std::s
     t.step = whole_member(e, "step", 0, 1L << 50, where);
     t.kind = text_member(e, "kind", where);
     t.file = text_member(e, "file", where);
-    if (t.kind != "gate_logits" && t.kind != "token_ids") throw Error(where + ": unknown kind '" + t.kind + "'");
+    const auto& kinds = trace_kinds();
+    if (std::find(kinds.begin(), kinds.end(), t.kind) == kinds.end())
+      throw Error(where + ": unknown kind '" + t.kind + "'");
     if (t.file.empty() || t.file.find('/') != std::string::npos || t.file == "." || t.file == "..")
       throw Error(where + ": 'file' must name a file in the traces folder");
     const JsonValue* shape = e.find("shape");
@@ -115,4 +144,4 @@ std::vector<TraceEntry> parse_trace_manifest(std::string_view text, const std::s
   return loaded;
 }
 
-}  // namespace moesim::torch_backend
+}  // namespace moesim

@@ -1,4 +1,4 @@
-#include "sim/metrics.hpp"
+#include "metrics/load_metrics.hpp"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -217,52 +217,65 @@ LayerMetrics::LayerMetrics(int experts, int clusters, std::int64_t steps, const 
 
 void LayerMetrics::add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster,
                              const float* perf) {
-  step_ = step;
   std::fill(table_.begin(), table_.end(), 0);
   double psum = 0.0;
   std::int64_t pn = 0;
   for (int t = 0; t < a.tokens; ++t) {
-    std::int64_t* col = table_.data() + cluster[t];
+    std::int64_t* col = table_.data() + (cluster ? cluster[t] : 0);
     const std::size_t base = static_cast<std::size_t>(t) * a.width;
     for (int j = 0; j < a.width; ++j) {
       const auto e = a.expert[base + j];
       if (e < 0) continue;
       ++col[static_cast<std::size_t>(e) * C_];
-      psum += perf[base + j];
-      ++pn;
+      if (perf) psum += perf[base + j];
+      pn += perf != nullptr;
     }
   }
+  close_batch(step, {a.routed, a.dropped, a.dropped_tokens, a.tokens}, psum, pn);
+}
+
+void LayerMetrics::add_loads(std::int64_t step, std::span<const std::int64_t> loads, const SlotCounts& n) {
+  std::fill(table_.begin(), table_.end(), 0);
+  for (int e = 0; e < E_ && e < static_cast<int>(loads.size()); ++e) table_[static_cast<std::size_t>(e) * C_] = loads[e];
+  close_batch(step, n, 0.0, 0);
+}
+
+void LayerMetrics::close_batch(std::int64_t step, const SlotCounts& n, double psum, std::int64_t pn) {
+  step_ = step;
   for (int e = 0; e < E_; ++e) {
-    std::int64_t n = 0;
-    for (int c = 0; c < C_; ++c) n += table_[static_cast<std::size_t>(e) * C_ + c];
-    loads_[e] = static_cast<double>(n);
+    std::int64_t served = 0;
+    for (int c = 0; c < C_; ++c) served += table_[static_cast<std::size_t>(e) * C_ + c];
+    loads_[e] = static_cast<double>(served);
     cum_[e] += loads_[e];
-    if (n > 0) last_served_[e] = step;
-    idle_sum_ += n == 0;
+    if (served > 0) last_served_[e] = step;
+    idle_sum_ += served == 0;
   }
   if (step == window_ - 1) early_ = cum_;
   if (step == late_start_ - 1) late_base_ = cum_;
+  const double maxvio = max_violation(loads_);
   if (step >= late_start_) {
     for (std::size_t i = 0; i < table_.size(); ++i) late_table_[i] += static_cast<double>(table_[i]);
     late_perf_sum_ += psum;
     late_perf_n_ += pn;
+    late_maxvio_sum_ += maxvio;
+    ++late_steps_;
+    late_routed_ += n.routed;
+    late_dropped_ += n.dropped;
   }
   batch_perf_sum_ = psum;
   batch_perf_n_ = pn;
   perf_sum_ += psum;
   perf_n_ += pn;
-  batch_routed_ = a.routed;
-  batch_dropped_ = a.dropped;
-  batch_dropped_tokens_ = a.dropped_tokens;
-  batch_tokens_ = a.tokens;
-  routed_ += a.routed;
-  dropped_ += a.dropped;
-  dropped_tokens_ += a.dropped_tokens;
-  tokens_ += a.tokens;
+  batch_ = n;
+  routed_ += n.routed;
+  dropped_ += n.dropped;
+  dropped_tokens_ += n.dropped_tokens;
+  tokens_ += n.tokens;
   cv_sum_ += load_cv(loads_);
-  maxvio_sum_ += max_violation(loads_);
+  maxvio_sum_ += maxvio;
   entropy_sum_ += normalized_entropy(loads_);
   dead_sum_ += dead();
+  ++batches_;
 }
 
 void LayerMetrics::add_saturation(double s) {
@@ -294,8 +307,8 @@ BatchStats LayerMetrics::batch_stats() const {
   s.entropy = normalized_entropy(loads_);
   s.maxvio = max_violation(loads_);
   s.maxvio_global = max_violation(cum_);
-  s.drop_rate = ratio(static_cast<double>(batch_dropped_), static_cast<double>(batch_routed_));
-  s.token_drop_rate = ratio(static_cast<double>(batch_dropped_tokens_), static_cast<double>(batch_tokens_));
+  s.drop_rate = ratio(static_cast<double>(batch_.dropped), static_cast<double>(batch_.routed));
+  s.token_drop_rate = ratio(static_cast<double>(batch_.dropped_tokens), static_cast<double>(batch_.tokens));
   s.dead = dead();
   s.mean_perf = ratio(batch_perf_sum_, static_cast<double>(batch_perf_n_));
   std::vector<double> t(table_.begin(), table_.end());
@@ -318,6 +331,8 @@ const std::vector<RunMetric>& run_metrics() {
       {"late_gini", "Gini (late)", 1, -1, 1.0},
       {"late_load_cv", "load CV (late)", 4, -1, 1.0},
       {"late_maxvio", "MaxVio (late)", 0, -1, 1.0},
+      {"late_maxvio_batch", "MaxVio batch (late)", 0, -1, 1.0},
+      {"late_drop_rate", "drop % (late)", 0, -1, 100.0},
       {"dead", "dead experts", 5, -1, 1.0},
       {"dead_mean", "dead experts (mean)", 0, -1, 1.0},
       {"spec_mi_bits", "spec. MI (bits)", 8, 0, 1.0},
@@ -360,7 +375,9 @@ const std::vector<std::string>& LayerMetrics::run_metric_names() {
 std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, double mean_skill) const {
   std::vector<double> late(static_cast<std::size_t>(E_));
   for (int e = 0; e < E_; ++e) late[e] = cum_[e] - late_base_[e];
-  const double n = static_cast<double>(std::max<std::int64_t>(step_ + 1, 1));
+  // Averages are over the batches added (every step for a simulated run; the
+  // recorded steps for a replay or a training log that skips steps).
+  const double n = static_cast<double>(std::max<std::int64_t>(batches_, 1));
   const double nan = std::numeric_limits<double>::quiet_NaN();
   VectorStats rep{nan, nan, nan, nan};
   if (reputation && !reputation->empty()) rep = vector_stats(*reputation);
@@ -379,6 +396,8 @@ std::vector<double> LayerMetrics::finish(const std::vector<double>* reputation, 
       gini(late),
       load_cv(late),
       max_violation(late),
+      late_steps_ > 0 ? late_maxvio_sum_ / static_cast<double>(late_steps_) : 0.0,
+      ratio(static_cast<double>(late_dropped_), static_cast<double>(late_routed_)),
       static_cast<double>(dead()),
       dead_sum_ / n,
       mutual_information_bits(late_table_, E_, C_),

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <vector>
 
-#include "sim/metrics.hpp"
+#include "metrics/load_metrics.hpp"
 
 using namespace moesim;
 using V = std::vector<double>;

@@ -1,0 +1,200 @@
+#include "trace/trace_reader.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "common/error.hpp"
+#include "common/files.hpp"
+
+namespace moesim {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string shape_text(const std::vector<std::int64_t>& s) {
+  std::string t = "(";
+  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + (s.size() == 1 ? ",)" : ")");
+}
+
+// Refuses the first non-finite logit, naming where it is.
+void check_finite(const std::vector<float>& x, int experts, const std::string& file, long step) {
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (!std::isfinite(x[i]))
+      throw Error(file + ": " + (std::isnan(x[i]) ? "NaN" : "infinite") + " logit at step " + std::to_string(step) +
+                  ", token " + std::to_string(i / experts) + ", expert " + std::to_string(i % experts));
+}
+
+constexpr std::int64_t kMaxDim = std::int64_t{1} << 30;
+
+}  // namespace
+
+TraceReader::TraceReader(const std::string& path, const std::string& tokens, const std::vector<int>& layers) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    if (!tokens.empty()) throw Error(path + ": a trace folder has its own token ids (stream.trace_tokens is for a plain .npy)");
+    open_folder(path, layers);
+  } else if (fs::is_regular_file(path, ec)) {
+    for (int l : layers)
+      if (l != 0) throw Error(path + ": a plain logits file has layer 0 only (asked for layer " + std::to_string(l) + ")");
+    open_plain(path, tokens);
+  } else {
+    throw Error(path + ": no such trace (a folder with manifest.json, or a .npy of logits)");
+  }
+}
+
+void TraceReader::open_plain(const std::string& file, const std::string& tokens) {
+  plain_ = true;
+  plain_file_ = file;
+  const NpyArray a = read_npy(file);
+  if (a.shape.size() != 2 && a.shape.size() != 3)
+    throw Error(file + ": logits of shape " + shape_text(a.shape) + "; expected (tokens, E) or (steps, tokens, E)");
+  const std::int64_t S = a.shape.size() == 3 ? a.shape[0] : 1, T = a.shape[a.shape.size() - 2],
+                     E = a.shape.back();
+  if (S < 1 || T < 1 || E < 1 || T > kMaxDim || E > (1 << 16))
+    throw Error(file + ": logits of shape " + shape_text(a.shape) + ": every size must be at least 1 (E at most 65536)");
+  try {
+    plain_logits_ = a.as_float();
+  } catch (const Error& e) {
+    throw Error(file + ": " + e.what());
+  }
+  tokens_ = static_cast<int>(T);
+  experts_ = static_cast<int>(E);
+  layer_ids_ = {0};
+  for (long s = 1; s <= S; ++s) steps_.push_back(s);
+  for (std::int64_t s = 0; s < S; ++s) {
+    const auto first = plain_logits_.begin() + s * T * E;
+    if (auto bad = std::find_if(first, first + T * E, [](float v) { return !std::isfinite(v); }); bad != first + T * E) {
+      const auto i = bad - first;
+      throw Error(file + ": " + (std::isnan(*bad) ? "NaN" : "infinite") + " logit at step " + std::to_string(s + 1) +
+                  ", token " + std::to_string(i / E) + ", expert " + std::to_string(i % E));
+    }
+  }
+  if (tokens.empty()) return;
+  plain_tokens_file_ = tokens;
+  const NpyArray ids = read_npy(tokens);
+  const bool ok = (S == 1 && ids.shape == std::vector<std::int64_t>{T}) || ids.shape == std::vector<std::int64_t>{S, T};
+  if (!ok)
+    throw Error(tokens + ": token ids of shape " + shape_text(ids.shape) + " for logits of shape " + shape_text(a.shape) +
+                "; expected " + (S == 1 ? "(" + std::to_string(T) + ",) or " : std::string()) + "(" + std::to_string(S) +
+                ", " + std::to_string(T) + ")");
+  try {
+    plain_ids_ = ids.as_int64();
+  } catch (const Error& e) {
+    throw Error(tokens + ": " + e.what());
+  }
+  has_tokens_ = true;
+}
+
+void TraceReader::open_folder(const std::string& dir, const std::vector<int>& layers) {
+  dir_ = dir;
+  const auto manifest = (fs::path(dir) / "manifest.json").string();
+  std::error_code ec;
+  if (!fs::exists(manifest, ec)) throw Error(manifest + ": no such file (not a moesim trace folder)");
+  entries_ = parse_trace_manifest(read_file(manifest), manifest);
+  for (std::size_t i = 0; i < entries_.size(); ++i) index_[{entries_[i].layer, entries_[i].step, entries_[i].kind}] = i;
+  std::map<int, std::set<long>> logit_steps;
+  for (const auto& e : entries_)
+    if (e.kind == "gate_logits") logit_steps[e.layer].insert(e.step);
+  if (logit_steps.empty()) throw Error(manifest + ": records no gate logits");
+  if (layers.empty()) {
+    for (const auto& [l, s] : logit_steps) layer_ids_.push_back(l);
+  } else {
+    for (int l : layers) {
+      if (!logit_steps.count(l)) {
+        std::string have;
+        for (const auto& [r, s] : logit_steps) have += (have.empty() ? "" : ", ") + std::to_string(r);
+        throw Error(manifest + ": no layer " + std::to_string(l) + " recorded (recorded layers: " + have + ")");
+      }
+      layer_ids_.push_back(l);
+    }
+  }
+  const auto& first = logit_steps[layer_ids_[0]];
+  for (int l : layer_ids_)
+    if (logit_steps[l] != first)
+      throw Error(manifest + ": layers " + std::to_string(layer_ids_[0]) + " and " + std::to_string(l) +
+                  " record different steps");
+  steps_.assign(first.begin(), first.end());
+  for (int l : layer_ids_)
+    for (long s : steps_) {
+      const TraceEntry& e = entry(l, s, "gate_logits");
+      const std::string file = (fs::path(dir) / e.file).string();
+      if (e.shape.size() != 2 || e.shape[0] < 1 || e.shape[1] < 1 || e.shape[0] > kMaxDim || e.shape[1] > (1 << 16))
+        throw Error(file + ": manifest shape " + shape_text(e.shape) + "; gate logits are (tokens, E)");
+      if (!fs::exists(file, ec)) throw Error(file + ": no such file (listed in " + manifest + ")");
+      if (tokens_ == 0) {
+        tokens_ = static_cast<int>(e.shape[0]);
+        experts_ = static_cast<int>(e.shape[1]);
+      }
+      if (e.shape[1] != experts_)
+        throw Error(file + ": " + std::to_string(e.shape[1]) + " experts where layer " + std::to_string(layer_ids_[0]) +
+                    " has " + std::to_string(experts_) + " (every replayed layer must have the same E)");
+      if (e.shape[0] != tokens_)
+        throw Error(file + ": " + std::to_string(e.shape[0]) + " tokens where the first step has " +
+                    std::to_string(tokens_) + " (every step must route the same number of tokens)");
+    }
+  auto has = [&](int layer, long step, const char* kind) { return index_.count({layer, step, kind}) > 0; };
+  has_tokens_ = std::all_of(steps_.begin(), steps_.end(), [&](long s) { return has(-1, s, "token_ids"); });
+  has_perf_ = std::all_of(layer_ids_.begin(), layer_ids_.end(), [&](int l) {
+    return std::all_of(steps_.begin(), steps_.end(), [&](long s) { return has(l, s, "expert_perf"); });
+  });
+}
+
+const TraceEntry& TraceReader::entry(int layer, long step, const std::string& kind) const {
+  if (auto it = index_.find({layer, step, kind}); it != index_.end()) return entries_[it->second];
+  throw Error(dir_ + "/manifest.json: no " + kind + " for layer " + std::to_string(layer) + ", step " +
+              std::to_string(step));
+}
+
+NpyArray TraceReader::load(const TraceEntry& e) const {
+  const std::string file = (fs::path(dir_) / e.file).string();
+  NpyArray a = read_npy(file);
+  if (a.shape != e.shape)
+    throw Error(file + ": shape " + shape_text(a.shape) + " where the manifest says " + shape_text(e.shape));
+  return a;
+}
+
+void TraceReader::logits(int l, std::int64_t i, std::vector<float>& out) const {
+  const std::size_t n = static_cast<std::size_t>(tokens_) * static_cast<std::size_t>(experts_);
+  if (plain_) {
+    out.assign(plain_logits_.begin() + static_cast<std::ptrdiff_t>(i * n), plain_logits_.begin() + static_cast<std::ptrdiff_t>((i + 1) * n));
+    return;
+  }
+  const TraceEntry& e = entry(layer_ids_[l], steps_[i], "gate_logits");
+  const std::string file = (fs::path(dir_) / e.file).string();
+  try {
+    out = load(e).as_float();
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    throw Error(what.rfind(file, 0) == 0 ? what : file + ": " + what);
+  }
+  check_finite(out, experts_, file, steps_[i]);
+}
+
+void TraceReader::token_ids(std::int64_t i, std::vector<std::int64_t>& out) const {
+  if (!has_tokens_) throw Error("trace has no token ids");
+  if (plain_) {
+    out.assign(plain_ids_.begin() + i * tokens_, plain_ids_.begin() + (i + 1) * tokens_);
+    return;
+  }
+  const TraceEntry& e = entry(-1, steps_[i], "token_ids");
+  out = load(e).as_int64();
+  if (static_cast<int>(out.size()) != tokens_)
+    throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " token ids for " +
+                std::to_string(tokens_) + " tokens");
+}
+
+void TraceReader::expert_perf(int l, std::int64_t i, std::vector<float>& out) const {
+  if (!has_perf_) throw Error("trace has no per-expert performance");
+  const TraceEntry& e = entry(layer_ids_[l], steps_[i], "expert_perf");
+  out = load(e).as_float();
+  if (static_cast<int>(out.size()) != experts_)
+    throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " values for " +
+                std::to_string(experts_) + " experts");
+}
+
+}  // namespace moesim
