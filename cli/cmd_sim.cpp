@@ -13,7 +13,7 @@
 #include "policies/types.hpp"
 
 #include "reports/report.hpp"
-#include "sim/metrics.hpp"
+#include "metrics/load_metrics.hpp"
 #include "sim/scenario.hpp"
 #include "sim/sweep.hpp"
 

@@ -9,7 +9,7 @@
 
 #include "common/text.hpp"
 #include "reports/markdown.hpp"
-#include "sim/metrics.hpp"
+#include "metrics/load_metrics.hpp"
 
 namespace moesim {
 

@@ -9,7 +9,7 @@
 #include "reports/markdown.hpp"
 #include "reports/plotter.hpp"
 #include "reports/sweep_data.hpp"
-#include "sim/metrics.hpp"
+#include "metrics/load_metrics.hpp"
 
 namespace moesim {
 
@@ -61,7 +61,7 @@ void write_table(std::ostringstream& md, const SweepData& d) {
     }
     md << "\n";
   }
-  md << "\nColumns (see `sim/metrics.hpp` for exact definitions): **Gini (late)**, **load CV (late)**: of each "
+  md << "\nColumns (see `metrics/load_metrics.hpp` for exact definitions): **Gini (late)**, **load CV (late)**: of each "
         "expert's load summed over the late window (the last `metrics.window` steps); **MaxVio batch**: "
         "(max load − mean load) / mean load per batch, averaged over the run; **MaxVio global**: the same on the "
         "load summed over the run; **dead experts**: experts with no load over the last `metrics.dead_window` "

@@ -3,7 +3,7 @@
 // config, grids, points with their metric statistics over seeds), runs.csv
 // (checked: every run once, a known point, numbers where numbers belong) and the
 // runs' time series. Nothing is re-expanded or re-derived: the metrics are the
-// ones the runs computed (sim/metrics.hpp).
+// ones the runs computed (metrics/load_metrics.hpp).
 #include <cstdint>
 #include <map>
 #include <string>
