@@ -19,6 +19,7 @@ int cmd_demo(const std::vector<std::string>& args);
 int cmd_run(const std::vector<std::string>& args);
 int cmd_sweep(const std::vector<std::string>& args);
 int cmd_report(const std::vector<std::string>& args);
+int cmd_confirm(const std::vector<std::string>& args);
 // LibTorch backend (cmd_train.cpp); without LibTorch they print an error.
 int cmd_train(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);

@@ -16,6 +16,7 @@ const std::vector<Command>& commands() {
       {"run", "one seeded simulation of a scenario's base config (prints its replay command)", cmd_run},
       {"sweep", "all points x seeds of a scenario in parallel, resumable (default: scenarios/matthew.yaml)", cmd_sweep},
       {"report", "plots and a Markdown summary of a sweep's output folder", cmd_report},
+      {"confirm", "training runs vs their replayed traces vs the calibrated simulator: agreement, claims, report", cmd_confirm},
       {"train", "train the LibTorch MoE Transformer on C4 through a policy (--config FILE [key=value...])", cmd_train},
       {"eval", "validation perplexity of a training checkpoint", cmd_eval},
       {"generate", "sample text from a training checkpoint (temperature, top-k)", cmd_generate},
