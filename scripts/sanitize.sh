@@ -14,7 +14,7 @@ targets=(scenario train_config policy_state npy trace_manifest c4_line csv check
 cmake -S . -B build-san -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DMOESIM_SANITIZE=ON -DMOESIM_FUZZ=ON \
   -DMOESIM_WITH_TORCH=OFF -DMOESIM_BUILD_BENCH=OFF > build-san.cmake.log 2>&1 || { cat build-san.cmake.log; exit 1; }
-cmake --build build-san -j "$(nproc)" --target test_common test_policies test_metrics test_sim test_reports "${targets[@]/#/fuzz_}"
+cmake --build build-san -j "$(nproc)" --target test_common test_policies test_metrics test_trace test_sim test_reports "${targets[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -22,6 +22,7 @@ echo "sanitize: test suites under ASan + UBSan"
 build-san/tests/test_common -w NoAssertions
 build-san/tests/test_policies -w NoAssertions
 build-san/tests/test_metrics -w NoAssertions
+build-san/tests/test_trace -w NoAssertions
 build-san/tests/sim/test_sim -w NoAssertions "~[scenarios]"
 build-san/tests/reports/test_reports -w NoAssertions
 

@@ -109,6 +109,9 @@ TEST_CASE("layer metrics on four batches computed by hand", "[metrics]") {
   CHECK(metric(v, "index_load_corr") == Approx(-1.0));
   // Per batch loads {2,0}, {1,1}, {1,0}, {0,2}: one idle expert in three of four batches.
   CHECK(metric(v, "idle_batch") == Approx(0.75));
+  // Late window = steps 2-3: batch MaxVio {1, 1}; 1 of 4 requests refused.
+  CHECK(metric(v, "late_maxvio_batch") == Approx(1.0));
+  CHECK(metric(v, "late_drop_rate") == Approx(0.25));
   // Without a reputation the statistics are NaN, not zeros that look like data.
   CHECK(std::isnan(metric(m.finish(nullptr, 0.0), "rep_mean")));
 }
@@ -141,4 +144,29 @@ TEST_CASE("starved experts: late-window load share below a tenth of the fair sha
   CHECK(starved_experts(std::vector<double>{39, 1}) == 1);  // E = 2: 1/40 = 0.025 is below 0.05
   CHECK(starved_experts(std::vector<double>{19, 1}) == 0);  // 1/20 is the threshold itself: not below
   CHECK(starved_experts(std::vector<double>{0, 0, 0}) == 3);
+}
+
+TEST_CASE("layer metrics from logged loads (add_loads) equal those from the assignments", "[metrics]") {
+  // The same four batches as above, known only by their per-expert loads and
+  // slot counts (a training log): every load metric must agree.
+  MetricsConfig mc;
+  mc.window = 2;
+  mc.dead_window = 1;
+  LayerMetrics from_batches(2, 1, 4, mc), from_loads(2, 1, 4, mc);
+  const std::vector<std::vector<std::int32_t>> ex = {{0, 0}, {0, 1}, {0, kNoExpert}, {1, 1}};
+  const std::vector<std::vector<std::int64_t>> loads = {{2, 0}, {1, 1}, {1, 0}, {0, 2}};
+  for (int s = 0; s < 4; ++s) {
+    from_batches.add_batch(s, batch(ex[s], s == 2 ? 1 : 0), nullptr, nullptr);
+    from_loads.add_loads(s, loads[s], {2, s == 2 ? 1 : 0, s == 2 ? 1 : 0, 2});
+    CHECK(from_loads.dead() == from_batches.dead());
+  }
+  const auto a = from_batches.finish(nullptr, 0.0), b = from_loads.finish(nullptr, 0.0);
+  for (const char* name : {"drop_rate", "token_drop_rate", "load_cv", "gini", "maxvio_global", "maxvio_batch",
+                           "late_gini", "late_maxvio", "late_maxvio_batch", "late_drop_rate", "dead", "starved",
+                           "idle_batch", "rgr_slope", "rank_persistence"}) {
+    INFO(name);
+    CHECK(metric(a, name) == metric(b, name));
+  }
+  CHECK(metric(b, "late_maxvio_batch") == Approx(1.0));
+  CHECK(metric(b, "maxvio_batch") == Approx(0.75));
 }
