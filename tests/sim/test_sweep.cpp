@@ -228,13 +228,17 @@ TEST_CASE("shipped scenarios: expected directions at reduced size", "[sweep][sce
     // starved is a run metric in runs.csv (metrics/load_metrics.hpp), mean over the 3 seeds.
     CHECK(mean_by_label(out, "starved").at("topk-k2") >= 3.0);
   }
-  SECTION("lossfree_vs_aux: loss-free MaxVio several times below the stand-ins") {
+  SECTION("lossfree_vs_aux: loss-free global MaxVio below the aux-loss router at every coefficient") {
     const auto out = run("lossfree_vs_aux", {"steps=300", "batch=2048"});
     const auto mv = mean_by_label(out, "maxvio_global");
     const auto drop = mean_by_label(out, "drop_rate");
     CHECK(mv.at("loss_free-u0.01") < 0.25);
     CHECK(3 * mv.at("loss_free-u0.01") < mv.at("topk-cap1.25"));
     CHECK(3 * mv.at("loss_free-u0.01") < mv.at("load-penalty-g2"));
+    CHECK(3 * mv.at("loss_free-u0.01") < mv.at("aux aux_loss=0.01"));
+    CHECK(mv.at("loss_free-u0.01") < mv.at("aux-dropless aux_loss=1"));
+    // The aux loss does balance when strong enough: the gradient is real.
+    CHECK(mv.at("aux-dropless aux_loss=1") < mv.at("aux-dropless aux_loss=0.01") - 0.5);
     CHECK(drop.at("loss_free-u0.01") == 0.0);
   }
   SECTION("capacity: drops fall with the capacity factor; balanced policies drop little at 1.25") {
