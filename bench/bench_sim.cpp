@@ -3,11 +3,14 @@
 // Run: ./build/bench/bench_sim ; items/s = token-expert routings per second.
 #include <benchmark/benchmark.h>
 
+#include <filesystem>
 #include <string>
 
+#include "policies/rng.hpp"
 #include "sim/scenario.hpp"
 #include "sim/simulator.hpp"
 #include "sim/sweep.hpp"
+#include "trace/trace.hpp"
 
 namespace {
 
@@ -16,6 +19,52 @@ using namespace moesim;
 void BM_Simulate(benchmark::State& state, std::string policy) {
   SimConfig c;
   c.steps = state.range(0);
+  c.policy.name = policy;
+  const Simulator sim(c);
+  std::int64_t routings = 0;
+  for (auto _ : state) {
+    const auto r = sim.run();
+    routings += r.routings;
+    benchmark::DoNotOptimize(r.mean.data());
+  }
+  state.SetItemsProcessed(routings);
+}
+
+// A recorded stream of the default shape (100 steps of N(0,1)-ish logits, token
+// ids and per-expert performance), written once per process under the temp dir.
+std::string bench_trace() {
+  static const std::string dir = [] {
+    const auto d = (std::filesystem::temp_directory_path() / "moesim-bench-trace").string();
+    std::filesystem::remove_all(d);
+    TraceWriter w(d);
+    const SimConfig c;
+    Rng rng(7);
+    std::vector<float> z(static_cast<std::size_t>(c.batch) * c.experts), perf(static_cast<std::size_t>(c.batch));
+    std::vector<std::int64_t> ids(static_cast<std::size_t>(c.batch));
+    Assignment a;
+    a.reset(c.batch, c.experts, 1);
+    for (long s = 1; s <= 100; ++s) {
+      for (auto& v : z) v = static_cast<float>(rng.uniform(-2.0, 2.0));
+      for (int t = 0; t < c.batch; ++t) {
+        ids[t] = static_cast<std::int64_t>(rng.next_u64() % 50000);
+        a.requested[t] = a.expert[t] = static_cast<std::int32_t>(t % c.experts);
+        perf[t] = static_cast<float>(rng.uniform());
+      }
+      w.record_tokens(s, ids.data(), c.batch);
+      w.record_logits(0, s, z.data(), c.batch, c.experts);
+      w.record_routing(0, s, a, perf.data());
+    }
+    w.commit();
+    return d;
+  }();
+  return dir;
+}
+
+// Replay of the recorded stream through a policy: same E, k, T as simulate/.
+void BM_Replay(benchmark::State& state, std::string policy) {
+  SimConfig c;
+  c.stream.kind = "replay";
+  c.stream.trace = bench_trace();
   c.policy.name = policy;
   const Simulator sim(c);
   std::int64_t routings = 0;
@@ -56,6 +105,8 @@ const bool registered = [] {
         ->Arg(100)
         ->ArgName("steps")
         ->Unit(benchmark::kMillisecond);
+  for (const char* p : {"topk", "rdesi", "loss_free", "noisy_topk", "expert_choice"})
+    benchmark::RegisterBenchmark(("replay/" + std::string(p)).c_str(), BM_Replay, p)->Unit(benchmark::kMillisecond);
   return true;
 }();
 
