@@ -395,6 +395,99 @@ TrainingRun read_training_run(const std::string& dir) {
   return r;
 }
 
+namespace {
+
+// Runs of one config but the seed share a group; members[g] lists its runs.
+std::vector<std::vector<std::size_t>> group_runs(const std::vector<TrainingRun>& runs, ConfirmResult& res) {
+  std::vector<std::vector<std::size_t>> members;
+  std::vector<std::string> sigs;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    const auto sig = signature(runs[i]);
+    auto it = std::find(sigs.begin(), sigs.end(), sig);
+    if (it != sigs.end()) {
+      members[static_cast<std::size_t>(it - sigs.begin())].push_back(i);
+      continue;
+    }
+    sigs.push_back(sig);
+    members.push_back({i});
+    GroupResult g;
+    g.label = runs[i].label;
+    g.policy = runs[i].policy;
+    res.groups.push_back(std::move(g));
+  }
+  return members;
+}
+
+// The calibration group: confirm.reference, else the first top-k run with aux loss, else the first.
+std::size_t reference_group(const std::vector<TrainingRun>& runs, const std::vector<std::vector<std::size_t>>& members,
+                            const ConfirmResult& res, const ConfirmConfig& cfg) {
+  for (std::size_t g = 0; g < res.groups.size(); ++g) {
+    const TrainingRun& r = runs[members[g][0]];
+    if (cfg.reference.empty() ? r.policy == "topk" && r.aux_loss > 0 : res.groups[g].label == cfg.reference) return g;
+  }
+  if (!cfg.reference.empty()) throw Error("key 'confirm.reference' = '" + cfg.reference + "': no such run label");
+  return 0;
+}
+
+void calibrate(const TrainingRun& ref, const RealRun& real, const ConfirmConfig& cfg, ConfirmResult& res) {
+  for (double a : cfg.gate_lr)
+    for (double b : cfg.skill_growth)
+      for (double c : cfg.clusters)
+        for (double d : cfg.init_scale) res.calibration.push_back({a, b, c, d, 0.0});
+  parallel(res.calibration.size(), cfg.threads, [&](std::size_t i) {
+    SimConfig c = base_sim(ref, cfg.window);
+    c.seed = cfg.seed + ref.seed - 1;
+    apply_params(c, res.calibration[i]);
+    res.calibration[i].loss = trajectory_loss(simulate(c), real);
+  });
+  res.best = *std::min_element(res.calibration.begin(), res.calibration.end(),
+                               [](const CalibrationPoint& a, const CalibrationPoint& b) { return a.loss < b.loss; });
+}
+
+// Group means and the real spread over its runs; trajectories of its first run.
+void aggregate(GroupResult& G, const std::vector<std::size_t>& members, const std::vector<TrainingRun>& runs,
+               const std::vector<RealRun>& real, const std::vector<std::vector<double>>& replay,
+               const std::vector<SimRun>& sims) {
+  const std::size_t M = confirm_metrics().size();
+  const double n = static_cast<double>(members.size());
+  G.mean.real.assign(M, 0.0);
+  G.mean.replay.assign(M, 0.0);
+  G.mean.sim.assign(M, 0.0);
+  std::vector<double> lo(M, std::numeric_limits<double>::infinity()), hi(M, -std::numeric_limits<double>::infinity());
+  for (std::size_t i : members) {
+    G.runs.push_back(runs[i].label);
+    for (std::size_t m = 0; m < M; ++m) {
+      G.mean.real[m] += real[i].metrics[m] / n;
+      G.mean.replay[m] += replay[i][m] / n;
+      G.mean.sim[m] += sims[i].metrics[m] / n;
+      lo[m] = std::min(lo[m], real[i].metrics[m]);
+      hi[m] = std::max(hi[m], real[i].metrics[m]);
+    }
+  }
+  for (std::size_t m = 0; m < M; ++m) G.real_spread.push_back(hi[m] - lo[m]);
+  const std::size_t i0 = members[0];
+  G.real_steps = real[i0].share_steps;
+  G.real_shares = real[i0].shares;
+  G.sim_steps = sims[i0].steps;
+  G.sim_shares = sims[i0].shares;
+}
+
+std::vector<Agreement> agreement(const std::vector<GroupResult>& groups) {
+  std::vector<Agreement> out;
+  for (std::size_t m = 0; m < confirm_metrics().size(); ++m) {
+    std::vector<double> r, s, p;
+    for (const auto& G : groups) {
+      r.push_back(G.mean.real[m]);
+      s.push_back(G.mean.sim[m]);
+      p.push_back(G.mean.replay[m]);
+    }
+    out.push_back({confirm_metrics()[m], spearman(s, r), spearman(p, r), static_cast<int>(r.size())});
+  }
+  return out;
+}
+
+}  // namespace
+
 ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmConfig& cfg, std::FILE* log) {
   const auto t0 = std::chrono::steady_clock::now();
   if (dirs.size() < 2) throw Error("confirm: give at least two training run folders");
@@ -404,25 +497,9 @@ ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmCo
     if (r.experts != runs[0].experts || r.k != runs[0].k || r.tokens != runs[0].tokens ||
         r.moe_layers != runs[0].moe_layers)
       throw Error(r.dir + ": E, k, tokens per step or MoE layers differ from " + runs[0].dir + " (confirm compares one model)");
-  // Groups: runs of one config but the seed.
   ConfirmResult res;
   res.cfg = cfg;
-  std::vector<std::vector<std::size_t>> members;
-  std::vector<std::string> sigs;
-  for (std::size_t i = 0; i < runs.size(); ++i) {
-    const auto sig = signature(runs[i]);
-    auto it = std::find(sigs.begin(), sigs.end(), sig);
-    if (it == sigs.end()) {
-      sigs.push_back(sig);
-      members.push_back({i});
-      GroupResult g;
-      g.label = runs[i].label;
-      g.policy = runs[i].policy;
-      res.groups.push_back(std::move(g));
-    } else {
-      members[static_cast<std::size_t>(it - sigs.begin())].push_back(i);
-    }
-  }
+  const auto members = group_runs(runs, res);
   if (log) std::fprintf(log, "confirm: %zu runs in %zu groups; reading logs and replaying traces\n", runs.size(), res.groups.size());
   std::vector<RealRun> real(runs.size());
   std::vector<std::vector<double>> replay(runs.size());
@@ -430,36 +507,11 @@ ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmCo
     real[i] = read_real(runs[i], cfg.window);
     replay[i] = replay_metrics(runs[i], cfg.window);
   });
-
-  // Reference group for the calibration.
-  std::size_t ref = res.groups.size();
-  for (std::size_t g = 0; g < res.groups.size(); ++g)
-    if (cfg.reference.empty() ? runs[members[g][0]].policy == "topk" && runs[members[g][0]].aux_loss > 0
-                              : res.groups[g].label == cfg.reference) {
-      ref = g;
-      break;
-    }
-  if (ref == res.groups.size()) {
-    if (!cfg.reference.empty()) throw Error("key 'confirm.reference' = '" + cfg.reference + "': no such run label");
-    ref = 0;
-  }
+  const std::size_t ref = reference_group(runs, members, res, cfg);
   res.groups[ref].reference = true;
   res.reference = res.groups[ref].label;
-  for (double a : cfg.gate_lr)
-    for (double b : cfg.skill_growth)
-      for (double c : cfg.clusters)
-        for (double d : cfg.init_scale) res.calibration.push_back({a, b, c, d, 0.0});
-  if (log) std::fprintf(log, "confirm: calibrating on %s over %zu grid points\n", res.reference.c_str(), res.calibration.size());
-  const TrainingRun& ref_run = runs[members[ref][0]];
-  parallel(res.calibration.size(), cfg.threads, [&](std::size_t i) {
-    SimConfig c = base_sim(ref_run, cfg.window);
-    c.seed = cfg.seed + ref_run.seed - 1;
-    apply_params(c, res.calibration[i]);
-    res.calibration[i].loss = trajectory_loss(simulate(c), real[members[ref][0]]);
-  });
-  res.best = *std::min_element(res.calibration.begin(), res.calibration.end(),
-                               [](const CalibrationPoint& a, const CalibrationPoint& b) { return a.loss < b.loss; });
-
+  if (log) std::fprintf(log, "confirm: calibrating on %s\n", res.reference.c_str());
+  calibrate(runs[members[ref][0]], real[members[ref][0]], cfg, res);
   if (log) std::fprintf(log, "confirm: simulating every run with the fitted parameters\n");
   std::vector<SimRun> sims(runs.size());
   parallel(runs.size(), cfg.threads, [&](std::size_t i) {
@@ -468,43 +520,12 @@ ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmCo
     apply_params(c, res.best);
     sims[i] = simulate(c);
   });
-
-  const std::size_t M = confirm_metrics().size();
   std::vector<TrainingRun> first;
   for (std::size_t g = 0; g < res.groups.size(); ++g) {
-    auto& G = res.groups[g];
     first.push_back(runs[members[g][0]]);
-    const double n = static_cast<double>(members[g].size());
-    G.mean.real.assign(M, 0.0);
-    G.mean.replay.assign(M, 0.0);
-    G.mean.sim.assign(M, 0.0);
-    std::vector<double> lo(M, std::numeric_limits<double>::infinity()), hi(M, -std::numeric_limits<double>::infinity());
-    for (std::size_t i : members[g]) {
-      G.runs.push_back(runs[i].label);
-      for (std::size_t m = 0; m < M; ++m) {
-        G.mean.real[m] += real[i].metrics[m] / n;
-        G.mean.replay[m] += replay[i][m] / n;
-        G.mean.sim[m] += sims[i].metrics[m] / n;
-        lo[m] = std::min(lo[m], real[i].metrics[m]);
-        hi[m] = std::max(hi[m], real[i].metrics[m]);
-      }
-    }
-    for (std::size_t m = 0; m < M; ++m) G.real_spread.push_back(hi[m] - lo[m]);
-    const std::size_t i0 = members[g][0];
-    G.real_steps = real[i0].share_steps;
-    G.real_shares = real[i0].shares;
-    G.sim_steps = sims[i0].steps;
-    G.sim_shares = sims[i0].shares;
+    aggregate(res.groups[g], members[g], runs, real, replay, sims);
   }
-  for (std::size_t m = 0; m < M; ++m) {
-    std::vector<double> r, s, p;
-    for (const auto& G : res.groups) {
-      r.push_back(G.mean.real[m]);
-      s.push_back(G.mean.sim[m]);
-      p.push_back(G.mean.replay[m]);
-    }
-    res.agreement.push_back({confirm_metrics()[m], spearman(s, r), spearman(p, r), static_cast<int>(r.size())});
-  }
+  res.agreement = agreement(res.groups);
   res.claims = make_claims(res.groups, first);
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
