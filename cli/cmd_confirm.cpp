@@ -27,8 +27,10 @@ int cmd_confirm(const std::vector<std::string>& args) {
         "and plots/ (metric bars, load shares over time; gnuplot).\n\n"
         "keys: confirm.window (100: late training steps), confirm.reference (run label to\n"
         "calibrate on; default the top-k run with aux loss), confirm.seed (1),\n"
-        "confirm.threads (2), confirm.gate_lr (0.03,0.1,0.3,1), confirm.skill_growth\n"
-        "(0,0.02,0.05), confirm.clusters (4,8,16), confirm.init_scale (0.5,1,2): the grid.\n");
+        "confirm.threads (2), and the calibration grid: confirm.gate_lr (0.03,0.1,0.3,1),\n"
+        "confirm.skill_growth (0,0.05,0.2), confirm.clusters (4,8,16), confirm.init_scale\n"
+        "(0.5,1,2), confirm.aux_scale (1,10,100: the simulator's gate.aux_loss is the run's\n"
+        "moe.aux_loss_coef times this).\n");
     return 0;
   }
   ArgSpec spec;

@@ -160,6 +160,8 @@ SimConfig base_sim(const TrainingRun& run, std::int64_t window) {
   for (const auto& [k, v] : run.knobs) c.policy.knobs[k] = v;
   c.metrics.window = std::min<std::int64_t>(window, run.steps);
   c.metrics.dead_window = c.metrics.window;
+  c.gate.aux_loss = run.aux_loss;
+  c.gate.z_loss = run.z_loss;
   return c;
 }
 
@@ -213,6 +215,7 @@ void apply_params(SimConfig& c, const CalibrationPoint& p) {
   c.world.skill_growth = p.skill_growth;
   c.stream.clusters = static_cast<int>(p.clusters);
   c.gate.init_scale = p.init_scale;
+  c.gate.aux_loss *= p.aux_scale;
 }
 
 double trajectory_loss(const SimRun& s, const RealRun& r) {
@@ -352,9 +355,11 @@ void set_confirm_key(ConfirmConfig& c, const std::string& key, const std::string
       if (x < 1 || x != std::floor(x)) throw Error("key 'confirm.clusters': expected whole numbers >= 1");
   } else if (key == "confirm.init_scale") {
     c.init_scale = parse_list(key, value);
+  } else if (key == "confirm.aux_scale") {
+    c.aux_scale = parse_list(key, value);
   } else {
     throw Error("key '" + key + "': unknown (confirm.window, confirm.reference, confirm.seed, confirm.threads, "
-                "confirm.gate_lr, confirm.skill_growth, confirm.clusters, confirm.init_scale)");
+                "confirm.gate_lr, confirm.skill_growth, confirm.clusters, confirm.init_scale, confirm.aux_scale)");
   }
 }
 
@@ -433,7 +438,8 @@ void calibrate(const TrainingRun& ref, const RealRun& real, const ConfirmConfig&
   for (double a : cfg.gate_lr)
     for (double b : cfg.skill_growth)
       for (double c : cfg.clusters)
-        for (double d : cfg.init_scale) res.calibration.push_back({a, b, c, d, 0.0});
+        for (double d : cfg.init_scale)
+          for (double x : cfg.aux_scale) res.calibration.push_back({a, b, c, d, x, 0.0});
   parallel(res.calibration.size(), cfg.threads, [&](std::size_t i) {
     SimConfig c = base_sim(ref, cfg.window);
     c.seed = cfg.seed + ref.seed - 1;

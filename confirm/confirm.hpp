@@ -15,7 +15,7 @@
 // that differ only by seed (a group) are averaged; the spread is the seed noise.
 //
 // Calibration: on the reference group, a grid over gate.lr, world.skill_growth,
-// stream.clusters and gate.init_scale is scored by
+// stream.clusters, gate.init_scale and the aux-loss scale is scored by
 //   loss = RMSE(Gini) / (mean real Gini + 0.01) + RMSE(MaxVio) / (mean real MaxVio + 0.01)
 // between the simulated and the real per-batch trajectories (mean over layers,
 // at the simulator's logged steps); the best point predicts every other group
@@ -36,9 +36,13 @@ namespace moesim {
 struct ConfirmConfig {
   std::int64_t window = 100;             // confirm.window: late training steps the metrics cover
   std::vector<double> gate_lr = {0.03, 0.1, 0.3, 1.0};
-  std::vector<double> skill_growth = {0.0, 0.02, 0.05};
+  std::vector<double> skill_growth = {0.0, 0.05, 0.2};
   std::vector<double> clusters = {4, 8, 16};
   std::vector<double> init_scale = {0.5, 1.0, 2.0};
+  // The simulator's gate.aux_loss = the run's moe.aux_loss_coef x aux_scale: how
+  // strong the load-balancing gradient is against the gate's task signal differs
+  // between the simulator's reward-learning gate and a trained router.
+  std::vector<double> aux_scale = {1.0, 10.0, 100.0};
   std::string reference;                 // confirm.reference: group label (default: the top-k group with aux loss)
   std::uint64_t seed = 1;                // confirm.seed: a run trained with seed s is simulated with seed + s - 1
   int threads = 2;                       // simulations in parallel
@@ -84,7 +88,7 @@ struct GroupResult {
 };
 
 struct CalibrationPoint {
-  double gate_lr, skill_growth, clusters, init_scale, loss;
+  double gate_lr, skill_growth, clusters, init_scale, aux_scale, loss;
 };
 
 struct Agreement {

@@ -75,9 +75,9 @@ std::string claims_csv(const ConfirmResult& r) {
 std::string calibration_csv(const ConfirmResult& r) {
   std::ostringstream os;
   CsvWriter csv(os);
-  csv.header({"gate_lr", "skill_growth", "clusters", "init_scale", "loss"});
+  csv.header({"gate_lr", "skill_growth", "clusters", "init_scale", "aux_scale", "loss"});
   for (const auto& p : r.calibration) {
-    const double row[] = {p.gate_lr, p.skill_growth, p.clusters, p.init_scale, p.loss};
+    const double row[] = {p.gate_lr, p.skill_growth, p.clusters, p.init_scale, p.aux_scale, p.loss};
     csv.row(row);
   }
   return os.str();
@@ -107,7 +107,8 @@ std::string summary_json(const ConfirmResult& r) {
   js << "{\n  \"reference\": " << json_string(r.reference) << ",\n  \"window\": " << r.cfg.window
      << ",\n  \"calibration\": {\"gate_lr\": " << json_number(r.best.gate_lr)
      << ", \"skill_growth\": " << json_number(r.best.skill_growth) << ", \"clusters\": " << json_number(r.best.clusters)
-     << ", \"init_scale\": " << json_number(r.best.init_scale) << ", \"loss\": " << json_number(r.best.loss)
+     << ", \"init_scale\": " << json_number(r.best.init_scale) << ", \"aux_scale\": " << json_number(r.best.aux_scale)
+     << ", \"loss\": " << json_number(r.best.loss)
      << ", \"points\": " << r.calibration.size() << "},\n  \"groups\": [";
   for (std::size_t g = 0; g < r.groups.size(); ++g)
     js << (g ? ", " : "") << json_string(r.groups[g].label);
@@ -215,7 +216,8 @@ std::string markdown(const ConfirmResult& r, Plotter& plot) {
   md << "\n## Calibration\n\nFitted on " << md_escape(r.reference) << " over " << r.calibration.size()
      << " grid points (calibration.csv): gate.lr = " << fmt_value(r.best.gate_lr) << ", world.skill_growth = "
      << fmt_value(r.best.skill_growth) << ", stream.clusters = " << fmt_value(r.best.clusters)
-     << ", gate.init_scale = " << fmt_value(r.best.init_scale) << " (loss " << fmt_value(r.best.loss)
+     << ", gate.init_scale = " << fmt_value(r.best.init_scale) << ", aux-loss scale = " << fmt_value(r.best.aux_scale)
+     << " (gate.aux_loss = the run's coefficient x scale; loss " << fmt_value(r.best.loss)
      << "). Prediction error of the held-out groups (sim − real; prediction.csv):\n\n| group |";
   for (const auto& m : ms) md << ' ' << md_escape(heading_of(m)) << " |";
   md << "\n|---|";

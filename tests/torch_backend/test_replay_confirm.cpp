@@ -119,6 +119,7 @@ TEST_CASE("confirm on tiny training runs writes its tables and plots, real metri
   cfg.skill_growth = {0.0};
   cfg.clusters = {4};
   cfg.init_scale = {1.0};
+  cfg.aux_scale = {1.0};
   cfg.threads = 1;
   const ConfirmResult res = confirm_runs(runs, cfg, nullptr);
   REQUIRE(res.groups.size() == 3);  // the two top-k + aux runs differ only by seed
