@@ -30,7 +30,9 @@ int cmd_confirm(const std::vector<std::string>& args) {
         "confirm.threads (2), and the calibration grid: confirm.gate_lr (0.03,0.1,0.3,1),\n"
         "confirm.skill_growth (0,0.05,0.2), confirm.clusters (4,8,16), confirm.init_scale\n"
         "(0.5,1,2), confirm.aux_scale (1,10,100: the simulator's gate.aux_loss is the run's\n"
-        "moe.aux_loss_coef times this).\n");
+        "moe.aux_loss_coef times this); confirm.perf_spread (false; true: world.perf_scale_spread\n"
+        "= the reference's recorded spread of ln(performance) across experts),\n"
+        "confirm.perf_level (false: scale the world to its recorded performance level).\n");
     return 0;
   }
   ArgSpec spec;

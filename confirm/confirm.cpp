@@ -210,6 +210,50 @@ SimRun simulate(SimConfig c) {
   return out;
 }
 
+// The recorded performance of the late window's recorded steps (experts that
+// served): level = mean per-expert performance, spread = mean over steps and
+// layers of the std over experts of ln(performance). {1, 0} without records.
+struct PerfShape {
+  double level = 1.0, spread = 0.0;
+};
+
+PerfShape recorded_perf(const TrainingRun& run, std::int64_t window) {
+  const TraceReader trace((fs::path(run.dir) / "traces").string(), "", {});
+  PerfShape shape;
+  if (!trace.has_perf()) return shape;
+  double sum = 0, spread = 0;
+  std::int64_t n = 0, rows = 0;
+  std::vector<float> p;
+  for (std::int64_t i = 0; i < trace.steps(); ++i) {
+    if (trace.recorded_steps()[static_cast<std::size_t>(i)] <= run.steps - window) continue;
+    for (int l = 0; l < trace.layers(); ++l) {
+      trace.expert_perf(l, i, p);
+      std::vector<double> logs;
+      for (float v : p)
+        if (std::isfinite(v) && v > 0) sum += v, ++n, logs.push_back(std::log(v));
+      if (logs.size() < 2) continue;
+      spread += vector_stats(logs).std;
+      ++rows;
+    }
+  }
+  if (n > 0 && sum > 0) shape.level = sum / static_cast<double>(n);
+  if (rows > 0) shape.spread = spread / static_cast<double>(rows);
+  return shape;
+}
+
+// The world matched to the recorded performance: its scale (every skill level
+// and the noise, so perf = skill + noise scales exactly) when confirm.perf_level,
+// and the experts' fixed output-scale spread when confirm.perf_spread.
+void shape_world(SimConfig& c, const ConfirmResult& res) {
+  const double level = res.cfg.perf_level ? res.perf_level : 1.0;
+  c.world.skill_init *= level;
+  c.world.skill_spread *= level;
+  c.world.skill_max *= level;
+  c.world.skill_floor *= level;
+  c.world.perf_noise *= level;
+  if (res.cfg.perf_spread) c.world.perf_scale_spread = std::min(res.perf_spread, 10.0);
+}
+
 void apply_params(SimConfig& c, const CalibrationPoint& p) {
   c.gate.lr = p.gate_lr;
   c.world.skill_growth = p.skill_growth;
@@ -355,11 +399,14 @@ void set_confirm_key(ConfirmConfig& c, const std::string& key, const std::string
       if (x < 1 || x != std::floor(x)) throw Error("key 'confirm.clusters': expected whole numbers >= 1");
   } else if (key == "confirm.init_scale") {
     c.init_scale = parse_list(key, value);
+  } else if (key == "confirm.perf_level" || key == "confirm.perf_spread") {
+    if (value != "true" && value != "false") throw Error("key '" + key + "' = '" + value + "': expected true or false");
+    (key == "confirm.perf_level" ? c.perf_level : c.perf_spread) = value == "true";
   } else if (key == "confirm.aux_scale") {
     c.aux_scale = parse_list(key, value);
   } else {
     throw Error("key '" + key + "': unknown (confirm.window, confirm.reference, confirm.seed, confirm.threads, "
-                "confirm.gate_lr, confirm.skill_growth, confirm.clusters, confirm.init_scale, confirm.aux_scale)");
+                "confirm.gate_lr, confirm.skill_growth, confirm.clusters, confirm.init_scale, confirm.aux_scale, confirm.perf_level, confirm.perf_spread)");
   }
 }
 
@@ -444,6 +491,7 @@ void calibrate(const TrainingRun& ref, const RealRun& real, const ConfirmConfig&
     SimConfig c = base_sim(ref, cfg.window);
     c.seed = cfg.seed + ref.seed - 1;
     apply_params(c, res.calibration[i]);
+    shape_world(c, res);
     res.calibration[i].loss = trajectory_loss(simulate(c), real);
   });
   res.best = *std::min_element(res.calibration.begin(), res.calibration.end(),
@@ -516,7 +564,12 @@ ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmCo
   const std::size_t ref = reference_group(runs, members, res, cfg);
   res.groups[ref].reference = true;
   res.reference = res.groups[ref].label;
-  if (log) std::fprintf(log, "confirm: calibrating on %s\n", res.reference.c_str());
+  const PerfShape perf = recorded_perf(runs[members[ref][0]], cfg.window);
+  res.perf_level = perf.level;
+  res.perf_spread = perf.spread;
+  if (log)
+    std::fprintf(log, "confirm: calibrating on %s (recorded performance level %.3g, log-spread %.3g)\n",
+                 res.reference.c_str(), res.perf_level, res.perf_spread);
   calibrate(runs[members[ref][0]], real[members[ref][0]], cfg, res);
   if (log) std::fprintf(log, "confirm: simulating every run with the fitted parameters\n");
   std::vector<SimRun> sims(runs.size());
@@ -524,6 +577,7 @@ ConfirmResult confirm_runs(const std::vector<std::string>& dirs, const ConfirmCo
     SimConfig c = base_sim(runs[i], cfg.window);
     c.seed = cfg.seed + runs[i].seed - 1;
     apply_params(c, res.best);
+    shape_world(c, res);
     sims[i] = simulate(c);
   });
   std::vector<TrainingRun> first;

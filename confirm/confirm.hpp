@@ -19,7 +19,8 @@
 //   loss = RMSE(Gini) / (mean real Gini + 0.01) + RMSE(MaxVio) / (mean real MaxVio + 0.01)
 // between the simulated and the real per-batch trajectories (mean over layers,
 // at the simulator's logged steps); the best point predicts every other group
-// (held out: the reference is not scored).
+// (held out: the reference is not scored). The world's performance is first
+// matched to the reference's recorded per-expert performance (confirm.perf_*).
 //
 // Agreement: per metric, Spearman's rho between sim and real and between replay
 // and real over the groups. Claims: the simulator's expected findings, each a
@@ -43,6 +44,13 @@ struct ConfirmConfig {
   // strong the load-balancing gradient is against the gate's task signal differs
   // between the simulator's reward-learning gate and a trained router.
   std::vector<double> aux_scale = {1.0, 10.0, 100.0};
+  // The simulator's performance matched to the reference run's recorded one
+  // (a trained expert's output norm is neither in [0, 1] nor alike across
+  // experts): confirm.perf_level scales the world's skills and noise to the
+  // recorded mean; confirm.perf_spread sets world.perf_scale_spread to the
+  // recorded spread of ln(performance) across experts.
+  bool perf_level = false;
+  bool perf_spread = false;
   std::string reference;                 // confirm.reference: group label (default: the top-k group with aux loss)
   std::uint64_t seed = 1;                // confirm.seed: a run trained with seed s is simulated with seed + s - 1
   int threads = 2;                       // simulations in parallel
@@ -109,6 +117,7 @@ struct ConfirmResult {
   std::vector<GroupResult> groups;
   std::vector<CalibrationPoint> calibration;  // every grid point, in grid order
   CalibrationPoint best{};
+  double perf_level = 1.0, perf_spread = 0.0;  // recorded by the reference (confirm.perf_* say which are used)
   std::string reference;
   std::vector<Agreement> agreement;
   std::vector<Claim> claims;

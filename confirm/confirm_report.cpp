@@ -109,7 +109,8 @@ std::string summary_json(const ConfirmResult& r) {
      << ", \"skill_growth\": " << json_number(r.best.skill_growth) << ", \"clusters\": " << json_number(r.best.clusters)
      << ", \"init_scale\": " << json_number(r.best.init_scale) << ", \"aux_scale\": " << json_number(r.best.aux_scale)
      << ", \"loss\": " << json_number(r.best.loss)
-     << ", \"points\": " << r.calibration.size() << "},\n  \"groups\": [";
+     << ", \"perf_level\": " << json_number(r.perf_level)
+     << ", \"perf_spread\": " << json_number(r.perf_spread) << ", \"points\": " << r.calibration.size() << "},\n  \"groups\": [";
   for (std::size_t g = 0; g < r.groups.size(); ++g)
     js << (g ? ", " : "") << json_string(r.groups[g].label);
   js << "],\n  \"agreement\": {";
@@ -128,9 +129,10 @@ void plot_bars(Plotter& plot, const ConfirmResult& r, std::ostringstream& md) {
     std::ostringstream d;
     d << "# group real replay sim\n";
     const auto i = static_cast<std::size_t>(std::find(ms.begin(), ms.end(), m) - ms.begin());
+    const double k = scale_of(m);
     for (const auto& g : r.groups)
-      d << '"' << g.label << "\" " << format_number(g.mean.real[i]) << ' ' << format_number(g.mean.replay[i]) << ' '
-        << format_number(g.mean.sim[i]) << "\n";
+      d << '"' << g.label << "\" " << format_number(k * g.mean.real[i]) << ' ' << format_number(k * g.mean.replay[i])
+        << ' ' << format_number(k * g.mean.sim[i]) << "\n";
     plot.data("bars_" + m + ".dat", d.str());
   }
   int rows = 0, cols = 0;
@@ -138,7 +140,7 @@ void plot_bars(Plotter& plot, const ConfirmResult& r, std::ostringstream& md) {
   std::ostringstream body;
   body << "set multiplot layout " << rows << "," << cols << "\nset style data histogram\n"
        << "set style histogram clustered gap 1\nset style fill solid 0.8 border -1\nset xtics rotate by -35 font ',8'\n"
-       << "set key top left font ',8'\nset grid ytics\n";
+       << "set key outside top center horizontal font ',8'\nset grid ytics\n";
   for (const auto& m : ms)
     body << "set title " << gq(heading_of(m)) << "\nplot " << data_file("bars_" + m + ".dat")
          << " using 2:xtic(1) title 'real', '' using 3 title 'replay', '' using 4 title 'sim'\n";
@@ -217,7 +219,9 @@ std::string markdown(const ConfirmResult& r, Plotter& plot) {
      << " grid points (calibration.csv): gate.lr = " << fmt_value(r.best.gate_lr) << ", world.skill_growth = "
      << fmt_value(r.best.skill_growth) << ", stream.clusters = " << fmt_value(r.best.clusters)
      << ", gate.init_scale = " << fmt_value(r.best.init_scale) << ", aux-loss scale = " << fmt_value(r.best.aux_scale)
-     << " (gate.aux_loss = the run's coefficient x scale; loss " << fmt_value(r.best.loss)
+     << " (gate.aux_loss = the run's coefficient x scale); recorded performance level " << fmt_value(r.perf_level)
+     << (r.cfg.perf_level ? " (used)" : " (not used)") << ", spread of ln(performance) across experts "
+     << fmt_value(r.perf_spread) << (r.cfg.perf_spread ? " (used: world.perf_scale_spread)" : " (not used)") << " (loss " << fmt_value(r.best.loss)
      << "). Prediction error of the held-out groups (sim − real; prediction.csv):\n\n| group |";
   for (const auto& m : ms) md << ' ' << md_escape(heading_of(m)) << " |";
   md << "\n|---|";

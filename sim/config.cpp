@@ -106,6 +106,9 @@ const std::vector<Field>& fields() {
                              [](SimConfig& c) -> std::string& { return c.world.decay_scope; }, {"pair", "expert"}));
     f.push_back(F::real_field("world.perf_noise", "std of the Gaussian noise on each served slot's performance",
                            [](SimConfig& c) -> double& { return c.world.perf_noise; }, 0.0, 1e300));
+    f.push_back(F::real_field("world.perf_scale_spread",
+                           "sigma: each expert's performance is multiplied by a fixed exp(sigma*N(0,1)) (0 = off)",
+                           [](SimConfig& c) -> double& { return c.world.perf_scale_spread; }, 0.0, 10.0));
 
     f.push_back(F::real_field("gate.init_scale", "W entries ~ N(0, init_scale^2/d)",
                            [](SimConfig& c) -> double& { return c.gate.init_scale; }, 0.0, 1e300));

@@ -53,6 +53,7 @@ struct WorldConfig {
   double idle_decay = 0.001;
   std::string decay_scope = "pair";
   double perf_noise = 0.1;
+  double perf_scale_spread = 0.0;
 };
 
 // The simulator's own linear gate (sim/gate.hpp has the update rule).

@@ -13,6 +13,10 @@ World::World(const WorldConfig& cfg, int experts, int clusters, std::uint64_t se
   s_.resize(static_cast<std::size_t>(experts) * clusters);
   Rng init(derive_seed(seed, "world.init"));
   for (auto& s : s_) s = cfg.skill_init + cfg.skill_spread * init.uniform(-1.0, 1.0);
+  if (cfg.perf_scale_spread > 0.0) {
+    Rng scale(derive_seed(seed, "world.scale"));
+    for (int e = 0; e < experts; ++e) scale_.push_back(static_cast<float>(std::exp(cfg.perf_scale_spread * scale.normal())));
+  }
 }
 
 void World::perform(const Assignment& a, const std::int32_t* cluster, float* perf) {
@@ -36,6 +40,7 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
       }
       const float s = static_cast<float>(st[static_cast<std::size_t>(e) * clusters_]);
       perf[i] = noisy ? s + noise_[q++] : s;
+      if (!scale_.empty()) perf[i] *= scale_[static_cast<std::size_t>(e)];
     }
   }
 }

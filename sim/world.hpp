@@ -5,7 +5,10 @@
 //   start        s[e][c] = skill_init + skill_spread * U(-1, 1)
 //   performance  a slot of token t (cluster c_t) served by e yields
 //                    r = s[e][c_t] + perf_noise * N(0, 1)
-//                the signal the policy observes and the gate learns from.
+//                the signal the policy observes and the gate learns from;
+//                with perf_scale_spread = sigma > 0 it is g_e * r, g_e = exp(sigma * N(0, 1))
+//                fixed per expert (stream "world.scale"): experts whose output
+//                scale differs for good, as the output norms of trained experts do.
 //   learning     after each batch, with n[e][c] the slots of cluster c served by e and
 //   by doing     n_fair = T * k / E the slots an expert serves under even routing:
 //                    s[e][c] <- s_max - (s_max - s[e][c]) * exp(-eta * n[e][c] / n_fair)
@@ -31,7 +34,8 @@ namespace moesim {
 
 class World {
  public:
-  // seed: the layer's seed; the world draws from its children "world.init" and "world.noise".
+  // seed: the layer's seed; the world draws from its children "world.init", "world.noise"
+  // and "world.scale".
   World(const WorldConfig& cfg, int experts, int clusters, std::uint64_t seed);
 
   // perf[i] for every slot of a: the performance above on served slots, 0 elsewhere.
@@ -55,6 +59,7 @@ class World {
   Rng noise_rng_;
   NormalFiller normals_;
   std::vector<float> noise_;
+  std::vector<float> scale_;  // g_e; empty when perf_scale_spread = 0
 };
 
 }  // namespace moesim

@@ -98,3 +98,29 @@ TEST_CASE("performance = skill of the served (expert, cluster) + noise", "[world
   CHECK(m == Approx(0.5).margin(0.01));
   CHECK(std::sqrt(v / 20000) == Approx(0.3).epsilon(0.03));
 }
+
+TEST_CASE("perf_scale_spread: each expert's performance times a fixed lognormal factor", "[world]") {
+  // 64 experts, one cluster, no noise: perf_e / skill_e = g_e = exp(sigma z_e) is the
+  // same on every call, and ln g over the experts has mean ~0 and std ~sigma.
+  auto cfg = exact();
+  cfg.perf_scale_spread = 0.5;
+  World w(cfg, 64, 1, 3);
+  Assignment a;
+  a.reset(64, 64, 1);
+  for (int t = 0; t < 64; ++t) a.expert[t] = t;
+  const std::vector<std::int32_t> cl(64, 0);
+  std::vector<float> p1(64), p2(64);
+  w.perform(a, cl.data(), p1.data());
+  w.perform(a, cl.data(), p2.data());
+  CHECK(p1 == p2);
+  double m = 0, v = 0;
+  for (int e = 0; e < 64; ++e) m += std::log(p1[e] / 0.5) / 64;
+  for (int e = 0; e < 64; ++e) v += (std::log(p1[e] / 0.5) - m) * (std::log(p1[e] / 0.5) - m) / 63;
+  CHECK(std::abs(m) < 0.2);
+  CHECK(std::sqrt(v) == Approx(0.5).epsilon(0.25));
+  // Off (the default): exactly the skill, bit for bit.
+  cfg.perf_scale_spread = 0.0;
+  World off(cfg, 64, 1, 3);
+  off.perform(a, cl.data(), p1.data());
+  for (int e = 0; e < 64; ++e) CHECK(p1[e] == 0.5f);
+}
