@@ -49,7 +49,8 @@ class HeaderReader {
  public:
   HeaderReader(std::string_view s, const std::string& source) : s_(s), src_(source) {}
 
-  void read(NpyArray& a, bool& fortran) {
+  template <class A>  // NpyArray or NpyView: fills dtype and shape
+  void read(A& a, bool& fortran) {
     bool have_descr = false, have_order = false, have_shape = false;
     ws();
     expect('{');
@@ -187,7 +188,7 @@ std::vector<std::int64_t> NpyArray::as_int64() const {
   return out;
 }
 
-NpyArray parse_npy(std::string_view b, const std::string& source) {
+NpyView parse_npy_view(std::string_view b, const std::string& source) {
   if (b.size() < 10 || b.substr(0, 6) != std::string_view("\x93NUMPY", 6))
     throw Error(source + ": not an NPY file (no \\x93NUMPY magic)");
   const auto major = static_cast<unsigned char>(b[6]);
@@ -204,7 +205,7 @@ NpyArray parse_npy(std::string_view b, const std::string& source) {
     throw Error(source + ": NPY version " + std::to_string(major) + " is not supported");
   }
   if (hlen > b.size() - off) throw Error(source + ": truncated NPY header");
-  NpyArray a;
+  NpyView a;
   bool fortran = false;
   HeaderReader(b.substr(off, hlen), source).read(a, fortran);
   if (fortran) throw Error(source + ": Fortran-order arrays are not supported (save a C-order copy)");
@@ -222,7 +223,16 @@ NpyArray parse_npy(std::string_view b, const std::string& source) {
     throw Error(source + ": the shape holds " + std::to_string(n) + " elements of " + std::to_string(es) +
                 " bytes, the file has " + std::to_string(body) + " data bytes" +
                 (body < n * es ? " (truncated?)" : ""));
-  a.data = std::string(b.substr(off + hlen));
+  a.data = b.substr(off + hlen);
+  return a;
+}
+
+NpyArray parse_npy(std::string_view b, const std::string& source) {
+  const NpyView v = parse_npy_view(b, source);
+  NpyArray a;
+  a.dtype = v.dtype;
+  a.shape = v.shape;
+  a.data = std::string(v.data);
   return a;
 }
 

@@ -29,6 +29,13 @@ struct NpyArray {
 // or unsupported dtypes, a shape whose size overflows, data shorter or longer
 // than the shape says.
 NpyArray parse_npy(std::string_view bytes, const std::string& source);
+// The same checks without copying the data: `data` points into `bytes`.
+struct NpyView {
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  std::string_view data;
+};
+NpyView parse_npy_view(std::string_view bytes, const std::string& source);
 NpyArray read_npy(const std::string& path);
 
 }  // namespace moesim

@@ -49,6 +49,9 @@ class TraceReader {
   void open_plain(const std::string& file, const std::string& tokens);
   const TraceEntry& entry(int layer, long step, const std::string& kind) const;
   NpyArray load(const TraceEntry& e) const;
+  // The entry's file read into buf_ and checked against the manifest's shape.
+  NpyView view(const TraceEntry& e, const std::string& file) const;
+  mutable std::string buf_;  // reused across steps: one read, no allocation per step
 
   std::string dir_;
   std::vector<TraceEntry> entries_;
