@@ -8,6 +8,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "common/csv.hpp"
@@ -107,6 +108,15 @@ RealRun read_real(const TrainingRun& run, std::int64_t window) {
                 " (an unfinished run: resume it first)");
   const int E = run.experts;
   const MetricsConfig mc{std::min(window, S), std::min(window, S)};
+  const std::size_t step_col = t.need_column("step");
+  // A count column: a finite whole number >= 0, else an Error naming file, line and column.
+  auto count = [&](std::size_t row, std::size_t col) {
+    const double v = t.number(row, col);
+    if (!(v >= 0) || v > 9e15 || v != std::floor(v))
+      throw Error(path + ":" + std::to_string(t.lines[row]) + ": column " + t.header[col] + " = '" + t.rows[row][col] +
+                  "': expected a count");
+    return static_cast<std::int64_t>(v);
+  };
   RealRun r;
   r.gini.assign(static_cast<std::size_t>(S), 0.0);
   r.maxvio.assign(static_cast<std::size_t>(S), 0.0);
@@ -123,11 +133,11 @@ RealRun read_real(const TrainingRun& run, std::int64_t window) {
     std::vector<std::int64_t> loads(static_cast<std::size_t>(E));
     for (std::int64_t i = 0; i < S; ++i) {
       const auto row = static_cast<std::size_t>(i);
-      for (int e = 0; e < E; ++e) loads[e] = static_cast<std::int64_t>(t.number(row, load_cols[e]));
-      LayerMetrics::SlotCounts n{static_cast<std::int64_t>(t.number(row, routed)),
-                                 static_cast<std::int64_t>(t.number(row, dropped)),
-                                 static_cast<std::int64_t>(t.number(row, dropped_tokens)),
-                                 static_cast<std::int64_t>(t.number(row, tokens))};
+      if (t.number(row, step_col) != static_cast<double>(i + 1))
+        throw Error(path + ":" + std::to_string(t.lines[row]) + ": step " + t.rows[row][step_col] + " where step " +
+                    std::to_string(i + 1) + " belongs (one row per step, in order)");
+      for (int e = 0; e < E; ++e) loads[e] = count(row, load_cols[e]);
+      LayerMetrics::SlotCounts n{count(row, routed), count(row, dropped), count(row, dropped_tokens), count(row, tokens)};
       m.add_loads(i, loads, n);
       const auto& x = m.batch_loads();
       r.gini[row] += gini(x) / L;
@@ -172,6 +182,9 @@ std::vector<double> replay_metrics(const TrainingRun& run, std::int64_t window) 
   const TraceReader trace(c.stream.trace, "", {});
   std::int64_t in_window = 0;
   for (long s : trace.recorded_steps()) in_window += s > run.steps - window;
+  if (in_window == 0)
+    throw Error(c.stream.trace + ": no recorded step in the last " + std::to_string(window) +
+                " training steps (record with train.trace_every, or widen confirm.window)");
   c.steps = trace.steps();
   c.metrics.window = c.metrics.dead_window = std::max<std::int64_t>(1, std::min(in_window, trace.steps()));
   c.log_every = 1;
@@ -229,15 +242,21 @@ PerfShape recorded_perf(const TrainingRun& run, std::int64_t window) {
     for (int l = 0; l < trace.layers(); ++l) {
       trace.expert_perf(l, i, p);
       std::vector<double> logs;
-      for (float v : p)
-        if (std::isfinite(v) && v > 0) sum += v, ++n, logs.push_back(std::log(v));
-      if (logs.size() < 2) continue;
+      bool positive = true;
+      for (float v : p) {
+        if (!std::isfinite(v)) continue;
+        sum += v, ++n;
+        positive = positive && v > 0;
+        logs.push_back(v > 0 ? std::log(v) : 0.0);
+      }
+      if (!positive) shape.spread = std::numeric_limits<double>::quiet_NaN();  // ln undefined (e.g. perf = -loss)
+      if (logs.size() < 2 || !positive) continue;
       spread += vector_stats(logs).std;
       ++rows;
     }
   }
-  if (n > 0 && sum > 0) shape.level = sum / static_cast<double>(n);
-  if (rows > 0) shape.spread = spread / static_cast<double>(rows);
+  if (n > 0) shape.level = sum / static_cast<double>(n);
+  if (rows > 0 && !std::isnan(shape.spread)) shape.spread = spread / static_cast<double>(rows);
   return shape;
 }
 
@@ -246,6 +265,10 @@ PerfShape recorded_perf(const TrainingRun& run, std::int64_t window) {
 // and the experts' fixed output-scale spread when confirm.perf_spread.
 void shape_world(SimConfig& c, const ConfirmResult& res) {
   const double level = res.cfg.perf_level ? res.perf_level : 1.0;
+  if (!(level > 0) || (res.cfg.perf_spread && !std::isfinite(res.perf_spread)))
+    throw Error("confirm.perf_level / confirm.perf_spread: the reference's recorded performance (level " +
+                format_number(res.perf_level) + ", ln-spread " + format_number(res.perf_spread) +
+                ") cannot scale the world (a signal that is not positive, e.g. moe.perf_signal=loss)");
   c.world.skill_init *= level;
   c.world.skill_spread *= level;
   c.world.skill_max *= level;
@@ -352,6 +375,13 @@ std::vector<Claim> make_claims(const std::vector<GroupResult>& groups, const std
       if (g.label == c.lower) lo = &g;
       if (g.label == c.higher) hi = &g;
     }
+    const double v[] = {lo->mean.sim[m], hi->mean.sim[m], lo->mean.replay[m], hi->mean.replay[m], lo->mean.real[m],
+                        hi->mean.real[m]};
+    if (!std::all_of(std::begin(v), std::end(v), [](double x) { return std::isfinite(x); })) {
+      c.tested = false;
+      c.why_untested = c.metric + " undefined (NaN) in a source: the window covers more than half the run";
+      continue;
+    }
     c.sim = lo->mean.sim[m] < hi->mean.sim[m];
     c.replay = lo->mean.replay[m] < hi->mean.replay[m];
     c.real = lo->mean.real[m] < hi->mean.real[m];
@@ -359,14 +389,7 @@ std::vector<Claim> make_claims(const std::vector<GroupResult>& groups, const std
   return claims;
 }
 
-std::string signature(const TrainingRun& r) {
-  std::string s = r.policy + "|" + std::to_string(r.experts) + "|" + std::to_string(r.k) + "|" +
-                  std::to_string(r.tokens) + "|" + std::to_string(r.steps) + "|" + format_real(r.aux_loss) + "|" +
-                  format_real(r.z_loss);
-  for (int l : r.moe_layers) s += "|L" + std::to_string(l);
-  for (const auto& [k, v] : r.knobs) s += "|" + k + "=" + v;
-  return s;
-}
+std::string signature(const TrainingRun& r) { return r.config; }
 
 }  // namespace
 
@@ -396,7 +419,7 @@ void set_confirm_key(ConfirmConfig& c, const std::string& key, const std::string
   } else if (key == "confirm.clusters") {
     c.clusters = parse_list(key, value);
     for (double x : c.clusters)
-      if (x < 1 || x != std::floor(x)) throw Error("key 'confirm.clusters': expected whole numbers >= 1");
+      if (x < 1 || x > 65536 || x != std::floor(x)) throw Error("key 'confirm.clusters': expected whole numbers in [1, 65536]");
   } else if (key == "confirm.init_scale") {
     c.init_scale = parse_list(key, value);
   } else if (key == "confirm.perf_level" || key == "confirm.perf_spread") {
@@ -427,7 +450,10 @@ TrainingRun read_training_run(const std::string& dir) {
   r.policy = scalar<std::string>(root, "policy.name", file);
   const std::string prefix = "policy.knobs.";
   for (auto it = root.begin(); it != root.end(); ++it)
-    if (it->first.Scalar().rfind(prefix, 0) == 0) r.knobs.emplace_back(it->first.Scalar().substr(prefix.size()), it->second.Scalar());
+    if (it->first.Scalar().rfind(prefix, 0) == 0) {
+      if (!it->second.IsScalar()) throw Error(file + ": key '" + it->first.Scalar() + "': expected a value");
+      r.knobs.emplace_back(it->first.Scalar().substr(prefix.size()), it->second.Scalar());
+    }
   if (root["policy"] && root["policy"]["knobs"] && root["policy"]["knobs"].IsMap())
     for (auto it = root["policy"]["knobs"].begin(); it != root["policy"]["knobs"].end(); ++it)
       r.knobs.emplace_back(it->first.Scalar(), it->second.Scalar());
@@ -441,7 +467,28 @@ TrainingRun read_training_run(const std::string& dir) {
   r.z_loss = scalar<double>(root, "moe.z_loss_coef", file);
   const YAML::Node layers = at_path(root, "model.moe_layers", file);
   if (!layers.IsSequence() || layers.size() == 0) throw Error(file + ": key 'model.moe_layers': the model has no MoE layer");
-  for (const auto& l : layers) r.moe_layers.push_back(l.as<int>());
+  for (const auto& l : layers) {
+    int x = 0;
+    if (!l.IsScalar() || !YAML::convert<int>::decode(l, x)) throw Error(file + ": key 'model.moe_layers': expected layer numbers");
+    r.moe_layers.push_back(x);
+  }
+  if (root["train.accum"] && scalar<int>(root, "train.accum", file) != 1)
+    throw Error(file + ": key 'train.accum' = " + root["train.accum"].Scalar() +
+                ": confirm compares per-step loads with one micro-batch per step (the trace records the first only)");
+  // The run's whole config but the seed and the keys that do not change the
+  // training (where it is written, how often it logs, traces and saves).
+  static const std::set<std::string> ignored = {"seed", "train.out_dir", "train.resume", "train.allow_config_change",
+                                                "train.log_every", "train.eval_every", "train.eval_batches",
+                                                "train.ckpt_every", "train.threads", "train.trace_steps",
+                                                "train.trace_every", "data.cache_dir", "data.dir"};
+  std::vector<std::string> parts;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const std::string key = it->first.Scalar();
+    if (ignored.count(key)) continue;
+    parts.push_back(key + "=" + YAML::Dump(it->second));
+  }
+  std::sort(parts.begin(), parts.end());
+  for (const auto& p : parts) r.config += p + "\n";
   if (r.experts < 1 || r.k < 1 || r.k > r.experts || r.tokens < 1 || r.steps < 1)
     throw Error(file + ": model.experts, model.k, train.batch, data.seq_len or train.steps out of range");
   return r;
@@ -487,6 +534,7 @@ void calibrate(const TrainingRun& ref, const RealRun& real, const ConfirmConfig&
       for (double c : cfg.clusters)
         for (double d : cfg.init_scale)
           for (double x : cfg.aux_scale) res.calibration.push_back({a, b, c, d, x, 0.0});
+  if (res.calibration.empty()) throw Error("confirm: the calibration grid is empty (every confirm.<parameter> needs a value)");
   parallel(res.calibration.size(), cfg.threads, [&](std::size_t i) {
     SimConfig c = base_sim(ref, cfg.window);
     c.seed = cfg.seed + ref.seed - 1;
@@ -529,13 +577,17 @@ void aggregate(GroupResult& G, const std::vector<std::size_t>& members, const st
 std::vector<Agreement> agreement(const std::vector<GroupResult>& groups) {
   std::vector<Agreement> out;
   for (std::size_t m = 0; m < confirm_metrics().size(); ++m) {
+    // Groups where any source is undefined (NaN) are left out; n counts the rest.
     std::vector<double> r, s, p;
     for (const auto& G : groups) {
+      if (!std::isfinite(G.mean.real[m]) || !std::isfinite(G.mean.sim[m]) || !std::isfinite(G.mean.replay[m])) continue;
       r.push_back(G.mean.real[m]);
       s.push_back(G.mean.sim[m]);
       p.push_back(G.mean.replay[m]);
     }
-    out.push_back({confirm_metrics()[m], spearman(s, r), spearman(p, r), static_cast<int>(r.size())});
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const bool ok = r.size() >= 2;
+    out.push_back({confirm_metrics()[m], ok ? spearman(s, r) : nan, ok ? spearman(p, r) : nan, static_cast<int>(r.size())});
   }
   return out;
 }

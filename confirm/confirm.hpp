@@ -11,8 +11,13 @@
 //            MoE layer count, steps, policy and knobs, gate aux/z loss
 //            coefficients, and the calibrated parameters below
 // The window: metrics over the last `window` training steps (late_*, dead over the
-// window, starved), the replay over the recorded steps inside it. Metrics of runs
-// that differ only by seed (a group) are averaged; the spread is the seed noise.
+// window, starved), the replay over the recorded steps inside it (at least one
+// is required). Metrics of runs whose configs differ only by seed (and where
+// they write, log and trace) form a group and are averaged; the spread is the
+// seed noise. Runs must have train.accum = 1 (one routed batch per step).
+// A metric that is NaN in a source (RGR slope and rank persistence when the
+// window covers more than half the run) leaves that group out of its Spearman
+// (n says how many remain) and its claims untested.
 //
 // Calibration: on the reference group, a grid over gate.lr, world.skill_growth,
 // stream.clusters, gate.init_scale and the aux-loss scale is scored by
@@ -72,7 +77,7 @@ struct TrainingRun {
   std::int64_t steps = 0;
   std::uint64_t seed = 0;
   double aux_loss = 0, z_loss = 0;
-  std::string group;  // label without its seed suffix; runs of one config but the seed share it
+  std::string config;  // the config but the seed and bookkeeping keys: runs that share it form a group
 };
 
 // Reads DIR/config.yaml (Error naming the file and key).

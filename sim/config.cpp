@@ -37,8 +37,8 @@ const std::vector<Field>& fields() {
                                         [](SimConfig& c) -> std::int64_t& { return c.log_every; }, 1, kBig));
 
     f.push_back(F::string_field("stream.kind",
-                             "synthetic: the stream below; replay: recorded gate logits (stream.trace), "
-                             "experts, batch, layers and steps then come from the trace",
+                             "synthetic: the stream below; replay: recorded gate logits (stream.trace); experts, "
+                             "batch and layers then come from the trace, and steps caps its recorded steps",
                              [](SimConfig& c) -> std::string& { return c.stream.kind; }, {"synthetic", "replay"}));
     f.push_back(F::string_field("stream.trace",
                              "replay: a trace folder (moesim train's traces/, with manifest.json) or a float .npy "

@@ -1,5 +1,6 @@
 #include "sim/replay.hpp"
 
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -40,8 +41,17 @@ void resolve_replay(SimConfig& cfg) {
     std::int64_t steps;
   };
   static std::mutex mu;
-  static std::map<std::tuple<std::string, std::string, std::string>, Shape> cache;
-  const auto key = std::make_tuple(cfg.stream.trace, cfg.stream.trace_tokens, cfg.stream.layers);
+  // Keyed by the manifest's (or plain file's) size and time too: a trace
+  // recorded anew at the same path is opened anew.
+  static std::map<std::tuple<std::string, std::string, std::string, std::uintmax_t, std::int64_t>, Shape> cache;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path index = fs::is_directory(cfg.stream.trace, ec) ? fs::path(cfg.stream.trace) / "manifest.json"
+                                                                 : fs::path(cfg.stream.trace);
+  const auto size = fs::file_size(index, ec);
+  const auto time = fs::last_write_time(index, ec).time_since_epoch().count();
+  const auto key = std::make_tuple(cfg.stream.trace, cfg.stream.trace_tokens, cfg.stream.layers,
+                                   ec ? std::uintmax_t{0} : size, ec ? std::int64_t{0} : static_cast<std::int64_t>(time));
   Shape s{};
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -63,6 +73,9 @@ void resolve_replay(SimConfig& cfg) {
   cfg.batch = s.tokens;
   cfg.layers = s.layers;
   cfg.steps = std::min(cfg.steps, s.steps);
+  if (cfg.k > cfg.experts)
+    throw KeyError("k", "config key 'k' = " + std::to_string(cfg.k) + ": exceeds the " + std::to_string(cfg.experts) +
+                            " experts of stream.trace " + cfg.stream.trace);
 }
 
 }  // namespace moesim

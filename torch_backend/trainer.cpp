@@ -379,10 +379,36 @@ void Trainer::load_weights(const std::string& path) {
   ck.load_model(*model_);
 }
 
+std::vector<std::string> Trainer::log_columns() const {
+  std::vector<std::string> h = {"step", "tokens", "loss", "ce", "aux_lb", "aux_z", "aux_seq", "aux_entropy",
+                                "lr", "grad_norm", "tokens_per_s"};
+  for (const auto& l : model_->moe_layers()) {
+    std::string p = "L";
+    p += std::to_string(l->layer());
+    p += "_";
+    for (int e = 0; e < l->experts(); ++e) h.push_back(p + "load" + std::to_string(e));
+    for (int e = 0; e < l->experts(); ++e) h.push_back(p + "prob" + std::to_string(e));
+    for (const char* c : {"maxvio", "gini", "drop", "unrouted", "cv", "idle", "routed", "dropped",
+                          "dropped_tokens", "routed_tokens"})
+      h.push_back(p + c);
+    for (const auto& nv : l->policy().state_vectors())
+      for (const char* c : {"_mean", "_min", "_max"}) h.push_back(p + nv.first + c);
+  }
+  return h;
+}
+
 void Trainer::write_logs_header(bool resume) {
   const auto dir = fs::path(cfg_.train.out_dir);
   const auto csv = (dir / "train_log.csv").string(), eval_csv = (dir / "eval_log.csv").string();
+  const std::string header = join_csv(log_columns());
   if (resume && fs::exists(csv)) {
+    // Rows appended under another header (a log written by an older build) would misalign every column.
+    std::ifstream in(csv);
+    std::string first;
+    std::getline(in, first);
+    if (first != header)
+      throw Error(csv + ": its header is not the one this build writes (a log from another version); "
+                  "train into a new train.out_dir");
     truncate_csv(csv, step_);
     truncate_csv(eval_csv, step_);
     csv_ = std::fopen(csv.c_str(), "a");
@@ -390,23 +416,7 @@ void Trainer::write_logs_header(bool resume) {
   } else {
     csv_ = std::fopen(csv.c_str(), "w");
     eval_csv_ = std::fopen(eval_csv.c_str(), "w");
-    if (csv_) {
-      std::vector<std::string> h = {"step", "tokens", "loss", "ce", "aux_lb", "aux_z", "aux_seq", "aux_entropy",
-                                    "lr", "grad_norm", "tokens_per_s"};
-      for (const auto& l : model_->moe_layers()) {
-        std::string p = "L";
-        p += std::to_string(l->layer());
-        p += "_";
-        for (int e = 0; e < l->experts(); ++e) h.push_back(p + "load" + std::to_string(e));
-        for (int e = 0; e < l->experts(); ++e) h.push_back(p + "prob" + std::to_string(e));
-        for (const char* c : {"maxvio", "gini", "drop", "unrouted", "cv", "idle", "routed", "dropped",
-                              "dropped_tokens", "routed_tokens"})
-          h.push_back(p + c);
-        for (const auto& nv : l->policy().state_vectors())
-          for (const char* c : {"_mean", "_min", "_max"}) h.push_back(p + nv.first + c);
-      }
-      std::fprintf(csv_, "%s\n", join_csv(h).c_str());
-    }
+    if (csv_) std::fprintf(csv_, "%s\n", header.c_str());
     if (eval_csv_) std::fprintf(eval_csv_, "step,tokens,val_loss,val_ppl\n");
   }
   if (!csv_ || !eval_csv_) throw Error(csv + ": cannot open log for writing");

@@ -80,6 +80,7 @@ class Trainer {
   std::unique_ptr<Sampler> sampler_;
   long step_ = 0;
   std::int64_t tokens_seen_ = 0;
+  std::vector<std::string> log_columns() const;  // train_log.csv's header
   std::vector<long> trace_steps_;
   std::unique_ptr<TraceWriter> trace_;
   std::FILE* csv_ = nullptr;

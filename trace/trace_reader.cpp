@@ -149,10 +149,23 @@ void TraceReader::open_folder(const std::string& dir, const std::vector<int>& la
                     std::to_string(tokens_) + " (every step must route the same number of tokens)");
     }
   auto has = [&](int layer, long step, const char* kind) { return index_.count({layer, step, kind}) > 0; };
-  has_tokens_ = std::all_of(steps_.begin(), steps_.end(), [&](long s) { return has(-1, s, "token_ids"); });
-  has_perf_ = std::all_of(layer_ids_.begin(), layer_ids_.end(), [&](int l) {
-    return std::all_of(steps_.begin(), steps_.end(), [&](long s) { return has(l, s, "expert_perf"); });
-  });
+  // Token ids and performance are all or nothing: a partial record would switch
+  // hash routing or the feedback rule silently from one step to the next.
+  auto all_or_none = [&](int layer, const char* kind) {
+    std::size_t n = 0;
+    long missing = -1;
+    for (long s : steps_) {
+      if (has(layer, s, kind)) ++n;
+      else if (missing < 0) missing = s;
+    }
+    if (n > 0 && n < steps_.size())
+      throw Error(manifest + ": " + kind + " recorded for some steps but not for step " + std::to_string(missing) +
+                  (layer >= 0 ? " of layer " + std::to_string(layer) : std::string()));
+    return n == steps_.size();
+  };
+  has_tokens_ = all_or_none(-1, "token_ids");
+  has_perf_ = true;
+  for (int l : layer_ids_) has_perf_ = all_or_none(l, "expert_perf") && has_perf_;
 }
 
 const TraceEntry& TraceReader::entry(int layer, long step, const std::string& kind) const {
@@ -207,22 +220,34 @@ void TraceReader::logits(int l, std::int64_t i, std::vector<float>& out) const {
 }
 
 void TraceReader::token_ids(std::int64_t i, std::vector<std::int64_t>& out) const {
-  if (!has_tokens_) throw Error("trace has no token ids");
+  if (!has_tokens_) throw Error((plain_ ? plain_file_ : dir_) + ": the trace has no token ids");
   if (plain_) {
     out.assign(plain_ids_.begin() + i * tokens_, plain_ids_.begin() + (i + 1) * tokens_);
     return;
   }
   const TraceEntry& e = entry(-1, steps_[i], "token_ids");
-  out = load(e).as_int64();
+  const std::string file = (fs::path(dir_) / e.file).string();
+  try {
+    out = load(e).as_int64();
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    throw Error(what.rfind(file, 0) == 0 ? what : file + ": " + what);
+  }
   if (static_cast<int>(out.size()) != tokens_)
     throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " token ids for " +
                 std::to_string(tokens_) + " tokens");
 }
 
 void TraceReader::expert_perf(int l, std::int64_t i, std::vector<float>& out) const {
-  if (!has_perf_) throw Error("trace has no per-expert performance");
+  if (!has_perf_) throw Error((plain_ ? plain_file_ : dir_) + ": the trace has no per-expert performance");
   const TraceEntry& e = entry(layer_ids_[l], steps_[i], "expert_perf");
-  out = load(e).as_float();
+  const std::string file = (fs::path(dir_) / e.file).string();
+  try {
+    out = load(e).as_float();
+  } catch (const Error& err) {
+    const std::string what = err.what();
+    throw Error(what.rfind(file, 0) == 0 ? what : file + ": " + what);
+  }
   if (static_cast<int>(out.size()) != experts_)
     throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " values for " +
                 std::to_string(experts_) + " experts");

@@ -51,7 +51,9 @@ class TraceReader {
   NpyArray load(const TraceEntry& e) const;
   // The entry's file read into buf_ and checked against the manifest's shape.
   NpyView view(const TraceEntry& e, const std::string& file) const;
-  mutable std::string buf_;  // reused across steps: one read, no allocation per step
+  // Reused across steps (one read, no allocation per step): a reader serves one
+  // thread; every run opens its own.
+  mutable std::string buf_;
 
   std::string dir_;
   std::vector<TraceEntry> entries_;

@@ -263,3 +263,29 @@ TEST_CASE("a second training into a folder that one is writing is refused", "[to
         d / "run: another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
   CHECK_FALSE(fs::exists(d / "run/config.yaml"));
 }
+
+TEST_CASE("resume refuses a log written under another header (an older build's columns)", "[torch][checkpoint]") {
+  TempDir d;
+  auto cfg = tiny_config();
+  cfg.train.steps = 2;
+  cfg.train.eval_every = 0;
+  cfg.train.eval_batches = 1;
+  cfg.train.out_dir = d / "run";
+  const auto stream = random_stream(3000, cfg.tokenizer.vocab, 8);
+  {
+    Trainer t(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
+    t.run();
+  }
+  // Drop the last column from the header and every row, as a log from before the column existed.
+  const std::string log = d / "run/train_log.csv";
+  std::ifstream in(log);
+  std::string text, line;
+  while (std::getline(in, line)) text += line.substr(0, line.rfind(',')) + "\n";
+  in.close();
+  write_text(log, text);
+  cfg.train.steps = 4;
+  Trainer t(cfg, {&stream, &stream, cfg.tokenizer.vocab, ""}, nullptr);
+  CHECK_THAT(error_of([&] { t.run(); }), Catch::StartsWith(log + ": its header is not the one this build writes"));
+  std::ifstream again(log);
+  CHECK(std::string(std::istreambuf_iterator<char>(again), {}) == text);  // left as it was
+}

@@ -148,6 +148,15 @@ TEST_CASE("confirm on tiny training runs writes its tables and plots, real metri
   const CsvTable mc = read_csv(d / "out/metrics.csv");
   CHECK(mc.rows.size() == 3 * 4);  // real, replay, sim, real_spread per group
   CHECK(read_csv(d / "out/prediction.csv").rows.size() == 2 * names.size());  // the reference is held out
-  // Fewer than two runs, and an unfinished run, are refused.
+  // Same result on 2 threads (runs and grid points are independent jobs).
+  ConfirmConfig two = cfg;
+  two.threads = 2;
+  const ConfirmResult again = confirm_runs(runs, two, nullptr);
+  for (std::size_t g = 0; g < res.groups.size(); ++g) {
+    CHECK(again.groups[g].mean.real == res.groups[g].mean.real);
+    CHECK(again.groups[g].mean.replay == res.groups[g].mean.replay);
+    CHECK(again.groups[g].mean.sim == res.groups[g].mean.sim);
+  }
+  // Fewer than two runs are refused.
   CHECK_THAT(error_of([&] { confirm_runs({runs[0]}, cfg, nullptr); }), Catch::Contains("at least two"));
 }

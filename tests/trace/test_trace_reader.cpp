@@ -182,3 +182,26 @@ TEST_CASE("trace reader: bad traces are refused with the file named", "[trace]")
     CHECK(error_of([&] { TraceReader(e / "p.npy", "", {}); }) == e / "p.npy" + ": NaN logit at step 1, token 2, expert 1");
   }
 }
+
+TEST_CASE("trace reader: token ids or performance recorded for only some steps are refused", "[trace]") {
+  TempDir d("trace-partial");
+  TraceWriter w(d / "t");
+  const auto z = ramp(12, 0.0f);
+  const std::int64_t ids[3] = {1, 2, 3};
+  w.record_logits(0, 1, z.data(), 3, 4);
+  w.record_tokens(1, ids, 3);
+  w.record_logits(0, 2, z.data(), 3, 4);  // step 2: no token ids
+  w.commit();
+  CHECK(error_of([&] { TraceReader(d / "t", "", {}); }) ==
+        d / "t/manifest.json" + ": token_ids recorded for some steps but not for step 2");
+  // None at all is a trace without token ids (positions stand in), not an error.
+  TempDir e("trace-none");
+  TraceWriter n(e / "t");
+  n.record_logits(0, 1, z.data(), 3, 4);
+  n.commit();
+  const TraceReader r(e / "t", "", {});
+  CHECK_FALSE(r.has_token_ids());
+  CHECK_FALSE(r.has_perf());
+  std::vector<std::int64_t> got;
+  CHECK_THAT(error_of([&] { r.token_ids(0, got); }), Catch::StartsWith(e / "t" + ": the trace has no token ids"));
+}
