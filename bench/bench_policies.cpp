@@ -3,6 +3,8 @@
 // Run: ./build/bench/bench_policies --benchmark_filter=... ; items/s = tokens/s.
 #include <benchmark/benchmark.h>
 
+#include "common/cpu.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -119,4 +121,13 @@ const bool registered = [] {
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Google Benchmark's main, with the CPU model and ISA in the context every run prints.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu_model", moesim::cpu_model());
+  benchmark::AddCustomContext("cpu_isa", moesim::cpu_isa());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

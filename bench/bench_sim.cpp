@@ -3,6 +3,8 @@
 // Run: ./build/bench/bench_sim ; items/s = token-expert routings per second.
 #include <benchmark/benchmark.h>
 
+#include "common/cpu.hpp"
+
 #include <filesystem>
 #include <string>
 
@@ -112,4 +114,13 @@ const bool registered = [] {
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// Google Benchmark's main, with the CPU model and ISA in the context every run prints.
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("cpu_model", moesim::cpu_model());
+  benchmark::AddCustomContext("cpu_isa", moesim::cpu_isa());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

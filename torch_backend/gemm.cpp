@@ -175,4 +175,20 @@ const char* gemm_backend(GemmPrecision p) {
   return "LibTorch";
 }
 
+const char* gemm_isa() {
+#ifdef MOESIM_HAVE_DNNL
+  switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_avx512_core_amx: return "AMX-BF16 (oneDNN avx512_core_amx)";
+    case dnnl_cpu_isa_avx512_core_bf16: return "AVX-512-BF16 (oneDNN avx512_core_bf16)";
+    case dnnl_cpu_isa_avx512_core_vnni: return "AVX-512 VNNI, bf16 emulated (oneDNN avx512_core_vnni)";
+    case dnnl_cpu_isa_avx512_core: return "AVX-512, bf16 emulated (oneDNN avx512_core)";
+    case dnnl_cpu_isa_avx2_vnni: return "AVX2 VNNI (oneDNN avx2_vnni)";
+    case dnnl_cpu_isa_avx2: return "AVX2 (oneDNN avx2)";
+    default: return "oneDNN, another ISA";
+  }
+#else
+  return "LibTorch mm (no oneDNN header)";
+#endif
+}
+
 }  // namespace moesim::torch_backend

@@ -52,5 +52,7 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
 // Which library multiplies: "oneDNN", or "LibTorch" where oneDNN's headers were
 // missing at build time or its bf16 GEMM is not exported by the loaded library.
 const char* gemm_backend(GemmPrecision p);
+// The instruction set oneDNN's GEMMs run on here (its effective ISA), in words.
+const char* gemm_isa();
 
 }  // namespace moesim::torch_backend
