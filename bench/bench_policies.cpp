@@ -3,14 +3,13 @@
 // Run: ./build/bench/bench_policies --benchmark_filter=... ; items/s = tokens/s.
 #include <benchmark/benchmark.h>
 
-#include "common/cpu.hpp"
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <string>
 #include <vector>
 
+#include "common/cpu.hpp"
 #include "policies/registry.hpp"
 #include "policies/select.hpp"
 
@@ -56,6 +55,27 @@ void BM_Policy(benchmark::State& state, std::string name) {
   }
   state.SetItemsProcessed(state.iterations() * kTokens);
 }
+
+// The bandwidth bound: one pass reading every logit of the batch (T x E floats,
+// a max per token so nothing is optimised away). No policy can route faster
+// than it reads its input; items/s = tokens/s at that bound.
+void BM_ReadLogits(benchmark::State& state) {
+  const int E = static_cast<int>(state.range(0));
+  const auto& b = batch(E);
+  for (auto _ : state) {
+    float acc = 0.0f;
+    for (int t = 0; t < kTokens; ++t) {
+      const float* z = b.logits.data() + static_cast<std::size_t>(t) * E;
+      float m = z[0];
+      for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
+      acc += m;
+    }
+    benchmark::DoNotOptimize(acc);
+  }
+  state.SetItemsProcessed(state.iterations() * kTokens);
+  state.SetBytesProcessed(state.iterations() * kTokens * E * static_cast<std::int64_t>(sizeof(float)));
+}
+BENCHMARK(BM_ReadLogits)->Name("read_logits (bound)")->ArgName("E")->Arg(8)->Arg(64)->Arg(256);
 
 // What a first implementation looks like: softmax over all experts, a full sort
 // per token, gather, renormalise, then capacity by position.
