@@ -9,7 +9,6 @@
 #include <string>
 #include <vector>
 
-#include "common/cpu.hpp"
 #include "policies/registry.hpp"
 #include "policies/select.hpp"
 
@@ -140,14 +139,3 @@ const bool registered = [] {
 }();
 
 }  // namespace
-
-// Google Benchmark's main, with the CPU model and ISA in the context every run prints.
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cpu_model", moesim::cpu_model());
-  benchmark::AddCustomContext("cpu_isa", moesim::cpu_isa());
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

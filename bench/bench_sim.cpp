@@ -3,8 +3,6 @@
 // Run: ./build/bench/bench_sim ; items/s = token-expert routings per second.
 #include <benchmark/benchmark.h>
 
-#include "common/cpu.hpp"
-
 #include <filesystem>
 #include <string>
 
@@ -18,10 +16,8 @@ namespace {
 
 using namespace moesim;
 
-void BM_Simulate(benchmark::State& state, std::string policy) {
-  SimConfig c;
-  c.steps = state.range(0);
-  c.policy.name = policy;
+// Runs c once per iteration; items = token-expert routings.
+void run_config(benchmark::State& state, const SimConfig& c) {
   const Simulator sim(c);
   std::int64_t routings = 0;
   for (auto _ : state) {
@@ -32,7 +28,14 @@ void BM_Simulate(benchmark::State& state, std::string policy) {
   state.SetItemsProcessed(routings);
 }
 
-// A recorded stream of the default shape (100 steps of N(0,1)-ish logits, token
+void BM_Simulate(benchmark::State& state, std::string policy) {
+  SimConfig c;
+  c.steps = state.range(0);
+  c.policy.name = policy;
+  run_config(state, c);
+}
+
+// A recorded stream of the default shape (100 steps of U(-2, 2) logits, token
 // ids and per-expert performance), written once per process under the temp dir.
 std::string bench_trace() {
   static const std::string dir = [] {
@@ -68,14 +71,7 @@ void BM_Replay(benchmark::State& state, std::string policy) {
   c.stream.kind = "replay";
   c.stream.trace = bench_trace();
   c.policy.name = policy;
-  const Simulator sim(c);
-  std::int64_t routings = 0;
-  for (auto _ : state) {
-    const auto r = sim.run();
-    routings += r.routings;
-    benchmark::DoNotOptimize(r.mean.data());
-  }
-  state.SetItemsProcessed(routings);
+  run_config(state, c);
 }
 
 // Planning a sweep of n x n points (expansion, run list, every replay command):
@@ -113,14 +109,3 @@ const bool registered = [] {
 }();
 
 }  // namespace
-
-// Google Benchmark's main, with the CPU model and ISA in the context every run prints.
-int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  benchmark::AddCustomContext("cpu_model", moesim::cpu_model());
-  benchmark::AddCustomContext("cpu_isa", moesim::cpu_isa());
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}

@@ -154,12 +154,19 @@ std::int64_t NpyArray::size() const {
   return n;
 }
 
-std::vector<float> NpyArray::as_float() const {
+std::int64_t NpyView::size() const {
+  std::int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+void NpyView::to_float(std::vector<float>& out) const {
   const auto n = static_cast<std::size_t>(size());
-  std::vector<float> out(n);
   if (dtype == "<f4") {
+    out.resize(n);
     if (n) std::memcpy(out.data(), data.data(), n * 4);
   } else if (dtype == "<f8") {
+    out.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       double d;
       std::memcpy(&d, data.data() + i * 8, 8);
@@ -168,15 +175,15 @@ std::vector<float> NpyArray::as_float() const {
   } else {
     throw Error("NPY array of dtype " + dtype + " where floats (<f4 or <f8) are expected");
   }
-  return out;
 }
 
-std::vector<std::int64_t> NpyArray::as_int64() const {
+void NpyView::to_int64(std::vector<std::int64_t>& out) const {
   const auto n = static_cast<std::size_t>(size());
-  std::vector<std::int64_t> out(n);
   if (dtype == "<i8") {
+    out.resize(n);
     if (n) std::memcpy(out.data(), data.data(), n * 8);
   } else if (dtype == "<i4") {
+    out.resize(n);
     for (std::size_t i = 0; i < n; ++i) {
       std::int32_t v;
       std::memcpy(&v, data.data() + i * 4, 4);
@@ -185,6 +192,17 @@ std::vector<std::int64_t> NpyArray::as_int64() const {
   } else {
     throw Error("NPY array of dtype " + dtype + " where integers (<i4 or <i8) are expected");
   }
+}
+
+std::vector<float> NpyArray::as_float() const {
+  std::vector<float> out;
+  NpyView{dtype, shape, data}.to_float(out);
+  return out;
+}
+
+std::vector<std::int64_t> NpyArray::as_int64() const {
+  std::vector<std::int64_t> out;
+  NpyView{dtype, shape, data}.to_int64(out);
   return out;
 }
 

@@ -15,6 +15,18 @@ std::string npy_bytes(const float* data, const std::vector<std::int64_t>& shape)
 std::string npy_bytes(const std::int64_t* data, const std::vector<std::int64_t>& shape);
 std::string npy_bytes(const std::int32_t* data, const std::vector<std::int64_t>& shape);
 
+// An array whose data lies elsewhere (parse_npy_view: inside the file's bytes).
+struct NpyView {
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  std::string_view data;
+  std::int64_t size() const;  // product of the shape
+  // Into out, reusing its capacity: <f4, or <f8 converted; Error otherwise.
+  void to_float(std::vector<float>& out) const;
+  // <i8, or <i4 widened; Error otherwise.
+  void to_int64(std::vector<std::int64_t>& out) const;
+};
+
 struct NpyArray {
   std::string dtype;                // "<f4", "<f8", "<i4", "<i8"
   std::vector<std::int64_t> shape;  // C order
@@ -29,12 +41,7 @@ struct NpyArray {
 // or unsupported dtypes, a shape whose size overflows, data shorter or longer
 // than the shape says.
 NpyArray parse_npy(std::string_view bytes, const std::string& source);
-// The same checks without copying the data: `data` points into `bytes`.
-struct NpyView {
-  std::string dtype;
-  std::vector<std::int64_t> shape;
-  std::string_view data;
-};
+// The same checks without copying the data: the view's data points into bytes.
 NpyView parse_npy_view(std::string_view bytes, const std::string& source);
 NpyArray read_npy(const std::string& path);
 

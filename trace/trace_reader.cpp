@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include "common/error.hpp"
 #include "common/files.hpp"
@@ -61,7 +62,8 @@ TraceReader::TraceReader(const std::string& path, const std::string& tokens, con
 void TraceReader::open_plain(const std::string& file, const std::string& tokens) {
   plain_ = true;
   plain_file_ = file;
-  const NpyArray a = read_npy(file);
+  const std::string bytes = read_file(file);  // the view points into it: no second copy of the file
+  const NpyView a = parse_npy_view(bytes, file);
   if (a.shape.size() != 2 && a.shape.size() != 3)
     throw Error(file + ": logits of shape " + shape_text(a.shape) + "; expected (tokens, E) or (steps, tokens, E)");
   const std::int64_t S = a.shape.size() == 3 ? a.shape[0] : 1, T = a.shape[a.shape.size() - 2],
@@ -69,7 +71,7 @@ void TraceReader::open_plain(const std::string& file, const std::string& tokens)
   if (S < 1 || T < 1 || E < 1 || T > kMaxDim || E > (1 << 16))
     throw Error(file + ": logits of shape " + shape_text(a.shape) + ": every size must be at least 1 (E at most 65536)");
   try {
-    plain_logits_ = a.as_float();
+    a.to_float(plain_logits_);
   } catch (const Error& e) {
     throw Error(file + ": " + e.what());
   }
@@ -174,25 +176,24 @@ const TraceEntry& TraceReader::entry(int layer, long step, const std::string& ki
               std::to_string(step));
 }
 
-NpyArray TraceReader::load(const TraceEntry& e) const {
+template <class T>
+void TraceReader::read(const TraceEntry& e, std::vector<T>& out) const {
   const std::string file = (fs::path(dir_) / e.file).string();
-  NpyArray a = read_npy(file);
-  if (a.shape != e.shape)
-    throw Error(file + ": shape " + shape_text(a.shape) + " where the manifest says " + shape_text(e.shape));
-  return a;
-}
-
-NpyView TraceReader::view(const TraceEntry& e, const std::string& file) const {
   std::ifstream in(file, std::ios::binary | std::ios::ate);
   if (!in) throw Error(file + ": cannot read");
   const auto size = static_cast<std::size_t>(in.tellg());
   buf_.resize(size);
   in.seekg(0);
   if (!in.read(buf_.data(), static_cast<std::streamsize>(size))) throw Error(file + ": cannot read");
-  NpyView v = parse_npy_view(buf_, file);
+  const NpyView v = parse_npy_view(buf_, file);
   if (v.shape != e.shape)
     throw Error(file + ": shape " + shape_text(v.shape) + " where the manifest says " + shape_text(e.shape));
-  return v;
+  try {
+    if constexpr (std::is_same_v<T, float>) v.to_float(out);
+    else v.to_int64(out);
+  } catch (const Error& err) {
+    throw Error(file + ": " + err.what());
+  }
 }
 
 void TraceReader::logits(int l, std::int64_t i, std::vector<float>& out) const {
@@ -202,21 +203,8 @@ void TraceReader::logits(int l, std::int64_t i, std::vector<float>& out) const {
     return;
   }
   const TraceEntry& e = entry(layer_ids_[l], steps_[i], "gate_logits");
-  const std::string file = (fs::path(dir_) / e.file).string();
-  const NpyView v = view(e, file);
-  out.resize(n);
-  if (v.dtype == "<f4") {
-    std::memcpy(out.data(), v.data.data(), n * 4);
-  } else if (v.dtype == "<f8") {
-    for (std::size_t k = 0; k < n; ++k) {
-      double d;
-      std::memcpy(&d, v.data.data() + k * 8, 8);
-      out[k] = static_cast<float>(d);
-    }
-  } else {
-    throw Error(file + ": gate logits of dtype " + v.dtype + " (expected <f4 or <f8)");
-  }
-  check_finite(out, experts_, file, steps_[i]);
+  read(e, out);
+  check_finite(out, experts_, (fs::path(dir_) / e.file).string(), steps_[i]);
 }
 
 void TraceReader::token_ids(std::int64_t i, std::vector<std::int64_t>& out) const {
@@ -226,13 +214,7 @@ void TraceReader::token_ids(std::int64_t i, std::vector<std::int64_t>& out) cons
     return;
   }
   const TraceEntry& e = entry(-1, steps_[i], "token_ids");
-  const std::string file = (fs::path(dir_) / e.file).string();
-  try {
-    out = load(e).as_int64();
-  } catch (const Error& err) {
-    const std::string what = err.what();
-    throw Error(what.rfind(file, 0) == 0 ? what : file + ": " + what);
-  }
+  read(e, out);
   if (static_cast<int>(out.size()) != tokens_)
     throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " token ids for " +
                 std::to_string(tokens_) + " tokens");
@@ -241,13 +223,7 @@ void TraceReader::token_ids(std::int64_t i, std::vector<std::int64_t>& out) cons
 void TraceReader::expert_perf(int l, std::int64_t i, std::vector<float>& out) const {
   if (!has_perf_) throw Error((plain_ ? plain_file_ : dir_) + ": the trace has no per-expert performance");
   const TraceEntry& e = entry(layer_ids_[l], steps_[i], "expert_perf");
-  const std::string file = (fs::path(dir_) / e.file).string();
-  try {
-    out = load(e).as_float();
-  } catch (const Error& err) {
-    const std::string what = err.what();
-    throw Error(what.rfind(file, 0) == 0 ? what : file + ": " + what);
-  }
+  read(e, out);
   if (static_cast<int>(out.size()) != experts_)
     throw Error((fs::path(dir_) / e.file).string() + ": " + std::to_string(out.size()) + " values for " +
                 std::to_string(experts_) + " experts");
