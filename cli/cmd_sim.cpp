@@ -15,6 +15,8 @@
 #include "reports/report.hpp"
 #include "metrics/load_metrics.hpp"
 #include "sim/scenario.hpp"
+#include "common/launch.hpp"
+#include "sim/mpi_world.hpp"
 #include "sim/sweep.hpp"
 
 namespace moesim::cli {
@@ -29,6 +31,17 @@ std::string program_name() {
   std::string s;
   if (in && std::getline(in, s, '\0') && !s.empty()) return s;
   return "moesim";
+}
+
+// What --help says about MPI in this build.
+std::string mpi_help() {
+  if (!MpiWorld::built_with_mpi())
+    return "MPI: this moesim was built without MPI (libopenmpi-dev absent), so a sweep is one process.\n";
+  return "MPI: mpirun -np N moesim sweep ... spreads the runs over N ranks (each with --threads\n"
+         "threads, default its share of the machine's cores); rank 0 hands runs out longest-first.\n"
+         "DIR must be one folder every rank sees (a shared filesystem across machines). The files\n"
+         "are the same bytes as a one-process sweep's; a killed rank loses only its unfinished runs,\n"
+         "and the same command resumes.\n";
 }
 
 // run and sweep: [SCENARIO] [key.path=value ...] [--out DIR] [--quiet] (+ --threads N for sweep)
@@ -131,26 +144,39 @@ int cmd_sweep(const std::vector<std::string>& args) {
         "  sweep=null                           no sweep: the base config only\n"
         "Outputs: DIR/runs.csv (one row per run), DIR/runs/<run_id>/timeseries.csv,\n"
         "DIR/summary.json (per point: mean/std/min/max over seeds), DIR/scenario.resolved.yaml.\n"
-        "Then: moesim report DIR\n",
-        kDefaultScenario);
+        "Then: moesim report DIR\n\n"
+        "%s",
+        kDefaultScenario, mpi_help().c_str());
     return 0;
   }
   const auto a = sim_args(args, true);
   const Scenario sc = load_scenario(a.positional.empty() ? kDefaultScenario : a.positional.front(), a.overrides);
   const auto points = expand_sweep(sc);
-  print_warnings(points);
+  const MpiWorld& world = MpiWorld::get();
+  if (world.rank() == 0) print_warnings(points);
   const auto seeds = sc.run_seeds();
   const std::string out = a.get("--out", "out/" + sc.name);
   SweepOptions opt;
   opt.out_dir = out;
-  opt.threads = static_cast<int>(
-      a.whole("--threads", static_cast<long>(std::max(1u, std::thread::hardware_concurrency())), 1, 4096));
+  // Ranks sharing a machine share its cores.
+  const LaunchPlace place = launch_place();
+  const long cores = std::max(1L, static_cast<long>(std::thread::hardware_concurrency()) / place.local_size);
+  opt.threads = static_cast<int>(a.whole("--threads", cores, 1, 4096));
   opt.progress = !a.has("--quiet");
   std::string seed_list;
   for (auto s : seeds) seed_list += (seed_list.empty() ? "" : ", ") + std::to_string(s);
-  std::printf("sweep '%s' (%s): %zu points x %zu seeds = %zu runs on %d threads into %s\nseeds: %s\n",
+  if (world.rank() != 0) {
+    try {
+      run_sweep(sc, points, opt);
+    } catch (const SweepPeerFailed&) {
+      return 1;  // rank 0 says why
+    }
+    return 0;
+  }
+  const std::string ranks = world.size() > 1 ? std::to_string(world.size()) + " MPI ranks x " : "";
+  std::printf("sweep '%s' (%s): %zu points x %zu seeds = %zu runs on %s%d threads into %s\nseeds: %s\n",
               sc.name.c_str(), sc.path.c_str(), points.size(), seeds.size(), points.size() * seeds.size(),
-              opt.threads, out.c_str(), seed_list.c_str());
+              ranks.c_str(), opt.threads, out.c_str(), seed_list.c_str());
   std::fflush(stdout);
   const auto res = run_sweep(sc, points, opt);
   const double rate = res.seconds > 0 ? static_cast<double>(res.token_steps) / res.seconds / 1e6 : 0.0;

@@ -12,7 +12,7 @@ pkgs=(
   libopenmpi-dev openmpi-bin
   clang libclang-rt-dev
 )
-torch_pkgs=(libtorch-dev libopenblas0-pthread libdnnl-dev libsentencepiece-dev sentencepiece python3-torch python3-numpy python3-pandas)
+torch_pkgs=(libtorch-dev libgloo-dev libopenblas0-pthread libdnnl-dev libsentencepiece-dev sentencepiece python3-torch python3-numpy python3-pandas)
 
 if [ "${MOESIM_NO_TORCH:-0}" != "1" ]; then pkgs+=("${torch_pkgs[@]}"); fi
 

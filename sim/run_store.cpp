@@ -36,7 +36,10 @@ std::string config_part(const std::string& text) {
 
 }  // namespace
 
-RunStore::RunStore(std::string out_dir) : dir_(std::move(out_dir)), lock_(created(dir_), "another sweep is writing into this folder") {
+RunStore::RunStore(std::string out_dir, Role role) : dir_(std::move(out_dir)) {
+  created(dir_);
+  if (role == Role::helper) return;
+  lock_.emplace(dir_, "another sweep is writing into this folder");
   remove_temp_files(dir_);
 }
 

@@ -13,6 +13,7 @@
 // is done, so they always describe one whole sweep. A run counts as done once its metrics.csv exists
 // and its config.yaml holds the same resolved config; the header does not count, so
 // naming the scenario another way (./scenarios/x.yaml) keeps the finished runs.
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,9 +31,11 @@ struct RunSpec {
 
 class RunStore {
  public:
-  // Creates OUTDIR/runs, takes the lock (Error when another sweep holds it) and
-  // removes the temporary files of writes killed mid-way.
-  explicit RunStore(std::string out_dir);
+  // The owner (the sweep's only or first process) creates OUTDIR/runs, takes the lock
+  // (Error when another sweep holds it) and removes the temporary files of writes
+  // killed mid-way; a helper (another MPI rank of the same sweep) only writes runs.
+  enum class Role { owner, helper };
+  explicit RunStore(std::string out_dir, Role role = Role::owner);
   const std::string& dir() const { return dir_; }
   std::string run_dir(const std::string& id) const { return dir_ + "/runs/" + id; }
 
@@ -52,7 +55,7 @@ class RunStore {
 
  private:
   std::string dir_;
-  DirLock lock_;
+  std::optional<DirLock> lock_;
 };
 
 // Sample statistics over seeds (std with n - 1; 0 for one value); NaNs are skipped.

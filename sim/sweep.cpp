@@ -14,6 +14,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "common/text.hpp"
 #include "policies/types.hpp"
 #include "common/csv.hpp"
+#include "sim/mpi_world.hpp"
 #include "sim/simulator.hpp"
 
 namespace fs = std::filesystem;
@@ -150,27 +152,88 @@ std::vector<std::size_t> pending_runs(const RunStore& store, const std::vector<R
   return pending;
 }
 
-// The worker threads of one sweep and what they share: the queue, the progress
-// counters and the first error (after which no new run starts).
+// The message tags of a sweep over MPI ranks. Rank 0 owns the folder and the queue;
+// every other rank says hello (its thread count and a hash of its plan), waits for
+// start, then each of its threads asks rank 0 for a run, reporting the run it just
+// finished (or its error) in the same request, until rank 0 answers -1. Rank 0
+// sends end (with the sweep's error, if any) after the tables are assembled.
+enum Tag : int { kHello = 1, kStart = 2, kRequest = 3, kAssign = 4, kEnd = 5 };
+
+// FNV-1a over every run's id and resolved config: all ranks must plan the same sweep.
+std::int64_t plan_hash(const std::vector<RunSpec>& runs) {
+  std::uint64_t h = 1469598103934665603ull;
+  auto add = [&h](const std::string& s) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;
+  };
+  for (const auto& r : runs) {
+    add(r.id);
+    add(config_yaml(r.config));
+  }
+  return static_cast<std::int64_t>(h >> 1);
+}
+
+// One run: simulate, then store its files (nothing is written when it fails).
+// Returns the run's seconds; add_units receives its token-steps as they are done.
+double execute_run(const Scenario& sc, const SweepPoint& point, const RunSpec& r, const RunStore& store,
+                   const std::string& program, const std::function<void(std::int64_t)>& add_units) {
+  std::ostringstream ts;
+  const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
+  std::int64_t seen = 0;
+  auto progress = [&](std::int64_t done, std::int64_t) {
+    add_units((done - seen) * per_step);
+    seen = done;
+  };
+  const RunResult res = run_simulation(r.config, &ts, progress);
+  std::ostringstream ms;
+  write_metrics_csv(ms, res);
+  store.finish(r, RunStore::config_file(sc, point, r, program), ts.str(), ms.str());
+  return res.seconds;
+}
+
+std::int64_t run_units(const RunSpec& r) {
+  return static_cast<std::int64_t>(r.config.steps) * r.config.batch * r.config.layers;
+}
+
+// The worker threads of rank 0 (or of the only process) and what they share with
+// the other ranks' threads: the queue, the progress counters and the first error
+// (after which no new run starts, here or on another rank).
 class SweepPool {
  public:
   SweepPool(const Scenario& sc, const std::vector<SweepPoint>& points, const std::vector<RunSpec>& runs,
             const std::vector<std::size_t>& pending, const RunStore& store, const SweepOptions& opt)
       : sc_(sc), points_(points), runs_(runs), store_(store), opt_(opt), queue_(pending, points_of(runs, pending)) {}
 
-  // Every pending run on `threads` threads, showing progress; throws the first run's Error.
-  void run(int threads, Progress& progress) {
+  // Every pending run on `threads` local threads and the other ranks' `remote_threads`,
+  // showing progress; throws the first run's Error once every thread has stopped.
+  void run(int threads, int remote_threads, MpiWorld& world, Progress& progress) {
     std::vector<std::thread> pool;
     workers_left_ = threads;
     for (int t = 0; t < threads; ++t) pool.emplace_back([this] { worker(); });
+    auto shown = std::chrono::steady_clock::now();
     {
       std::unique_lock<std::mutex> g(mu_);
-      while (workers_left_ > 0) {
-        cv_.wait_for(g, std::chrono::milliseconds(250));
-        const int rd = runs_done_;
-        g.unlock();
-        progress.show(rd, units_done_.load(), false);
-        g.lock();
+      while (workers_left_ > 0 || stopped_remote_ < remote_threads) {
+        if (stopped_remote_ < remote_threads) {
+          SweepMessage m;
+          int from = 0;
+          g.unlock();
+          const bool got = world.poll(kRequest, m, from);
+          g.lock();
+          if (got)
+            answer(m, from, world);
+          else
+            cv_.wait_for(g, std::chrono::milliseconds(1));
+        } else {
+          cv_.wait_for(g, std::chrono::milliseconds(250));
+        }
+        if (std::chrono::steady_clock::now() - shown >= std::chrono::milliseconds(250)) {
+          shown = std::chrono::steady_clock::now();
+          const int rd = runs_done_;
+          g.unlock();
+          progress.show(rd, units_done_.load(), false);
+          g.lock();
+        }
       }
     }
     for (auto& t : pool) t.join();
@@ -186,6 +249,24 @@ class SweepPool {
     return p;
   }
 
+  // A request from another rank's thread: book the run it reports, hand it the next one. Caller holds mu_.
+  void answer(const SweepMessage& m, int from, MpiWorld& world) {
+    if (m.a >= 0 && static_cast<std::size_t>(m.a) < runs_.size()) {
+      const RunSpec& r = runs_[static_cast<std::size_t>(m.a)];
+      if (m.ok) {
+        units_done_.fetch_add(run_units(r), std::memory_order_relaxed);
+        booked(r, m.seconds);
+      } else {
+        failed(r, m.get_text() + " (on rank " + std::to_string(from) + ")");
+      }
+    }
+    SweepMessage reply;
+    std::size_t ri = 0;
+    reply.a = !abort_.load() && queue_.pop(ri) ? static_cast<std::int64_t>(ri) : -1;
+    if (reply.a < 0) ++stopped_remote_;
+    world.send(from, kAssign, reply);
+  }
+
   void worker() {
     for (;;) {
       std::size_t ri = 0;
@@ -193,7 +274,16 @@ class SweepPool {
         std::lock_guard<std::mutex> g(mu_);
         if (abort_.load() || !queue_.pop(ri)) break;
       }
-      execute(runs_[ri]);
+      const RunSpec& r = runs_[ri];
+      try {
+        const double s = execute_run(sc_, points_[static_cast<std::size_t>(r.point)], r, store_, opt_.command,
+                                     [this](std::int64_t u) { units_done_.fetch_add(u, std::memory_order_relaxed); });
+        std::lock_guard<std::mutex> g(mu_);
+        booked(r, s);
+      } catch (const std::exception& e) {
+        std::lock_guard<std::mutex> g(mu_);
+        failed(r, e.what());
+      }
       cv_.notify_all();
     }
     std::lock_guard<std::mutex> g(mu_);
@@ -201,31 +291,16 @@ class SweepPool {
     cv_.notify_all();
   }
 
-  // One run: simulate, then store its files (nothing is written when it fails).
-  void execute(const RunSpec& r) {
-    const auto& point = points_[static_cast<std::size_t>(r.point)];
-    try {
-      std::ostringstream ts;
-      const std::int64_t per_step = static_cast<std::int64_t>(r.config.batch) * r.config.layers;
-      std::int64_t seen = 0;
-      auto progress = [&](std::int64_t done, std::int64_t) {
-        units_done_.fetch_add((done - seen) * per_step, std::memory_order_relaxed);
-        seen = done;
-      };
-      const RunResult res = run_simulation(r.config, &ts, progress);
-      std::ostringstream ms;
-      write_metrics_csv(ms, res);
-      store_.finish(r, RunStore::config_file(sc_, point, r, opt_.command), ts.str(), ms.str());
-      std::lock_guard<std::mutex> g(mu_);
-      ++runs_done_;
-      sim_seconds_ += res.seconds;
-      queue_.record(r.point, res.seconds);
-      if (opt_.on_run_done) opt_.on_run_done(r);
-    } catch (const std::exception& e) {
-      std::lock_guard<std::mutex> g(mu_);
-      if (error_.empty()) error_ = "run " + r.id + " ('" + point.label + "'): " + e.what();
-      abort_ = true;
-    }
+  // Caller holds mu_.
+  void booked(const RunSpec& r, double seconds) {
+    ++runs_done_;
+    sim_seconds_ += seconds;
+    queue_.record(r.point, seconds);
+    if (opt_.on_run_done) opt_.on_run_done(r);
+  }
+  void failed(const RunSpec& r, const std::string& what) {
+    if (error_.empty()) error_ = "run " + r.id + " ('" + points_[static_cast<std::size_t>(r.point)].label + "'): " + what;
+    abort_ = true;
   }
 
   const Scenario& sc_;
@@ -238,33 +313,125 @@ class SweepPool {
   std::atomic<bool> abort_{false};
   std::mutex mu_;
   std::condition_variable cv_;
-  int runs_done_ = 0, workers_left_ = 0;
+  int runs_done_ = 0, workers_left_ = 0, stopped_remote_ = 0;
   std::string error_;
   double sim_seconds_ = 0;
 };
+
+// A rank other than 0: its threads take runs from rank 0 until it has none left.
+SweepResult serve_runs(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& opt, int threads,
+                       MpiWorld& world) {
+  const auto runs = plan_runs(points, sc.run_seeds());
+  SweepMessage hello;
+  hello.a = threads;
+  hello.b = plan_hash(runs);
+  world.send(0, kHello, hello);
+  const SweepMessage start = world.wait(0, kStart);
+  if (!start.ok) throw SweepPeerFailed(start.get_text());
+  const RunStore store(opt.out_dir, RunStore::Role::helper);
+  std::mutex link;  // MPI_THREAD_SERIALIZED: one request in flight per rank
+  auto worker = [&] {
+    SweepMessage report;
+    report.a = -1;
+    for (;;) {
+      SweepMessage assign;
+      {
+        std::lock_guard<std::mutex> g(link);
+        world.send(0, kRequest, report);
+        assign = world.wait(0, kAssign);
+      }
+      if (assign.a < 0 || static_cast<std::size_t>(assign.a) >= runs.size()) return;
+      const RunSpec& r = runs[static_cast<std::size_t>(assign.a)];
+      report = SweepMessage{};
+      report.a = assign.a;
+      try {
+        report.seconds = execute_run(sc, points[static_cast<std::size_t>(r.point)], r, store, opt.command,
+                                     [](std::int64_t) {});
+      } catch (const std::exception& e) {
+        report.ok = 0;
+        report.set_text(e.what());
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+  const SweepMessage end = world.wait(0, kEnd);
+  if (!end.ok) throw SweepPeerFailed(end.get_text());
+  SweepResult result;
+  result.runs = static_cast<int>(runs.size());
+  return result;
+}
+
+// Rank 0 of several: every other rank's hello, checked against this plan; `fail`
+// (this rank's own setup error, if any) or a mismatch goes back in start. Returns
+// the other ranks' thread count.
+int greet_ranks(MpiWorld& world, const std::vector<RunSpec>& runs, std::string& fail) {
+  const std::int64_t hash = fail.empty() ? plan_hash(runs) : 0;
+  int remote = 0;
+  for (int r = 1; r < world.size(); ++r) {
+    const SweepMessage hello = world.wait(r, kHello);
+    remote += static_cast<int>(hello.a);
+    if (fail.empty() && hello.b != hash)
+      fail = "rank " + std::to_string(r) + " planned another sweep (a different scenario file or overrides there)";
+  }
+  SweepMessage start;
+  start.ok = fail.empty();
+  start.set_text(fail);
+  for (int r = 1; r < world.size(); ++r) world.send(r, kStart, start);
+  return remote;
+}
+
+void end_ranks(MpiWorld& world, const std::string& error) {
+  SweepMessage end;
+  end.ok = error.empty();
+  end.set_text(error);
+  for (int r = 1; r < world.size(); ++r) world.send(r, kEnd, end);
+}
 
 }  // namespace
 
 SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   if (opt.out_dir.empty()) throw Error("sweep: no output folder");
-  const RunStore store(opt.out_dir);
-  const auto runs = plan_runs(points, sc.run_seeds());
+  MpiWorld& world = MpiWorld::get();
+  const int hw = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int threads_wanted = opt.threads > 0 ? opt.threads : hw;
+  if (world.rank() != 0) return serve_runs(sc, points, opt, threads_wanted, world);
+
+  std::string fail;
+  std::optional<RunStore> store;
+  std::vector<RunSpec> runs;
+  std::vector<std::size_t> pending;
   std::int64_t units = 0;
-  const auto pending = pending_runs(store, runs, opt.progress, units);
+  try {
+    store.emplace(opt.out_dir);
+    runs = plan_runs(points, sc.run_seeds());
+    pending = pending_runs(*store, runs, opt.progress, units);
+  } catch (const Error& e) {
+    fail = e.what();
+  }
+  const int remote_threads = world.size() > 1 ? greet_ranks(world, runs, fail) : 0;
+  if (!fail.empty()) throw Error(fail);
+
   SweepResult result;
   result.runs = static_cast<int>(runs.size());
   result.skipped = static_cast<int>(runs.size() - pending.size());
-  if (!pending.empty()) {
-    int threads = opt.threads > 0 ? opt.threads : static_cast<int>(std::thread::hardware_concurrency());
-    threads = std::max(1, std::min<int>(threads, static_cast<int>(pending.size())));
-    Progress progress(opt.progress, static_cast<int>(pending.size()), units);
-    SweepPool pool(sc, points, runs, pending, store, opt);
-    pool.run(threads, progress);
-    result.sim_seconds = pool.sim_seconds();
+  try {
+    if (!pending.empty() || remote_threads > 0) {
+      const int threads = std::max(1, std::min<int>(threads_wanted, static_cast<int>(pending.size())));
+      Progress progress(opt.progress, static_cast<int>(pending.size()), units);
+      SweepPool pool(sc, points, runs, pending, *store, opt);
+      pool.run(pending.empty() ? 0 : threads, remote_threads, world, progress);
+      result.sim_seconds = pool.sim_seconds();
+    }
+    result.token_steps = units;
+    store->assemble(sc, points, runs, opt.command);
+  } catch (const std::exception& e) {
+    end_ranks(world, e.what());
+    throw;
   }
-  result.token_steps = units;
-  store.assemble(sc, points, runs, opt.command);
+  end_ranks(world, "");
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return result;
 }

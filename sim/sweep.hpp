@@ -7,6 +7,11 @@
 // single-threaded and depends only on its config, so the files do not depend on
 // the thread count or the order runs finish in: an interrupted sweep, resumed,
 // writes the same bytes as an uninterrupted one.
+// Under mpirun (built with MPI) the runs spread over the ranks as well: rank 0 holds
+// the folder's lock and the longest-first queue and hands runs out one at a time
+// to every rank's threads, including its own; the other ranks write their runs'
+// folders into the same (shared) output folder, and rank 0 assembles the tables.
+// The files are the same bytes for any rank and thread count.
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -21,9 +26,16 @@ namespace moesim {
 // Every run of the points, point-major (all seeds of point 0 first).
 std::vector<RunSpec> plan_runs(const std::vector<SweepPoint>& points, const std::vector<std::uint64_t>& seeds);
 
+// Thrown on ranks other than 0 when the sweep failed: rank 0 reports the error,
+// the others only exit non-zero.
+class SweepPeerFailed : public Error {
+ public:
+  using Error::Error;
+};
+
 struct SweepOptions {
   std::string out_dir;
-  int threads = 0;        // 0: std::thread::hardware_concurrency()
+  int threads = 0;        // per rank; 0: std::thread::hardware_concurrency()
   bool progress = true;   // progress and ETA on stderr
   std::string command = "moesim";  // program name in replay commands
   // Called (under a lock) after each run's files are in place; tests use it to stop mid-sweep.
@@ -38,7 +50,8 @@ struct SweepResult {
   std::int64_t token_steps = 0;       // steps * batch * layers over the runs done now
 };
 
-// Runs (or resumes) the sweep into options.out_dir and assembles its outputs.
+// Runs (or resumes) the sweep into options.out_dir and assembles its outputs. On a
+// rank other than 0 only `runs` is set in the result.
 SweepResult run_sweep(const Scenario& sc, const std::vector<SweepPoint>& points, const SweepOptions& options);
 
 }  // namespace moesim
