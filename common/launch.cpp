@@ -1,6 +1,16 @@
 #include "common/launch.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "common/error.hpp"
 #include "common/text.hpp"
@@ -44,6 +54,77 @@ LaunchPlace launch_place() {
     return p;
   }
   return p;
+}
+
+}  // namespace moesim
+
+namespace moesim {
+
+namespace {
+
+// A TCP port nobody listens on now, from the kernel (bind to port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw Error(std::string("cannot open a socket to find a free port: ") + std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    ::close(fd);
+    throw Error(std::string("cannot bind a loopback port: ") + std::strerror(errno));
+  }
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+int exit_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+}  // namespace
+
+int run_local_workers(int n, const std::vector<std::string>& argv) {
+  if (n < 1) throw Error("--nproc " + std::to_string(n) + ": need at least 1 process");
+  if (argv.empty()) throw Error("run_local_workers: no program");
+  const std::string port = std::to_string(free_port());
+  std::vector<char*> args;
+  for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
+  args.push_back(nullptr);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; ++r) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw Error(std::string("fork: ") + std::strerror(errno));
+    if (pid == 0) {
+      ::setenv("MOESIM_RANK", std::to_string(r).c_str(), 1);
+      ::setenv("MOESIM_WORLD_SIZE", std::to_string(n).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", port.c_str(), 1);
+      ::execv(args[0], args.data());
+      std::fprintf(stderr, "cannot run %s: %s\n", args[0], std::strerror(errno));
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int first_failure = 0;
+  for (std::size_t left = pids.size(); left > 0; --left) {
+    int status = 0;
+    const pid_t done = ::wait(&status);
+    if (done < 0) break;
+    for (auto& p : pids)
+      if (p == done) p = -1;
+    const int code = exit_code(status);
+    if (code != 0 && first_failure == 0) {
+      first_failure = code;
+      for (const auto p : pids)
+        if (p > 0) ::kill(p, SIGTERM);
+    }
+  }
+  return first_failure;
 }
 
 }  // namespace moesim

@@ -4,6 +4,7 @@
 // (PMI_RANK, PMI_SIZE), and `moesim train --nproc N`'s own workers (MOESIM_RANK,
 // MOESIM_WORLD_SIZE). A process started any other way is rank 0 of 1.
 #include <string>
+#include <vector>
 
 namespace moesim {
 
@@ -17,5 +18,15 @@ struct LaunchPlace {
 // The place from the environment; Error when a launcher's variables are malformed
 // (a rank outside [0, size), say), naming the variable.
 LaunchPlace launch_place();
+
+}  // namespace moesim
+
+namespace moesim {
+
+// Runs `argv` (argv[0] a program path) as n local processes with MOESIM_RANK,
+// MOESIM_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in their
+// environment, and waits for them. When one fails the others are stopped
+// (SIGTERM); returns 0, or the first failure's exit code (128 + signal when killed).
+int run_local_workers(int n, const std::vector<std::string>& argv);
 
 }  // namespace moesim

@@ -21,6 +21,7 @@ class NoisyTopKPolicy : public Policy {
  public:
   NoisyTopKPolicy(int experts, int k, const Knobs& knobs);
   WeightSpec weight_spec() const override { return spec_; }
+  bool reads_gate_input() const override { return jitter_ > 0.0; }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<NoisyTopKPolicy>(*this); }
 
  protected:

@@ -23,6 +23,7 @@
 //   load_state()    optional    written and read in the same order
 //   state_vectors() optional  per-expert state by name, for logs (bias, counts, ...)
 //   reputation()    optional  per-expert reputation R_i, for the metrics; nullptr: none
+//   reads_gate_input() optional  whether do_route() reads RouteInput::gate_input (its own jitter)
 #include <iosfwd>
 #include <memory>
 #include <string>
@@ -72,6 +73,9 @@ class Policy {
   virtual std::vector<NamedVector> state_vectors() const { return {}; }
   // Per-expert reputation (RD-ESI's R_i), for the reputation metrics; nullptr when none.
   virtual const std::vector<double>* reputation() const { return nullptr; }
+  // Whether route() reads RouteInput::gate_input (a policy's own input jitter), so a
+  // caller routing another process's tokens must bring their gate input too.
+  virtual bool reads_gate_input() const { return false; }
 
  protected:
   virtual void do_route(const RouteInput& in, Rng& rng, Assignment& out) = 0;

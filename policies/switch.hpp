@@ -16,6 +16,7 @@ class SwitchPolicy : public Policy {
  public:
   SwitchPolicy(int experts, int k, const Knobs& knobs);
   WeightSpec weight_spec() const override { return with_drop_weights({WeightRule::SoftmaxGather, false}, cap_); }
+  bool reads_gate_input() const override { return jitter_ > 0.0; }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<SwitchPolicy>(*this); }
 
  protected:

@@ -6,7 +6,12 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <unistd.h>
+
+#include <thread>
+
 #include "common/args.hpp"
+#include "common/launch.hpp"
 #include "common/cpu.hpp"
 #include "policies/knobs.hpp"
 #include "policies/types.hpp"
@@ -14,6 +19,7 @@
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/c4_loader.hpp"
 #include "torch_backend/corpus.hpp"
+#include "torch_backend/data_parallel.hpp"
 #include "torch_backend/generate.hpp"
 #include "torch_backend/runtime.hpp"
 #include "torch_backend/tokenizer.hpp"
@@ -40,24 +46,71 @@ void print_keys() {
 
 }  // namespace
 
+namespace {
+
+void print_train_help() {
+  std::printf(
+      "usage: moesim train --config FILE [key.path=value ...] [--nproc N]\n\n"
+      "Trains the MoE Transformer on C4 (torch_backend/README.md). Outputs in train.out_dir:\n"
+      "checkpoint.pt, train_log.csv, eval_log.csv, summary.json, config.yaml, traces/.\n\n"
+      "Data-parallel: --nproc N runs N local processes (rendezvous on 127.0.0.1, a free port);\n"
+      "mpirun -np N moesim train ... (or any launcher that sets OMPI_COMM_WORLD_*/PMI_* or\n"
+      "MOESIM_RANK/MOESIM_WORLD_SIZE, with MASTER_ADDR/MASTER_PORT) runs them across machines.\n"
+      "train.batch is the global batch (divisible by N); each process trains its B/N rows on\n"
+      "train.threads threads (default: its share of the cores). Gradients are averaged over\n"
+      "c10d's Gloo backend; %s\n"
+      "Rank 0 writes every file; a checkpoint resumes on any N.\n\nkeys:\n",
+      DataParallel::available() ? "this build has it." : "THIS BUILD HAS NO GLOO (libgloo-dev absent): one process only.");
+  print_keys();
+}
+
+}  // namespace
+
 int train_command(const std::vector<std::string>& args) {
-  const auto a = parse(args, {"--config"}, {"--keys"}, "train");
+  const auto a = parse(args, {"--config", "--nproc"}, {"--keys"}, "train");
   if (a.has("--help") || a.has("--keys")) {
-    std::printf("usage: moesim train --config FILE [key.path=value ...]\n\nkeys:\n");
-    print_keys();
+    print_train_help();
     return 0;
   }
   if (!a.has("--config")) throw Error("train: --config FILE is required (torch_backend/configs/ has examples)");
   auto cfg = load_config(a.values.at("--config"));
   apply_overrides(cfg, a.overrides);
   validate(cfg);
-  std::fprintf(stderr, "moesim train: seed %llu; replay: moesim train --config %s", static_cast<unsigned long long>(cfg.seed),
-               a.values.at("--config").c_str());
-  for (const auto& o : a.overrides) std::fprintf(stderr, " %s", o.c_str());
-  std::fprintf(stderr, "\n");
-  const auto corpus = prepare_corpus(cfg, stderr);
+  const LaunchPlace place = launch_place();
+  const long nproc = a.whole("--nproc", 1, 1, 1024);
+  if (nproc > 1 && place.size > 1) throw Error("train: --nproc inside a launch of " + std::to_string(place.size) + " processes");
+  if (nproc > 1) {
+    // The workers run this same command line without --nproc.
+    std::vector<std::string> argv = {"/proc/self/exe", "train"};
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      if (args[i] == "--nproc") {
+        ++i;
+        continue;
+      }
+      if (args[i].rfind("--nproc=", 0) == 0) continue;
+      argv.push_back(args[i]);
+    }
+    char exe[4096];
+    const ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) argv[0].assign(exe, static_cast<std::size_t>(n));
+    return run_local_workers(static_cast<int>(nproc), argv);
+  }
+  auto dp = DataParallel::join(place);
+  const bool lead = !dp || dp->rank() == 0;
+  if (dp && cfg.train.threads == 0)
+    cfg.train.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / place.local_size);
+  if (lead) {
+    std::fprintf(stderr, "moesim train: seed %llu; replay: moesim train --config %s",
+                 static_cast<unsigned long long>(cfg.seed), a.values.at("--config").c_str());
+    for (const auto& o : a.overrides) std::fprintf(stderr, " %s", o.c_str());
+    std::fprintf(stderr, "%s\n", dp ? (" (" + std::to_string(dp->size()) + " processes)").c_str() : "");
+  }
+  // Rank 0 builds the tokenizer and the token cache; the others then read the cache.
+  if (dp && !lead) dp->barrier();
+  const auto corpus = prepare_corpus(cfg, lead ? stderr : nullptr);
+  if (dp && lead) dp->barrier();
   TrainData data{&corpus.train, &corpus.val, corpus.tokenizer.vocab_size(), corpus.tokenizer.proto()};
-  Trainer tr(cfg, data, stderr);
+  Trainer tr(cfg, data, lead ? stderr : nullptr, dp.get());
   tr.run();
   return 0;
 }

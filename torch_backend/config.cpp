@@ -94,6 +94,7 @@ const std::vector<Field>& fields() {
     f.push_back(F::int_field<long>("train.log_every", "CSV row and progress line every this many steps", [](TrainConfig& c) -> long& { return c.train.log_every; }, 1, kBig));
     f.push_back(F::int_field<long>("train.eval_every", "validation every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.eval_every; }, 0, kBig));
     f.push_back(F::int_field<long>("train.eval_batches", "validation batches per evaluation (0 = all)", [](TrainConfig& c) -> long& { return c.train.eval_batches; }, 0, kBig));
+    f.push_back(F::int_field<long>("train.exit_interval", "stop (checkpoint saved) after a step that is a multiple of this; the schedule still spans train.steps, so resuming continues the curve (Megatron's --exit-interval; 0 = off)", [](TrainConfig& c) -> long& { return c.train.exit_interval; }, 0, kBig));
     f.push_back(F::int_field<long>("train.ckpt_every", "checkpoint every this many steps (0 = at the end)", [](TrainConfig& c) -> long& { return c.train.ckpt_every; }, 0, kBig));
     f.push_back(F::string_field("train.out_dir", "run directory: logs, checkpoint, traces", [](TrainConfig& c) -> std::string& { return c.train.out_dir; }));
     f.push_back(F::bool_field("train.resume", "continue from out_dir/checkpoint.pt when present", [](TrainConfig& c) -> bool& { return c.train.resume; }));

@@ -78,6 +78,7 @@ struct TrainLoopConfig {
   long eval_every = 200;         // 0 = only at the end
   long eval_batches = 0;         // validation batches per evaluation (0 = all)
   long ckpt_every = 500;         // 0 = only at the end
+  long exit_interval = 0;        // stop after a step that is a multiple of this (0 = off)
   std::string out_dir = "runs/default";
   bool resume = true;            // continue from out_dir/checkpoint.pt when present
   bool allow_config_change = false;  // resume although non-resumable keys differ (see trainer.hpp)

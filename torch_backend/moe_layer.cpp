@@ -10,6 +10,36 @@ namespace moesim::torch_backend {
 
 namespace F = torch::nn::functional;
 
+namespace {
+
+// Rows [t0, t0 + n) of a routed batch's assignment, with their own counts and drops.
+Assignment assignment_rows(const Assignment& g, int t0, int n) {
+  Assignment a;
+  a.tokens = n;
+  a.experts = g.experts;
+  a.width = g.width;
+  a.capacity = g.capacity;
+  const auto b = static_cast<std::ptrdiff_t>(t0) * g.width, e = b + static_cast<std::ptrdiff_t>(n) * g.width;
+  a.expert.assign(g.expert.begin() + b, g.expert.begin() + e);
+  a.requested.assign(g.requested.begin() + b, g.requested.begin() + e);
+  a.weight.assign(g.weight.begin() + b, g.weight.begin() + e);
+  a.offset.assign(g.offset.begin() + b, g.offset.begin() + e);
+  a.counts.assign(static_cast<std::size_t>(g.experts), 0);
+  for (int t = 0; t < n; ++t) {
+    bool asked = false, served = false;
+    for (int j = 0; j < a.width; ++j) {
+      const auto s = static_cast<std::size_t>(t) * static_cast<std::size_t>(a.width) + static_cast<std::size_t>(j);
+      if (a.requested[s] >= 0) ++a.routed, asked = true;
+      if (a.expert[s] >= 0) ++a.counts[static_cast<std::size_t>(a.expert[s])], served = true;
+      else if (a.requested[s] >= 0) ++a.dropped;
+    }
+    if (asked && !served) ++a.dropped_tokens;
+  }
+  return a;
+}
+
+}  // namespace
+
 MoeLayer::MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<Policy> policy, std::uint64_t seed,
                    double init_std, double out_std, RouterOptions router)
     : layer_(layer),
@@ -77,11 +107,12 @@ torch::Tensor MoeLayer::router_logits(const torch::Tensor& x) {
   return logits;
 }
 
-void MoeLayer::aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a) {
+void MoeLayer::aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a,
+                          const torch::Tensor& routed_c, const Assignment& routed) {
   const int N = a.tokens, E = experts_;
   const float* lp = logits_c.data_ptr<float>();
   auto scores = aux_scores(logits, router_.aux.score);
-  const auto n = aux_counts(lp, N, E, a, router_.aux);
+  const auto n = aux_counts(routed_c.data_ptr<float>(), routed.tokens, E, routed, router_.aux);
   std::vector<double> f(static_cast<std::size_t>(E), 0.0);
   if (router_.aux_global && is_training()) {
     // Megatron-Core global_aux_loss: counts summed over this step's micro-batches so far.
@@ -110,33 +141,42 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   auto x_c = x.detach().contiguous();
   auto gate_c = gate.detach().contiguous();
   auto ids_c = token_ids.to(torch::kLong).contiguous();
+  sharded_ = dp_ != nullptr && is_training();
+  torch::Tensor routed_c = logits_c, routed_ids = ids_c, routed_x = x_c;
+  if (sharded_) {
+    routed_c = dp_->all_gather(logits_c);
+    routed_ids = dp_->all_gather(ids_c);
+    if (!router_.mlp && policy_->reads_gate_input()) routed_x = dp_->all_gather(x_c);
+  }
   RouteInput in;
-  in.logits = logits_c.data_ptr<float>();
-  in.tokens = static_cast<int>(N);
+  in.logits = routed_c.data_ptr<float>();
+  in.tokens = static_cast<int>(routed_c.size(0));
   in.experts = experts_;
-  in.token_ids = ids_c.data_ptr<std::int64_t>();
+  in.token_ids = routed_ids.data_ptr<std::int64_t>();
   if (!router_.mlp) {  // a policy's own jitter needs logits = x W^T
-    in.gate_input = x_c.data_ptr<float>();
+    in.gate_input = routed_x.data_ptr<float>();
     in.gate_weight = gate_c.data_ptr<float>();
     in.gate_dim = static_cast<int>(D);
   }
   in.training = is_training();
-  Assignment& a = last_assignment;
   {
     RECORD_FUNCTION("moesim::route", std::vector<c10::IValue>());
     if (is_training()) {
-      policy_->route(in, rng_, a);
+      policy_->route(in, rng_, last_assignment);
     } else {
       // Evaluation must not move the policy's state or its random stream.
       auto frozen = policy_->clone();
       Rng eval_rng(derive_seed(seed_, "eval"));
-      frozen->route(in, eval_rng, a);
+      frozen->route(in, eval_rng, last_assignment);
     }
   }
+  if (sharded_) local_ = assignment_rows(last_assignment, dp_->rank() * static_cast<int>(N), static_cast<int>(N));
+  const Assignment& a = sharded_ ? local_ : last_assignment;
 
   auto weights = combine_weights(logits, a, policy_->weight_spec());
-  aux_losses(logits, logits_c, a);
+  aux_losses(logits, logits_c, a, routed_c, last_assignment);
   last_logits = logits;
+  routed_logits = routed_c;
   last_weights = weights;
 
   // Counting sort of the served slots by expert.
@@ -163,7 +203,8 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
       }
   }
 
-  last_perf.assign(a.expert.size(), 0.0f);
+  std::vector<float>& perf = sharded_ ? local_perf_ : last_perf;
+  perf.assign(a.expert.size(), 0.0f);
   auto out = torch::zeros({N, D}, torch::kFloat);
   if (S == 0) {
     pending_ = is_training();
@@ -186,7 +227,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     auto norms = y.detach().norm(2, 1).contiguous();
     const float* np = norms.data_ptr<float>();
     const auto* sp = slot_idx.data_ptr<std::int64_t>();
-    for (std::int64_t i = 0; i < S; ++i) last_perf[static_cast<std::size_t>(sp[i])] = np[i];
+    for (std::int64_t i = 0; i < S; ++i) perf[static_cast<std::size_t>(sp[i])] = np[i];
     pending_ = true;
   }
   return out;
@@ -195,17 +236,24 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
 void MoeLayer::observe(const torch::Tensor& per_token_loss) {
   if (!pending_) return;
   pending_ = false;
-  const Assignment& a = last_assignment;
+  const Assignment& a = sharded_ ? local_ : last_assignment;
+  std::vector<float>& perf = sharded_ ? local_perf_ : last_perf;
   if (per_token_loss.defined()) {
     auto l = per_token_loss.detach().to(torch::kFloat).contiguous();
     const float* lp = l.data_ptr<float>();
     for (int t = 0; t < a.tokens; ++t)
       for (int j = 0; j < a.width; ++j) {
         const auto s = static_cast<std::size_t>(t) * static_cast<std::size_t>(a.width) + static_cast<std::size_t>(j);
-        last_perf[s] = a.expert[s] >= 0 ? -lp[t] : 0.0f;
+        perf[s] = a.expert[s] >= 0 ? -lp[t] : 0.0f;
       }
   }
-  policy_->observe(a, last_perf.data());
+  if (sharded_) {
+    // The global batch's performance, so every rank's policy takes the same step.
+    auto mine = torch::from_blob(perf.data(), {static_cast<std::int64_t>(perf.size())}, torch::kFloat);
+    auto all = dp_->all_gather(mine).contiguous();
+    last_perf.assign(all.data_ptr<float>(), all.data_ptr<float>() + all.numel());
+  }
+  policy_->observe(last_assignment, last_perf.data());
 }
 
 }  // namespace moesim::torch_backend

@@ -8,6 +8,10 @@
 // the gate learns through them. Tokens are gathered per expert (index_select), run
 // through that expert's SwiGLU and added back weighted (index_add). In training
 // the policy then observes each served slot's performance without gradients.
+// Data-parallel (set_data_parallel, training only): the policy routes and observes
+// the global batch, every rank's logits gathered (data_parallel.hpp), and this
+// rank dispatches its own rows; the aux losses' counts are the global batch's, so
+// their average over ranks is the one-process loss of the global batch.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -19,6 +23,7 @@
 #include "policies/policy.hpp"
 #include "policies/rng.hpp"
 #include "policies/types.hpp"
+#include "torch_backend/data_parallel.hpp"
 
 namespace moesim::torch_backend {
 
@@ -55,14 +60,19 @@ class MoeLayer : public torch::nn::Module {
   Rng& rng() { return rng_; }
   // The router's trainable parameters (router-only training).
   std::vector<torch::Tensor> router_parameters() const;
+  // Routes the global batch of these ranks in training (nullptr: this process alone).
+  void set_data_parallel(DataParallel* dp) { dp_ = dp; }
 
   // What the last forward pass did (kept for losses, logging, traces and tests).
-  torch::Tensor last_logits;   // (N, E) fp32 the policy routed, part of the graph
+  // Data-parallel, the routed batch is the global one (every rank's tokens in rank
+  // order); this rank's N rows are the rest.
+  torch::Tensor last_logits;   // (N, E) fp32 of this rank's tokens, part of the graph
+  torch::Tensor routed_logits; // the routed batch's logits, detached (= last_logits' values alone)
   torch::Tensor last_weights;  // (N, width) fp32 combine weights the output used
   torch::Tensor aux_lb, aux_z, aux_seq, aux_entropy;  // scalar losses of the last pass
-  std::vector<double> last_mean_prob;  // per expert: mean aux score over the tokens
-  Assignment last_assignment;
-  std::vector<float> last_perf;  // per slot: expert output L2 norm (0 on empty slots)
+  std::vector<double> last_mean_prob;  // per expert: mean aux score over this rank's tokens
+  Assignment last_assignment;    // of the routed batch
+  std::vector<float> last_perf;  // per slot of the routed batch: expert output L2 norm (0 on empty slots)
 
   torch::Tensor gate;            // (E, dim) linear head, or (E, hidden) last layer of the MLP head
   torch::Tensor mlp_w1, mlp_ln_w, mlp_ln_b;  // MLP head: (hidden, dim), LayerNorm gain and bias
@@ -70,7 +80,9 @@ class MoeLayer : public torch::nn::Module {
 
  private:
   torch::Tensor router_logits(const torch::Tensor& x);
-  void aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a);
+  // Scores and sequence fractions from this rank's rows; balance counts from the routed batch's.
+  void aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a,
+                  const torch::Tensor& routed_c, const Assignment& routed);
 
   int layer_, experts_;
   std::unique_ptr<Policy> policy_;
@@ -80,6 +92,10 @@ class MoeLayer : public torch::nn::Module {
   std::vector<double> step_counts_;  // aux_global: counts and total so far this step
   double step_total_ = 0.0;
   bool pending_ = false;
+  DataParallel* dp_ = nullptr;
+  bool sharded_ = false;     // the last forward routed the global batch
+  Assignment local_;         // then: this rank's rows of it
+  std::vector<float> local_perf_;
 };
 
 }  // namespace moesim::torch_backend

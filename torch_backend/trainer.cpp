@@ -10,6 +10,7 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -85,6 +86,7 @@ bool resumable(const std::string& key) {
   static const std::set<std::string> keys = {
       "train.steps",      "train.resume",  "train.allow_config_change", "train.out_dir",     "train.log_every",
       "train.eval_every", "train.eval_batches", "train.ckpt_every",     "train.threads",     "train.trace_steps", "train.trace_every",
+      "train.exit_interval",
       "data.cache_dir"};
   return keys.count(key) > 0;
 }
@@ -144,16 +146,23 @@ std::string join_csv(const std::vector<std::string>& v) {
 
 }  // namespace
 
-Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log)
+Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log, DataParallel* dp)
     : cfg_(cfg),
       data_(std::move(data)),
       log_(log),
+      dp_(dp),
       train_seq_(data_.train, cfg.data.seq_len),
       val_seq_(data_.val, cfg.data.seq_len) {
   validate(cfg_);
   configure_runtime(cfg_.train.threads);
   torch::manual_seed(cfg_.seed);
   model_ = std::make_shared<Transformer>(cfg_, data_.vocab);
+  if (dp_) {
+    if (cfg_.train.batch % dp_->size() != 0)
+      throw KeyError("train.batch", "train.batch=" + std::to_string(cfg_.train.batch) + " (the global batch) is not divisible by the " +
+                                        std::to_string(dp_->size()) + " data-parallel processes");
+    for (const auto& l : model_->moe_layers()) l->set_data_parallel(dp_);
+  }
   sampler_ = std::make_unique<Sampler>(train_seq_.size(), derive_seed(cfg_.seed, "data"));
   trace_steps_ = cfg_.train.trace_steps;
   std::sort(trace_steps_.begin(), trace_steps_.end());
@@ -215,13 +224,15 @@ StepStats Trainer::step() {
   }
   model_->begin_step();
   const int B = cfg_.train.batch, T = cfg_.data.seq_len, accum = cfg_.train.accum;
+  // This rank's rows of the global batch.
+  const int b_local = dp_ ? B / dp_->size() : B, row0 = dp_ ? dp_->rank() * b_local : 0;
   const bool trace = std::binary_search(trace_steps_.begin(), trace_steps_.end(), st.step) ||
                      (cfg_.train.trace_every > 0 && st.step % cfg_.train.trace_every == 0);
   for (int micro = 0; micro < accum; ++micro) {
-    auto inputs = torch::empty({B, T}, torch::kLong), targets = torch::empty({B, T}, torch::kLong);
+    auto inputs = torch::empty({b_local, T}, torch::kLong), targets = torch::empty({b_local, T}, torch::kLong);
     const auto idx = sampler_->next(B);
-    for (int b = 0; b < B; ++b)
-      train_seq_.fill(idx[static_cast<std::size_t>(b)], inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T,
+    for (int b = 0; b < b_local; ++b)
+      train_seq_.fill(idx[static_cast<std::size_t>(row0 + b)], inputs.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T,
                       targets.data_ptr<std::int64_t>() + static_cast<std::ptrdiff_t>(b) * T);
     // The scope covers backward too: each GEMM remembers its forward precision.
     GemmPrecisionScope precision(cfg_.train.bf16 ? GemmPrecision::bf16 : GemmPrecision::fp32);
@@ -267,15 +278,23 @@ StepStats Trainer::step() {
       ls.tokens += a.tokens;
     }
     if (trace && micro == 0) {
+      // The routed batch's tokens: every rank's, gathered (a collective, so on every rank).
+      const auto tokens = dp_ ? dp_->all_gather(inputs).contiguous() : inputs;
+      if (!lead()) continue;
       if (!trace_) trace_ = std::make_unique<TraceWriter>((fs::path(cfg_.train.out_dir) / "traces").string());
-      trace_->record_tokens(st.step, inputs.data_ptr<std::int64_t>(), inputs.numel());
+      trace_->record_tokens(st.step, tokens.data_ptr<std::int64_t>(), tokens.numel());
       for (const auto& l : moe) {
-        auto lg = l->last_logits.detach().contiguous();
+        const auto& lg = l->routed_logits;
         trace_->record_logits(l->layer(), st.step, lg.data_ptr<float>(), lg.size(0), lg.size(1));
         trace_->record_routing(l->layer(), st.step, l->last_assignment, l->last_perf.data());
       }
       trace_->commit();
     }
+  }
+  if (dp_) {
+    RECORD_FUNCTION("moesim::allreduce", std::vector<c10::IValue>());
+    dp_->average_gradients(trainable_);
+    reduce_stats(st);
   }
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
   {
@@ -289,6 +308,59 @@ StepStats Trainer::step() {
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   st.tokens_per_s = st.seconds > 0 ? static_cast<double>(st.tokens) / st.seconds : 0.0;
   return st;
+}
+
+namespace {
+
+std::uint64_t fnv(std::uint64_t h, const void* p, std::size_t n) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+// Data-parallel ranks must hold one model: same parameter bytes, same policy
+// states and routing streams (checked at checkpoints and at the end). Digests of each are gathered
+// and compared on every rank; a difference is an Error naming the part and the rank.
+void Trainer::verify_replicas() {
+  if (!dp_ || verified_step_ == step_) return;
+  verified_step_ = step_;
+  std::uint64_t params = 1469598103934665603ull, policies = params;
+  for (const auto& p : model_->parameters()) {
+    auto c = p.detach().contiguous();
+    params = fnv(params, c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+  }
+  for (const auto& l : model_->moe_layers()) {
+    std::ostringstream ps;
+    l->policy().save(ps);
+    const auto text = ps.str();
+    const auto rng = rng_to_vec(l->rng());
+    policies = fnv(fnv(policies, text.data(), text.size()), rng.data(), rng.size() * sizeof(std::int64_t));
+  }
+  auto mine = torch::tensor({static_cast<std::int64_t>(params >> 1), static_cast<std::int64_t>(policies >> 1)}, torch::kLong);
+  auto all = dp_->all_gather(mine).view({dp_->size(), 2});
+  const char* what[] = {"parameters", "policy states and routing streams"};
+  for (int r = 1; r < dp_->size(); ++r)
+    for (int k = 0; k < 2; ++k)
+      if (all[r][k].item<std::int64_t>() != all[0][k].item<std::int64_t>())
+        throw Error("data-parallel rank " + std::to_string(r) + "'s " + what[k] + " differ from rank 0's after step " +
+                    std::to_string(step_));
+  if (log_) std::fprintf(log_, "step %ld: parameters, policy states and routing streams identical on %d ranks\n", step_, dp_->size());
+}
+
+// Losses and mean probabilities were this rank's: their mean over ranks is the
+// global batch's (equal shards). Loads and counts already are (the routed batch).
+void Trainer::reduce_stats(StepStats& st) {
+  std::vector<double> v = {st.loss, st.ce, st.aux_lb, st.aux_z, st.aux_seq, st.aux_entropy};
+  for (const auto& l : st.layers) v.insert(v.end(), l.mean_prob.begin(), l.mean_prob.end());
+  auto t = torch::from_blob(v.data(), {static_cast<std::int64_t>(v.size())}, torch::kDouble);
+  dp_->all_reduce_sum(t);
+  const double inv = 1.0 / dp_->size();
+  std::size_t i = 0;
+  for (double* x : {&st.loss, &st.ce, &st.aux_lb, &st.aux_z, &st.aux_seq, &st.aux_entropy}) *x = v[i++] * inv;
+  for (auto& l : st.layers)
+    for (auto& p : l.mean_prob) p = v[i++] * inv;
 }
 
 double Trainer::evaluate(long max_batches) {
@@ -458,7 +530,9 @@ void Trainer::run() {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) throw Error("train.out_dir '" + cfg_.train.out_dir + "': cannot create: " + ec.message());
-  const DirLock lock(dir.string(), "another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
+  // Rank 0 writes the folder; the other ranks only read its checkpoint.
+  std::optional<DirLock> lock;
+  if (lead()) lock.emplace(dir.string(), "another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
   const std::string ckpt = (dir / "checkpoint.pt").string();
   bool resumed = false;
   if (cfg_.train.resume && fs::exists(ckpt)) {
@@ -469,16 +543,24 @@ void Trainer::run() {
     load_weights(cfg_.train.init_from);
     if (log_) std::fprintf(log_, "weights from %s\n", cfg_.train.init_from.c_str());
   }
-  write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
-  write_logs_header(resumed);
-  if (!trace_steps_.empty() || cfg_.train.trace_every > 0) {
-    trace_ = std::make_unique<TraceWriter>((dir / "traces").string());
-    if (resumed) trace_->truncate_after(step_);
+  if (dp_) {
+    // Same seed, same weights; rank 0's are broadcast anyway, as DistributedDataParallel does.
+    dp_->broadcast(model_->parameters());
+    dp_->barrier();  // every rank has read the checkpoint before rank 0 may overwrite it
+  }
+  if (lead()) {
+    write_file_atomic((dir / "config.yaml").string(), dump_config(cfg_));
+    write_logs_header(resumed);
+    if (!trace_steps_.empty() || cfg_.train.trace_every > 0) {
+      trace_ = std::make_unique<TraceWriter>((dir / "traces").string());
+      if (resumed) trace_->truncate_after(step_);
+    }
   }
   if (log_)
-    std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens, policy %s, %s\n", cfg_.train.out_dir.c_str(),
-                 cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len, cfg_.policy.name.c_str(),
-                 cfg_.train.bf16 ? "bf16 GEMMs" : "fp32");
+    std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens%s, policy %s, %s\n", cfg_.train.out_dir.c_str(),
+                 cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len,
+                 dp_ ? (" on " + std::to_string(dp_->size()) + " data-parallel processes (Gloo)").c_str() : "",
+                 cfg_.policy.name.c_str(), cfg_.train.bf16 ? "bf16 GEMMs" : "fp32");
   const long start_step = step_;
   double recent = 0;  // EMA of seconds per step for the ETA
   double last_val = std::numeric_limits<double>::quiet_NaN();
@@ -491,21 +573,48 @@ void Trainer::run() {
     std::fflush(eval_csv_);
     if (log_) std::fprintf(log_, "eval step %ld: val loss %.4f, val ppl %.2f\n", step_, v, std::exp(v));
   };
+  bool exited = false;
   while (step_ < cfg_.train.steps) {
     const auto s = step();
     recent = recent == 0 ? s.seconds : 0.9 * recent + 0.1 * s.seconds;
-    log_step(s);
-    if (log_ && (s.step % cfg_.train.log_every == 0 || s.step == 1 || s.step == cfg_.train.steps)) {
-      std::fprintf(log_, "step %ld/%ld | loss %.4f ce %.4f lb %.3f z %.3f | lr %.2e | %.0f tok/s | %.2f s/step | ETA %s\n",
-                   s.step, cfg_.train.steps, s.loss, s.ce, s.aux_lb, s.aux_z, s.lr, s.tokens_per_s, s.seconds,
-                   fmt_duration(recent * static_cast<double>(cfg_.train.steps - s.step)).c_str());
-      std::fflush(log_);
+    if (lead()) {
+      log_step(s);
+      if (log_ && (s.step % cfg_.train.log_every == 0 || s.step == 1 || s.step == cfg_.train.steps)) {
+        std::fprintf(log_, "step %ld/%ld | loss %.4f ce %.4f lb %.3f z %.3f | lr %.2e | %.0f tok/s | %.2f s/step | ETA %s\n",
+                     s.step, cfg_.train.steps, s.loss, s.ce, s.aux_lb, s.aux_z, s.lr, s.tokens_per_s, s.seconds,
+                     fmt_duration(recent * static_cast<double>(cfg_.train.steps - s.step)).c_str());
+        std::fflush(log_);
+      }
+      if (cfg_.train.eval_every > 0 && step_ % cfg_.train.eval_every == 0) do_eval();
     }
-    if (cfg_.train.eval_every > 0 && step_ % cfg_.train.eval_every == 0) do_eval();
-    if (cfg_.train.ckpt_every > 0 && step_ % cfg_.train.ckpt_every == 0) save(ckpt);
+    if (cfg_.train.ckpt_every > 0 && step_ % cfg_.train.ckpt_every == 0) {
+      verify_replicas();
+      if (lead()) save(ckpt);
+    }
+    if (cfg_.train.exit_interval > 0 && step_ % cfg_.train.exit_interval == 0 && step_ < cfg_.train.steps) {
+      verify_replicas();
+      if (lead()) save(ckpt);
+      if (log_) std::fprintf(log_, "exit_interval: stopped after step %ld of %ld; the same command resumes\n", step_, cfg_.train.steps);
+      exited = true;
+      break;
+    }
+  }
+  if (exited) {
+    if (lead()) {
+      std::fclose(csv_);
+      std::fclose(eval_csv_);
+      csv_ = eval_csv_ = nullptr;
+    }
+    if (dp_) dp_->barrier();
+    return;
   }
   // A resumed run that was already complete has nothing new to evaluate or save.
   const bool trained_now = step_ > start_step;
+  if (trained_now || !resumed) verify_replicas();
+  if (!lead()) {
+    dp_->barrier();  // rank 0 has saved
+    return;
+  }
   if (trained_now && last_eval_step != step_) do_eval();
   if (trained_now || !resumed) save(ckpt);
   if (!trained_now && resumed && log_) std::fprintf(log_, "run already complete at step %ld\n", step_);
@@ -517,6 +626,7 @@ void Trainer::run() {
   std::fclose(csv_);
   std::fclose(eval_csv_);
   csv_ = eval_csv_ = nullptr;
+  if (dp_) dp_->barrier();
 }
 
 LoadedModel load_model(const std::string& checkpoint) {

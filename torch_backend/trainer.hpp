@@ -4,6 +4,10 @@
 // perplexity, per-step CSV logs with per-layer routing statistics, router traces,
 // and checkpoints (written atomically) that resume bit-exactly: model, optimizer,
 // policy states, routing RNG streams and the data position all travel with it.
+// Data-parallel (a DataParallel of N ranks, data_parallel.hpp): train.batch is the
+// global batch, each rank trains its B/N rows, gradients and logged statistics are
+// the global batch's; rank 0 alone writes logs, traces, evaluations and
+// checkpoints, and a checkpoint resumes on any N.
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -13,6 +17,7 @@
 #include <vector>
 
 #include "torch_backend/config.hpp"
+#include "torch_backend/data_parallel.hpp"
 #include "torch_backend/model.hpp"
 #include "trace/trace.hpp"
 #include "torch_backend/packed_data.hpp"
@@ -46,7 +51,8 @@ struct TrainData {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log);
+  // dp: the ranks of a data-parallel launch, or nullptr for one process.
+  Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log, DataParallel* dp = nullptr);
 
   StepStats step();
   // Mean validation cross-entropy (nats/token) over max_batches batches (0 = all).
@@ -70,15 +76,21 @@ class Trainer {
   void write_logs_header(bool resume);
   void log_step(const StepStats& s);
 
+  bool lead() const { return dp_ == nullptr || dp_->rank() == 0; }
+  void reduce_stats(StepStats& st);
+  void verify_replicas();
+
   TrainConfig cfg_;
   TrainData data_;
   std::FILE* log_;
+  DataParallel* dp_;
   std::shared_ptr<Transformer> model_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::vector<torch::Tensor> trainable_;
   PackedSequences train_seq_, val_seq_;
   std::unique_ptr<Sampler> sampler_;
   long step_ = 0;
+  long verified_step_ = -1;
   std::int64_t tokens_seen_ = 0;
   std::vector<std::string> log_columns() const;  // train_log.csv's header
   std::vector<long> trace_steps_;
