@@ -15,7 +15,8 @@ on a C4-shaped corpus this test writes itself:
    end and fails otherwise; its log line says so;
 3. a checkpoint written by 2 processes resumes on 1 and one written by 1 resumes
    on 2, continuing the uninterrupted curve;
-4. `mpirun -np 2 moesim train` (OpenMPI's variables, rendezvous at MASTER_ADDR and
+4. a global batch that does not divide by the process count is refused;
+5. `mpirun -np 2 moesim train` (OpenMPI's variables, rendezvous at MASTER_ADDR and
    MASTER_PORT) gives the same curve as --nproc 2.
 
 usage: test_ddp_train.py MOESIM SOURCE_DIR [MPIRUN]
@@ -125,6 +126,12 @@ def main():
             err = train(two, base + knobs, nproc=2)
             assert "identical on 2 ranks" in err, f"{name}: no replica check in the log:\n{err[-2000:]}"
             same_curve(one, two, f"{name}: 2 processes vs 1 of the same global batch")
+
+        # A global batch the processes cannot share is refused, naming the key.
+        r = subprocess.run([MOESIM, "train", "--config", CONFIG, f"train.out_dir={tmp / 'bad'}", "--nproc", "3"] + base,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "train.batch=4 (the global batch) is not divisible by the 3" in r.stderr, r.stderr[-2000:]
+        print("ok: train.batch=4 on 3 processes is refused")
 
         # Resume across process counts: 4 steps on 2 then 4 more on 1, and the reverse.
         knobs = policies["loss_free"]
