@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 seconds="${MOESIM_FUZZ_SECONDS:-5}"
 targets=(scenario train_config policy_state npy trace_manifest c4_line csv checkpoint_meta json)
 
+# Without LibTorch and without MPI: this build also compiles and tests the one-process sweep path (sim/mpi_world.cpp).
 cmake -S . -B build-san -G Ninja -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DMOESIM_SANITIZE=ON -DMOESIM_FUZZ=ON \
-  -DMOESIM_WITH_TORCH=OFF -DMOESIM_BUILD_BENCH=OFF > build-san.cmake.log 2>&1 || { cat build-san.cmake.log; exit 1; }
+  -DMOESIM_WITH_TORCH=OFF -DMOESIM_WITH_MPI=OFF -DMOESIM_BUILD_BENCH=OFF > build-san.cmake.log 2>&1 || { cat build-san.cmake.log; exit 1; }
 cmake --build build-san -j "$(nproc)" --target test_common test_policies test_metrics test_trace test_sim test_reports "${targets[@]/#/fuzz_}"
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1

@@ -88,6 +88,7 @@ const std::vector<Field>& fields() {
     f.push_back(F::real_field("train.eps", "AdamW epsilon", [](TrainConfig& c) -> double& { return c.train.eps; }, 0.0, 1.0));
     f.push_back(F::real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
     f.push_back(F::bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
+    f.push_back(F::bool_field("train.ddp_overlap", "data-parallel: start each gradient bucket's all-reduce during backward (false: all after backward)", [](TrainConfig& c) -> bool& { return c.train.ddp_overlap; }));
     f.push_back(F::bool_field("train.router_only", "train only the gates, everything else frozen", [](TrainConfig& c) -> bool& { return c.train.router_only; }));
     f.push_back(F::string_field("train.init_from", "checkpoint whose model weights start the run", [](TrainConfig& c) -> std::string& { return c.train.init_from; }));
     f.push_back(F::int_field<int>("train.threads", "intra-op threads (0 = every hardware thread)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));

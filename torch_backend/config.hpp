@@ -72,6 +72,7 @@ struct TrainLoopConfig {
   double clip = 1.0;             // global grad-norm clip (0 = off)
   bool bf16 = false;             // bf16 GEMM operands, fp32 accumulation and activations (gemm.hpp)
   bool router_only = false;      // freeze everything but the gates
+  bool ddp_overlap = true;       // data-parallel: all-reduce buckets during backward
   std::string init_from;         // checkpoint whose weights start the run (router-only warm-up)
   int threads = 0;               // intra-op threads (0 = every hardware thread)
   long log_every = 10;

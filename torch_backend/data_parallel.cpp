@@ -8,7 +8,10 @@
 
 #ifdef MOESIM_HAVE_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <mutex>
 #endif
 
 namespace moesim::torch_backend {
@@ -18,6 +21,23 @@ namespace moesim::torch_backend {
 struct DataParallel::Group {
   c10::intrusive_ptr<c10d::TCPStore> store;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // Gradient buckets (attach); mu guards them against backward's hooks.
+  struct Bucket {
+    std::vector<std::int64_t> members;  // parameter indices
+    int pending = 0;                    // members whose gradient backward has not finished
+    torch::Tensor flat;
+    c10::intrusive_ptr<c10d::Work> work;
+  };
+  std::mutex mu;
+  std::vector<torch::Tensor> params;
+  std::vector<int> bucket_of;
+  std::vector<char> fired;
+  std::vector<Bucket> buckets;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::size_t next_launch = 0;
+  bool armed = false;
+  void launch(std::size_t b);  // caller holds mu
+  void gradient_ready(std::size_t i);
 };
 
 bool DataParallel::available() { return true; }
@@ -81,48 +101,81 @@ void DataParallel::all_reduce_sum(torch::Tensor& t) {
   group_->pg->allreduce(ts)->wait();
 }
 
-void DataParallel::average_gradients(const std::vector<torch::Tensor>& params, std::int64_t bucket_floats) {
-  const auto P = static_cast<std::int64_t>(params.size());
-  auto has = torch::zeros({P}, torch::kFloat);
-  for (std::int64_t i = 0; i < P; ++i) has[i] = params[static_cast<std::size_t>(i)].grad().defined() ? 1.0f : 0.0f;
-  // Buckets in reverse order, the order backward finishes the gradients in.
-  struct Bucket {
-    std::vector<std::int64_t> members;
-    torch::Tensor flat;
-    c10::intrusive_ptr<c10d::Work> work;
-  };
-  std::vector<Bucket> buckets;
+void DataParallel::attach(const std::vector<torch::Tensor>& params, std::int64_t bucket_floats) {
+  auto& g = *group_;
+  std::lock_guard<std::mutex> lock(g.mu);
+  g.params = params;
+  g.bucket_of.assign(params.size(), 0);
+  g.fired.assign(params.size(), 0);
+  g.buckets.clear();
+  g.accumulators.clear();
   std::int64_t fill = 0;
-  for (std::int64_t i = P - 1; i >= 0; --i) {
+  for (std::int64_t i = static_cast<std::int64_t>(params.size()) - 1; i >= 0; --i) {
     const auto n = params[static_cast<std::size_t>(i)].numel();
-    if (buckets.empty() || fill + n > bucket_floats) {
-      buckets.emplace_back();
+    if (g.buckets.empty() || fill + n > bucket_floats) {
+      g.buckets.emplace_back();
       fill = 0;
     }
-    buckets.back().members.push_back(i);
+    g.buckets.back().members.push_back(i);
+    g.bucket_of[static_cast<std::size_t>(i)] = static_cast<int>(g.buckets.size() - 1);
     fill += n;
   }
-  std::vector<at::Tensor> flags{has};
-  auto flags_work = group_->pg->allreduce(flags);
-  for (auto& b : buckets) {
-    std::vector<torch::Tensor> parts;
-    for (auto i : b.members) {
-      const auto& p = params[static_cast<std::size_t>(i)];
-      parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, torch::kFloat));
-    }
-    b.flat = torch::cat(parts);
-    std::vector<at::Tensor> one{b.flat};
-    b.work = group_->pg->allreduce(one);
+  for (auto& b : g.buckets) b.pending = static_cast<int>(b.members.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    if (!params[i].requires_grad()) continue;
+    auto acc = torch::autograd::impl::grad_accumulator(params[i]);
+    Group* gp = group_.get();
+    acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [gp, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          gp->gradient_ready(i);
+          return outputs;
+        }));
+    g.accumulators.push_back(std::move(acc));  // the tensor holds its accumulator weakly
   }
-  flags_work->wait();
+}
+
+void DataParallel::arm() {
+  std::lock_guard<std::mutex> lock(group_->mu);
+  group_->armed = true;
+}
+
+void DataParallel::Group::launch(std::size_t b) {
+  auto& bk = buckets[b];
+  std::vector<torch::Tensor> parts;
+  for (auto i : bk.members) {
+    const auto& p = params[static_cast<std::size_t>(i)];
+    parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : torch::zeros({p.numel()}, torch::kFloat));
+  }
+  bk.flat = torch::cat(parts);
+  std::vector<at::Tensor> one{bk.flat};
+  bk.work = pg->allreduce(one);
+}
+
+void DataParallel::Group::gradient_ready(std::size_t i) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (!armed || fired[i]) return;
+  fired[i] = 1;
+  --buckets[static_cast<std::size_t>(bucket_of[i])].pending;
+  while (next_launch < buckets.size() && buckets[next_launch].pending == 0) launch(next_launch++);
+}
+
+void DataParallel::average_gradients() {
+  auto& g = *group_;
+  std::lock_guard<std::mutex> lock(g.mu);
+  while (g.next_launch < g.buckets.size()) g.launch(g.next_launch++);
+  const auto P = static_cast<std::int64_t>(g.params.size());
+  auto has = torch::zeros({P}, torch::kFloat);
+  for (std::int64_t i = 0; i < P; ++i) has[i] = g.params[static_cast<std::size_t>(i)].grad().defined() ? 1.0f : 0.0f;
+  std::vector<at::Tensor> flags{has};
+  g.pg->allreduce(flags)->wait();
   const float* any = has.data_ptr<float>();
   const float inv = 1.0f / static_cast<float>(size_);
-  for (auto& b : buckets) {
+  for (auto& b : g.buckets) {
     b.work->wait();
     b.flat.mul_(inv);
     std::int64_t off = 0;
     for (auto i : b.members) {
-      auto p = params[static_cast<std::size_t>(i)];
+      auto p = g.params[static_cast<std::size_t>(i)];
       const auto n = p.numel();
       if (any[i] > 0)
         p.mutable_grad() = b.flat.narrow(0, off, n).view(p.sizes()).clone();
@@ -130,7 +183,13 @@ void DataParallel::average_gradients(const std::vector<torch::Tensor>& params, s
         p.mutable_grad().reset();
       off += n;
     }
+    b.work.reset();
+    b.flat = torch::Tensor();
+    b.pending = static_cast<int>(b.members.size());
   }
+  std::fill(g.fired.begin(), g.fired.end(), 0);
+  g.next_launch = 0;
+  g.armed = false;
 }
 
 void DataParallel::broadcast(const std::vector<torch::Tensor>& ts) {
@@ -158,7 +217,9 @@ std::unique_ptr<DataParallel> DataParallel::join(const LaunchPlace& place) {
 }
 torch::Tensor DataParallel::all_gather(const torch::Tensor& local) { return local; }
 void DataParallel::all_reduce_sum(torch::Tensor&) {}
-void DataParallel::average_gradients(const std::vector<torch::Tensor>&, std::int64_t) {}
+void DataParallel::attach(const std::vector<torch::Tensor>&, std::int64_t) {}
+void DataParallel::arm() {}
+void DataParallel::average_gradients() {}
 void DataParallel::broadcast(const std::vector<torch::Tensor>&) {}
 void DataParallel::barrier() {}
 

@@ -8,10 +8,11 @@
 //               default 127.0.0.1:29500), hosted by rank 0; Gloo's device on
 //               GLOO_SOCKET_IFNAME if set, else the loopback for a local master,
 //               else the hostname's interface.
-//   gradients   averaged over ranks after backward, flattened into buckets of at
-//               most `bucket_floats` floats, every bucket's all-reduce in flight at
-//               once. A parameter no rank gave a gradient (an expert no token
-//               reached) keeps none, as in one process, so AdamW skips it there too.
+//   gradients   averaged over ranks in buckets of at most `bucket_floats` floats,
+//               each bucket's all-reduce launched during backward as soon as its
+//               gradients are final (attach). A parameter no rank gave a gradient
+//               (an expert no token reached) keeps none, as in one process, so
+//               AdamW skips it there too.
 //   routing     every rank's router logits (and token ids; the gate input where the
 //               policy's own jitter reads it) are all-gathered, so each rank routes
 //               the whole global batch with the same policy state and random stream
@@ -44,8 +45,19 @@ class DataParallel {
   torch::Tensor all_gather(const torch::Tensor& local);
   // Sum over ranks, in place.
   void all_reduce_sum(torch::Tensor& t);
-  // Averages the gradients of `params` over ranks (buckets; undefined stays undefined where every rank's is).
-  void average_gradients(const std::vector<torch::Tensor>& params, std::int64_t bucket_floats = std::int64_t{1} << 22);
+  // Gradient averaging for `params` (the optimizer's, fixed for the run), in buckets
+  // of at most bucket_floats floats in reverse order (the order backward finishes
+  // them in). A post-hook on each parameter's gradient accumulator (what c10d's
+  // Reducer uses) launches a bucket's all-reduce once backward has finished all of
+  // its gradients, buckets strictly in order, so every rank issues the same sequence
+  // of collectives and communication overlaps the rest of backward.
+  void attach(const std::vector<torch::Tensor>& params, std::int64_t bucket_floats = std::int64_t{1} << 22);
+  // The next backward is the step's last (earlier micro-batches only accumulate): its hooks launch buckets.
+  void arm();
+  // Launches the buckets backward did not complete (a gradient this rank does not
+  // have counts as zero), waits for all, and sets each gradient to the mean over
+  // ranks; a gradient no rank has stays undefined, as in one process.
+  void average_gradients();
   // Rank 0's values into every rank's tensors (in place, no autograd).
   void broadcast(const std::vector<torch::Tensor>& ts);
   void barrier();

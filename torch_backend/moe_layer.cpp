@@ -132,12 +132,10 @@ void MoeLayer::aux_losses(const torch::Tensor& logits, const torch::Tensor& logi
   last_mean_prob.assign(mp.data_ptr<double>(), mp.data_ptr<double>() + E);
 }
 
-torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
-  const auto N = x.size(0);
+// The policy routes this process's tokens, or data-parallel in training every
+// rank's (gathered), into last_assignment; returns the logits it routed.
+torch::Tensor MoeLayer::route(const torch::Tensor& x, const torch::Tensor& logits_c, const torch::Tensor& token_ids) {
   const auto D = x.size(1);
-  torch::Tensor logits = router_logits(x);
-  // The policy sees plain contiguous CPU floats, detached from the graph.
-  auto logits_c = logits.detach().contiguous();
   auto x_c = x.detach().contiguous();
   auto gate_c = gate.detach().contiguous();
   auto ids_c = token_ids.to(torch::kLong).contiguous();
@@ -170,13 +168,23 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
       frozen->route(in, eval_rng, last_assignment);
     }
   }
+  routed_logits = routed_c;
+  return routed_c;
+}
+
+torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& token_ids) {
+  const auto N = x.size(0);
+  const auto D = x.size(1);
+  torch::Tensor logits = router_logits(x);
+  // The policy sees plain contiguous CPU floats, detached from the graph.
+  auto logits_c = logits.detach().contiguous();
+  const torch::Tensor routed_c = route(x, logits_c, token_ids);
   if (sharded_) local_ = assignment_rows(last_assignment, dp_->rank() * static_cast<int>(N), static_cast<int>(N));
   const Assignment& a = sharded_ ? local_ : last_assignment;
 
   auto weights = combine_weights(logits, a, policy_->weight_spec());
   aux_losses(logits, logits_c, a, routed_c, last_assignment);
   last_logits = logits;
-  routed_logits = routed_c;
   last_weights = weights;
 
   // Counting sort of the served slots by expert.

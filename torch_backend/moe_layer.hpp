@@ -80,6 +80,7 @@ class MoeLayer : public torch::nn::Module {
 
  private:
   torch::Tensor router_logits(const torch::Tensor& x);
+  torch::Tensor route(const torch::Tensor& x, const torch::Tensor& logits_c, const torch::Tensor& token_ids);
   // Scores and sequence fractions from this rank's rows; balance counts from the routed batch's.
   void aux_losses(const torch::Tensor& logits, const torch::Tensor& logits_c, const Assignment& a,
                   const torch::Tensor& routed_c, const Assignment& routed);

@@ -86,7 +86,7 @@ bool resumable(const std::string& key) {
   static const std::set<std::string> keys = {
       "train.steps",      "train.resume",  "train.allow_config_change", "train.out_dir",     "train.log_every",
       "train.eval_every", "train.eval_batches", "train.ckpt_every",     "train.threads",     "train.trace_steps", "train.trace_every",
-      "train.exit_interval",
+      "train.exit_interval", "train.ddp_overlap",
       "data.cache_dir"};
   return keys.count(key) > 0;
 }
@@ -167,6 +167,7 @@ Trainer::Trainer(const TrainConfig& cfg, TrainData data, std::FILE* log, DataPar
   trace_steps_ = cfg_.train.trace_steps;
   std::sort(trace_steps_.begin(), trace_steps_.end());
   make_optimizer();
+  if (dp_) dp_->attach(trainable_);
 }
 
 void Trainer::make_optimizer() {
@@ -252,9 +253,16 @@ StepStats Trainer::step() {
       if (m.seq_aux_coef != 0.0) total = total + m.seq_aux_coef * fo.aux_seq;
       if (m.entropy_coef != 0.0) total = total - m.entropy_coef * fo.aux_entropy;
     }
+    if (dp_ && micro == accum - 1 && cfg_.train.ddp_overlap) dp_->arm();  // this backward's hooks start the all-reduce
     {
       RECORD_FUNCTION("moesim::backward", std::vector<c10::IValue>());
       (total / static_cast<double>(accum)).backward();
+    }
+    if (dp_ && micro == accum - 1) {
+      // Before observe's all-gathers: each rank issues its collectives in one order,
+      // whichever buckets its own backward happened to complete.
+      RECORD_FUNCTION("moesim::allreduce", std::vector<c10::IValue>());
+      dp_->average_gradients();
     }
     model_->observe(cfg_.moe.perf_signal == "loss" ? ce_tok.detach() : torch::Tensor());
 
@@ -265,37 +273,10 @@ StepStats Trainer::step() {
     st.aux_seq += fo.aux_seq.item<double>() / accum;
     st.aux_entropy += fo.aux_entropy.item<double>() / accum;
     st.tokens += static_cast<std::int64_t>(B) * T;
-    for (std::size_t i = 0; i < moe.size(); ++i) {
-      const auto& a = moe[i]->last_assignment;
-      auto& ls = st.layers[i];
-      for (std::size_t e = 0; e < ls.loads.size(); ++e) {
-        ls.loads[e] += a.counts[e];
-        ls.mean_prob[e] += moe[i]->last_mean_prob[e] / accum;
-      }
-      ls.routed += a.routed;
-      ls.dropped += a.dropped;
-      ls.dropped_tokens += a.dropped_tokens;
-      ls.tokens += a.tokens;
-    }
-    if (trace && micro == 0) {
-      // The routed batch's tokens: every rank's, gathered (a collective, so on every rank).
-      const auto tokens = dp_ ? dp_->all_gather(inputs).contiguous() : inputs;
-      if (!lead()) continue;
-      if (!trace_) trace_ = std::make_unique<TraceWriter>((fs::path(cfg_.train.out_dir) / "traces").string());
-      trace_->record_tokens(st.step, tokens.data_ptr<std::int64_t>(), tokens.numel());
-      for (const auto& l : moe) {
-        const auto& lg = l->routed_logits;
-        trace_->record_logits(l->layer(), st.step, lg.data_ptr<float>(), lg.size(0), lg.size(1));
-        trace_->record_routing(l->layer(), st.step, l->last_assignment, l->last_perf.data());
-      }
-      trace_->commit();
-    }
+    add_routing(st, accum);
+    if (trace && micro == 0) record_trace(st.step, inputs);
   }
-  if (dp_) {
-    RECORD_FUNCTION("moesim::allreduce", std::vector<c10::IValue>());
-    dp_->average_gradients(trainable_);
-    reduce_stats(st);
-  }
+  if (dp_) reduce_stats(st);
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
   {
     RECORD_FUNCTION("moesim::optimizer", std::vector<c10::IValue>());
@@ -308,6 +289,38 @@ StepStats Trainer::step() {
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   st.tokens_per_s = st.seconds > 0 ? static_cast<double>(st.tokens) / st.seconds : 0.0;
   return st;
+}
+
+// The micro-batch's routing (of the routed batch) into the step's per-layer stats.
+void Trainer::add_routing(StepStats& st, int accum) const {
+  const auto& moe = model_->moe_layers();
+  for (std::size_t i = 0; i < moe.size(); ++i) {
+    const auto& a = moe[i]->last_assignment;
+    auto& ls = st.layers[i];
+    for (std::size_t e = 0; e < ls.loads.size(); ++e) {
+      ls.loads[e] += a.counts[e];
+      ls.mean_prob[e] += moe[i]->last_mean_prob[e] / accum;
+    }
+    ls.routed += a.routed;
+    ls.dropped += a.dropped;
+    ls.dropped_tokens += a.dropped_tokens;
+    ls.tokens += a.tokens;
+  }
+}
+
+// The routed batch's tokens, logits, choices and performance of every MoE layer.
+void Trainer::record_trace(long step, const torch::Tensor& inputs) {
+  // Every rank's tokens, gathered: a collective, so on every rank.
+  const auto tokens = dp_ ? dp_->all_gather(inputs).contiguous() : inputs;
+  if (!lead()) return;
+  if (!trace_) trace_ = std::make_unique<TraceWriter>((fs::path(cfg_.train.out_dir) / "traces").string());
+  trace_->record_tokens(step, tokens.data_ptr<std::int64_t>(), tokens.numel());
+  for (const auto& l : model_->moe_layers()) {
+    const auto& lg = l->routed_logits;
+    trace_->record_logits(l->layer(), step, lg.data_ptr<float>(), lg.size(0), lg.size(1));
+    trace_->record_routing(l->layer(), step, l->last_assignment, l->last_perf.data());
+  }
+  trace_->commit();
 }
 
 namespace {
@@ -525,15 +538,10 @@ void Trainer::log_step(const StepStats& s) {
   std::fflush(csv_);
 }
 
-void Trainer::run() {
+// Resumes from ckpt (or takes train.init_from's weights), then rank 0 opens the
+// folder's outputs. Returns whether it resumed.
+bool Trainer::start_from(const std::string& ckpt) {
   const auto dir = fs::path(cfg_.train.out_dir);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error("train.out_dir '" + cfg_.train.out_dir + "': cannot create: " + ec.message());
-  // Rank 0 writes the folder; the other ranks only read its checkpoint.
-  std::optional<DirLock> lock;
-  if (lead()) lock.emplace(dir.string(), "another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
-  const std::string ckpt = (dir / "checkpoint.pt").string();
   bool resumed = false;
   if (cfg_.train.resume && fs::exists(ckpt)) {
     load(ckpt);  // refuses another run's config before anything in the folder changes
@@ -556,6 +564,19 @@ void Trainer::run() {
       if (resumed) trace_->truncate_after(step_);
     }
   }
+  return resumed;
+}
+
+void Trainer::run() {
+  const auto dir = fs::path(cfg_.train.out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error("train.out_dir '" + cfg_.train.out_dir + "': cannot create: " + ec.message());
+  // Rank 0 writes the folder; the other ranks only read its checkpoint.
+  std::optional<DirLock> lock;
+  if (lead()) lock.emplace(dir.string(), "another `moesim train` is writing into this folder (wait for it, or pick another train.out_dir)");
+  const std::string ckpt = (dir / "checkpoint.pt").string();
+  const bool resumed = start_from(ckpt);
   if (log_)
     std::fprintf(log_, "training %s: %ld steps x %d x %d x %d tokens%s, policy %s, %s\n", cfg_.train.out_dir.c_str(),
                  cfg_.train.steps, cfg_.train.accum, cfg_.train.batch, cfg_.data.seq_len,

@@ -78,7 +78,10 @@ class Trainer {
 
   bool lead() const { return dp_ == nullptr || dp_->rank() == 0; }
   void reduce_stats(StepStats& st);
+  void add_routing(StepStats& st, int accum) const;
+  void record_trace(long step, const torch::Tensor& inputs);
   void verify_replicas();
+  bool start_from(const std::string& ckpt);
 
   TrainConfig cfg_;
   TrainData data_;

@@ -8,8 +8,8 @@ on a C4-shaped corpus this test writes itself:
    (the global batch's routing; at most 2 slots moved per step by a rounding
    flip) and the same policy state columns (relative 1e-4), for loss_free
    (bias update from the global counts), rdesi (reputation from the global
-   performance) and noisy_topk with capacity (noise and capacity over the global
-   batch);
+   performance), noisy_topk with capacity (noise and capacity over the global
+   batch) and rdesi with two micro-batches per step;
 2. every rank holds the same parameters, policy states and routing streams: the
    trainer compares their digests over the ranks at every checkpoint and at the
    end and fails otherwise; its log line says so;
@@ -73,7 +73,7 @@ def train(out, extra, nproc=1, mpirun=False):
         cmd = [MPIRUN, "-np", str(nproc), "-x", "MASTER_ADDR", "-x", "MASTER_PORT"] + cmd
     elif nproc > 1:
         cmd += ["--nproc", str(nproc)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stderr[-3000:]}"
     return r.stderr
 
@@ -119,6 +119,8 @@ def main():
             "loss_free": ["policy.name=loss_free"],
             "rdesi": ["policy.name=rdesi"],
             "noisy_topk": ["policy.name=noisy_topk", "policy.knobs.capacity_factor=1.0"],
+            # Two micro-batches: only the last backward starts the all-reduce.
+            "rdesi_accum2": ["policy.name=rdesi", "train.accum=2", "train.batch=2"],
         }
         for name, knobs in policies.items():
             one, two = tmp / f"{name}_1", tmp / f"{name}_2"

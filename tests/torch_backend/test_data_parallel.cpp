@@ -93,24 +93,41 @@ TEST_CASE("DataParallel: average_gradients is the mean over ranks, a missing gra
     CHECK_THROWS_WITH(DataParallel::join(two), Catch::Contains("without c10d's Gloo backend"));
     return;
   }
-  torch::Tensor a[2], b[2], c[2];
+  // Phase 0: gradients from a backward whose hooks launch the buckets (arm);
+  // phase 1: gradients set by hand, every bucket launched by average_gradients.
+  torch::Tensor a[2][2], b[2][2], c[2][2];
   on_two_ranks([&](DataParallel& dp) {
     const int r = dp.rank();
-    // Three parameters; the bucket of 5 floats puts the 3 x 2 one in a bucket of its own.
-    auto pa = torch::zeros({3, 2}), pb = torch::zeros({4}), pc = torch::zeros({2});
-    pa.mutable_grad() = torch::arange(6, torch::kFloat).view({3, 2}) * static_cast<float>(r + 1);  // r0: x, r1: 2x
-    if (r == 1) pb.mutable_grad() = torch::full({4}, 4.0f);                                        // rank 1 only
-    dp.average_gradients({pa, pb, pc}, 5);
-    a[r] = pa.grad();
-    b[r] = pb.grad();
-    c[r] = pc.grad();
+    auto opt = torch::TensorOptions().requires_grad(true);
+    auto pa = torch::zeros({3, 2}, opt), pb = torch::zeros({4}, opt), pc = torch::zeros({2}, opt);
+    // Buckets of 5 floats: the 3 x 2 one alone, {pb} and {pc} apart.
+    dp.attach({pa, pb, pc}, 5);
+    const auto coef = torch::arange(6, torch::kFloat).view({3, 2}) * static_cast<float>(r + 1);  // r0: x, r1: 2x
+    for (int phase = 0; phase < 2; ++phase) {
+      for (auto* p : {&pa, &pb, &pc}) p->mutable_grad().reset();
+      if (phase == 0) {
+        dp.arm();
+        auto loss = (pa * coef).sum();
+        if (r == 1) loss = loss + (pb * 4.0f).sum();  // rank 1 only
+        loss.backward();
+      } else {
+        pa.mutable_grad() = coef.clone();
+        if (r == 1) pb.mutable_grad() = torch::full({4}, 4.0f);
+      }
+      dp.average_gradients();
+      a[phase][r] = pa.grad();
+      b[phase][r] = pb.grad();
+      c[phase][r] = pc.grad();
+    }
   });
   const auto want_a = torch::arange(6, torch::kFloat).view({3, 2}) * 1.5f;
-  for (int r = 0; r < 2; ++r) {
-    REQUIRE(a[r].defined());
-    CHECK(torch::equal(a[r], want_a));
-    REQUIRE(b[r].defined());
-    CHECK(torch::equal(b[r], torch::full({4}, 2.0f)));
-    CHECK_FALSE(c[r].defined());
-  }
+  for (int phase = 0; phase < 2; ++phase)
+    for (int r = 0; r < 2; ++r) {
+      INFO("phase " << phase << ", rank " << r);
+      REQUIRE(a[phase][r].defined());
+      CHECK(torch::equal(a[phase][r], want_a));
+      REQUIRE(b[phase][r].defined());
+      CHECK(torch::equal(b[phase][r], torch::full({4}, 2.0f)));
+      CHECK_FALSE(c[phase][r].defined());
+    }
 }
