@@ -62,7 +62,7 @@ def run(cmd, **kw):
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="moesim_mpi_"))
     try:
-        small = ["steps=120", "seeds=[1,2]", "metrics.window=40"]
+        small = ["steps=60", "seeds=[1,2]", "metrics.window=20"]
         run(sweep_args(tmp / "one", small + ["--threads", "1"]))
         run([MPIRUN, "-np", "2"] + sweep_args(tmp / "np2", small + ["--threads", "1"]))
         same_folders(tmp / "one", tmp / "np2", "mpirun -np 2 x 1 thread vs 1 process")
@@ -70,7 +70,7 @@ def main():
         same_folders(tmp / "one", tmp / "np3", "mpirun -np 3 x 2 threads vs 1 process")
 
         # Long enough runs that the sweep is surely mid-way when a rank is killed.
-        big = ["steps=600", "seeds=[1]", "metrics.window=100"]
+        big = ["steps=400", "seeds=[1]", "metrics.window=100"]
         run(sweep_args(tmp / "ref", big + ["--threads", "2"]))
         out = tmp / "killed"
         cmd = [MPIRUN, "-np", "2"] + sweep_args(out, big + ["--threads", "1"])
