@@ -56,14 +56,7 @@ LaunchPlace launch_place() {
   return p;
 }
 
-}  // namespace moesim
-
-namespace moesim {
-
-namespace {
-
-// A TCP port nobody listens on now, from the kernel (bind to port 0).
-int free_port() {
+int free_loopback_port() {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw Error(std::string("cannot open a socket to find a free port: ") + std::strerror(errno));
   sockaddr_in a{};
@@ -80,6 +73,8 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
+namespace {
+
 int exit_code(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -91,7 +86,7 @@ int exit_code(int status) {
 int run_local_workers(int n, const std::vector<std::string>& argv) {
   if (n < 1) throw Error("--nproc " + std::to_string(n) + ": need at least 1 process");
   if (argv.empty()) throw Error("run_local_workers: no program");
-  const std::string port = std::to_string(free_port());
+  const std::string port = std::to_string(free_loopback_port());
   std::vector<char*> args;
   for (const auto& s : argv) args.push_back(const_cast<char*>(s.c_str()));
   args.push_back(nullptr);

@@ -19,9 +19,8 @@ struct LaunchPlace {
 // (a rank outside [0, size), say), naming the variable.
 LaunchPlace launch_place();
 
-}  // namespace moesim
-
-namespace moesim {
+// A loopback TCP port nobody listens on now (the kernel's pick for port 0).
+int free_loopback_port();
 
 // Runs `argv` (argv[0] a program path) as n local processes with MOESIM_RANK,
 // MOESIM_WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a free MASTER_PORT in their

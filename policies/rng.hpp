@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "common/hash.hpp"
+
 namespace moesim {
 
 // SplitMix64 finaliser: a bijective 64-bit mixer (Steele et al. 2014).
@@ -14,15 +16,6 @@ constexpr std::uint64_t mix64(std::uint64_t z) noexcept {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-constexpr std::uint64_t fnv1a(std::string_view s) noexcept {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  for (char c : s) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001b3ULL;
-  }
-  return h;
 }
 
 // Child seed derived by name: adding a new named stream never shifts the others.

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/hash.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
 #include "policies/types.hpp"
@@ -133,6 +134,11 @@ std::vector<RunSpec> plan_runs(const std::vector<SweepPoint>& points, const std:
 
 namespace {
 
+// A run's work, in token-steps (the progress and ETA unit).
+std::int64_t run_units(const RunSpec& r) {
+  return static_cast<std::int64_t>(r.config.steps) * r.config.batch * r.config.layers;
+}
+
 // Runs not yet complete with their resolved config, and their work in token-steps.
 std::vector<std::size_t> pending_runs(const RunStore& store, const std::vector<RunSpec>& runs, bool progress,
                                       std::int64_t& units) {
@@ -147,7 +153,7 @@ std::vector<std::size_t> pending_runs(const RunStore& store, const std::vector<R
     }
     if (store.complete(r)) continue;
     pending.push_back(i);
-    units += r.config.steps * r.config.batch * r.config.layers;
+    units += run_units(r);
   }
   return pending;
 }
@@ -159,17 +165,14 @@ std::vector<std::size_t> pending_runs(const RunStore& store, const std::vector<R
 // sends end (with the sweep's error, if any) after the tables are assembled.
 enum Tag : int { kHello = 1, kStart = 2, kRequest = 3, kAssign = 4, kEnd = 5 };
 
-// FNV-1a over every run's id and resolved config: all ranks must plan the same sweep.
+// A hash of every run's id and resolved config: all ranks must plan the same sweep.
 std::int64_t plan_hash(const std::vector<RunSpec>& runs) {
-  std::uint64_t h = 1469598103934665603ull;
-  auto add = [&h](const std::string& s) {
-    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-    h = (h ^ 0xffu) * 1099511628211ull;
-  };
-  for (const auto& r : runs) {
-    add(r.id);
-    add(config_yaml(r.config));
-  }
+  std::uint64_t h = kFnvOffset;
+  for (const auto& r : runs)
+    for (const std::string& s : {r.id, config_yaml(r.config)}) {
+      const std::uint64_t n = s.size();  // length first: "ab"+"c" and "a"+"bc" differ
+      h = fnv1a(s, fnv1a_bytes(&n, sizeof n, h));
+    }
   return static_cast<std::int64_t>(h >> 1);
 }
 
@@ -189,10 +192,6 @@ double execute_run(const Scenario& sc, const SweepPoint& point, const RunSpec& r
   write_metrics_csv(ms, res);
   store.finish(r, RunStore::config_file(sc, point, r, program), ts.str(), ms.str());
   return res.seconds;
-}
-
-std::int64_t run_units(const RunSpec& r) {
-  return static_cast<std::int64_t>(r.config.steps) * r.config.batch * r.config.layers;
 }
 
 // The worker threads of rank 0 (or of the only process) and what they share with

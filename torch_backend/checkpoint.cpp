@@ -8,19 +8,17 @@
 #include <map>
 
 #include "common/error.hpp"
+#include "common/hash.hpp"
 #include "common/files.hpp"
 
 namespace moesim::torch_backend {
 
 namespace {
 
-// FNV-1a, 64 bit: detects corruption (not tampering by someone who recomputes it).
+// FNV-1a (common/hash.hpp) over typed values: detects corruption.
 class Fnv {
  public:
-  void bytes(const void* p, std::size_t n) {
-    const auto* c = static_cast<const unsigned char*>(p);
-    for (std::size_t i = 0; i < n; ++i) h_ = (h_ ^ c[i]) * 0x100000001b3ULL;
-  }
+  void bytes(const void* p, std::size_t n) { h_ = fnv1a_bytes(p, n, h_); }
   void text(const std::string& s) {
     const std::uint64_t n = s.size();
     bytes(&n, sizeof n);  // length first: "ab"+"c" and "a"+"bc" differ
@@ -51,7 +49,7 @@ class Fnv {
   }
 
  private:
-  std::uint64_t h_ = 0xcbf29ce484222325ULL;
+  std::uint64_t h_ = kFnvOffset;
 };
 
 std::vector<std::pair<std::string, torch::Tensor>> model_tensors(torch::nn::Module& model) {

@@ -1,6 +1,7 @@
 #include "torch_backend/corpus.hpp"
 
 #include "common/files.hpp"
+#include "common/hash.hpp"
 
 #include <unistd.h>
 
@@ -21,14 +22,8 @@ namespace fs = std::filesystem;
 namespace {
 
 struct Hasher {
-  std::uint64_t h = 0xcbf29ce484222325ULL;
-  void add(std::string_view s) {
-    for (char c : s) {
-      h ^= static_cast<unsigned char>(c);
-      h *= 0x100000001b3ULL;
-    }
-    h = mix64(h ^ s.size());
-  }
+  std::uint64_t h = kFnvOffset;
+  void add(std::string_view s) { h = mix64(fnv1a(s, h) ^ s.size()); }
   std::string hex() const {
     char buf[17];
     std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));

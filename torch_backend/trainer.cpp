@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "common/files.hpp"
+#include "common/hash.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
 #include "torch_backend/checkpoint.hpp"
@@ -323,33 +324,23 @@ void Trainer::record_trace(long step, const torch::Tensor& inputs) {
   trace_->commit();
 }
 
-namespace {
-
-std::uint64_t fnv(std::uint64_t h, const void* p, std::size_t n) {
-  const auto* c = static_cast<const unsigned char*>(p);
-  for (std::size_t i = 0; i < n; ++i) h = (h ^ c[i]) * 1099511628211ull;
-  return h;
-}
-
-}  // namespace
-
 // Data-parallel ranks must hold one model: same parameter bytes, same policy
 // states and routing streams (checked at checkpoints and at the end). Digests of each are gathered
 // and compared on every rank; a difference is an Error naming the part and the rank.
 void Trainer::verify_replicas() {
   if (!dp_ || verified_step_ == step_) return;
   verified_step_ = step_;
-  std::uint64_t params = 1469598103934665603ull, policies = params;
+  std::uint64_t params = kFnvOffset, policies = kFnvOffset;
   for (const auto& p : model_->parameters()) {
     auto c = p.detach().contiguous();
-    params = fnv(params, c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+    params = fnv1a_bytes(c.data_ptr(), c.nbytes(), params);
   }
   for (const auto& l : model_->moe_layers()) {
     std::ostringstream ps;
     l->policy().save(ps);
     const auto text = ps.str();
     const auto rng = rng_to_vec(l->rng());
-    policies = fnv(fnv(policies, text.data(), text.size()), rng.data(), rng.size() * sizeof(std::int64_t));
+    policies = fnv1a_bytes(rng.data(), rng.size() * sizeof(std::int64_t), fnv1a(text, policies));
   }
   auto mine = torch::tensor({static_cast<std::int64_t>(params >> 1), static_cast<std::int64_t>(policies >> 1)}, torch::kLong);
   auto all = dp_->all_gather(mine).view({dp_->size(), 2});

@@ -2,39 +2,24 @@
 // this process, rendezvous over loopback. Without Gloo, join refuses two ranks.
 #include "torch_backend/data_parallel.hpp"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <catch2/catch.hpp>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <thread>
 
 #include "common/error.hpp"
+#include "common/launch.hpp"
 
 using namespace moesim;
 using namespace moesim::torch_backend;
 
 namespace {
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Runs body(rank's DataParallel) on ranks 0 and 1 at once.
 void on_two_ranks(const std::function<void(DataParallel&)>& body) {
   ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-  ::setenv("MASTER_PORT", std::to_string(free_port()).c_str(), 1);
+  ::setenv("MASTER_PORT", std::to_string(free_loopback_port()).c_str(), 1);
   std::string errors[2];
   auto rank = [&](int r) {
     try {
