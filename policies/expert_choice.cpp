@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "policies/capacity.hpp"
+#include "policies/fast_math.hpp"
 #include "policies/select.hpp"
 
 namespace moesim {
@@ -19,6 +20,104 @@ ExpertChoicePolicy::ExpertChoicePolicy(int experts, int k, const Knobs& kn)
   if (!(factor_ > 0.0)) fail_knob(name(), "capacity_factor", "= " + format_real(factor_) + ": must be > 0");
 }
 
+// Selection keys in double, row-major like the logits (every pass below reads
+// them in order): a float softmax would tie tokens whose logits differ.
+// Softmax: the log-probability, from an 8-lane double exp (relative error
+// < 1e-15), which orders tokens as the probability does; sigmoid: the logit
+// itself, its monotone preimage.
+void ExpertChoicePolicy::score_keys(const float* logits, int T) {
+  const int E = experts();
+  score_.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(E));
+  const bool softmax = spec_.rule == WeightRule::SoftmaxGather;
+  for (int t = 0; t < T; ++t) {
+    const float* z = logits + static_cast<std::size_t>(t) * E;
+    double* key = score_.data() + static_cast<std::size_t>(t) * E;
+    // (z - m) - log(sum), never z - (m + log(sum)): at |m| near FLT_MAX the
+    // log(sum) would round away and three tied maxima would each score 1.
+    double m = 0.0, log_sum = 0.0;
+    if (softmax) {
+      m = row_max(z, E);
+      f64x8 acc{};
+      int e = 0;
+      for (; e + 8 <= E; e += 8) {
+        f64x8 v;
+        for (int l = 0; l < 8; ++l) v[l] = static_cast<double>(z[e + l]) - m;
+        acc += exp_neg_d8(v);
+      }
+      double sum = 0.0;
+      for (int l = 0; l < 8; ++l) sum += acc[l];
+      for (; e < E; ++e) sum += std::exp(static_cast<double>(z[e]) - m);
+      log_sum = std::log(sum);
+    }
+    for (int e = 0; e < E; ++e) key[e] = (static_cast<double>(z[e]) - m) - log_sum;
+  }
+}
+
+// Marks every expert's C best tokens (higher key, then lower token index) in
+// chosen_ without sorting: per expert, a 1024-bin histogram of its keys between
+// their min and max finds the bin holding the C-th best; every token above it
+// is taken and only that bin's few tokens are ordered. The bin map is monotone
+// in the key, so this is exactly the top-C set. Two row-major passes.
+void ExpertChoicePolicy::choose(int T, std::int64_t C) {
+  const int E = experts();
+  const auto nE = static_cast<std::size_t>(E);
+  constexpr int kBins = 1024;
+  lo_.assign(score_.begin(), score_.begin() + E);
+  scale_.assign(score_.begin(), score_.begin() + E);  // the max, until turned into the scale
+  for (int t = 1; t < T; ++t) {
+    const double* key = score_.data() + static_cast<std::size_t>(t) * nE;
+    for (int e = 0; e < E; ++e) {
+      lo_[e] = key[e] < lo_[e] ? key[e] : lo_[e];
+      scale_[e] = key[e] > scale_[e] ? key[e] : scale_[e];
+    }
+  }
+  // All tied, or keys a few subnormals apart: the scale 0 puts the whole column
+  // in bin 0 and the candidate order decides it.
+  for (int e = 0; e < E; ++e) {
+    const double sc = (kBins - 0.5) / (scale_[e] - lo_[e]);
+    scale_[e] = sc < 1e300 ? sc : 0.0;
+  }
+  hist_.assign(nE * kBins, 0);
+  bin_.resize(static_cast<std::size_t>(T) * nE);
+  for (int t = 0; t < T; ++t) {
+    const std::size_t r = static_cast<std::size_t>(t) * nE;
+    for (int e = 0; e < E; ++e) {
+      const auto b = static_cast<std::uint16_t>((score_[r + e] - lo_[e]) * scale_[e]);
+      bin_[r + e] = b;
+      ++hist_[static_cast<std::size_t>(e) * kBins + b];
+    }
+  }
+  top_bin_.resize(nE);
+  need_.resize(nE);
+  cand_.resize(nE);
+  for (int e = 0; e < E; ++e) {
+    const std::int32_t* h = hist_.data() + static_cast<std::size_t>(e) * kBins;
+    int tb = kBins - 1;
+    std::int64_t above = 0;
+    while (above + h[tb] < C) above += h[tb--];
+    top_bin_[e] = tb;
+    need_[e] = C - above;
+    cand_[e].clear();
+  }
+  for (int t = 0; t < T; ++t) {
+    const std::size_t r = static_cast<std::size_t>(t) * nE;
+    for (int e = 0; e < E; ++e) {
+      const int b = bin_[r + e], tb = top_bin_[e];
+      chosen_[r + e] = b > tb;
+      if (b == tb) cand_[e].push_back(t);
+    }
+  }
+  for (int e = 0; e < E; ++e) {
+    auto& c = cand_[e];
+    const double* key = score_.data() + e;
+    std::nth_element(c.begin(), c.begin() + (need_[e] - 1), c.end(), [key, nE](std::int32_t a, std::int32_t b) {
+      const double ka = key[static_cast<std::size_t>(a) * nE], kb = key[static_cast<std::size_t>(b) * nE];
+      return ka > kb || (ka == kb && a < b);
+    });
+    for (std::int64_t i = 0; i < need_[e]; ++i) chosen_[static_cast<std::size_t>(c[static_cast<std::size_t>(i)]) * nE + e] = 1;
+  }
+}
+
 void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   const int T = in.tokens, E = experts();
   out.reset(T, E, E);
@@ -31,36 +130,14 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   out.routed = static_cast<std::int64_t>(E) * C;
   if (T == 0) return;
 
-  // Scores in double: a float softmax would tie tokens whose logits differ.
-  const auto nT = static_cast<std::size_t>(T);
-  score_.resize(nT * static_cast<std::size_t>(E));
-  for (int t = 0; t < T; ++t) {
-    const float* z = in.logits + static_cast<std::size_t>(t) * E;
-    if (spec_.rule == WeightRule::SoftmaxGather) {
-      const double m = *std::max_element(z, z + E);
-      double s = 0.0;
-      for (int e = 0; e < E; ++e) s += std::exp(static_cast<double>(z[e]) - m);
-      for (int e = 0; e < E; ++e) score_[static_cast<std::size_t>(e) * nT + t] = std::exp(static_cast<double>(z[e]) - m) / s;
-    } else {
-      for (int e = 0; e < E; ++e)
-        score_[static_cast<std::size_t>(e) * nT + t] = 1.0 / (1.0 + std::exp(-static_cast<double>(z[e])));
-    }
+  chosen_.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(E));
+  if (C >= T) {
+    std::fill(chosen_.begin(), chosen_.end(), 1);  // every expert takes the whole batch
+  } else {
+    score_keys(in.logits, T);
+    choose(T, C);
   }
-
-  chosen_.assign(nT * static_cast<std::size_t>(E), 0);
-  order_.resize(nT);
-  for (int e = 0; e < E; ++e) {
-    const double* col = score_.data() + static_cast<std::size_t>(e) * nT;
-    std::iota(order_.begin(), order_.end(), 0);
-    if (C < T) {
-      // Only the set of the C best matters, not their order: selection, not a sort.
-      std::nth_element(order_.begin(), order_.begin() + C, order_.end(), [col](std::int32_t a, std::int32_t b) {
-        return col[a] > col[b] || (col[a] == col[b] && a < b);
-      });
-    }
-    for (std::int64_t i = 0; i < C; ++i) chosen_[static_cast<std::size_t>(order_[i]) * E + e] = 1;
-    out.counts[e] = C;
-  }
+  for (int e = 0; e < E; ++e) out.counts[e] = C;
 
   for (int t = 0; t < T; ++t) {
     const char* ch = chosen_.data() + static_cast<std::size_t>(t) * E;

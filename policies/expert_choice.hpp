@@ -23,8 +23,17 @@ class ExpertChoicePolicy : public Policy {
   WeightSpec spec_;
   double factor_;
   long min_capacity_;
-  std::vector<double> score_;        // experts x tokens: one contiguous column per expert
-  std::vector<std::int32_t> order_;  // scratch token indices for the per-expert selection
+  void score_keys(const float* logits, int T);
+  void choose(int T, std::int64_t C);
+
+  // Scratch, reused across batches.
+  std::vector<double> score_;                    // tokens x experts: selection keys
+  std::vector<double> lo_, scale_;               // per expert: key minimum, bins per unit key
+  std::vector<std::int32_t> hist_;               // experts x 1024 bins
+  std::vector<std::uint16_t> bin_;               // tokens x experts: each key's bin
+  std::vector<int> top_bin_;                     // per expert: the bin holding its C-th best
+  std::vector<std::int64_t> need_;               // per expert: tokens still to take from that bin
+  std::vector<std::vector<std::int32_t>> cand_;  // per expert: the tokens of that bin
   std::vector<char> chosen_;         // tokens x experts
 };
 

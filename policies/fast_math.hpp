@@ -1,29 +1,153 @@
 #pragma once
-// A branch-free exp the compiler vectorises (std::exp is an opaque libm call
-// without -ffast-math). Used only where a score feeds *selection* (loss-free
-// bias routing), never for combine weights, which must match the LibTorch
-// recompute: relative error < 2e-7 on [-87, 88] (Cephes expf polynomial).
+// Branch-free exp and ln the compiler vectorises (std::exp is an opaque libm call
+// without -ffast-math). exp_fast: relative error < 2e-7 on [-87, 88] (Cephes
+// expf polynomial); it feeds selection scores (loss-free bias routing) and
+// full-row softmax denominators, never a combine weight's own numerator, which
+// stays std::exp so weights match the LibTorch recompute to float rounding.
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace moesim {
 
-inline float exp_fast(float x) {
-  x = x < -87.0f ? -87.0f : x;  // plain compares: std::fmin/fmax are libm calls here
-  x = x > 88.0f ? 88.0f : x;
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  // x - n*ln2 in two parts so the reduction stays exact.
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
+// Cephes expf: n = round(x / ln2), r = x - n ln2 (in two parts, so the reduction
+// stays exact), exp(x) = 2^n * (1 + r + r^2 p(r)). One template for the scalar
+// and the 16-lane form, so both run the same operations (tests compare them).
+// n is rounded by the 1.5 * 2^23 shift: std::floor is a libm call here (GCC
+// inlines it only without -ftrapping-math), which kept every loop scalar.
+template <class F, class I>
+inline F exp_fast_t(F x) {
+  auto select = [](auto take_a, F a, F b) {
+    return std::bit_cast<F>((std::bit_cast<I>(a) & take_a) | (std::bit_cast<I>(b) & ~take_a));
+  };
+  const F lo = F{} - 87.0f, hi = F{} + 88.0f;  // plain compares: std::fmin/fmax are libm calls
+  if constexpr (std::is_same_v<F, float>) {
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+  } else {
+    x = select(x < lo, lo, x);
+    x = select(x > hi, hi, x);
+  }
+  const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const F r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.0f;
-  const auto scale = std::bit_cast<float>(static_cast<std::int32_t>((static_cast<std::int32_t>(n) + 127) << 23));
-  return y * scale;
+  const F y = p * r * r + r + 1.0f;
+  I ni;
+  if constexpr (std::is_same_v<F, float>)
+    ni = static_cast<I>(n);
+  else
+    ni = __builtin_convertvector(n, I);
+  return y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
+}
+
+using f32x16 = float __attribute__((vector_size(64)));
+using i32x16 = std::int32_t __attribute__((vector_size(64)));
+using f64x8 = double __attribute__((vector_size(64)));
+using f32x8 = float __attribute__((vector_size(32)));
+
+inline float exp_fast(float x) { return exp_fast_t<float, std::int32_t>(x); }
+inline f32x16 exp_fast16(f32x16 x) { return exp_fast_t<f32x16, i32x16>(x); }
+
+// exp(x) in double for x <= 0, 8 lanes: n = round(x / ln2), r = x - n ln2 in two
+// parts, exp(r) by its Taylor series to r^12 (|r| <= ln2/2: relative error
+// below 1e-15), times 2^n built from the exponent bits (x below -1022 ln2 gives 0).
+using i64x8 = std::int64_t __attribute__((vector_size(64)));
+inline f64x8 exp_neg_d8(f64x8 x) {
+  const i64x8 tiny = x < -708.0;
+  // Clamped first, so the integer conversion below never sees an out-of-range n.
+  x = std::bit_cast<f64x8>((std::bit_cast<i64x8>(x) & ~tiny) | (std::bit_cast<i64x8>(f64x8{} - 708.0) & tiny));
+  const f64x8 n = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;
+  const f64x8 r = (x - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;
+  f64x8 p = r * (1.0 / 479001600) + 1.0 / 39916800;
+  for (double c : {1.0 / 3628800, 1.0 / 362880, 1.0 / 40320, 1.0 / 5040, 1.0 / 720, 1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5,
+                   1.0, 1.0})
+    p = p * r + c;
+  const i64x8 e = (__builtin_convertvector(n, i64x8) + 1023) << 52;
+  return std::bit_cast<f64x8>(std::bit_cast<i64x8>(p * std::bit_cast<f64x8>(e)) & ~tiny);
+}
+
+// ln x for a positive normal float: x = 2^e * m with m in [sqrt(1/2), sqrt(2)),
+// ln m = 2 atanh(f / (2 + f)), f = m - 1, by its odd series to the 9th power
+// (relative error below 1e-6). Branch-free, so bulk loops over it vectorise.
+inline float ln_fast(float x) {
+  const std::uint32_t ix = std::bit_cast<std::uint32_t>(x) + (0x3f800000u - 0x3f3504f3u);
+  const float e = static_cast<float>(static_cast<int>(ix >> 23) - 127);
+  const float f = std::bit_cast<float>((ix & 0x007fffffu) + 0x3f3504f3u) - 1.0f;
+  const float s = f / (2.0f + f);
+  const float z = s * s;
+  return e * 0.693147180559945f + 2.0f * s * (1.0f + z * (1.0f / 3 + z * (1.0f / 5 + z * (1.0f / 7 + z * (1.0f / 9)))));
+}
+
+// Row reductions over 16 lanes in a fixed order (lane l takes e = l mod 16,
+// then lanes 0..15, then the tail), in GCC vector types so they vectorise
+// without -ffast-math or the SLP vectoriser and give the same bits on every build.
+template <bool Max>
+inline float row_extreme(const float* z, int n) {
+  auto better = [](auto a, auto b) {
+    if constexpr (Max) return a > b;
+    else return a < b;
+  };
+  float r = z[0];
+  int e = 0;
+  if (n >= 16) {
+    f32x16 m;
+    std::memcpy(&m, z, sizeof m);
+    for (e = 16; e + 16 <= n; e += 16) {
+      f32x16 v;
+      std::memcpy(&v, z + e, sizeof v);
+      const i32x16 take = better(v, m);
+      m = std::bit_cast<f32x16>((std::bit_cast<i32x16>(v) & take) | (std::bit_cast<i32x16>(m) & ~take));
+    }
+    for (int l = 0; l < 16; ++l) r = better(m[l], r) ? m[l] : r;
+  }
+  for (; e < n; ++e) r = better(z[e], r) ? z[e] : r;
+  return r;
+}
+inline float row_max(const float* z, int n) { return row_extreme<true>(z, n); }
+inline float row_min(const float* z, int n) { return row_extreme<false>(z, n); }
+
+// sum_e a[e] * b[e] in double over 8 lanes in a fixed order (lanes, then tail).
+inline double dot_d(const double* a, const double* b, int n) {
+  f64x8 acc{};
+  int e = 0;
+  for (; e + 8 <= n; e += 8) {
+    f64x8 x, y;
+    std::memcpy(&x, a + e, sizeof x);
+    std::memcpy(&y, b + e, sizeof y);
+    acc += x * y;
+  }
+  double s = 0.0;
+  for (int l = 0; l < 8; ++l) s += acc[l];
+  for (; e < n; ++e) s += a[e] * b[e];
+  return s;
+}
+
+// sum_e exp(z[e] - m) with exp_fast, accumulated in double: relative error
+// below 2e-7 (each term's), and >= 1 whenever m is the row's maximum.
+inline double row_sum_exp(const float* z, int n, float m) {
+  f64x8 lo = {}, hi = {};
+  int e = 0;
+  for (; e + 16 <= n; e += 16) {
+    f32x16 v;
+    std::memcpy(&v, z + e, sizeof v);
+    const f32x16 x = exp_fast16(v - m);
+    f32x8 a, b;
+    std::memcpy(&a, &x, sizeof a);
+    std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
+    lo += __builtin_convertvector(a, f64x8);
+    hi += __builtin_convertvector(b, f64x8);
+  }
+  double s = 0.0;
+  for (int l = 0; l < 8; ++l) s += lo[l];
+  for (int l = 0; l < 8; ++l) s += hi[l];
+  for (; e < n; ++e) s += static_cast<double>(exp_fast(z[e] - m));
+  return s;
 }
 
 }  // namespace moesim

@@ -34,6 +34,7 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   float val_small[64];
   std::vector<float> val_big(k > 64 ? static_cast<std::size_t>(k) : 0);
   float* val = k > 64 ? val_big.data() : val_small;
+  float* slots = tail_.slot_logits(T, k);
   for (int t = 0; t < T; ++t) {
     const float* z = in.logits + static_cast<std::size_t>(t) * E;
     // The bias is added to scores, not logits, so s must be materialised; the
@@ -49,7 +50,9 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
       for (int e = 0; e < E; ++e) sum += s_[e];
       for (int e = 0; e < E; ++e) s_[e] = s_[e] / sum + fbias_[e];
     }
-    sel_.select_row(s_.data(), out.expert.data() + static_cast<std::size_t>(t) * k, val, rng);
+    std::int32_t* idx = out.expert.data() + static_cast<std::size_t>(t) * k;
+    sel_.select_row(s_.data(), idx, val, rng);
+    gather_slot_logits(z, idx, k, slots + static_cast<std::size_t>(t) * k);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)

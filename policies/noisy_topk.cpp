@@ -41,26 +41,42 @@ NoisyTopKPolicy::NoisyTopKPolicy(int experts, int k, const Knobs& kn)
 
 void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
-  const std::size_t n = static_cast<std::size_t>(T) * E;
+  const float* base = in.logits;
   if (jitter_ > 0.0) {
-    jittered_logits(in, jitter_, rng, name(), noisy_);
-  } else {
-    noisy_.assign(in.logits, in.logits + n);
+    jittered_logits(in, jitter_, rng, name(), jittered_);
+    base = jittered_.data();
   }
-  if (noise_ != Noise::None && std_ > 0.0) {
-    for (std::size_t i = 0; i < n; ++i)
-      noisy_[i] += static_cast<float>(std_ * (noise_ == Noise::Gaussian ? rng.normal() : rng.gumbel()));
-  }
+  const bool noisy = noise_ != Noise::None && std_ > 0.0;
+  // One draw keys the batch's noise; row t takes values t*ceil(E/2) onwards of
+  // it, so each row is drawn, perturbed and selected while it is in L1.
+  const std::uint64_t key = noisy ? rng.next_u64() : 0;
+  const std::uint64_t per_row = (static_cast<std::uint64_t>(E) + 1) / 2;
+  const auto sd = static_cast<float>(std_);
   out.reset(T, E, k);
-  sel_.select(noisy_.data(), T, out, rng);
-  if (weights_noisy_) {
-    for (int t = 0; t < T; ++t)
-      for (int j = 0; j < k; ++j) {
-        const std::size_t i = static_cast<std::size_t>(t) * k + j;
-        if (out.expert[i] < 0) continue;  // nothing selectable; the tail refuses it by name
-        const std::size_t z = static_cast<std::size_t>(t) * E + out.expert[i];
-        out.offset[i] = noisy_[z] - in.logits[z];
-      }
+  noisy_.resize(static_cast<std::size_t>(E));
+  float small[64];
+  std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
+  float* v = k > 64 ? big.data() : small;
+  float* slots = tail_.slot_logits(T, k);
+  float* row = noisy_.data();
+  for (int t = 0; t < T; ++t) {
+    const std::size_t r = static_cast<std::size_t>(t) * E, s = static_cast<std::size_t>(t) * k;
+    const float* b = base + r;
+    if (noisy) {
+      if (noise_ == Noise::Gaussian)
+        normal_.fill(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
+      else
+        fill_gumbel(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
+      for (int e = 0; e < E; ++e) row[e] += b[e];
+    } else {
+      std::copy(b, b + E, row);
+    }
+    std::int32_t* idx = out.expert.data() + s;
+    sel_.select_row(row, idx, v, rng);
+    gather_slot_logits(in.logits + r, idx, k, slots + s);
+    if (weights_noisy_)
+      for (int j = 0; j < k; ++j)  // an unselectable slot is refused by the tail by name
+        if (idx[j] >= 0) out.offset[s + static_cast<std::size_t>(j)] = row[idx[j]] - in.logits[r + static_cast<std::size_t>(idx[j])];
   }
   tail_.finish(in.logits, cap_, spec_, out);
 }

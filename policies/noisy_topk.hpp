@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "policies/capacity.hpp"
+#include "policies/noise.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
 #include "policies/token_choice.hpp"
@@ -35,7 +36,8 @@ class NoisyTopKPolicy : public Policy {
   WeightSpec spec_;
   CapacityConfig cap_;
   TopKSelector sel_;
-  std::vector<float> noisy_;
+  std::vector<float> jittered_, noisy_;
+  NormalFiller normal_;
   TokenChoiceTail tail_;
 };
 

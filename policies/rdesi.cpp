@@ -119,6 +119,7 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   if (noise_ > 0.0) scores_.resize(static_cast<std::size_t>(E));
   if (epsilon_ > 0.0) perm_.resize(static_cast<std::size_t>(E));
 
+  float* slots = tail_.slot_logits(T, k);
   for (int t = 0; t < T; ++t) {
     const float* z = in.logits + static_cast<std::size_t>(t) * E;
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * k;
@@ -149,6 +150,7 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
       for (int j = 0; j < k; ++j)
         if (ex[j] >= 0) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];
     }
+    gather_slot_logits(z, ex, k, slots + static_cast<std::size_t>(t) * k);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)

@@ -1,5 +1,7 @@
 #include "policies/select.hpp"
 
+#include "policies/fast_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -40,7 +42,7 @@ namespace {
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
 template <WeightRule R, bool Renorm>
-void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) {
+void weights_for(const float* logits, const float* slot_logits, const std::int32_t* slots, Assignment& a) {
   const int W = a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   for (int t = 0; t < a.tokens; ++t) {
@@ -48,15 +50,17 @@ void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) 
     const std::int32_t* ex = slots + static_cast<std::size_t>(t) * W;
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
     float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
+    const float* sl = slot_logits ? slot_logits + static_cast<std::size_t>(t) * W : nullptr;
+    auto zs = [z, ex, sl](int j) { return sl ? sl[j] : z[ex[j]]; };
     float s = 0.0f;
     if constexpr (R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm)) {
       // Softmax over the served slots; renormalised softmax-gather is the same
       // thing, so neither needs the full-row denominator.
       float m = kNeg;
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) m = std::max(m, z[ex[j]] + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
+        if (ex[j] >= 0) m = std::max(m, zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
       for (int j = 0; j < W; ++j) {
-        w[j] = ex[j] >= 0 ? std::exp(z[ex[j]] + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
+        w[j] = ex[j] >= 0 ? std::exp(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
         s += w[j];
       }
     } else if constexpr (R == WeightRule::SoftmaxGather) {
@@ -69,12 +73,10 @@ void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) 
       // exp(z - m) / sum, never exp(z - lse): lse = m + log(sum) rounds log(sum)
       // away once |m| dwarfs it (float: |logits| in the hundreds; double: ~1e15),
       // e.g. logits {1e30, 1e30} gave weight 1 instead of 0.5.
-      float m = z[0];
-      for (int e = 1; e < E; ++e) m = std::max(m, z[e]);
-      double sum = 0.0;
-      for (int e = 0; e < E; ++e) sum += std::exp(static_cast<double>(z[e]) - m);
+      const float m = row_max(z, E);
+      const double sum = row_sum_exp(z, E, m);
       for (int j = 0; j < W; ++j)
-        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(z[ex[j]]) - m) / sum) : 0.0f;
+        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(zs(j)) - m) / sum) : 0.0f;
     } else if constexpr (R == WeightRule::SqrtSoftplusGather) {
       // In double and in log space: sqrt(softplus(-200)) underflows a float, its
       // share after renormalisation must not.
@@ -84,25 +86,25 @@ void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) 
       };
       double m = -std::numeric_limits<double>::infinity(), ds = 0.0;
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) m = std::max(m, log_g(z[ex[j]]));
-      for (int j = 0; j < W; ++j) ds += ex[j] >= 0 ? std::exp(log_g(z[ex[j]]) - m) : 0.0;
+        if (ex[j] >= 0) m = std::max(m, log_g(zs(j)));
+      for (int j = 0; j < W; ++j) ds += ex[j] >= 0 ? std::exp(log_g(zs(j)) - m) : 0.0;
       for (int j = 0; j < W; ++j) {
         if (ex[j] < 0) {
           w[j] = 0.0f;
         } else {
-          const double lg = log_g(z[ex[j]]);
+          const double lg = log_g(zs(j));
           w[j] = static_cast<float>(Renorm ? std::exp(lg - m) / ds : std::exp(lg));
         }
       }
       continue;
     } else if constexpr (!Renorm) {  // SigmoidGather
-      for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
+      for (int j = 0; j < W; ++j) w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-zs(j))) : 0.0f;
     } else {
       bool moderate = true;
-      for (int j = 0; j < W; ++j) moderate &= ex[j] < 0 || z[ex[j]] > -80.0f;
+      for (int j = 0; j < W; ++j) moderate &= ex[j] < 0 || zs(j) > -80.0f;
       if (moderate) {
         for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-z[ex[j]])) : 0.0f;
+          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-zs(j))) : 0.0f;
           s += w[j];
         }
         const float inv = s > 0.0f ? 1.0f / s : 0.0f;
@@ -113,9 +115,9 @@ void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) 
       auto log_sigmoid = [](float x) { return x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x)); };
       float m = kNeg;
       for (int j = 0; j < W; ++j)
-        if (ex[j] >= 0) m = std::max(m, log_sigmoid(z[ex[j]]));
+        if (ex[j] >= 0) m = std::max(m, log_sigmoid(zs(j)));
       for (int j = 0; j < W; ++j) {
-        w[j] = ex[j] >= 0 ? std::exp(log_sigmoid(z[ex[j]]) - m) : 0.0f;
+        w[j] = ex[j] >= 0 ? std::exp(log_sigmoid(zs(j)) - m) : 0.0f;
         s += w[j];
       }
     }
@@ -129,22 +131,23 @@ void weights_for(const float* logits, const std::int32_t* slots, Assignment& a) 
 }
 
 template <WeightRule R>
-void weights_by_rule(const WeightSpec& spec, const float* logits, const std::int32_t* slots, Assignment& a) {
+void weights_by_rule(const WeightSpec& spec, const float* logits, const float* slot_logits,
+                     const std::int32_t* slots, Assignment& a) {
   if (spec.renormalize || R == WeightRule::SoftmaxSelected)
-    weights_for<R, true>(logits, slots, a);
+    weights_for<R, true>(logits, slot_logits, slots, a);
   else
-    weights_for<R, false>(logits, slots, a);
+    weights_for<R, false>(logits, slot_logits, slots, a);
 }
 
 }  // namespace
 
-void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a) {
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a, const float* slot_logits) {
   const std::int32_t* slots = spec.over_requested ? a.requested.data() : a.expert.data();
   switch (spec.rule) {
-    case WeightRule::SoftmaxSelected: weights_by_rule<WeightRule::SoftmaxSelected>(spec, logits, slots, a); break;
-    case WeightRule::SoftmaxGather: weights_by_rule<WeightRule::SoftmaxGather>(spec, logits, slots, a); break;
-    case WeightRule::SigmoidGather: weights_by_rule<WeightRule::SigmoidGather>(spec, logits, slots, a); break;
-    case WeightRule::SqrtSoftplusGather: weights_by_rule<WeightRule::SqrtSoftplusGather>(spec, logits, slots, a); break;
+    case WeightRule::SoftmaxSelected: weights_by_rule<WeightRule::SoftmaxSelected>(spec, logits, slot_logits, slots, a); break;
+    case WeightRule::SoftmaxGather: weights_by_rule<WeightRule::SoftmaxGather>(spec, logits, slot_logits, slots, a); break;
+    case WeightRule::SigmoidGather: weights_by_rule<WeightRule::SigmoidGather>(spec, logits, slot_logits, slots, a); break;
+    case WeightRule::SqrtSoftplusGather: weights_by_rule<WeightRule::SqrtSoftplusGather>(spec, logits, slot_logits, slots, a); break;
   }
   if (spec.over_requested)
     for (std::size_t i = 0; i < a.expert.size(); ++i)

@@ -148,6 +148,16 @@ void check_finite(const float* logits, int tokens, int experts, const char* who)
 
 // Combine weights for every served slot of `a` from the logits, by `spec`
 // (see WeightRule). Empty slots get 0. Tokens with no served slot get nothing.
-void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a);
+// slot_logits, when given (tokens x width), holds the logit of every requested
+// slot, so the weights need no second gather from the T x E logits (only the
+// full-row softmax denominator still reads the rows).
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a,
+                     const float* slot_logits = nullptr);
+
+// The logits of the k selected experts of one row (0 where none), for the
+// slot_logits of compute_weights, gathered while the row is in cache.
+inline void gather_slot_logits(const float* z, const std::int32_t* idx, int k, float* dst) {
+  for (int j = 0; j < k; ++j) dst[j] = idx[j] >= 0 ? z[idx[j]] : 0.0f;
+}
 
 }  // namespace moesim

@@ -23,10 +23,12 @@ void SwitchPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   }
   out.reset(T, E, 1);
   float v;
+  float* slots = tail_.slot_logits(T, 1);
   for (int t = 0; t < T; ++t) {
     const float* z = sel + static_cast<std::size_t>(t) * E;
     topk_row(z, E, 1, &out.expert[t], &v);
     if (tie_ == TieBreak::Random) shuffle_ties(E, 1, [z](int e) { return z[e]; }, &out.expert[t], &v, rng);
+    gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, &out.expert[t], 1, slots + t);
   }
   tail_.finish(in.logits, cap_, weight_spec(), out);
 }

@@ -1,5 +1,6 @@
 #include "policies/token_choice.hpp"
 
+#include "policies/fast_math.hpp"
 #include "policies/select.hpp"
 
 #include <algorithm>
@@ -9,9 +10,17 @@
 
 namespace moesim {
 
+float* TokenChoiceTail::slot_logits(int tokens, int k) {
+  slot_z_.resize(static_cast<std::size_t>(tokens) * static_cast<std::size_t>(k));
+  have_slots_ = true;
+  return slot_z_.data();
+}
+
 void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, const WeightSpec& spec,
                              Assignment& out) {
   const int T = out.tokens, k = out.width, E = out.experts;
+  const float* slots = have_slots_ && slot_z_.size() == out.expert.size() ? slot_z_.data() : nullptr;
+  have_slots_ = false;
   // Every wanted expert must be valid before the capacity counts index with it: a
   // selection score that is NaN or -inf everywhere (computed past Policy::route's
   // logits check: jittered gate input, overflowing noise or bias) leaves kNoExpert.
@@ -25,7 +34,7 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
   if (!cfg.dropless && cfg.drop == DropBy::Probability && cfg.priority == DropPriority::Weight) {
     // Megatron-Core ranks by the combine weight the request would get, formed
     // before any drop (expert == requested here).
-    compute_weights(spec, logits, out);
+    compute_weights(spec, logits, out, slots);
     priority_ = out.weight;
     prio = priority_.data();
   } else if (!cfg.dropless && cfg.drop == DropBy::Probability) {
@@ -37,13 +46,12 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
       // once |m| dwarfs it (logits {1e30, 1e30} gave probability 1, not 0.5).
       float m = 0.0f, s = 1.0f;
       if (spec.rule == WeightRule::SoftmaxGather) {
-        m = *std::max_element(z, z + E);
-        s = 0.0f;
-        for (int e = 0; e < E; ++e) s += std::exp(z[e] - m);
+        m = row_max(z, E);
+        s = static_cast<float>(row_sum_exp(z, E, m));
       }
       for (int j = 0; j < k; ++j) {
         const std::size_t i = static_cast<std::size_t>(t) * k + j;
-        const float zj = z[out.expert[i]];
+        const float zj = slots ? slots[i] : z[out.expert[i]];
         switch (spec.rule) {
           case WeightRule::SoftmaxSelected: priority_[i] = zj + out.offset[i]; break;
           case WeightRule::SoftmaxGather: priority_[i] = std::exp(zj - m) / s; break;
@@ -57,7 +65,7 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
     prio = priority_.data();
   }
   filter_.apply(cfg, prio, out);
-  compute_weights(spec, logits, out);
+  compute_weights(spec, logits, out, slots);
 }
 
 }  // namespace moesim

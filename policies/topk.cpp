@@ -101,12 +101,17 @@ double group_value(GroupValues g, float v, float rowmax) {
 
 }  // namespace
 
-void TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng) {
+void TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
+                          float* slot_logits) {
   float small[64];
   std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
   float* v = k > 64 ? big.data() : small;
-  for (int t = 0; t < tokens; ++t)
-    select_row(sel + static_cast<std::size_t>(t) * experts, out.expert.data() + static_cast<std::size_t>(t) * k, v, rng);
+  for (int t = 0; t < tokens; ++t) {
+    const std::size_t row = static_cast<std::size_t>(t) * experts, slot = static_cast<std::size_t>(t) * k;
+    std::int32_t* idx = out.expert.data() + slot;
+    select_row(sel + row, idx, v, rng);
+    if (slot_logits) gather_slot_logits(logits + row, idx, k, slot_logits + slot);
+  }
 }
 
 void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& rng) {
@@ -159,7 +164,7 @@ TopKPolicy::TopKPolicy(int experts, int k, const Knobs& knobs)
 
 void TopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   out.reset(in.tokens, experts(), k());
-  sel_.select(in.logits, in.tokens, out, rng);
+  sel_.select(in.logits, in.tokens, out, rng, in.logits, tail_.slot_logits(in.tokens, k()));
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

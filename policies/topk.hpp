@@ -36,8 +36,10 @@ struct TopKSelector {
   int group_top = 1;     // m: values summed per group
   GroupValues group_values = GroupValues::Identity;
   TieBreak tie = TieBreak::LowIndex;
-  // Writes the wanted experts (tokens x k) for `sel` values into out.expert.
-  void select(const float* sel, int tokens, Assignment& out, Rng& rng);
+  // Writes the wanted experts (tokens x k) for `sel` values into out.expert, and,
+  // when slot_logits is given, the `logits` of those experts into it (tokens x k).
+  void select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits = nullptr,
+              float* slot_logits = nullptr);
   // One token: the k best of z[0..experts) into idx, their values into val.
   void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
   void configure(const Knobs& knobs, const std::string& owner, GroupValues values);

@@ -6,25 +6,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "policies/noise.hpp"
 #include "policies/rng.hpp"
 
 namespace moesim {
-
-// Standard normals by Box-Muller: each 64-bit value gives u1 (high 32 bits) and
-// the angle (low 32 bits), hence r*cos(th) and r*sin(th), r = sqrt(-2 ln u1).
-// ln, sin and cos are our own polynomials (relative error below 1e-6), in one
-// branch-free loop the compiler vectorises; the quadrant of the angle comes from
-// its top bits, so there is no range reduction. Floats: tails reach about 6.7
-// sigma, enough for noise. Not bitwise equal to Rng::normal().
-class NormalFiller {
- public:
-  // out[0..n) = scale * N(0, 1); consumes one draw of rng, which keys a SplitMix64
-  // sequence supplying the ceil(n/2) 64-bit values.
-  void fill(Rng& rng, float* out, std::size_t n, float scale = 1.0f);
-
- private:
-  std::vector<float> sin_;
-};
 
 // Walker's alias method (Vose's construction): O(n) build, O(1) draw from one
 // 64-bit value (its product with n gives the bin and, in the low word, the coin).

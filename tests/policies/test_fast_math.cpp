@@ -1,8 +1,13 @@
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "policies/fast_math.hpp"
+#include "policies/rng.hpp"
 
 TEST_CASE("exp_fast stays within 2e-7 relative error of double exp on [-87, 88]") {
   double worst = 0.0;
@@ -18,4 +23,61 @@ TEST_CASE("exp_fast saturates instead of overflowing to inf or NaN") {
   REQUIRE(std::isfinite(moesim::exp_fast(1e6f)));
   REQUIRE(moesim::exp_fast(-1e6f) >= 0.0f);
   REQUIRE(moesim::exp_fast(-1e6f) < 1e-37f);
+}
+
+TEST_CASE("ln_fast stays within 1e-6 absolute-or-relative error of double log over the positive normal floats") {
+  double worst = 0.0;
+  // Every binade from 2^-126 to 2^127, 4096 mantissas each (exact powers of two included).
+  for (int e = -126; e <= 127; ++e)
+    for (int j = 0; j < 4096; ++j) {
+      const float x = std::ldexp(1.0f + static_cast<float>(j) / 4096.0f, e);
+      if (!std::isfinite(x)) continue;
+      const double want = std::log(static_cast<double>(x));
+      worst = std::fmax(worst, std::fabs(moesim::ln_fast(x) - want) / std::fmax(1.0, std::fabs(want)));
+    }
+  REQUIRE(worst < 1e-6);
+  REQUIRE(moesim::ln_fast(1.0f) == 0.0f);  // e = 0, f = 0
+}
+
+TEST_CASE("exp_fast16 equals exp_fast lane by lane, bitwise, saturation included") {
+  std::vector<float> x;
+  for (float v = -100.0f; v < 100.0f; v += 0.0137f) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e6f, -1e6f, 88.7f, -87.5f}) x.push_back(v);
+  while (x.size() % 16) x.push_back(0.5f);
+  for (std::size_t i = 0; i < x.size(); i += 16) {
+    moesim::f32x16 v;
+    for (int l = 0; l < 16; ++l) v[l] = x[i + static_cast<std::size_t>(l)];
+    const moesim::f32x16 y = moesim::exp_fast16(v);
+    for (int l = 0; l < 16; ++l) REQUIRE(std::bit_cast<std::uint32_t>(y[l]) ==
+                                         std::bit_cast<std::uint32_t>(moesim::exp_fast(v[l])));
+  }
+}
+
+TEST_CASE("row_max and row_sum_exp equal a plain loop (max exactly, the sum within 2e-7 of double exp)") {
+  moesim::Rng rng(3);
+  for (int n : {1, 5, 16, 17, 33, 64, 100, 256}) {
+    std::vector<float> z(static_cast<std::size_t>(n));
+    for (auto& v : z) v = static_cast<float>(8.0 * rng.normal());
+    float m = z[0];
+    for (float v : z) m = std::max(m, v);
+    CHECK(moesim::row_max(z.data(), n) == m);
+    double want = 0.0;
+    for (float v : z) want += std::exp(static_cast<double>(v) - m);
+    CHECK(std::fabs(moesim::row_sum_exp(z.data(), n, m) - want) <= 2e-7 * want);
+  }
+}
+
+TEST_CASE("exp_neg_d8 stays within 1e-15 relative error of std::exp on [-700, 0], and is 0 below -708") {
+  double worst = 0.0;
+  for (double x = -700.0; x <= 0.0; x += 0.01237) {
+    moesim::f64x8 v;
+    for (int l = 0; l < 8; ++l) v[l] = x * (1.0 - 0.001 * l);
+    const moesim::f64x8 y = moesim::exp_neg_d8(v);
+    for (int l = 0; l < 8; ++l) worst = std::fmax(worst, std::fabs(y[l] - std::exp(v[l])) / std::exp(v[l]));
+  }
+  CHECK(worst < 1e-15);
+  moesim::f64x8 zero{}, low{};
+  for (int l = 0; l < 8; ++l) low[l] = -709.0 - l;
+  CHECK(moesim::exp_neg_d8(zero)[3] == 1.0);
+  CHECK(moesim::exp_neg_d8(low)[0] == 0.0);
 }

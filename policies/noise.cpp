@@ -1,0 +1,75 @@
+#include "policies/noise.hpp"
+
+// Elementwise loops: full 512-bit vectors where the target has them (GCC keeps
+// 256 by default); every lane computes the same operations, so the numbers do
+// not depend on the width.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+#include "policies/fast_math.hpp"
+
+namespace moesim {
+
+void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std::size_t n, float scale) {
+  if (n == 0) return;
+  const std::size_t m = (n + 1) / 2;
+  sin_.resize(m);
+  float* cos_out = out;
+  float* sin_out = sin_.data();
+  const float neg2s2 = -2.0f * scale * scale;
+  for (std::size_t i = 0; i < m; ++i) {
+    const std::uint64_t u = mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL);
+    // u1 in (0, 1]: ln never sees 0.
+    const float u1 = (static_cast<float>(static_cast<std::uint32_t>(u >> 32)) + 0.5f) * 0x1.0p-32f;
+    const float r = std::sqrt(neg2s2 * ln_fast(u1));
+    // Angle: a quarter turn q from the top bits, phi in [-pi/4, pi/4) from the rest.
+    const std::uint32_t tq = static_cast<std::uint32_t>(u) + 0x20000000u;
+    const std::uint32_t q = tq >> 30;
+    const float phi = static_cast<float>(static_cast<std::int32_t>(tq & 0x3fffffffu) - 0x20000000) *
+                      (6.28318530717958647692f * 0x1.0p-32f);
+    const float p2 = phi * phi;
+    const float s = phi * (1.0f + p2 * (-1.0f / 6 + p2 * (1.0f / 120 + p2 * (-1.0f / 5040 + p2 * (1.0f / 362880)))));
+    const float c = 1.0f + p2 * (-0.5f + p2 * (1.0f / 24 + p2 * (-1.0f / 720 + p2 * (1.0f / 40320))));
+    // (cos, sin) of q*pi/2 + phi: swap for odd q, then sign bits; bit blends keep
+    // the loop free of branches.
+    const std::uint32_t swap = 0u - (q & 1u);
+    const std::uint32_t cb = std::bit_cast<std::uint32_t>(c), sb = std::bit_cast<std::uint32_t>(s);
+    const std::uint32_t xb = ((cb & ~swap) | (sb & swap)) ^ (((q + 1u) & 2u) << 30);
+    const std::uint32_t yb = ((sb & ~swap) | (cb & swap)) ^ ((q & 2u) << 30);
+    cos_out[i] = r * std::bit_cast<float>(xb);
+    sin_out[i] = r * std::bit_cast<float>(yb);
+  }
+  std::memcpy(out + m, sin_out, sizeof(float) * (n - m));
+}
+
+namespace {
+
+float gumbel_of(std::uint32_t bits24, float neg_scale) {
+  const float u = (static_cast<float>(bits24) + 0.5f) * 0x1.0p-24f;
+  return neg_scale * ln_fast(-ln_fast(u));
+}
+
+}  // namespace
+
+void fill_gumbel(Rng& rng, float* out, std::size_t n, float scale) { fill_gumbel(rng.next_u64(), 0, out, n, scale); }
+
+void fill_gumbel(std::uint64_t key, std::uint64_t first, float* out, std::size_t n, float scale) {
+  if (n == 0) return;
+  const std::size_t h = n / 2;
+  const float ns = -scale;
+  // High and low halves of value i feed out[i] and out[h + i]: two plain
+  // streams, no interleaving, so the loop stays a straight vector loop.
+  for (std::size_t i = 0; i < h; ++i) {
+    const std::uint64_t u = mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL);
+    out[i] = gumbel_of(static_cast<std::uint32_t>(u >> 40), ns);
+    out[h + i] = gumbel_of(static_cast<std::uint32_t>(u) >> 8, ns);
+  }
+  if (n % 2) out[n - 1] = gumbel_of(static_cast<std::uint32_t>(mix64(key + (first + h) * 0x9e3779b97f4a7c15ULL) >> 40), ns);
+}
+
+}  // namespace moesim
