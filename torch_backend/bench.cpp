@@ -52,16 +52,18 @@ PeakFlops measure_peak(int n, int reps) {
   return p;
 }
 
+void drop_run_schedule(TrainConfig& cfg) {
+  cfg.train.trace_steps.clear();
+  cfg.train.trace_every = 0;
+  cfg.train.exit_interval = 0;
+}
+
 BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak,
                         const std::string& profile_path) {
   cfg.train.bf16 = bf16;
   cfg.train.steps = warmup + steps;
   cfg.train.warmup = 1;
-  // The config's own schedule of traces and exits belongs to its full run, not
-  // to these few steps (topk.yaml traces step 300, which a bench never reaches).
-  cfg.train.trace_steps.clear();
-  cfg.train.trace_every = 0;
-  cfg.train.exit_interval = 0;
+  drop_run_schedule(cfg);
   const int vocab = cfg.tokenizer.vocab;
   const std::int64_t need = static_cast<std::int64_t>(warmup + steps + 1) * cfg.train.batch * cfg.train.accum * cfg.data.seq_len + 1;
   auto gen = torch::randint(3, vocab, {need}, torch::kInt);

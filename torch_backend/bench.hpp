@@ -14,6 +14,10 @@ struct PeakFlops {
 };
 PeakFlops measure_peak(int n, int reps);
 
+// Clears what belongs to a config's full run, not to a few benchmark steps: its
+// trace steps and exit interval (topk.yaml traces step 300, which a bench never reaches).
+void drop_run_schedule(TrainConfig& cfg);
+
 struct BenchResult {
   bool bf16 = false;
   double step_seconds = 0, tokens_per_s = 0, model_flops_per_s = 0, mfu_vs_fp32_peak = 0, mfu_vs_own_peak = 0;

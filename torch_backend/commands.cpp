@@ -185,6 +185,7 @@ int bench_command(const std::vector<std::string>& args) {
   }
   TrainConfig cfg = a.has("--config") ? load_config(a.values.at("--config")) : TrainConfig{};
   apply_overrides(cfg, a.overrides);
+  drop_run_schedule(cfg);
   validate(cfg);
   if (a.has("--profile")) {
     const auto dir = std::filesystem::path(a.values.at("--profile")).parent_path();

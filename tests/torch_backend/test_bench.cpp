@@ -45,3 +45,11 @@ TEST_CASE("bench train refuses a profile path in a missing directory before any 
   CHECK_THROWS_WITH(torch_backend::bench_command({"train", "--profile", bad}), Catch::Contains("does not exist"));
   CHECK(!fs::exists(dir.path / "missing"));
 }
+
+TEST_CASE("bench train runs a config whose own schedule traces and exits beyond the benchmark's steps",
+          "[torch][bench]") {
+  // topk.yaml traces step 300; a 1-step benchmark must not refuse it.
+  const std::string cfg = std::string(MOESIM_SOURCE_DIR) + "/torch_backend/configs/tiny.yaml";
+  CHECK(torch_backend::bench_command({"train", "--config", cfg, "--steps", "1", "--warmup", "0", "--peak-n", "64",
+                                      "--no-bf16", "train.trace_steps=[300]", "train.exit_interval=500"}) == 0);
+}
