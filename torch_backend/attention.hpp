@@ -11,6 +11,14 @@ class Attention : public torch::nn::Module {
   Attention(int dim, int heads, double init_std, double out_std);
   // x: (B, T, dim) -> (B, T, dim)
   torch::Tensor forward(const torch::Tensor& x, const Rotary& rope);
+  // Decoding (batch 1, no grad): x (1, Tn, dim) are the tokens at positions
+  // len .. len+Tn-1; their keys and values are written into k_cache and v_cache
+  // (H, max_len, hd) at those positions and attention runs over positions
+  // 0 .. len+Tn-1, causal inside the new block. -> (1, Tn, dim)
+  torch::Tensor forward_cached(const torch::Tensor& x, const Rotary& rope, torch::Tensor& k_cache,
+                               torch::Tensor& v_cache, std::int64_t len);
+  int heads() const { return heads_; }
+  int head_dim() const { return dim_ / heads_; }
   torch::Tensor w_qkv;  // (3*dim, dim)
   torch::Tensor w_out;  // (dim, dim)
 

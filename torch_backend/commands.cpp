@@ -142,12 +142,14 @@ int eval_command(const std::vector<std::string>& args) {
 }
 
 int generate_command(const std::vector<std::string>& args) {
-  const auto a = parse(args, {"--checkpoint", "--prompt", "--max-tokens", "--temperature", "--top-k", "--seed"}, {},
-                       "generate");
+  const auto a = parse(args, {"--checkpoint", "--prompt", "--max-tokens", "--temperature", "--top-k", "--seed"},
+                       {"--no-cache"}, "generate");
   if (a.has("--help") || !a.has("--checkpoint")) {
     std::printf(
         "usage: moesim generate --checkpoint FILE [--prompt TEXT] [--max-tokens 100] [--temperature 0.8] [--top-k 40] "
-        "[--seed 1]\n");
+        "[--seed 1] [--no-cache]\n"
+        "  Prints the prompt and its continuation; on stderr the decoding speed. Keys and values are cached\n"
+        "  (one attention row per new token); --no-cache recomputes the whole context for every token.\n");
     return a.has("--help") ? 0 : 2;
   }
   if (!a.overrides.empty()) throw Error("generate: takes no key=value overrides");
@@ -164,7 +166,16 @@ int generate_command(const std::vector<std::string>& args) {
   const std::string prompt = a.has("--prompt") ? a.values.at("--prompt") : "";
   auto ids = tok.encode(prompt);
   if (ids.empty()) ids.push_back(tok.eos_id());  // an empty prompt starts a fresh document
-  auto out = sample_tokens(*lm.model, ids, opt);
+  opt.kv_cache = !a.has("--no-cache");
+  SampleTiming timing;
+  auto out = sample_tokens(*lm.model, ids, opt, &timing);
+  std::fprintf(stderr,
+               "generated %zu tokens: first %.1f ms (prompt of %zu tokens encoded), then %.2f ms/token = %.1f tokens/s "
+               "over %d tokens (KV cache %s, seed %llu)\n",
+               out.size() - ids.size(), 1e3 * timing.first_s, ids.size(),
+               timing.rest_tokens ? 1e3 * timing.rest_s / timing.rest_tokens : 0.0,
+               timing.rest_s > 0 ? timing.rest_tokens / timing.rest_s : 0.0, timing.rest_tokens,
+               opt.kv_cache ? "on" : "off", static_cast<unsigned long long>(opt.seed));
   if (!out.empty() && out.back() == tok.eos_id()) out.pop_back();
   // Decoded whole: decoding the continuation alone would drop its leading space.
   if (!out.empty() && out.front() == tok.eos_id()) out.erase(out.begin());

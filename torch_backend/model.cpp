@@ -66,6 +66,17 @@ torch::Tensor Block::forward(const torch::Tensor& x, const torch::Tensor& ids, c
   return h + ffn_->forward(n);
 }
 
+torch::Tensor Block::forward_cached(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope,
+                                   torch::Tensor& k, torch::Tensor& v, std::int64_t len) {
+  const auto h = x + attn_->forward_cached(norm1_->forward(x), rope, k, v, len);
+  const auto n = norm2_->forward(h);
+  if (moe) {
+    const auto T = n.size(1), D = n.size(2);
+    return h + moe->forward(n.reshape({T, D}), ids.reshape({T})).view({1, T, D});
+  }
+  return h + ffn_->forward(n);
+}
+
 Transformer::Transformer(const TrainConfig& cfg, int vocab)
     : vocab_(vocab), rope_(cfg.model.dim / cfg.model.heads, cfg.data.seq_len, cfg.model.rope_theta) {
   const ModelConfig& m = cfg.model;
@@ -99,6 +110,20 @@ ForwardOut Transformer::forward(const torch::Tensor& ids, bool want_logits) {
     out.aux_entropy = out.aux_entropy + l->aux_entropy;
   }
   return out;
+}
+
+torch::Tensor Transformer::forward_cached(const torch::Tensor& ids, KVCache& cache) {
+  const auto Tn = ids.size(1);
+  if (ids.size(0) != 1 || cache.len + Tn > max_len())
+    throw Error("decoding: " + std::to_string(cache.len + Tn) + " positions exceed the model's " +
+                std::to_string(max_len()) + " (data.seq_len)");
+  cache.k.resize(blocks_.size());
+  cache.v.resize(blocks_.size());
+  auto x = F::embedding(ids, embedding);
+  for (std::size_t b = 0; b < blocks_.size(); ++b)
+    x = blocks_[b]->forward_cached(x, ids, rope_, cache.k[b], cache.v[b], cache.len);
+  cache.len += Tn;
+  return gemm_linear(final_norm_->forward(x), embedding).view({Tn, vocab_});
 }
 
 std::vector<torch::Tensor> Transformer::gate_parameters() const {

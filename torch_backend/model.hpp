@@ -16,11 +16,26 @@
 
 namespace moesim::torch_backend {
 
+// Keys and values of every block's attention for the tokens decoded so far, so
+// a new token costs one row of attention instead of a pass over the context.
+struct KVCache {
+  std::vector<torch::Tensor> k, v;  // per block: (H, max_len, hd), positions 0 .. len-1 filled
+  std::int64_t len = 0;
+  void clear() {
+    k.clear();
+    v.clear();
+    len = 0;
+  }
+};
+
 class Block : public torch::nn::Module {
  public:
   Block(const TrainConfig& cfg, int index, bool moe);
   // x: (B, T, dim); ids: (B, T)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope);
+  // Decoding: x (1, Tn, dim) at positions len ..; see Attention::forward_cached.
+  torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope, torch::Tensor& k,
+                               torch::Tensor& v, std::int64_t len);
   std::shared_ptr<MoeLayer> moe;  // null in dense blocks
 
  private:
@@ -48,6 +63,11 @@ class Transformer : public torch::nn::Module {
   Transformer(const TrainConfig& cfg, int vocab);
   // Training skips the logits: fused_ce.hpp computes the loss from `hidden`.
   ForwardOut forward(const torch::Tensor& ids, bool want_logits = true);
+  // Decoding (no grad, eval): logits (Tn, V) of the tokens ids (1, Tn) appended
+  // at positions cache.len ..; cache.len + Tn must not exceed max_len(). The MoE
+  // layers route the new tokens only, so a policy whose routing depends on the
+  // rest of the batch (capacity drops, expert choice) routes them as a batch of Tn.
+  torch::Tensor forward_cached(const torch::Tensor& ids, KVCache& cache);
   const std::vector<std::shared_ptr<MoeLayer>>& moe_layers() const { return moe_; }
   // Router parameters of every MoE layer (router-only training).
   std::vector<torch::Tensor> gate_parameters() const;

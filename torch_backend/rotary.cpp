@@ -13,12 +13,13 @@ Rotary::Rotary(int head_dim, int max_len, double theta) : max_len_(max_len) {
   sin_ = ang.sin().to(torch::kFloat);
 }
 
-torch::Tensor Rotary::apply(const torch::Tensor& x) const {
+torch::Tensor Rotary::apply(const torch::Tensor& x, std::int64_t offset) const {
   const auto T = x.size(2);
-  if (T > max_len_) throw Error("rotary: sequence of " + std::to_string(T) + " tokens exceeds data.seq_len=" + std::to_string(max_len_));
+  if (offset + T > max_len_)
+    throw Error("rotary: positions up to " + std::to_string(offset + T) + " exceed data.seq_len=" + std::to_string(max_len_));
   const auto half = x.size(3) / 2;
-  auto c = cos_.narrow(0, 0, T);
-  auto s = sin_.narrow(0, 0, T);
+  auto c = cos_.narrow(0, offset, T);
+  auto s = sin_.narrow(0, offset, T);
   auto halves = x.split(half, 3);
   const auto& x1 = halves[0];
   const auto& x2 = halves[1];

@@ -8,8 +8,8 @@ namespace moesim::torch_backend {
 class Rotary {
  public:
   Rotary(int head_dim, int max_len, double theta);
-  // x: (B, H, T, D) with T <= max_len; positions 0..T-1.
-  torch::Tensor apply(const torch::Tensor& x) const;
+  // x: (B, H, T, D) at positions offset .. offset+T-1, which must be < max_len.
+  torch::Tensor apply(const torch::Tensor& x, std::int64_t offset = 0) const;
   int max_len() const { return max_len_; }
 
  private:

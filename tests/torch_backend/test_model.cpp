@@ -295,3 +295,48 @@ TEST_CASE("loss signal: policies observe the negated per-token loss on served sl
   for (int e = 0; e < 4; ++e)
     if (a.counts[static_cast<std::size_t>(e)] > 0) CHECK(rep[0].second[static_cast<std::size_t>(e)] == Approx(-2.5));
 }
+
+TEST_CASE("decoding with the KV cache equals recomputing the context: logits, and the tokens of a seed",
+          "[torch][model]") {
+  auto cfg = tiny_config();
+  cfg.policy.knobs["dropless"] = "true";  // routing of a token then depends on that token alone
+  torch::manual_seed(6);
+  Transformer m(cfg, 64);
+  m.eval();
+  torch::NoGradGuard ng;
+  // A prefill of 5 tokens, then one token at a time up to max_len, against one
+  // full forward pass over the same 16 positions.
+  auto ids = torch::randint(3, 64, {1, 16}, torch::kLong);
+  const auto full = m.forward(ids).logits[0];
+  KVCache cache;
+  auto got = m.forward_cached(ids.narrow(1, 0, 5), cache);
+  for (int t = 5; t < 16; ++t) got = torch::cat({got, m.forward_cached(ids.narrow(1, t, 1), cache)}, 0);
+  CHECK(cache.len == 16);
+  CHECK((got - full).abs().max().item<float>() <= 1e-4f * (1.0f + full.abs().max().item<float>()));
+  CHECK_THROWS_AS(m.forward_cached(ids.narrow(1, 0, 1), cache), Error);  // position 17 > max_len
+
+  for (double temperature : {0.0, 0.8})
+    for (std::uint64_t seed : {1u, 2u}) {
+      SampleOptions opt;
+      opt.max_new_tokens = 13;  // prompt 3 + 13 = max_len: both modes see the same contexts
+      opt.temperature = temperature;
+      opt.seed = seed;
+      const auto cached = sample_tokens(m, {5, 6, 7}, opt);
+      opt.kv_cache = false;
+      CAPTURE(temperature, seed);
+      CHECK(sample_tokens(m, {5, 6, 7}, opt) == cached);
+      CHECK(cached.size() == 16);
+    }
+}
+
+TEST_CASE("decoding past max_len with the KV cache refills it and keeps going, deterministically", "[torch][model]") {
+  auto cfg = tiny_config();
+  torch::manual_seed(4);
+  Transformer m(cfg, 64);
+  SampleOptions opt;
+  opt.max_new_tokens = 40;  // 2.5 windows of 16
+  const std::vector<int> prompt(20, 9);  // longer than max_len already
+  const auto a = sample_tokens(m, prompt, opt);
+  CHECK(a.size() == 60);
+  CHECK(sample_tokens(m, prompt, opt) == a);
+}
