@@ -150,4 +150,20 @@ inline double row_sum_exp(const float* z, int n, float m) {
   return s;
 }
 
+// sum_e a[e] * b[e] in float over 16 lanes in a fixed order (lanes, then tail).
+inline float dot_f(const float* a, const float* b, int n) {
+  f32x16 acc{};
+  int e = 0;
+  for (; e + 16 <= n; e += 16) {
+    f32x16 x, y;
+    std::memcpy(&x, a + e, sizeof x);
+    std::memcpy(&y, b + e, sizeof y);
+    acc += x * y;
+  }
+  float s = 0.0f;
+  for (int l = 0; l < 16; ++l) s += acc[l];
+  for (; e < n; ++e) s += a[e] * b[e];
+  return s;
+}
+
 }  // namespace moesim

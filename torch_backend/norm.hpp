@@ -4,6 +4,11 @@
 
 namespace moesim::torch_backend {
 
+// One fused kernel each way (LibTorch's composition ran five forward and eight
+// backward kernels): y = x * rsqrt(mean(x^2, -1) + eps) * weight, the mean of
+// squares in double; the weight gradient is summed in a fixed order.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+
 class RMSNorm : public torch::nn::Module {
  public:
   RMSNorm(int dim, double eps);

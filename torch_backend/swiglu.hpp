@@ -5,6 +5,10 @@
 
 namespace moesim::torch_backend {
 
+// silu(g) * u for gu = [g | u] (..., 2H) -> (..., H), one fused kernel each way
+// (sigmoid by exp_fast, relative error below 2e-7).
+torch::Tensor silu_mul(const torch::Tensor& gu);
+
 // x: (N, dim); w13: (dim, 2*hidden); w2: (hidden, dim).
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2);
 

@@ -1,0 +1,111 @@
+// The fused fp32 kernels (norm.hpp, swiglu.hpp, rotary.hpp, attention.hpp)
+// against the LibTorch compositions they replace, evaluated in float64 by
+// autograd: outputs and the gradients of every input for a random upstream
+// gradient.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+
+#include "torch_backend/attention.hpp"
+#include "torch_backend/norm.hpp"
+#include "torch_backend/rotary.hpp"
+#include "torch_backend/swiglu.hpp"
+
+using namespace moesim::torch_backend;
+
+namespace {
+
+// max |a - b| relative to max |b| (+ a floor for all-zero references).
+double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto bd = b.to(torch::kDouble);
+  return (a.to(torch::kDouble) - bd).abs().max().item<double>() / (bd.abs().max().item<double>() + 1e-30);
+}
+
+// A leaf copy in float64 for the reference and one in float32 for the kernel.
+std::pair<torch::Tensor, torch::Tensor> leaves(const torch::Tensor& x) {
+  return {x.to(torch::kDouble).detach().requires_grad_(true), x.to(torch::kFloat).detach().requires_grad_(true)};
+}
+
+}  // namespace
+
+TEST_CASE("rms_norm equals x * rsqrt(mean(x^2) + eps) * w, forward and gradients", "[torch][fused]") {
+  torch::manual_seed(1);
+  for (int D : {7, 64, 256}) {
+    auto [xd, xf] = leaves(torch::randn({3, 70, D}) * 3);  // 210 rows: several reduction blocks
+    auto [wd, wf] = leaves(torch::randn({D}));
+    const auto g = torch::randn({3, 70, D});
+    const auto ref = xd * torch::rsqrt(xd.pow(2).mean(-1, true) + 1e-5) * wd;
+    const auto got = rms_norm(xf, wf, 1e-5);
+    CAPTURE(D);
+    CHECK(rel_err(got, ref) < 1e-6);
+    (ref * g.to(torch::kDouble)).sum().backward();
+    (got * g).sum().backward();
+    CHECK(rel_err(xf.grad(), xd.grad()) < 1e-5);
+    CHECK(rel_err(wf.grad(), wd.grad()) < 1e-5);
+  }
+}
+
+TEST_CASE("silu_mul equals silu(g) * u over [g | u], forward and gradient", "[torch][fused]") {
+  torch::manual_seed(2);
+  auto [gd, gf] = leaves(torch::randn({50, 2 * 33}) * 4);
+  const auto up = torch::randn({50, 33});
+  const auto halves = gd.split(33, -1);
+  const auto ref = torch::silu(halves[0]) * halves[1];
+  const auto got = silu_mul(gf);
+  CHECK(rel_err(got, ref) < 1e-6);
+  (ref * up.to(torch::kDouble)).sum().backward();
+  (got * up).sum().backward();
+  CHECK(rel_err(gf.grad(), gd.grad()) < 1e-5);
+}
+
+TEST_CASE("qkv_rope equals the permuted split with rotary positions, forward and gradient", "[torch][fused]") {
+  torch::manual_seed(3);
+  const int B = 2, T = 9, H = 3, hd = 8;
+  Rotary rope(hd, 12, 10000.0);
+  auto [xd, xf] = leaves(torch::randn({B, T, 3 * H * hd}));
+  // Reference: the rotate-half formula in float64 on the same tables.
+  const auto c = rope.cos_table().narrow(0, 0, T).to(torch::kDouble), s = rope.sin_table().narrow(0, 0, T).to(torch::kDouble);
+  auto parts = xd.view({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+  auto rot = [&](const torch::Tensor& x) {
+    auto h = x.split(hd / 2, 3);
+    return torch::cat({h[0] * c - h[1] * s, h[0] * s + h[1] * c}, 3).reshape({B * H, T, hd});
+  };
+  const std::vector<torch::Tensor> ref = {rot(parts[0]), rot(parts[1]), parts[2].reshape({B * H, T, hd})};
+  const auto got = qkv_rope(xf, H, rope);
+  torch::Tensor lr = torch::zeros({}, torch::kDouble), lg = torch::zeros({});
+  for (int i = 0; i < 3; ++i) {
+    CAPTURE(i);
+    CHECK(rel_err(got[static_cast<std::size_t>(i)], ref[static_cast<std::size_t>(i)]) < 1e-6);
+    const auto up = torch::randn({B * H, T, hd});
+    lr = lr + (ref[static_cast<std::size_t>(i)] * up.to(torch::kDouble)).sum();
+    lg = lg + (got[static_cast<std::size_t>(i)] * up).sum();
+  }
+  lr.backward();
+  lg.backward();
+  CHECK(rel_err(xf.grad(), xd.grad()) < 1e-5);
+  // A gradient reaching only q and v (k unused) is the same as k's being zero.
+  auto x2 = xf.detach().clone().requires_grad_(true);
+  const auto o = qkv_rope(x2, H, rope);
+  (o[0].sum() + o[2].sum()).backward();
+  CHECK(x2.grad().view({B, T, 3, H * hd}).select(2, 1).abs().max().item<float>() == 0.0f);
+}
+
+TEST_CASE("causal_softmax equals softmax(scale * scores) with later keys masked, forward and gradient",
+          "[torch][fused]") {
+  torch::manual_seed(4);
+  for (int T : {1, 5, 40}) {
+    auto [sd, sf] = leaves(torch::randn({6, T, T}) * 5);
+    const double scale = 0.37;
+    const auto mask = torch::ones({T, T}, torch::kBool).triu(1);
+    const auto ref = torch::softmax((sd * scale).masked_fill(mask, -std::numeric_limits<double>::infinity()), -1);
+    const auto got = causal_softmax(sf, scale);
+    CAPTURE(T);
+    CHECK(rel_err(got, ref) < 1e-6);
+    CHECK(got.masked_select(mask.expand({6, T, T})).abs().sum().item<float>() == 0.0f);
+    const auto up = torch::randn({6, T, T});
+    (ref * up.to(torch::kDouble)).sum().backward();
+    (got * up).sum().backward();
+    CHECK(rel_err(sf.grad(), sd.grad()) < 1e-5);
+  }
+}
