@@ -23,6 +23,7 @@
 #include "torch_backend/fused_ce.hpp"
 #include "metrics/load_metrics.hpp"
 #include "torch_backend/lr_schedule.hpp"
+#include "torch_backend/optim.hpp"
 #include "trace/trace.hpp"
 #include "torch_backend/gemm.hpp"
 #include "torch_backend/runtime.hpp"
@@ -281,8 +282,8 @@ StepStats Trainer::step() {
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
   {
     RECORD_FUNCTION("moesim::optimizer", std::vector<c10::IValue>());
-    st.grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, max_norm);
-    opt_->step();
+    st.grad_norm = clip_grad_norm(trainable_, max_norm);
+    fused_adamw_step(*opt_);
   }
   ++step_;
   tokens_seen_ += st.tokens;

@@ -1,0 +1,105 @@
+#include "torch_backend/optim.hpp"
+
+#include <ATen/Parallel.h>
+#include <c10/util/string_utils.h>
+
+#include <cmath>
+#include <stdexcept>
+
+namespace moesim::torch_backend {
+
+namespace {
+
+constexpr std::int64_t kChunk = 1 << 14;  // elements per reduction chunk: a fixed order for any thread count
+
+// sum of x^2 over a contiguous fp32 gradient, in double, chunk sums added in order.
+double sum_squares(const torch::Tensor& g) {
+  const auto n = g.numel();
+  const float* p = g.data_ptr<float>();
+  const auto chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> part(static_cast<std::size_t>(chunks), 0.0);
+  at::parallel_for(0, chunks, 1, [&](std::int64_t c0, std::int64_t c1) {
+    for (auto c = c0; c < c1; ++c) {
+      double acc[8] = {};
+      const auto lo = c * kChunk, hi = std::min(n, lo + kChunk);
+      auto i = lo;
+      for (; i + 8 <= hi; i += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += static_cast<double>(p[i + l]) * p[i + l];
+      for (; i < hi; ++i) acc[0] += static_cast<double>(p[i]) * p[i];
+      double s = 0.0;
+      for (double a : acc) s += a;
+      part[static_cast<std::size_t>(c)] = s;
+    }
+  });
+  double s = 0.0;
+  for (double x : part) s += x;
+  return s;
+}
+
+void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, float decay, float beta1, float beta2,
+                  float inv_sqrt_bc2, float eps, float step_size) {
+  at::parallel_for(0, n, kChunk, [&](std::int64_t lo, std::int64_t hi) {
+    const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
+    for (auto i = lo; i < hi; ++i) {
+      const float gi = g[i];
+      const float mi = m[i] * beta1 + a1 * gi;
+      const float vi = v[i] * beta2 + a2 * gi * gi;
+      m[i] = mi;
+      v[i] = vi;
+      p[i] = p[i] * decay - step_size * (mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps));
+    }
+  });
+}
+
+}  // namespace
+
+void fused_adamw_step(torch::optim::AdamW& opt) {
+  torch::NoGradGuard ng;
+  for (auto& group : opt.param_groups()) {
+    auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
+    if (o.amsgrad()) throw std::invalid_argument("fused_adamw_step: amsgrad is not supported");
+    const auto [beta1, beta2] = o.betas();
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (p.scalar_type() != torch::kFloat || !p.is_contiguous())
+        throw std::invalid_argument("fused_adamw_step: parameters must be contiguous fp32");
+      const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      auto& slot = opt.state()[key];
+      if (!slot) {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(0);
+        st->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        st->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        slot = std::move(st);
+      }
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*slot);
+      st.step(st.step() + 1);
+      const auto t = static_cast<double>(st.step());
+      const double bc1 = 1.0 - std::pow(beta1, t), bc2 = 1.0 - std::pow(beta2, t);
+      const auto g = p.grad().contiguous();
+      adamw_update(p.data_ptr<float>(), g.data_ptr<float>(), st.exp_avg().data_ptr<float>(),
+                   st.exp_avg_sq().data_ptr<float>(), p.numel(), static_cast<float>(1.0 - o.lr() * o.weight_decay()),
+                   static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 / std::sqrt(bc2)),
+                   static_cast<float>(o.eps()), static_cast<float>(o.lr() / bc1));
+    }
+  }
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard ng;
+  double ss = 0.0;
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    if (p.grad().scalar_type() != torch::kFloat) throw std::invalid_argument("clip_grad_norm: gradients must be fp32");
+    grads.push_back(p.grad());
+    ss += sum_squares(grads.back().contiguous());
+  }
+  const double norm = std::sqrt(ss);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0)
+    for (auto& g : grads) g.mul_(coef);
+  return norm;
+}
+
+}  // namespace moesim::torch_backend
