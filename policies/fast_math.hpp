@@ -1,9 +1,10 @@
 #pragma once
 // Branch-free exp and ln the compiler vectorises (std::exp is an opaque libm call
 // without -ffast-math). exp_fast: relative error < 2e-7 on [-87, 88] (Cephes
-// expf polynomial); it feeds selection scores (loss-free bias routing) and
-// full-row softmax denominators, never a combine weight's own numerator, which
-// stays std::exp so weights match the LibTorch recompute to float rounding.
+// expf polynomial), within two float ulps of std::exp; it feeds selection
+// scores, softmax denominators and the common combine-weight rules (the
+// LibTorch backend recomputes its weights from the logits in any case; the
+// property tests hold every rule to 2e-5 of a float64 evaluation).
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -13,7 +14,8 @@
 namespace moesim {
 
 // Cephes expf: n = round(x / ln2), r = x - n ln2 (in two parts, so the reduction
-// stays exact), exp(x) = 2^n * (1 + r + r^2 p(r)). One template for the scalar
+// stays exact), exp(x) = 2^n * (1 + r + r^2 p(r)); 0 below -87.34 (where float
+// exp turns subnormal), 2^127-ish above 88. One template for the scalar
 // and the 16-lane form, so both run the same operations (tests compare them).
 // n is rounded by the 1.5 * 2^23 shift: std::floor is a libm call here (GCC
 // inlines it only without -ftrapping-math), which kept every loop scalar.
@@ -23,6 +25,9 @@ inline F exp_fast_t(F x) {
     return std::bit_cast<F>((std::bit_cast<I>(a) & take_a) | (std::bit_cast<I>(b) & ~take_a));
   };
   const F lo = F{} - 87.0f, hi = F{} + 88.0f;  // plain compares: std::fmin/fmax are libm calls
+  const F tiny = F{} - 87.33655f;                // below: 0, as the float exp underflows (subnormals flushed)
+  const F zero{};
+  auto under = x < tiny;
   if constexpr (std::is_same_v<F, float>) {
     x = x < lo ? lo : x;
     x = x > hi ? hi : x;
@@ -43,7 +48,11 @@ inline F exp_fast_t(F x) {
     ni = static_cast<I>(n);
   else
     ni = __builtin_convertvector(n, I);
-  return y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
+  const F r2 = y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
+  if constexpr (std::is_same_v<F, float>)
+    return under ? zero : r2;
+  else
+    return select(under, zero, r2);
 }
 
 using f32x16 = float __attribute__((vector_size(64)));

@@ -78,6 +78,10 @@ class Policy {
   virtual bool reads_gate_input() const { return false; }
 
  protected:
+  // Optional: true when do_route() refuses non-finite logits itself, inside its
+  // selection pass and with check_finite's error, before changing any state;
+  // route() then skips its own pass over the T x E logits.
+  virtual bool checks_logits() const { return false; }
   virtual void do_route(const RouteInput& in, Rng& rng, Assignment& out) = 0;
   virtual void do_observe(const Assignment&, const float*) {}
   virtual void save_state(StateWriter&) const {}

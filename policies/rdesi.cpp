@@ -102,30 +102,22 @@ std::vector<NamedVector> RdesiPolicy::state_vectors() const {
   return {{"reputation", R_}, {"load", L_}, {"counts", N_i_}, {"score_bias", score_bias()}};
 }
 
-void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
+// Per row, for exploration or score noise: the draw order is fixed (epsilon
+// coin, then noise, then the random pick) so a knob that is off consumes no
+// randomness and cannot shift the others.
+void RdesiPolicy::route_rows(const RouteInput& in, Rng& rng, Assignment& out, float* slots) {
   const int T = in.tokens, E = experts(), k = this->k();
-  out.reset(T, E, k);
-  const auto b = score_bias();
-  bias_.assign(b.begin(), b.end());
-  for (int e = 0; e < E; ++e)
-    if (!std::isfinite(bias_[e]))
-      fail("selection-score bias of expert " + std::to_string(e) + " (beta*R - gamma*L + UCB bonus) = " +
-           std::to_string(b[e]) + " is not a finite float; reduce beta, gamma or ucb_c");
   const float* bias = bias_.data();
-
   float val_small[64];
   std::vector<float> val_big(k > 64 ? static_cast<std::size_t>(k) : 0);
   float* val = k > 64 ? val_big.data() : val_small;
   if (noise_ > 0.0) scores_.resize(static_cast<std::size_t>(E));
   if (epsilon_ > 0.0) perm_.resize(static_cast<std::size_t>(E));
 
-  float* slots = tail_.slot_logits(T, k);
   for (int t = 0; t < T; ++t) {
     const float* z = in.logits + static_cast<std::size_t>(t) * E;
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * k;
     float* off = out.offset.data() + static_cast<std::size_t>(t) * k;
-    // Draw order is fixed (epsilon coin, then noise, then the random pick) so a
-    // knob that is off consumes no randomness and cannot shift the others.
     const bool explore = epsilon_ > 0.0 && rng.uniform() < epsilon_;
     if (noise_ > 0.0) {
       for (int e = 0; e < E; ++e)
@@ -151,6 +143,45 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
         if (ex[j] >= 0) off[j] = noise_ > 0.0 ? scores_[ex[j]] - z[ex[j]] : bias[ex[j]];
     }
     gather_slot_logits(z, ex, k, slots + static_cast<std::size_t>(t) * k);
+  }
+}
+
+void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
+  const int T = in.tokens, E = experts(), k = this->k();
+  out.reset(T, E, k);
+  const auto b = score_bias();
+  bias_.assign(b.begin(), b.end());
+  for (int e = 0; e < E; ++e)
+    if (!std::isfinite(bias_[e]))
+      fail("selection-score bias of expert " + std::to_string(e) + " (beta*R - gamma*L + UCB bonus) = " +
+           std::to_string(b[e]) + " is not a finite float; reduce beta, gamma or ucb_c");
+  const float* bias = bias_.data();
+
+  float* slots = tail_.slot_logits(T, k);
+  if (noise_ > 0.0 || epsilon_ > 0.0) {
+    route_rows(in, rng, out, slots);
+  } else {
+    // Blocks of 16 rows through the row-parallel kernel (z + bias), which also
+    // checks every logit (checks_logits()); offsets, ties and slot logits while
+    // the block is in L1.
+    std::vector<float> vals(static_cast<std::size_t>(16) * k);
+    bool finite = true;
+    for (int t0 = 0; t0 < T; t0 += 16) {
+      const int n = T - t0 < 16 ? T - t0 : 16;
+      const std::size_t row0 = static_cast<std::size_t>(t0) * E, slot0 = static_cast<std::size_t>(t0) * k;
+      finite &= topk_rows(in.logits + row0, n, E, k, out.expert.data() + slot0, vals.data(), bias);
+      for (int r = 0; r < n; ++r) {
+        const float* z = in.logits + row0 + static_cast<std::size_t>(r) * E;
+        std::int32_t* ex = out.expert.data() + slot0 + static_cast<std::size_t>(r) * k;
+        if (tie_ == TieBreak::Random)
+          shuffle_ties(E, k, [z, bias](int e) { return z[e] + bias[e]; }, ex, vals.data() + r * k, rng);
+        if (weights_on_scores_)
+          for (int j = 0; j < k; ++j)
+            if (ex[j] >= 0) out.offset[slot0 + static_cast<std::size_t>(r) * k + j] = bias[ex[j]];
+        gather_slot_logits(z, ex, k, slots + slot0 + static_cast<std::size_t>(r) * k);
+      }
+    }
+    if (!finite) check_finite(in.logits, T, E, name().c_str());
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)

@@ -45,11 +45,13 @@ class RdesiPolicy : public Policy {
 
  protected:
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
+  bool checks_logits() const override { return noise_ <= 0.0 && epsilon_ <= 0.0 && tie_ == TieBreak::LowIndex; }
   void do_observe(const Assignment& a, const float* perf) override;
   void save_state(StateWriter& w) const override;
   void load_state(StateReader& r) override;
 
  private:
+  void route_rows(const RouteInput& in, Rng& rng, Assignment& out, float* slots);
   enum class Decay { None, Idle, AllBeforeEma, AllAfterEma };
   double beta_, gamma_, alpha_, ucb_c_, ucb_eps_, decay_rate_, load_alpha_, epsilon_, noise_;
   Decay decay_on_;

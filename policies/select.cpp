@@ -60,7 +60,7 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
       for (int j = 0; j < W; ++j)
         if (ex[j] >= 0) m = std::max(m, zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
       for (int j = 0; j < W; ++j) {
-        w[j] = ex[j] >= 0 ? std::exp(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
+        w[j] = ex[j] >= 0 ? exp_fast(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
         s += w[j];
       }
     } else if constexpr (R == WeightRule::SoftmaxGather) {
@@ -104,7 +104,7 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
       for (int j = 0; j < W; ++j) moderate &= ex[j] < 0 || zs(j) > -80.0f;
       if (moderate) {
         for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-zs(j))) : 0.0f;
+          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + exp_fast(-zs(j))) : 0.0f;
           s += w[j];
         }
         const float inv = s > 0.0f ? 1.0f / s : 0.0f;

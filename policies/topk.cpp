@@ -101,17 +101,39 @@ double group_value(GroupValues g, float v, float rowmax) {
 
 }  // namespace
 
-void TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
+bool TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
                           float* slot_logits) {
   float small[64];
   std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
   float* v = k > 64 ? big.data() : small;
-  for (int t = 0; t < tokens; ++t) {
-    const std::size_t row = static_cast<std::size_t>(t) * experts, slot = static_cast<std::size_t>(t) * k;
-    std::int32_t* idx = out.expert.data() + slot;
-    select_row(sel + row, idx, v, rng);
-    if (slot_logits) gather_slot_logits(logits + row, idx, k, slot_logits + slot);
+  if (groups > 1 || k > 8) {
+    for (int t = 0; t < tokens; ++t) {
+      const std::size_t row = static_cast<std::size_t>(t) * experts, slot = static_cast<std::size_t>(t) * k;
+      std::int32_t* idx = out.expert.data() + slot;
+      select_row(sel + row, idx, v, rng);
+      if (slot_logits) gather_slot_logits(logits + row, idx, k, slot_logits + slot);
+    }
+    return true;
   }
+  // Blocks of 16 rows through the row-parallel kernel; ties and the slot
+  // logits are handled while the block is still in L1.
+  float vals[16 * 8];
+  bool finite = true;
+  for (int t0 = 0; t0 < tokens; t0 += 16) {
+    const int n = tokens - t0 < 16 ? tokens - t0 : 16;
+    const std::size_t row0 = static_cast<std::size_t>(t0) * experts;
+    std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
+    finite &= topk_rows(sel + row0, n, experts, k, idx0, vals);
+    for (int r = 0; r < n; ++r) {
+      const float* z = sel + row0 + static_cast<std::size_t>(r) * experts;
+      std::int32_t* idx = idx0 + r * k;
+      if (tie == TieBreak::Random) shuffle_ties(experts, k, [z](int e) { return z[e]; }, idx, vals + r * k, rng);
+      if (slot_logits)
+        gather_slot_logits(logits + row0 + static_cast<std::size_t>(r) * experts, idx, k,
+                           slot_logits + static_cast<std::size_t>(t0 + r) * k);
+    }
+  }
+  return finite;
 }
 
 void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& rng) {
@@ -164,7 +186,10 @@ TopKPolicy::TopKPolicy(int experts, int k, const Knobs& knobs)
 
 void TopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   out.reset(in.tokens, experts(), k());
-  sel_.select(in.logits, in.tokens, out, rng, in.logits, tail_.slot_logits(in.tokens, k()));
+  // A non-finite logit is refused here, by check_finite's own error, when the
+  // selection pass looked at every logit (checks_logits()).
+  if (!sel_.select(in.logits, in.tokens, out, rng, in.logits, tail_.slot_logits(in.tokens, k())))
+    check_finite(in.logits, in.tokens, experts(), name().c_str());
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

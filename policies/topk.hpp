@@ -38,8 +38,13 @@ struct TopKSelector {
   TieBreak tie = TieBreak::LowIndex;
   // Writes the wanted experts (tokens x k) for `sel` values into out.expert, and,
   // when slot_logits is given, the `logits` of those experts into it (tokens x k).
-  void select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits = nullptr,
+  // Returns false when a `sel` value was NaN or infinite, as far as it looked:
+  // always true unless scans_finite().
+  bool select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits = nullptr,
               float* slot_logits = nullptr);
+  // Whether select() checks every `sel` value for finiteness in its selection pass
+  // (no groups, k <= 8, lower-index ties) and consumes no randomness.
+  bool scans_finite() const { return groups <= 1 && k <= 8 && tie == TieBreak::LowIndex; }
   // One token: the k best of z[0..experts) into idx, their values into val.
   void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
   void configure(const Knobs& knobs, const std::string& owner, GroupValues values);
@@ -71,6 +76,7 @@ class TopKPolicy : public Policy {
 
  protected:
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
+  bool checks_logits() const override { return sel_.scans_finite(); }
 
  private:
   CapacityConfig cap_;

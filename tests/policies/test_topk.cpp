@@ -528,3 +528,32 @@ TEST_CASE("topk preset megatron equals Megatron-Core's routing and token droppin
     }
   });
 }
+
+TEST_CASE("topk_rows equals topk_row on every row, for any T, E and k, with bias and with -inf rows") {
+  rc::prop("topk_rows(T rows) == topk_row per row", [] {
+    const int T = *rc::gen::inRange(1, 70);
+    const int n = *rc::gen::inRange(1, 90);
+    const int k = *rc::gen::inRange(1, std::min(n, 10) + 1);
+    const bool with_bias = *rc::gen::arbitrary<bool>();
+    const int style = *rc::gen::inRange(0, 3);  // continuous, few distinct values (ties), some -inf rows
+    testutil::DataRng r(*rc::gen::arbitrary<std::uint64_t>());
+    std::vector<float> z(static_cast<std::size_t>(T) * n), bias(static_cast<std::size_t>(n));
+    for (auto& x : z) x = style == 1 ? static_cast<float>(r.below(3)) : static_cast<float>(r.unit() * 8.0 - 4.0);
+    if (style == 2)
+      for (int t = 0; t < T; t += 3)
+        for (int e = 0; e < n; ++e)
+          if (r.below(2)) z[static_cast<std::size_t>(t) * n + e] = -std::numeric_limits<float>::infinity();
+    for (auto& b : bias) b = style == 1 ? static_cast<float>(r.below(2)) : static_cast<float>(r.unit() - 0.5);
+    const float* bp = with_bias ? bias.data() : nullptr;
+    std::vector<std::int32_t> got(static_cast<std::size_t>(T) * k), want(static_cast<std::size_t>(k));
+    std::vector<float> gv(static_cast<std::size_t>(T) * k), wv(static_cast<std::size_t>(k));
+    moesim::topk_rows(z.data(), T, n, k, got.data(), gv.data(), bp);
+    for (int t = 0; t < T; ++t) {
+      moesim::topk_row(z.data() + static_cast<std::size_t>(t) * n, n, k, want.data(), wv.data(), bp);
+      for (int j = 0; j < k; ++j) {
+        RC_ASSERT(got[static_cast<std::size_t>(t) * k + j] == want[static_cast<std::size_t>(j)]);
+        RC_ASSERT(gv[static_cast<std::size_t>(t) * k + j] == wv[static_cast<std::size_t>(j)]);
+      }
+    }
+  });
+}
