@@ -27,32 +27,34 @@ LossFreePolicy::LossFreePolicy(int experts, int k, const Knobs& kn)
 void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
   out.reset(T, E, k);
-  s_.resize(static_cast<std::size_t>(E));
   fbias_.assign(bias_.begin(), bias_.end());
   const bool sigmoid = spec_.rule == WeightRule::SigmoidGather;
   const bool sqrtsp = spec_.rule == WeightRule::SqrtSoftplusGather;
-  float val_small[64];
-  std::vector<float> val_big(k > 64 ? static_cast<std::size_t>(k) : 0);
-  float* val = k > 64 ? val_big.data() : val_small;
+  // The bias is added to scores, not logits, so the scores of a block of 16 rows
+  // are materialised (vectorised exp) and selected through the row-parallel kernel.
+  s_.resize(static_cast<std::size_t>(16) * E);
+  std::vector<float> vals(static_cast<std::size_t>(16) * k);
   float* slots = tail_.slot_logits(T, k);
-  for (int t = 0; t < T; ++t) {
-    const float* z = in.logits + static_cast<std::size_t>(t) * E;
-    // The bias is added to scores, not logits, so s must be materialised; the
-    // vectorised exp keeps this at the cost of the top-k itself.
-    if (sigmoid) {
-      for (int e = 0; e < E; ++e) s_[e] = 1.0f / (1.0f + exp_fast(-z[e])) + fbias_[e];
-    } else if (sqrtsp) {
-      for (int e = 0; e < E; ++e) s_[e] = static_cast<float>(std::sqrt(softplus(z[e]))) + fbias_[e];
-    } else {
-      const float m = *std::max_element(z, z + E);
-      float sum = 0.0f;
-      for (int e = 0; e < E; ++e) s_[e] = exp_fast(z[e] - m);
-      for (int e = 0; e < E; ++e) sum += s_[e];
-      for (int e = 0; e < E; ++e) s_[e] = s_[e] / sum + fbias_[e];
+  for (int t0 = 0; t0 < T; t0 += 16) {
+    const int n = T - t0 < 16 ? T - t0 : 16;
+    for (int r = 0; r < n; ++r) {
+      const float* z = in.logits + static_cast<std::size_t>(t0 + r) * E;
+      float* sr = s_.data() + static_cast<std::size_t>(r) * E;
+      if (sigmoid) {
+        for (int e = 0; e < E; ++e) sr[e] = 1.0f / (1.0f + exp_fast(-z[e])) + fbias_[e];
+      } else if (sqrtsp) {
+        for (int e = 0; e < E; ++e) sr[e] = static_cast<float>(std::sqrt(softplus(z[e]))) + fbias_[e];
+      } else {
+        const float m = row_max(z, E);
+        const auto inv = static_cast<float>(1.0 / row_sum_exp(z, E, m));
+        for (int e = 0; e < E; ++e) sr[e] = exp_fast(z[e] - m) * inv + fbias_[e];
+      }
     }
-    std::int32_t* idx = out.expert.data() + static_cast<std::size_t>(t) * k;
-    sel_.select_row(s_.data(), idx, val, rng);
-    gather_slot_logits(z, idx, k, slots + static_cast<std::size_t>(t) * k);
+    std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
+    sel_.select_block(s_.data(), n, idx0, vals.data(), rng);
+    for (int r = 0; r < n; ++r)
+      gather_slot_logits(in.logits + static_cast<std::size_t>(t0 + r) * E, idx0 + r * k, k,
+                         slots + static_cast<std::size_t>(t0 + r) * k);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)

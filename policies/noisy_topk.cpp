@@ -53,30 +53,38 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
   const std::uint64_t per_row = (static_cast<std::uint64_t>(E) + 1) / 2;
   const auto sd = static_cast<float>(std_);
   out.reset(T, E, k);
-  noisy_.resize(static_cast<std::size_t>(E));
-  float small[64];
-  std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
-  float* v = k > 64 ? big.data() : small;
+  // Blocks of 16 rows: drawn, perturbed and selected while they are in L1.
+  noisy_.resize(static_cast<std::size_t>(16) * E);
+  std::vector<float> vals(static_cast<std::size_t>(16) * k);
   float* slots = tail_.slot_logits(T, k);
-  float* row = noisy_.data();
-  for (int t = 0; t < T; ++t) {
-    const std::size_t r = static_cast<std::size_t>(t) * E, s = static_cast<std::size_t>(t) * k;
-    const float* b = base + r;
-    if (noisy) {
-      if (noise_ == Noise::Gaussian)
-        normal_.fill(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
-      else
-        fill_gumbel(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
-      for (int e = 0; e < E; ++e) row[e] += b[e];
-    } else {
-      std::copy(b, b + E, row);
+  for (int t0 = 0; t0 < T; t0 += 16) {
+    const int n = T - t0 < 16 ? T - t0 : 16;
+    for (int r = 0; r < n; ++r) {
+      const int t = t0 + r;
+      const float* b = base + static_cast<std::size_t>(t) * E;
+      float* row = noisy_.data() + static_cast<std::size_t>(r) * E;
+      if (noisy) {
+        if (noise_ == Noise::Gaussian)
+          normal_.fill(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
+        else
+          fill_gumbel(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
+        for (int e = 0; e < E; ++e) row[e] += b[e];
+      } else {
+        std::copy(b, b + E, row);
+      }
     }
-    std::int32_t* idx = out.expert.data() + s;
-    sel_.select_row(row, idx, v, rng);
-    gather_slot_logits(in.logits + r, idx, k, slots + s);
-    if (weights_noisy_)
-      for (int j = 0; j < k; ++j)  // an unselectable slot is refused by the tail by name
-        if (idx[j] >= 0) out.offset[s + static_cast<std::size_t>(j)] = row[idx[j]] - in.logits[r + static_cast<std::size_t>(idx[j])];
+    std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
+    sel_.select_block(noisy_.data(), n, idx0, vals.data(), rng);
+    for (int r = 0; r < n; ++r) {
+      const std::size_t zr = static_cast<std::size_t>(t0 + r) * E, s = static_cast<std::size_t>(t0 + r) * k;
+      const std::int32_t* idx = idx0 + r * k;
+      gather_slot_logits(in.logits + zr, idx, k, slots + s);
+      if (weights_noisy_)
+        for (int j = 0; j < k; ++j)  // an unselectable slot is refused by the tail by name
+          if (idx[j] >= 0)
+            out.offset[s + static_cast<std::size_t>(j)] =
+                noisy_[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(idx[j])] - in.logits[zr + static_cast<std::size_t>(idx[j])];
+    }
   }
   tail_.finish(in.logits, cap_, spec_, out);
 }

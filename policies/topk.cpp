@@ -101,37 +101,35 @@ double group_value(GroupValues g, float v, float rowmax) {
 
 }  // namespace
 
-bool TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
-                          float* slot_logits) {
-  float small[64];
-  std::vector<float> big(k > 64 ? static_cast<std::size_t>(k) : 0);
-  float* v = k > 64 ? big.data() : small;
+bool TopKSelector::select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng) {
   if (groups > 1 || k > 8) {
-    for (int t = 0; t < tokens; ++t) {
-      const std::size_t row = static_cast<std::size_t>(t) * experts, slot = static_cast<std::size_t>(t) * k;
-      std::int32_t* idx = out.expert.data() + slot;
-      select_row(sel + row, idx, v, rng);
-      if (slot_logits) gather_slot_logits(logits + row, idx, k, slot_logits + slot);
-    }
+    for (int r = 0; r < n; ++r)
+      select_row(z + static_cast<std::size_t>(r) * experts, idx + r * k, val + r * k, rng);
     return true;
   }
-  // Blocks of 16 rows through the row-parallel kernel; ties and the slot
-  // logits are handled while the block is still in L1.
-  float vals[16 * 8];
+  const bool finite = topk_rows(z, n, experts, k, idx, val);
+  if (tie == TieBreak::Random)
+    for (int r = 0; r < n; ++r) {
+      const float* zr = z + static_cast<std::size_t>(r) * experts;
+      shuffle_ties(experts, k, [zr](int e) { return zr[e]; }, idx + r * k, val + r * k, rng);
+    }
+  return finite;
+}
+
+bool TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
+                          float* slot_logits) {
+  // Blocks of 16 rows; the slot logits are gathered while the block is in L1.
+  std::vector<float> vals(static_cast<std::size_t>(16) * k);
   bool finite = true;
   for (int t0 = 0; t0 < tokens; t0 += 16) {
     const int n = tokens - t0 < 16 ? tokens - t0 : 16;
     const std::size_t row0 = static_cast<std::size_t>(t0) * experts;
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
-    finite &= topk_rows(sel + row0, n, experts, k, idx0, vals);
-    for (int r = 0; r < n; ++r) {
-      const float* z = sel + row0 + static_cast<std::size_t>(r) * experts;
-      std::int32_t* idx = idx0 + r * k;
-      if (tie == TieBreak::Random) shuffle_ties(experts, k, [z](int e) { return z[e]; }, idx, vals + r * k, rng);
-      if (slot_logits)
-        gather_slot_logits(logits + row0 + static_cast<std::size_t>(r) * experts, idx, k,
+    finite &= select_block(sel + row0, n, idx0, vals.data(), rng);
+    if (slot_logits)
+      for (int r = 0; r < n; ++r)
+        gather_slot_logits(logits + row0 + static_cast<std::size_t>(r) * experts, idx0 + r * k, k,
                            slot_logits + static_cast<std::size_t>(t0 + r) * k);
-    }
   }
   return finite;
 }

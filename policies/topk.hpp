@@ -47,6 +47,10 @@ struct TopKSelector {
   bool scans_finite() const { return groups <= 1 && k <= 8 && tie == TieBreak::LowIndex; }
   // One token: the k best of z[0..experts) into idx, their values into val.
   void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
+  // n <= 16 consecutive rows of z (idx, val: n x k), through the row-parallel
+  // kernel where it applies; returns false when a z value was not finite (as far
+  // as scans_finite() looks).
+  bool select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng);
   void configure(const Knobs& knobs, const std::string& owner, GroupValues values);
 
  private:
