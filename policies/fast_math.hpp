@@ -2,9 +2,9 @@
 // Branch-free exp and ln the compiler vectorises (std::exp is an opaque libm call
 // without -ffast-math). exp_fast: relative error < 2e-7 on [-87, 88] (Cephes
 // expf polynomial), within two float ulps of std::exp; it feeds selection
-// scores, softmax denominators and the common combine-weight rules (the
-// LibTorch backend recomputes its weights from the logits in any case; the
-// property tests hold every rule to 2e-5 of a float64 evaluation).
+// scores and softmax denominators, in loops that vectorise. One value at a time
+// (a combine weight's numerator) glibc's table-driven expf is faster than this
+// chain of dependent multiply-adds, so those stay std::exp.
 #include <bit>
 #include <cmath>
 #include <cstdint>

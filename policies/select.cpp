@@ -41,7 +41,7 @@ namespace {
 // One rule per instantiation: the switch is hoisted out of the token loop.
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
-template <WeightRule R, bool Renorm>
+template <WeightRule R, bool Renorm, bool Slots>
 void weights_for(const float* logits, const float* slot_logits, const std::int32_t* slots, Assignment& a) {
   const int W = a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
@@ -50,8 +50,13 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
     const std::int32_t* ex = slots + static_cast<std::size_t>(t) * W;
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
     float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
-    const float* sl = slot_logits ? slot_logits + static_cast<std::size_t>(t) * W : nullptr;
-    auto zs = [z, ex, sl](int j) { return sl ? sl[j] : z[ex[j]]; };
+    const float* sl = Slots ? slot_logits + static_cast<std::size_t>(t) * W : nullptr;
+    auto zs = [z, ex, sl](int j) {
+      if constexpr (Slots)
+        return sl[j];
+      else
+        return z[ex[j]];
+    };
     float s = 0.0f;
     if constexpr (R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm)) {
       // Softmax over the served slots; renormalised softmax-gather is the same
@@ -60,7 +65,7 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
       for (int j = 0; j < W; ++j)
         if (ex[j] >= 0) m = std::max(m, zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
       for (int j = 0; j < W; ++j) {
-        w[j] = ex[j] >= 0 ? exp_fast(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
+        w[j] = ex[j] >= 0 ? std::exp(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
         s += w[j];
       }
     } else if constexpr (R == WeightRule::SoftmaxGather) {
@@ -104,7 +109,7 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
       for (int j = 0; j < W; ++j) moderate &= ex[j] < 0 || zs(j) > -80.0f;
       if (moderate) {
         for (int j = 0; j < W; ++j) {
-          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + exp_fast(-zs(j))) : 0.0f;
+          w[j] = ex[j] >= 0 ? 1.0f / (1.0f + std::exp(-zs(j))) : 0.0f;
           s += w[j];
         }
         const float inv = s > 0.0f ? 1.0f / s : 0.0f;
@@ -133,10 +138,11 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
 template <WeightRule R>
 void weights_by_rule(const WeightSpec& spec, const float* logits, const float* slot_logits,
                      const std::int32_t* slots, Assignment& a) {
-  if (spec.renormalize || R == WeightRule::SoftmaxSelected)
-    weights_for<R, true>(logits, slot_logits, slots, a);
+  const bool renorm = spec.renormalize || R == WeightRule::SoftmaxSelected;
+  if (slot_logits)
+    renorm ? weights_for<R, true, true>(logits, slot_logits, slots, a) : weights_for<R, false, true>(logits, slot_logits, slots, a);
   else
-    weights_for<R, false>(logits, slot_logits, slots, a);
+    renorm ? weights_for<R, true, false>(logits, slot_logits, slots, a) : weights_for<R, false, false>(logits, slot_logits, slots, a);
 }
 
 }  // namespace
