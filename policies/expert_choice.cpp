@@ -131,14 +131,25 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   if (T == 0) return;
 
   chosen_.resize(static_cast<std::size_t>(T) * static_cast<std::size_t>(E));
-  if (C >= T) {
-    std::fill(chosen_.begin(), chosen_.end(), 1);  // every expert takes the whole batch
-  } else {
-    score_keys(in.logits, T);
-    choose(T, C);
-  }
   for (int e = 0; e < E; ++e) out.counts[e] = C;
+  if (C >= T) {
+    // Every expert takes the whole batch.
+    std::fill(chosen_.begin(), chosen_.end(), 1);
+    collect(T, out);
+    out.requested = out.expert;
+    compute_weights(spec_, in.logits, out);
+    return;
+  }
+  score_keys(in.logits, T);
+  choose(T, C);
+  collect(T, out);
+  out.requested = out.expert;  // nothing is refused after selection
+  weights_from_keys(T, out);
+}
 
+// Each token's chosen experts, in expert order, then empty slots.
+void ExpertChoicePolicy::collect(int T, Assignment& out) {
+  const int E = experts();
   for (int t = 0; t < T; ++t) {
     const char* ch = chosen_.data() + static_cast<std::size_t>(t) * E;
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * E;
@@ -147,8 +158,30 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
       if (ch[e]) ex[n++] = e;
     out.dropped_tokens += n == 0;
   }
-  out.requested = out.expert;  // nothing is refused after selection
-  compute_weights(spec_, in.logits, out);
+}
+
+// The weights by the declared rule, straight from the selection keys: exp(log p)
+// is the softmax probability (to 1e-15), sigmoid(z) for the sigmoid rule;
+// renormalised over the token's chosen experts when asked. No second pass over
+// the T x E logits.
+void ExpertChoicePolicy::weights_from_keys(int T, Assignment& out) {
+  const int E = experts();
+  const bool softmax = spec_.rule == WeightRule::SoftmaxGather;
+  std::vector<double> w(static_cast<std::size_t>(E));
+  for (int t = 0; t < T; ++t) {
+    const double* key = score_.data() + static_cast<std::size_t>(t) * E;
+    const std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * E;
+    float* wt = out.weight.data() + static_cast<std::size_t>(t) * E;
+    double sum = 0.0;
+    int n = 0;
+    for (; n < E && ex[n] >= 0; ++n) {
+      const double x = key[ex[n]];
+      w[static_cast<std::size_t>(n)] = softmax ? std::exp(x) : 1.0 / (1.0 + std::exp(-x));
+      sum += w[static_cast<std::size_t>(n)];
+    }
+    const double inv = spec_.renormalize && sum > 0.0 ? 1.0 / sum : 1.0;
+    for (int j = 0; j < n; ++j) wt[j] = static_cast<float>(w[static_cast<std::size_t>(j)] * inv);
+  }
 }
 
 PolicyInfo expert_choice_info() {

@@ -25,6 +25,8 @@ class ExpertChoicePolicy : public Policy {
   long min_capacity_;
   void score_keys(const float* logits, int T);
   void choose(int T, std::int64_t C);
+  void collect(int T, Assignment& out);
+  void weights_from_keys(int T, Assignment& out);
 
   // Scratch, reused across batches.
   std::vector<double> score_;                    // tokens x experts: selection keys
