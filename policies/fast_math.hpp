@@ -59,6 +59,7 @@ using f32x16 = float __attribute__((vector_size(64)));
 using i32x16 = std::int32_t __attribute__((vector_size(64)));
 using f64x8 = double __attribute__((vector_size(64)));
 using f32x8 = float __attribute__((vector_size(32)));
+using f64x4 = double __attribute__((vector_size(32)));
 
 inline float exp_fast(float x) { return exp_fast_t<float, std::int32_t>(x); }
 inline f32x16 exp_fast16(f32x16 x) { return exp_fast_t<f32x16, i32x16>(x); }
@@ -146,15 +147,16 @@ inline double row_sum_exp(const float* z, int n, float m) {
     f32x16 v;
     std::memcpy(&v, z + e, sizeof v);
     const f32x16 x = exp_fast16(v - m);
-    f32x8 a, b;
-    std::memcpy(&a, &x, sizeof a);
-    std::memcpy(&b, reinterpret_cast<const char*>(&x) + sizeof a, sizeof b);
+    // Halves by a register shuffle (a memcpy of a vector's half goes through the stack).
+    const f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+    const f32x8 b = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
     lo += __builtin_convertvector(a, f64x8);
     hi += __builtin_convertvector(b, f64x8);
   }
-  double s = 0.0;
-  for (int l = 0; l < 8; ++l) s += lo[l];
-  for (int l = 0; l < 8; ++l) s += hi[l];
+  // Lanes folded pairwise (a fixed tree: 4 dependent adds instead of 16).
+  const f64x8 v = lo + hi;
+  const f64x4 q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  double s = (q[0] + q[2]) + (q[1] + q[3]);
   for (; e < n; ++e) s += static_cast<double>(exp_fast(z[e] - m));
   return s;
 }

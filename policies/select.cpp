@@ -42,7 +42,8 @@ namespace {
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
 template <WeightRule R, bool Renorm, bool Slots>
-void weights_for(const float* logits, const float* slot_logits, const std::int32_t* slots, Assignment& a) {
+void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
+                 Assignment& a) {
   const int W = a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   for (int t = 0; t < a.tokens; ++t) {
@@ -78,8 +79,8 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
       // exp(z - m) / sum, never exp(z - lse): lse = m + log(sum) rounds log(sum)
       // away once |m| dwarfs it (float: |logits| in the hundreds; double: ~1e15),
       // e.g. logits {1e30, 1e30} gave weight 1 instead of 0.5.
-      const float m = row_max(z, E);
-      const double sum = row_sum_exp(z, E, m);
+      const float m = rows ? rows[t].max : row_max(z, E);
+      const double sum = rows ? rows[t].sum : row_sum_exp(z, E, m);
       for (int j = 0; j < W; ++j)
         w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(zs(j)) - m) / sum) : 0.0f;
     } else if constexpr (R == WeightRule::SqrtSoftplusGather) {
@@ -136,24 +137,27 @@ void weights_for(const float* logits, const float* slot_logits, const std::int32
 }
 
 template <WeightRule R>
-void weights_by_rule(const WeightSpec& spec, const float* logits, const float* slot_logits,
+void weights_by_rule(const WeightSpec& spec, const float* logits, const float* slot_logits, const RowSoftmax* rows,
                      const std::int32_t* slots, Assignment& a) {
   const bool renorm = spec.renormalize || R == WeightRule::SoftmaxSelected;
   if (slot_logits)
-    renorm ? weights_for<R, true, true>(logits, slot_logits, slots, a) : weights_for<R, false, true>(logits, slot_logits, slots, a);
+    renorm ? weights_for<R, true, true>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, true>(logits, slot_logits, rows, slots, a);
   else
-    renorm ? weights_for<R, true, false>(logits, slot_logits, slots, a) : weights_for<R, false, false>(logits, slot_logits, slots, a);
+    renorm ? weights_for<R, true, false>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, false>(logits, slot_logits, rows, slots, a);
 }
 
 }  // namespace
 
-void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a, const float* slot_logits) {
+void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a, const float* slot_logits,
+                     const RowSoftmax* rows) {
   const std::int32_t* slots = spec.over_requested ? a.requested.data() : a.expert.data();
   switch (spec.rule) {
-    case WeightRule::SoftmaxSelected: weights_by_rule<WeightRule::SoftmaxSelected>(spec, logits, slot_logits, slots, a); break;
-    case WeightRule::SoftmaxGather: weights_by_rule<WeightRule::SoftmaxGather>(spec, logits, slot_logits, slots, a); break;
-    case WeightRule::SigmoidGather: weights_by_rule<WeightRule::SigmoidGather>(spec, logits, slot_logits, slots, a); break;
-    case WeightRule::SqrtSoftplusGather: weights_by_rule<WeightRule::SqrtSoftplusGather>(spec, logits, slot_logits, slots, a); break;
+    case WeightRule::SoftmaxSelected: weights_by_rule<WeightRule::SoftmaxSelected>(spec, logits, slot_logits, rows, slots, a); break;
+    case WeightRule::SoftmaxGather: weights_by_rule<WeightRule::SoftmaxGather>(spec, logits, slot_logits, rows, slots, a); break;
+    case WeightRule::SigmoidGather: weights_by_rule<WeightRule::SigmoidGather>(spec, logits, slot_logits, rows, slots, a); break;
+    case WeightRule::SqrtSoftplusGather: weights_by_rule<WeightRule::SqrtSoftplusGather>(spec, logits, slot_logits, rows, slots, a); break;
   }
   if (spec.over_requested)
     for (std::size_t i = 0; i < a.expert.size(); ++i)

@@ -189,8 +189,15 @@ void check_finite(const float* logits, int tokens, int experts, const char* who)
 // slot_logits, when given (tokens x width), holds the logit of every requested
 // slot, so the weights need no second gather from the T x E logits (only the
 // full-row softmax denominator still reads the rows).
+// rows, when given (one per token), holds each row's max and sum of exp(z - max),
+// the full-row softmax normaliser, so SoftmaxGather without renormalisation
+// does not read the rows either.
+struct RowSoftmax {
+  float max;
+  double sum;
+};
 void compute_weights(const WeightSpec& spec, const float* logits, Assignment& a,
-                     const float* slot_logits = nullptr);
+                     const float* slot_logits = nullptr, const RowSoftmax* rows = nullptr);
 
 // The logits of the k selected experts of one row (0 where none), for the
 // slot_logits of compute_weights, gathered while the row is in cache.

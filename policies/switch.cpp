@@ -2,6 +2,7 @@
 
 #include "policies/noisy_topk.hpp"
 #include "policies/select.hpp"
+#include "policies/fast_math.hpp"
 #include "policies/topk.hpp"
 
 namespace moesim {
@@ -16,19 +17,36 @@ SwitchPolicy::SwitchPolicy(int experts, int k, const Knobs& kn)
 
 void SwitchPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts();
-  const float* sel = in.logits;
+  out.reset(T, E, 1);
+  float* slots = tail_.slot_logits(T, 1);
   if (jitter_ > 0.0) {
     jittered_logits(in, jitter_, rng, name(), jittered_);
-    sel = jittered_.data();
-  }
-  out.reset(T, E, 1);
-  float v;
-  float* slots = tail_.slot_logits(T, 1);
-  for (int t = 0; t < T; ++t) {
-    const float* z = sel + static_cast<std::size_t>(t) * E;
-    topk_row(z, E, 1, &out.expert[t], &v);
-    if (tie_ == TieBreak::Random) shuffle_ties(E, 1, [z](int e) { return z[e]; }, &out.expert[t], &v, rng);
-    gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, &out.expert[t], 1, slots + t);
+    float v;
+    for (int t = 0; t < T; ++t) {
+      const float* z = jittered_.data() + static_cast<std::size_t>(t) * E;
+      topk_row(z, E, 1, &out.expert[t], &v);
+      if (tie_ == TieBreak::Random) shuffle_ties(E, 1, [z](int e) { return z[e]; }, &out.expert[t], &v, rng);
+      gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, &out.expert[t], 1, slots + t);
+    }
+  } else {
+    // Selection on the logits themselves, 16 rows at a time: the chosen logit is
+    // the row's maximum, so the weight's softmax normaliser is summed while the
+    // block is in L1, and the finiteness check rides along (checks_logits()).
+    RowSoftmax* rows = tail_.row_softmax(T);
+    bool finite = true;
+    for (int t0 = 0; t0 < T; t0 += 16) {
+      const int n = T - t0 < 16 ? T - t0 : 16;
+      const float* z0 = in.logits + static_cast<std::size_t>(t0) * E;
+      finite &= topk_rows(z0, n, E, 1, &out.expert[static_cast<std::size_t>(t0)], slots + t0);
+      for (int r = 0; r < n; ++r) {
+        const float* z = z0 + static_cast<std::size_t>(r) * E;
+        if (tie_ == TieBreak::Random)
+          shuffle_ties(E, 1, [z](int e) { return z[e]; }, &out.expert[static_cast<std::size_t>(t0 + r)], slots + t0 + r, rng);
+        const float m = slots[t0 + r];
+        rows[t0 + r] = {m, finite ? row_sum_exp(z, E, m) : 1.0};
+      }
+    }
+    if (!finite) check_finite(in.logits, T, E, name().c_str());
   }
   tail_.finish(in.logits, cap_, weight_spec(), out);
 }

@@ -21,6 +21,7 @@ class SwitchPolicy : public Policy {
 
  protected:
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
+  bool checks_logits() const override { return jitter_ <= 0.0 && tie_ == TieBreak::LowIndex; }
 
  private:
   double jitter_;

@@ -16,11 +16,19 @@ float* TokenChoiceTail::slot_logits(int tokens, int k) {
   return slot_z_.data();
 }
 
+RowSoftmax* TokenChoiceTail::row_softmax(int tokens) {
+  rows_.resize(static_cast<std::size_t>(tokens));
+  have_rows_ = true;
+  return rows_.data();
+}
+
 void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, const WeightSpec& spec,
                              Assignment& out) {
   const int T = out.tokens, k = out.width, E = out.experts;
   const float* slots = have_slots_ && slot_z_.size() == out.expert.size() ? slot_z_.data() : nullptr;
   have_slots_ = false;
+  const RowSoftmax* rows = have_rows_ && rows_.size() == static_cast<std::size_t>(T) ? rows_.data() : nullptr;
+  have_rows_ = false;
   // Every wanted expert must be valid before the capacity counts index with it: a
   // selection score that is NaN or -inf everywhere (computed past Policy::route's
   // logits check: jittered gate input, overflowing noise or bias) leaves kNoExpert.
@@ -34,7 +42,7 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
   if (!cfg.dropless && cfg.drop == DropBy::Probability && cfg.priority == DropPriority::Weight) {
     // Megatron-Core ranks by the combine weight the request would get, formed
     // before any drop (expert == requested here).
-    compute_weights(spec, logits, out, slots);
+    compute_weights(spec, logits, out, slots, rows);
     priority_ = out.weight;
     prio = priority_.data();
   } else if (!cfg.dropless && cfg.drop == DropBy::Probability) {
@@ -46,8 +54,8 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
       // once |m| dwarfs it (logits {1e30, 1e30} gave probability 1, not 0.5).
       float m = 0.0f, s = 1.0f;
       if (spec.rule == WeightRule::SoftmaxGather) {
-        m = row_max(z, E);
-        s = static_cast<float>(row_sum_exp(z, E, m));
+        m = rows ? rows[t].max : row_max(z, E);
+        s = static_cast<float>(rows ? rows[t].sum : row_sum_exp(z, E, m));
       }
       for (int j = 0; j < k; ++j) {
         const std::size_t i = static_cast<std::size_t>(t) * k + j;
@@ -65,7 +73,7 @@ void TokenChoiceTail::finish(const float* logits, const CapacityConfig& cfg, con
     prio = priority_.data();
   }
   filter_.apply(cfg, prio, out);
-  compute_weights(spec, logits, out, slots);
+  compute_weights(spec, logits, out, slots, rows);
 }
 
 }  // namespace moesim

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "policies/capacity.hpp"
+#include "policies/select.hpp"
 #include "policies/types.hpp"
 
 namespace moesim {
@@ -19,12 +20,17 @@ class TokenChoiceTail {
   // next finish() then reads these instead of gathering from the T x E logits
   // again, which at E = 64 cost a quarter of top-k's time.
   float* slot_logits(int tokens, int k);
+  // Optional, likewise: each token's full-row softmax normaliser (RowSoftmax),
+  // for the rules that need it (SoftmaxGather without renormalisation).
+  RowSoftmax* row_softmax(int tokens);
 
  private:
   CapacityFilter filter_;
   std::vector<float> priority_;
   std::vector<float> slot_z_;
   bool have_slots_ = false;
+  std::vector<RowSoftmax> rows_;
+  bool have_rows_ = false;
 };
 
 }  // namespace moesim
