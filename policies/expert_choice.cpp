@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "policies/capacity.hpp"
 #include "policies/fast_math.hpp"

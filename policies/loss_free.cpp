@@ -51,10 +51,8 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
       }
     }
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
-    sel_.select_block(s_.data(), n, idx0, vals.data(), rng);
-    for (int r = 0; r < n; ++r)
-      gather_slot_logits(in.logits + static_cast<std::size_t>(t0 + r) * E, idx0 + r * k, k,
-                         slots + static_cast<std::size_t>(t0 + r) * k);
+    sel_.select_block(s_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
+                      slots + static_cast<std::size_t>(t0) * k);
   }
   std::fill(demand_.begin(), demand_.end(), 0.0);
   for (auto e : out.expert)

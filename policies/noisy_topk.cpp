@@ -74,16 +74,17 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
       }
     }
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
-    sel_.select_block(noisy_.data(), n, idx0, vals.data(), rng);
+    sel_.select_block(noisy_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
+                      slots + static_cast<std::size_t>(t0) * k);
+    if (!weights_noisy_) continue;
+    // Shazeer's weights: the offset of each chosen noisy logit from the clean one.
     for (int r = 0; r < n; ++r) {
       const std::size_t zr = static_cast<std::size_t>(t0 + r) * E, s = static_cast<std::size_t>(t0 + r) * k;
       const std::int32_t* idx = idx0 + r * k;
-      gather_slot_logits(in.logits + zr, idx, k, slots + s);
-      if (weights_noisy_)
-        for (int j = 0; j < k; ++j)  // an unselectable slot is refused by the tail by name
-          if (idx[j] >= 0)
-            out.offset[s + static_cast<std::size_t>(j)] =
-                noisy_[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(idx[j])] - in.logits[zr + static_cast<std::size_t>(idx[j])];
+      for (int j = 0; j < k; ++j)  // an unselectable slot is refused by the tail by name
+        if (idx[j] >= 0)
+          out.offset[s + static_cast<std::size_t>(j)] =
+              noisy_[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(idx[j])] - in.logits[zr + static_cast<std::size_t>(idx[j])];
     }
   }
   tail_.finish(in.logits, cap_, spec_, out);

@@ -101,35 +101,35 @@ double group_value(GroupValues g, float v, float rowmax) {
 
 }  // namespace
 
-bool TopKSelector::select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng) {
+bool TopKSelector::select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng, const float* logits,
+                                float* slot_logits) {
+  bool finite = true;
   if (groups > 1 || k > 8) {
     for (int r = 0; r < n; ++r)
       select_row(z + static_cast<std::size_t>(r) * experts, idx + r * k, val + r * k, rng);
-    return true;
+  } else {
+    finite = topk_rows(z, n, experts, k, idx, val);
+    if (tie == TieBreak::Random)
+      for (int r = 0; r < n; ++r) {
+        const float* zr = z + static_cast<std::size_t>(r) * experts;
+        shuffle_ties(experts, k, [zr](int e) { return zr[e]; }, idx + r * k, val + r * k, rng);
+      }
   }
-  const bool finite = topk_rows(z, n, experts, k, idx, val);
-  if (tie == TieBreak::Random)
-    for (int r = 0; r < n; ++r) {
-      const float* zr = z + static_cast<std::size_t>(r) * experts;
-      shuffle_ties(experts, k, [zr](int e) { return zr[e]; }, idx + r * k, val + r * k, rng);
-    }
+  if (slot_logits)
+    for (int r = 0; r < n; ++r)
+      gather_slot_logits(logits + static_cast<std::size_t>(r) * experts, idx + r * k, k, slot_logits + r * k);
   return finite;
 }
 
 bool TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rng, const float* logits,
                           float* slot_logits) {
-  // Blocks of 16 rows; the slot logits are gathered while the block is in L1.
   std::vector<float> vals(static_cast<std::size_t>(16) * k);
   bool finite = true;
   for (int t0 = 0; t0 < tokens; t0 += 16) {
     const int n = tokens - t0 < 16 ? tokens - t0 : 16;
-    const std::size_t row0 = static_cast<std::size_t>(t0) * experts;
-    std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
-    finite &= select_block(sel + row0, n, idx0, vals.data(), rng);
-    if (slot_logits)
-      for (int r = 0; r < n; ++r)
-        gather_slot_logits(logits + row0 + static_cast<std::size_t>(r) * experts, idx0 + r * k, k,
-                           slot_logits + static_cast<std::size_t>(t0 + r) * k);
+    const std::size_t row0 = static_cast<std::size_t>(t0) * experts, slot0 = static_cast<std::size_t>(t0) * k;
+    finite &= select_block(sel + row0, n, out.expert.data() + slot0, vals.data(), rng,
+                           slot_logits ? logits + row0 : nullptr, slot_logits ? slot_logits + slot0 : nullptr);
   }
   return finite;
 }

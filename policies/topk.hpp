@@ -48,9 +48,11 @@ struct TopKSelector {
   // One token: the k best of z[0..experts) into idx, their values into val.
   void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
   // n <= 16 consecutive rows of z (idx, val: n x k), through the row-parallel
-  // kernel where it applies; returns false when a z value was not finite (as far
-  // as scans_finite() looks).
-  bool select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng);
+  // kernel where it applies; with slot_logits, also the `logits` rows' values at
+  // the chosen experts (n x k), gathered while the block is in L1. Returns false
+  // when a z value was not finite (as far as scans_finite() looks).
+  bool select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng, const float* logits = nullptr,
+                    float* slot_logits = nullptr);
   void configure(const Knobs& knobs, const std::string& owner, GroupValues values);
 
  private:

@@ -21,14 +21,14 @@ struct CausalSoftmaxFn : public torch::autograd::Function<CausalSoftmaxFn> {
     auto P = torch::empty_like(S);
     const float* sp = S.data_ptr<float>();
     float* pp = P.data_ptr<float>();
-    const auto sc = static_cast<float>(scale);
+    const auto scale_f = static_cast<float>(scale);
     at::parallel_for(0, rows, 16, [&](std::int64_t b, std::int64_t e) {
       std::vector<float> x(static_cast<std::size_t>(T));
       for (std::int64_t r = b; r < e; ++r) {
         const int n = static_cast<int>(r % T) + 1;  // query i sees keys 0 .. i
         const float* srow = sp + r * T;
         float* prow = pp + r * T;
-        for (int j = 0; j < n; ++j) x[static_cast<std::size_t>(j)] = srow[j] * sc;
+        for (int j = 0; j < n; ++j) x[static_cast<std::size_t>(j)] = srow[j] * scale_f;
         const float m = row_max(x.data(), n);
         const auto inv = static_cast<float>(1.0 / row_sum_exp(x.data(), n, m));
         for (int j = 0; j < n; ++j) prow[j] = exp_fast(x[static_cast<std::size_t>(j)] - m) * inv;
@@ -44,7 +44,7 @@ struct CausalSoftmaxFn : public torch::autograd::Function<CausalSoftmaxFn> {
                                                torch::autograd::tensor_list grads) {
     const auto P = ctx->get_saved_variables()[0];
     const auto dP = grads[0].contiguous();
-    const auto sc = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    const auto scale_f = static_cast<float>(ctx->saved_data.at("scale").toDouble());
     const auto T = P.size(-1), rows = P.numel() / T;
     auto dS = torch::empty_like(P);
     const float *pp = P.data_ptr<float>(), *gp = dP.data_ptr<float>();
@@ -55,7 +55,7 @@ struct CausalSoftmaxFn : public torch::autograd::Function<CausalSoftmaxFn> {
         const float *p = pp + r * T, *g = gp + r * T;
         float* o = op + r * T;
         const float dot = dot_f(g, p, n);
-        for (int j = 0; j < n; ++j) o[j] = sc * p[j] * (g[j] - dot);
+        for (int j = 0; j < n; ++j) o[j] = scale_f * p[j] * (g[j] - dot);
         for (std::int64_t j = n; j < T; ++j) o[j] = 0.0f;
       }
     });
