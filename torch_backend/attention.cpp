@@ -76,19 +76,24 @@ Attention::Attention(int dim, int heads, double init_std, double out_std) : dim_
   w_out = register_parameter("w_out", torch::randn({dim, dim}) * out_std);
 }
 
+void Attention::add_lora(int rank, double alpha) {
+  lora_qkv = add_adapter(*this, "w_qkv", w_qkv, false, rank, alpha);
+  lora_out = add_adapter(*this, "w_out", w_out, false, rank, alpha);
+}
+
 torch::Tensor Attention::forward(const torch::Tensor& x, const Rotary& rope) {
   const auto B = x.size(0), T = x.size(1);
   const auto hd = dim_ / heads_;
-  const auto qkv = qkv_rope(gemm_linear(x, w_qkv), heads_, rope);  // q, k, v: (B*H, T, hd)
+  const auto qkv = qkv_rope(gemm_linear(x, adapted(w_qkv, lora_qkv)), heads_, rope);  // q, k, v: (B*H, T, hd)
   const auto probs = causal_softmax(gemm(qkv[0], qkv[1], false, true), 1.0 / std::sqrt(static_cast<double>(hd)));
   auto ctx = gemm(probs, qkv[2]).view({B, heads_, T, hd}).transpose(1, 2).reshape({B, T, dim_});
-  return gemm_linear(ctx, w_out);
+  return gemm_linear(ctx, adapted(w_out, lora_out));
 }
 
 torch::Tensor Attention::forward_cached(const torch::Tensor& x, const Rotary& rope, torch::Tensor& k_cache,
                                        torch::Tensor& v_cache, std::int64_t len) {
   const std::int64_t Tn = x.size(1), hd = dim_ / heads_;
-  auto qkv = gemm_linear(x, w_qkv).view({1, Tn, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);  // 1,H,Tn,hd each
+  auto qkv = gemm_linear(x, adapted(w_qkv, lora_qkv)).view({1, Tn, 3, heads_, hd}).permute({2, 0, 3, 1, 4}).unbind(0);  // 1,H,Tn,hd each
   if (!k_cache.defined()) {
     k_cache = torch::empty({heads_, rope.max_len(), hd}, torch::kFloat);
     v_cache = torch::empty({heads_, rope.max_len(), hd}, torch::kFloat);
@@ -105,7 +110,7 @@ torch::Tensor Attention::forward_cached(const torch::Tensor& x, const Rotary& ro
     scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   }
   auto ctx = gemm(torch::softmax(scores, -1), v).view({1, heads_, Tn, hd}).transpose(1, 2).reshape({1, Tn, dim_});
-  return gemm_linear(ctx, w_out);
+  return gemm_linear(ctx, adapted(w_out, lora_out));
 }
 
 }  // namespace moesim::torch_backend

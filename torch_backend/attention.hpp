@@ -2,6 +2,7 @@
 // Causal multi-head self-attention with rotary positions, no biases.
 #include <torch/torch.h>
 
+#include "torch_backend/lora.hpp"
 #include "torch_backend/rotary.hpp"
 
 namespace moesim::torch_backend {
@@ -25,8 +26,11 @@ class Attention : public torch::nn::Module {
                                torch::Tensor& v_cache, std::int64_t len);
   int heads() const { return heads_; }
   int head_dim() const { return dim_ / heads_; }
+  // LoRA adapters on both projections (lora.hpp).
+  void add_lora(int rank, double alpha);
   torch::Tensor w_qkv;  // (3*dim, dim)
   torch::Tensor w_out;  // (dim, dim)
+  std::shared_ptr<LoraAdapter> lora_qkv, lora_out;  // null without adapters
 
  private:
   int dim_, heads_;

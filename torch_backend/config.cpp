@@ -89,6 +89,9 @@ const std::vector<Field>& fields() {
     f.push_back(F::real_field("train.clip", "gradient-norm clip (0 = off)", [](TrainConfig& c) -> double& { return c.train.clip; }, 0.0, 1e9));
     f.push_back(F::bool_field("train.bf16", "bf16 GEMM operands (fp32 accumulation and activations)", [](TrainConfig& c) -> bool& { return c.train.bf16; }));
     f.push_back(F::bool_field("train.ddp_overlap", "data-parallel: start each gradient bucket's all-reduce during backward (false: all after backward)", [](TrainConfig& c) -> bool& { return c.train.ddp_overlap; }));
+    f.push_back(F::int_field<int>("lora.rank", "LoRA adapter rank on the targeted weights; only the adapters train (0 = no adapters)", [](TrainConfig& c) -> int& { return c.lora.rank; }, 0, 4096));
+    f.push_back(F::real_field("lora.alpha", "LoRA scale numerator: updates are (alpha / rank) B A (PEFT's lora_alpha)", [](TrainConfig& c) -> double& { return c.lora.alpha; }, 0.0, 1e6, true));
+    f.push_back(F::string_field("lora.targets", "weights that get adapters: attention (q/k/v and output projections), experts (every expert's w13 and w2), or both", [](TrainConfig& c) -> std::string& { return c.lora.targets; }, {"attention", "experts", "attention,experts"}));
     f.push_back(F::bool_field("train.router_only", "train only the gates, everything else frozen", [](TrainConfig& c) -> bool& { return c.train.router_only; }));
     f.push_back(F::string_field("train.init_from", "checkpoint whose model weights start the run", [](TrainConfig& c) -> std::string& { return c.train.init_from; }));
     f.push_back(F::int_field<int>("train.threads", "intra-op threads (0 = every hardware thread)", [](TrainConfig& c) -> int& { return c.train.threads; }, 0, 4096));
@@ -168,6 +171,11 @@ void validate(const TrainConfig& cfg) {
       throw KeyError("train.trace_steps", "config key 'train.trace_steps': step " + std::to_string(s) +
                                               " is beyond train.steps = " + std::to_string(cfg.train.steps) +
                                               ", so it would never be recorded");
+  if (cfg.lora.rank > 0 && cfg.train.router_only)
+    throw KeyError("lora.rank", "config key 'lora.rank' = " + std::to_string(cfg.lora.rank) +
+                                    ": LoRA trains the adapters only; train.router_only=true trains the gates only: choose one");
+  if (cfg.lora.rank > 0 && cfg.lora.targets == "experts" && m.moe_layers.empty())
+    throw KeyError("lora.targets", "config key 'lora.targets' = experts: the model has no MoE layer (model.moe_layers is empty)");
   if (m.k > m.experts)
     throw KeyError("model.k", "config key 'model.k' = " + std::to_string(m.k) + " exceeds model.experts = " + std::to_string(m.experts));
   if (!m.moe_layers.empty()) {

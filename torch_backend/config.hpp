@@ -58,6 +58,14 @@ struct MoeConfig {
   std::string perf_signal = "output_norm";  // output_norm | loss: what policies observe
 };
 
+// LoRA fine-tuning (lora.hpp): with rank > 0 every targeted weight gets an
+// adapter and only the adapters train (train.init_from gives the base weights).
+struct LoraConfig {
+  int rank = 0;                          // 0 = no adapters
+  double alpha = 16.0;                   // update scale alpha / rank (PEFT's lora_alpha)
+  std::string targets = "attention,experts";  // attention | experts | attention,experts
+};
+
 struct TrainLoopConfig {
   int batch = 8;                 // sequences per micro-batch
   int accum = 1;                 // micro-batches per optimizer step
@@ -94,6 +102,7 @@ struct TrainConfig {
   ModelConfig model;
   PolicyConfig policy;
   MoeConfig moe;
+  LoraConfig lora;
   TrainLoopConfig train;
 };
 

@@ -50,6 +50,11 @@ Block::Block(const TrainConfig& cfg, int index, bool is_moe) {
   }
 }
 
+void Block::add_lora(const LoraConfig& lora) {
+  if (lora.targets.find("attention") != std::string::npos) attn_->add_lora(lora.rank, lora.alpha);
+  if (moe && lora.targets.find("experts") != std::string::npos) moe->add_lora(lora.rank, lora.alpha);
+}
+
 // The named scopes show up in `moesim bench train --profile` traces.
 torch::Tensor Block::forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope) {
   torch::Tensor h, n;
@@ -88,6 +93,9 @@ Transformer::Transformer(const TrainConfig& cfg, int vocab)
     blocks_.push_back(std::move(b));
   }
   final_norm_ = register_module("final_norm", std::make_shared<RMSNorm>(m.dim, m.norm_eps));
+  // Last, so the base weights draw the same initial values with or without adapters.
+  if (cfg.lora.rank > 0)
+    for (auto& b : blocks_) b->add_lora(cfg.lora);
 }
 
 ForwardOut Transformer::forward(const torch::Tensor& ids, bool want_logits) {
@@ -131,6 +139,15 @@ std::vector<torch::Tensor> Transformer::gate_parameters() const {
   for (const auto& l : moe_)
     for (auto& p : l->router_parameters()) g.push_back(p);
   return g;
+}
+
+std::vector<torch::Tensor> Transformer::adapter_parameters() {
+  std::vector<torch::Tensor> p;
+  for (const auto& [name, ad] : adapters_of(*this)) {
+    p.push_back(ad->a);
+    p.push_back(ad->b);
+  }
+  return p;
 }
 
 void Transformer::begin_step() {

@@ -37,6 +37,8 @@ class Block : public torch::nn::Module {
   torch::Tensor forward_cached(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope, torch::Tensor& k,
                                torch::Tensor& v, std::int64_t len);
   std::shared_ptr<MoeLayer> moe;  // null in dense blocks
+  // LoRA adapters on the targets that this block has (lora.targets).
+  void add_lora(const LoraConfig& lora);
 
  private:
   std::shared_ptr<RMSNorm> norm1_, norm2_;
@@ -71,6 +73,8 @@ class Transformer : public torch::nn::Module {
   const std::vector<std::shared_ptr<MoeLayer>>& moe_layers() const { return moe_; }
   // Router parameters of every MoE layer (router-only training).
   std::vector<torch::Tensor> gate_parameters() const;
+  // Every LoRA adapter's A and B (empty without lora.rank).
+  std::vector<torch::Tensor> adapter_parameters();
   // Feeds the pending per-slot performance of the last forward to every policy.
   void observe(const torch::Tensor& per_token_loss);
   // Starts an optimizer step (global-batch aux-loss counts restart).

@@ -64,6 +64,14 @@ MoeLayer::MoeLayer(int layer, int dim, int hidden, int experts, std::unique_ptr<
   }
 }
 
+void MoeLayer::add_lora(int rank, double alpha) {
+  for (int e = 0; e < experts_; ++e) {
+    const auto i = static_cast<std::size_t>(e);
+    lora_w13.push_back(add_adapter(*this, "w13_" + std::to_string(e), w13[i], true, rank, alpha));
+    lora_w2.push_back(add_adapter(*this, "w2_" + std::to_string(e), w2[i], true, rank, alpha));
+  }
+}
+
 std::vector<torch::Tensor> MoeLayer::router_parameters() const {
   if (router_.mlp) return {mlp_w1, mlp_ln_w, mlp_ln_b, gate};
   return {gate};
@@ -224,7 +232,9 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   for (int e = 0; e < experts_; ++e) {
     const auto b = start[static_cast<std::size_t>(e)], n = start[static_cast<std::size_t>(e) + 1] - b;
     if (n == 0) continue;
-    ys.push_back(swiglu(xs.narrow(0, b, n), w13[static_cast<std::size_t>(e)], w2[static_cast<std::size_t>(e)]));
+    const auto i = static_cast<std::size_t>(e);
+    if (lora_w13.empty()) ys.push_back(swiglu(xs.narrow(0, b, n), w13[i], w2[i]));
+    else ys.push_back(swiglu(xs.narrow(0, b, n), adapted(w13[i], lora_w13[i]), adapted(w2[i], lora_w2[i])));
   }
   auto y = torch::cat(ys, 0);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);

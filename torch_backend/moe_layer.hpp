@@ -24,6 +24,7 @@
 #include "policies/rng.hpp"
 #include "policies/types.hpp"
 #include "torch_backend/data_parallel.hpp"
+#include "torch_backend/lora.hpp"
 
 namespace moesim::torch_backend {
 
@@ -77,6 +78,9 @@ class MoeLayer : public torch::nn::Module {
   torch::Tensor gate;            // (E, dim) linear head, or (E, hidden) last layer of the MLP head
   torch::Tensor mlp_w1, mlp_ln_w, mlp_ln_b;  // MLP head: (hidden, dim), LayerNorm gain and bias
   std::vector<torch::Tensor> w13, w2;  // per expert: (dim, 2*hidden), (hidden, dim)
+  // LoRA adapters on every expert's two projections (lora.hpp); empty without.
+  void add_lora(int rank, double alpha);
+  std::vector<std::shared_ptr<LoraAdapter>> lora_w13, lora_w2;
 
  private:
   torch::Tensor router_logits(const torch::Tensor& x);

@@ -66,7 +66,8 @@ void vec_to_rng(const std::vector<std::int64_t>& v, Rng& r, const std::string& s
 
 // Keys whose values must agree for a checkpoint to fit this model.
 bool structural(const std::string& key) {
-  return key.rfind("model.", 0) == 0 || key.rfind("policy.", 0) == 0 || key == "tokenizer.vocab";
+  return key.rfind("model.", 0) == 0 || key.rfind("policy.", 0) == 0 || key.rfind("lora.", 0) == 0 ||
+         key == "tokenizer.vocab";
 }
 
 void check_compatible(const TrainConfig& mine, const TrainConfig& saved, const std::string& path) {
@@ -182,6 +183,13 @@ void Trainer::make_optimizer() {
       (g.dim() >= 2 ? decay : no_decay).push_back(g);
     }
     if (decay.empty()) throw Error("train.router_only=true but the model has no MoE layer (model.moe_layers is empty)");
+  } else if (cfg_.lora.rank > 0) {
+    // PEFT trains the adapters without weight decay; everything else is frozen.
+    for (auto& p : model_->parameters()) p.set_requires_grad(false);
+    for (auto& p : model_->adapter_parameters()) {
+      p.set_requires_grad(true);
+      no_decay.push_back(p);
+    }
   } else {
     // Decoupled decay on matrices only: gains of the norms are not shrunk.
     for (auto& p : model_->parameters()) (p.dim() >= 2 ? decay : no_decay).push_back(p);
@@ -193,7 +201,7 @@ void Trainer::make_optimizer() {
                   .eps(cfg_.train.eps)
                   .weight_decay(cfg_.train.weight_decay);
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts));
+  if (!decay.empty()) groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(opts));
   if (!no_decay.empty()) {
     auto nd = opts;
     nd.weight_decay(0.0);
@@ -452,8 +460,14 @@ void Trainer::load(const std::string& path) {
 }
 
 void Trainer::load_weights(const std::string& path) {
-  CheckpointReader ck(path);
-  ck.load_model(*model_);
+  if (cfg_.lora.rank == 0) {
+    CheckpointReader ck(path);
+    ck.load_model(*model_);
+    return;
+  }
+  // The base model has no adapters: load it as it was saved, then copy its weights under the fresh adapters.
+  const auto base = load_model(path);
+  copy_weights(*base.model, *model_, path);
 }
 
 std::vector<std::string> Trainer::log_columns() const {
