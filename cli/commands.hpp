@@ -25,5 +25,7 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_bench(const std::vector<std::string>& args);
+// Seed 004's data-selection pipeline (cmd_select.cpp; needs LibTorch).
+int cmd_select(const std::vector<std::string>& args);
 
 }  // namespace moesim::cli

@@ -20,6 +20,7 @@ const std::vector<Command>& commands() {
       {"train", "train the LibTorch MoE Transformer on C4 through a policy (--config FILE [key=value...])", cmd_train},
       {"eval", "validation perplexity of a training checkpoint", cmd_eval},
       {"generate", "sample text from a training checkpoint (temperature, top-k)", cmd_generate},
+      {"select", "router-based data selection (seed 004): mix, warmup, score, train, eval, run, report", cmd_select},
       {"bench", "bench train: training tokens/s and MFU against the measured matmul peak", cmd_bench},
   };
   return all;
