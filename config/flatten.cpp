@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "common/error.hpp"
+#include "common/files.hpp"
 #include "common/text.hpp"
 
 namespace moesim::config {
@@ -199,6 +200,30 @@ std::pair<std::string, YAML::Node> split_override(std::string_view arg) {
   } catch (const YAML::Exception& e) {
     fail(at, key, "key '" + key + "': malformed YAML value '" + text + "': " + e.msg);
   }
+}
+
+std::vector<Setting> file_settings(const Schema& schema, const std::string& path, const std::string& examples) {
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const Error&) {
+    throw Error("config file '" + path + "' cannot be read");
+  }
+  const auto root = parse_yaml(text, path);
+  if (root.IsNull()) throw Error(path + ": empty config: expected a map of keys (" + examples + " has examples)");
+  if (!root.IsMap()) throw Error(origin_of(path, root).text() + ": the top level must be a map of keys, got " + kind_of(root));
+  std::vector<Setting> settings;
+  std::map<std::string, int> seen;
+  flatten_map(schema, "", root, path, settings, seen, true);
+  return settings;
+}
+
+std::vector<Setting> override_settings(const Schema& schema, std::string_view arg) {
+  const auto [key, value] = split_override(arg);
+  std::vector<Setting> settings;
+  std::map<std::string, int> seen;
+  flatten(schema, key, YAML::Node(key), value, "", settings, seen, true);
+  return settings;
 }
 
 }  // namespace moesim::config

@@ -87,4 +87,10 @@ std::string yaml_scalar(const std::string& v);
 // or malformed YAML.
 std::pair<std::string, YAML::Node> split_override(std::string_view arg);
 
+// A config file's settings: read (Error "config file 'F' cannot be read"), parsed,
+// the root checked to be a map (`examples` names where example files are), flattened.
+std::vector<Setting> file_settings(const Schema& schema, const std::string& path, const std::string& examples);
+// The settings of one `key.path=value` override.
+std::vector<Setting> override_settings(const Schema& schema, std::string_view arg);
+
 }  // namespace moesim::config

@@ -44,7 +44,7 @@ const std::vector<Field>& fields() {
     f.push_back(F::string_field("score.selector", "score with this checkpoint instead of a warm-up epoch", REF(std::string, score.selector)));
     f.push_back(F::real_field("score.trash_expert_ratio", "the last round(ratio * experts) experts of each MoE layer are trash; the rest are good", REF(double, score.trash_expert_ratio), 0.0, 1.0));
     f.push_back(F::string_field("score.aggregate", "router score over a document's tokens: sum, or mean per token", REF(std::string, score.aggregate), {"sum", "mean"}));
-    f.push_back(F::string_field("score.method", "what ranks the documents: router (seed 004), or a baseline: random, length (characters), unigram (unigram log-likelihood per token), selector_loss (the selector's own loss)", REF(std::string, score.method), {"router", "random", "length", "unigram", "selector_loss"}));
+    f.push_back(F::string_field("score.method", "what ranks the documents: router (seed 004), or a baseline: random, length (characters), unigram (unigram log-likelihood per token), selector_loss (the selector's own loss); oracle: the clean documents in random order, read from corpus/labels.csv, a reference bound and no selector", REF(std::string, score.method), {"router", "random", "length", "unigram", "selector_loss", "oracle"}));
     f.push_back(F::real_field("score.selection_percentage", "share of the documents kept (round(share * documents), at least 1)", REF(double, score.selection_percentage), 0.0, 1.0, true));
     f.push_back(F::string_field("target.base", "pre-trained target checkpoint (moesim train)", REF(std::string, target.base)));
     f.push_back(F::string_field("target.mode", "lora: adapters on a frozen base; full: every weight trains", REF(std::string, target.mode), {"lora", "full"}));
@@ -55,6 +55,7 @@ const std::vector<Field>& fields() {
     f.push_back(F::real_field("target.lr", "peak learning rate", REF(double, target.lr), 0.0, 10.0));
     f.push_back(F::int_field<long>("target.warmup_steps", "linear learning-rate warm-up steps", REF(long, target.warmup_steps), 0, kBig));
     f.push_back(F::int_field<int>("target.batch", "sequences per step", REF(int, target.batch), 1, 1 << 20));
+    f.push_back(F::bool_field("eval.base", "also evaluate the untrained base on both sets (the same for every arm and seed; null in eval.json when off)", REF(bool, eval_base)));
     f.push_back(F::int_field<long>("eval.batches", "evaluation batches per held-out set (0 = all)", REF(long, eval_batches), 0, kBig));
     return f;
   }();
@@ -130,32 +131,13 @@ void validate(const SelectConfig& cfg) {
 }
 
 SelectConfig load_select_config(const std::string& path) {
-  std::string text;
-  try {
-    text = read_file(path);
-  } catch (const Error&) {
-    throw Error("config file '" + path + "' cannot be read");
-  }
-  const auto root = config::parse_yaml(text, path);
-  if (root.IsNull()) throw Error(path + ": empty config: expected a map of keys (selection/configs/ has examples)");
-  if (!root.IsMap())
-    throw Error(config::origin_of(path, root).text() + ": the top level must be a map of keys, got " + config::kind_of(root));
-  std::vector<config::Setting> settings;
-  std::map<std::string, int> seen;
-  config::flatten_map(schema(), "", root, path, settings, seen, true);
   SelectConfig cfg;
-  apply_settings(cfg, settings);
+  apply_settings(cfg, config::file_settings(schema(), path, "selection/configs/"));
   return cfg;
 }
 
 void apply_select_overrides(SelectConfig& cfg, const std::vector<std::string>& overrides) {
-  for (const auto& o : overrides) {
-    const auto [key, value] = config::split_override(o);
-    std::vector<config::Setting> settings;
-    std::map<std::string, int> seen;
-    config::flatten(schema(), key, YAML::Node(key), value, "", settings, seen, true);
-    apply_settings(cfg, settings);
-  }
+  for (const auto& o : overrides) apply_settings(cfg, config::override_settings(schema(), o));
 }
 
 std::string dump_select_config(const SelectConfig& cfg) {

@@ -43,7 +43,7 @@ struct ScoreConfig {
   std::string selector;                 // or this checkpoint instead of a warm-up epoch
   double trash_expert_ratio = 0.125;    // the last round(ratio * E) experts of each MoE layer are "trash"
   std::string aggregate = "sum";        // sum | mean: router score summed over tokens, or per token
-  std::string method = "router";        // router | random | length | unigram | selector_loss
+  std::string method = "router";        // router | random | length | unigram | selector_loss | oracle (labels: a bound)
   double selection_percentage = 0.3;    // share of documents kept
 };
 
@@ -69,6 +69,7 @@ struct SelectConfig {
   ScoreConfig score;
   TargetConfig target;
   long eval_batches = 0;               // evaluation batches per held-out set (0 = all)
+  bool eval_base = true;               // also evaluate the base (the same for every arm: one arm suffices)
 };
 
 const std::vector<ConfigKey>& select_keys();

@@ -19,7 +19,8 @@ namespace fs = std::filesystem;
 
 const std::vector<std::string>& report_metrics() {
   static const std::vector<std::string> m = {"rejection_precision", "rejection_recall", "clean_share_selected",
-                                             "val_ppl",             "heldout_ppl",      "base_val_ppl", "base_heldout_ppl"};
+                                             "train_tokens",        "val_ppl",          "heldout_ppl",
+                                             "base_val_ppl",        "base_heldout_ppl"};
   return m;
 }
 
@@ -56,10 +57,14 @@ std::vector<ArmRow> collect_arms(const std::vector<std::string>& out_dirs) {
     if (!fs::exists(path)) throw Error(path + ": missing (run `moesim select eval` for " + d + ")");
     const auto v = parse_json(read_file(path), path);
     const auto arm = arm_of(v, path);
+    // The tokens the target trained on: the train stage's own summary.
+    const auto summary_path = (fs::path(d) / "train" / "summary.json").string();
+    if (!fs::exists(summary_path)) throw Error(summary_path + ": missing (run `moesim select train` for " + d + ")");
+    const auto summary = parse_json(read_file(summary_path), summary_path);
     std::vector<double> row;
     for (const auto& m : report_metrics()) {
-      const auto* x = v.find(m);
-      if (!x) throw Error(path + ": no \"" + m + "\"");
+      const auto* x = m == "train_tokens" ? summary.find("tokens") : v.find(m);
+      if (!x) throw Error((m == "train_tokens" ? summary_path : path) + ": no \"" + (m == "train_tokens" ? "tokens" : m) + "\"");
       row.push_back(x->is(JsonValue::Type::Number) ? x->number : std::nan(""));
     }
     if (!values.count(arm)) order.push_back(arm);
@@ -72,12 +77,16 @@ std::vector<ArmRow> collect_arms(const std::vector<std::string>& out_dirs) {
     r.arm = arm;
     r.seeds = static_cast<int>(seeds.size());
     for (std::size_t m = 0; m < report_metrics().size(); ++m) {
+      // Over the seeds that have the metric (eval.base=false leaves the base's out).
       double s = 0, ss = 0;
-      for (const auto& x : seeds) s += x[m];
-      const double mean = s / r.seeds;
-      for (const auto& x : seeds) ss += (x[m] - mean) * (x[m] - mean);
+      int n = 0;
+      for (const auto& x : seeds)
+        if (!std::isnan(x[m])) s += x[m], ++n;
+      const double mean = n ? s / n : std::nan("");
+      for (const auto& x : seeds)
+        if (!std::isnan(x[m])) ss += (x[m] - mean) * (x[m] - mean);
       r.mean.push_back(mean);
-      r.sd.push_back(r.seeds > 1 ? std::sqrt(ss / (r.seeds - 1)) : std::nan(""));
+      r.sd.push_back(n > 1 ? std::sqrt(ss / (n - 1)) : std::nan(""));
     }
     rows.push_back(std::move(r));
   }

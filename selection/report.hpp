@@ -2,7 +2,8 @@
 // The experiment's table: eval/eval.json of several pipeline folders, grouped
 // into arms (method; for the router also aggregate, trash ratio and warm-up
 // epoch; share kept; training mode) with mean, sample standard deviation and
-// count over the seeds of each arm.
+// count over the seeds of each arm (a metric's mean and spread over the seeds
+// that have it: null in eval.json, e.g. the base's with eval.base=false, is left out).
 #include <string>
 #include <vector>
 

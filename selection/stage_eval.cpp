@@ -1,6 +1,7 @@
 // Stage 4: the merged target model's held-out perplexity, and how well the
 // selection rejected the corrupted documents.
 #include <cmath>
+#include <limits>
 #include <map>
 #include <sstream>
 
@@ -102,9 +103,21 @@ void run_eval(const SelectConfig& cfg, std::FILE* log) {
   const auto val = token_stream(tok, validation_texts(cfg.corpus.data_dir, log));
   const auto held = token_stream(tok, texts_of(read_jsonl(corpus_paths(cfg).heldout)));
   const int T = base.cfg.data.seq_len;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
   if (log) std::fprintf(log, "eval: perplexity of the base and of the trained model on C4 validation and on the held-out documents\n");
-  const auto pv = perplexity(*model, val, T, cfg.eval_batches), ph = perplexity(*model, held, T, cfg.eval_batches);
-  const auto bv = perplexity(*base.model, val, T, cfg.eval_batches), bh = perplexity(*base.model, held, T, cfg.eval_batches);
+  const int sets = cfg.eval_base ? 4 : 2;
+  Progress prog(log, "eval (held-out sets)", sets);
+  const auto pv = perplexity(*model, val, T, cfg.eval_batches);
+  prog.tick(1);
+  const auto ph = perplexity(*model, held, T, cfg.eval_batches);
+  prog.tick(2);
+  Perplexity bv{nan, nan, 0}, bh{nan, nan, 0};
+  if (cfg.eval_base) {
+    bv = perplexity(*base.model, val, T, cfg.eval_batches);
+    prog.tick(3);
+    bh = perplexity(*base.model, held, T, cfg.eval_batches);
+    prog.tick(4);
+  }
   std::ostringstream js;
   js << "{\"seed\": " << cfg.seed << ", \"method\": " << json_string(cfg.score.method) << ", \"aggregate\": " << json_string(cfg.score.aggregate)
      << ", \"trash_expert_ratio\": " << json_number(cfg.score.trash_expert_ratio)
@@ -121,7 +134,8 @@ void run_eval(const SelectConfig& cfg, std::FILE* log) {
   write_file_atomic(out, js.str());
   finish_stage(plan, {out});
   if (log)
-    std::fprintf(log, "eval: val ppl %.3f (base %.3f), held-out ppl %.3f (base %.3f): %s\n", pv.ppl, bv.ppl, ph.ppl, bh.ppl, out.c_str());
+    std::fprintf(log, "eval: val ppl %.3f (base %.3f), held-out ppl %.3f (base %.3f): %s\n", pv.ppl, bv.ppl, ph.ppl, bh.ppl,
+                 out.c_str());
 }
 
 }  // namespace moesim::selection

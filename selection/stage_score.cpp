@@ -5,8 +5,10 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <sstream>
 
+#include "common/csv.hpp"
 #include "common/error.hpp"
 #include "common/files.hpp"
 #include "common/text.hpp"
@@ -60,7 +62,25 @@ namespace {
 struct Scored {
   std::vector<DocScore> doc;
   std::vector<double> unigram, random, chars;
+  std::vector<bool> clean;  // method oracle only: from labels.csv
 };
+
+// The oracle's one input the selector never sees: which documents are clean.
+std::vector<bool> clean_labels(const SelectConfig& cfg, const std::vector<DocRecord>& docs) {
+  const auto path = corpus_paths(cfg).labels;
+  require_output(corpus_dir(cfg), "mix", path);
+  const auto t = read_csv(path);
+  const auto si = t.need_column("source_index"), sc = t.need_column("corrupted");
+  std::map<long, bool> clean;
+  for (std::size_t r = 0; r < t.rows.size(); ++r) clean[std::lround(t.number(r, si))] = t.number(r, sc) == 0;
+  std::vector<bool> out;
+  for (const auto& d : docs) {
+    const auto it = clean.find(static_cast<long>(d.source_index));
+    if (it == clean.end()) throw Error(path + ": no label for document " + std::to_string(d.source_index));
+    out.push_back(it->second);
+  }
+  return out;
+}
 
 // The unigram baseline's counts: C4 train documents [0, corpus.first_doc), clean
 // and disjoint from the target corpus, in the selector's tokenizer.
@@ -108,6 +128,7 @@ std::vector<double> quality(const SelectConfig& cfg, const Scored& s) {
     else if (m == "random") q.push_back(s.random[i]);
     else if (m == "length") q.push_back(s.chars[i]);
     else if (m == "unigram") q.push_back(s.unigram[i]);
+    else if (m == "oracle") q.push_back((s.clean[i] ? 1.0 : 0.0) + s.random[i]);
     else q.push_back(-d.loss_sum / static_cast<double>(d.predicted));
   }
   return q;
@@ -147,7 +168,8 @@ void run_score(const SelectConfig& cfg, std::FILE* log) {
   require_output(corpus_dir(cfg), "mix", mixed);
   auto docs = read_jsonl(mixed);
   if (docs.empty()) throw Error(mixed + ": no documents");
-  const auto s = score_all(cfg, selector, docs, log);
+  auto s = score_all(cfg, selector, docs, log);
+  if (cfg.score.method == "oracle") s.clean = clean_labels(cfg, docs);
   const auto q = quality(cfg, s);
   std::vector<std::int64_t> key;
   for (const auto& d : docs) key.push_back(d.source_index);

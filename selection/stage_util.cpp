@@ -27,6 +27,11 @@ std::vector<std::pair<std::string, std::string>> seed_of(const SelectConfig& cfg
   return {{"seed", std::to_string(cfg.seed)}};
 }
 
+// The trainings' own evaluations use eval.batches; eval.base concerns the eval stage alone.
+std::vector<std::pair<std::string, std::string>> eval_batches(const SelectConfig& cfg) {
+  return {{"eval.batches", std::to_string(cfg.eval_batches)}};
+}
+
 }  // namespace
 
 StagePlan plan_mix(const SelectConfig& cfg) {
@@ -34,17 +39,19 @@ StagePlan plan_mix(const SelectConfig& cfg) {
 }
 
 StagePlan plan_warmup(const SelectConfig& cfg) {
-  return {"warmup", warmup_dir(cfg), with(with(seed_of(cfg), section_fields(cfg, "warmup")), section_fields(cfg, "eval")),
+  return {"warmup", warmup_dir(cfg), with(with(seed_of(cfg), section_fields(cfg, "warmup")), eval_batches(cfg)),
           {cfg.warmup.selector, corpus_paths(cfg).mixed}};
 }
 
 StagePlan plan_score(const SelectConfig& cfg) {
-  return {"score", stage_dir(cfg, "score"), with(seed_of(cfg), section_fields(cfg, "score")),
-          {selector_checkpoint(cfg), corpus_paths(cfg).mixed}};
+  StagePlan p{"score", stage_dir(cfg, "score"), with(seed_of(cfg), section_fields(cfg, "score")),
+              {selector_checkpoint(cfg), corpus_paths(cfg).mixed}};
+  if (cfg.score.method == "oracle") p.inputs.push_back(corpus_paths(cfg).labels);
+  return p;
 }
 
 StagePlan plan_train(const SelectConfig& cfg) {
-  return {"train", stage_dir(cfg, "train"), with(with(seed_of(cfg), section_fields(cfg, "target")), section_fields(cfg, "eval")),
+  return {"train", stage_dir(cfg, "train"), with(with(seed_of(cfg), section_fields(cfg, "target")), eval_batches(cfg)),
           {cfg.target.base, path_in(stage_dir(cfg, "score"), "selected.jsonl")}};
 }
 

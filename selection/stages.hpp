@@ -5,7 +5,8 @@
 //
 //   mix     C4 train documents -> corpus/mixed.jsonl (target corpus, corrupted
 //           share unmarked), corpus/labels.csv (kept aside: never read by
-//           warmup or score), corpus/heldout.jsonl (clean held-out set)
+//           warmup, nor by score but for its labelled reference arm
+//           score.method=oracle), corpus/heldout.jsonl (clean held-out set)
 //   warmup  warmup.selector + mixed.jsonl -> warmup/epoch_N/checkpoint.pt
 //           (router-only training; everything else frozen)
 //   score   a selector epoch + mixed.jsonl -> score/scores.csv (every score of

@@ -243,13 +243,7 @@ TrainConfig parse_config_text(const std::string& text, const std::string& source
 }
 
 void apply_overrides(TrainConfig& cfg, const std::vector<std::string>& overrides) {
-  for (const auto& o : overrides) {
-    const auto [key, value] = config::split_override(o);
-    std::vector<config::Setting> settings;
-    std::map<std::string, int> seen;
-    config::flatten(schema(false), key, YAML::Node(key), value, "", settings, seen, true);
-    apply_settings(cfg, settings);
-  }
+  for (const auto& o : overrides) apply_settings(cfg, config::override_settings(schema(false), o));
 }
 
 std::string dump_config(const TrainConfig& cfg) {

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "../torch_backend/helpers.hpp"
@@ -159,16 +160,29 @@ TEST_CASE("pipeline end to end: outputs, router-only warm-up, top fraction kept,
   CHECK(read_file(manifest_path(stage_dir(cfg, "eval"))) == eval_manifest);
 
   // another method: mix and warmup stay, score, train and eval rerun.
+  // eval.base=false concerns the eval stage alone; the base's perplexity is then null.
   auto random = cfg;
   random.score.method = "random";
+  random.eval_base = false;
   run_pipeline(random, nullptr);
   CHECK(fs::last_write_time(manifest_path(warmup_dir(cfg))) == t0);
-  CHECK(parse_json(read_file(path_in(stage_dir(cfg, "eval"), "eval.json")), "e").find("method")->text == "random");
+  const auto ev2 = parse_json(read_file(path_in(stage_dir(cfg, "eval"), "eval.json")), "e");
+  CHECK(ev2.find("method")->text == "random");
+  CHECK(ev2.find("base_val_ppl")->is(JsonValue::Type::Null));
 
   // the report groups the runs into arms.
   const auto rows = collect_arms({cfg.out_dir});
   REQUIRE(rows.size() == 1);
   CHECK(rows[0].arm.rfind("random", 0) == 0);
+  CHECK(rows[0].mean[4] == Approx(ev2.find("val_ppl")->number));  // val_ppl, one seed
+  CHECK(std::isnan(rows[0].mean[6]));                              // base_val_ppl: no seed has it
+  CHECK(rows[0].mean[3] > 0);                                      // train_tokens
+
+  // the oracle reads the labels: its selection is clean while clean documents last.
+  auto oracle = cfg;
+  oracle.score.method = "oracle";
+  run_score(oracle, nullptr);
+  for (const auto& d : read_jsonl(path_in(stage_dir(cfg, "score"), "selected.jsonl"))) CHECK(d.quality_score >= 1.0);
 
   // stale: a selection edited after `score` wrote it.
   const auto selected = path_in(stage_dir(cfg, "score"), "selected.jsonl");
