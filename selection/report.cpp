@@ -12,6 +12,7 @@
 #include "common/files.hpp"
 #include "common/json.hpp"
 #include "common/text.hpp"
+#include "selection/manifest.hpp"
 
 namespace moesim::selection {
 
@@ -59,7 +60,7 @@ std::vector<ArmRow> collect_arms(const std::vector<std::string>& out_dirs) {
     const auto arm = arm_of(v, path);
     // The tokens the target trained on: the train stage's own summary.
     const auto summary_path = (fs::path(d) / "train" / "summary.json").string();
-    if (!fs::exists(summary_path)) throw Error(summary_path + ": missing (run `moesim select train` for " + d + ")");
+    require_output((fs::path(d) / "train").string(), "train", summary_path);
     const auto summary = parse_json(read_file(summary_path), summary_path);
     std::vector<double> row;
     for (const auto& m : report_metrics()) {

@@ -24,8 +24,11 @@ namespace tb = torch_backend;
 
 namespace {
 
-// The base with the adapters of adapter.pt merged in (W + alpha/r B A), as a plain model.
-std::shared_ptr<tb::Transformer> merged_model(const std::string& base_path, const std::string& adapter) {
+// The base with the adapters of adapter.pt merged in (W + alpha/r B A), as a
+// plain model, routing with the policy states training ended with (a stateful
+// policy's, e.g. loss-free biases, travel in train/checkpoint.pt).
+std::shared_ptr<tb::Transformer> merged_model(const std::string& base_path, const std::string& adapter,
+                                              const std::string& trained) {
   const auto info = tb::read_adapter_info(adapter);
   if (info.base_digest != file_digest(base_path))
     throw Error(adapter + ": trained on another base checkpoint than " + base_path + " (digest " + info.base_digest + ", now " +
@@ -37,6 +40,12 @@ std::shared_ptr<tb::Transformer> merged_model(const std::string& base_path, cons
   tb::copy_weights(*base.model, adapted, base_path);
   tb::read_adapters(adapter, adapted);
   tb::merge_adapters(adapted, *base.model);
+  const auto after = tb::load_model(trained);
+  for (std::size_t i = 0; i < base.model->moe_layers().size(); ++i) {
+    std::stringstream st;
+    after.model->moe_layers()[i]->policy().save(st);
+    base.model->moe_layers()[i]->policy().load(st, trained + " (policy state)");
+  }
   return base.model;
 }
 
@@ -92,13 +101,14 @@ void run_eval(const SelectConfig& cfg, std::FILE* log) {
   const auto& g = cfg.target;
   if (g.base.empty()) throw KeyError("target.base", "config key 'target.base': required: the pre-trained target checkpoint");
   const auto plan = plan_eval(cfg);
-  const auto trained = plan.inputs[1];
-  require_output(stage_dir(cfg, "train"), "train", trained);
-  require_output(stage_dir(cfg, "score"), "score", plan.inputs[2]);
-  require_output(corpus_dir(cfg), "mix", plan.inputs[3]);
-  require_output(corpus_dir(cfg), "mix", plan.inputs[4]);
+  const auto train_dir = stage_dir(cfg, "train"), trained = path_in(train_dir, "checkpoint.pt"),
+             adapter = path_in(train_dir, "adapter.pt");
+  for (const auto& p : {trained, path_in(train_dir, "summary.json")}) require_from(plan_train(cfg), p);
+  if (g.mode == "lora") require_from(plan_train(cfg), adapter);
+  require_from(plan_score(cfg), path_in(stage_dir(cfg, "score"), "scores.csv"));
+  for (const auto& p : {corpus_paths(cfg).heldout, corpus_paths(cfg).labels}) require_from(plan_mix(cfg), p);
   auto base = tb::load_model(g.base);
-  auto model = g.mode == "lora" ? merged_model(g.base, trained) : tb::load_model(trained).model;
+  auto model = g.mode == "lora" ? merged_model(g.base, adapter, trained) : tb::load_model(trained).model;
   auto tok = tb::Tokenizer::from_proto(base.tokenizer_proto, g.base);
   const auto val = token_stream(tok, validation_texts(cfg.corpus.data_dir, log));
   const auto held = token_stream(tok, texts_of(read_jsonl(corpus_paths(cfg).heldout)));

@@ -36,7 +36,9 @@ void run_mix(const SelectConfig& cfg, std::FILE* log) {
                                                " training documents of " + c.data_dir);
   const auto kinds = corruptions_from(c.kinds);
   const auto plan = corruption_plan(c.docs, c.corrupt_fraction, static_cast<int>(kinds.size()), derive_seed(cfg.seed, "corruption_plan"));
-  const std::string dataset = fs::path(c.data_dir).filename().string() + "/train";
+  auto folder = fs::path(c.data_dir).lexically_normal();
+  if (folder.filename().empty()) folder = folder.parent_path();  // "data/c4_tiny/"
+  const std::string dataset = folder.filename().string() + "/train";
   std::vector<DocRecord> mixed, held;
   std::ostringstream labels;
   labels << "source_index,corrupted,kind\n";

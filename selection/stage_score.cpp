@@ -68,7 +68,7 @@ struct Scored {
 // The oracle's one input the selector never sees: which documents are clean.
 std::vector<bool> clean_labels(const SelectConfig& cfg, const std::vector<DocRecord>& docs) {
   const auto path = corpus_paths(cfg).labels;
-  require_output(corpus_dir(cfg), "mix", path);
+  require_from(plan_mix(cfg), path);
   const auto t = read_csv(path);
   const auto si = t.need_column("source_index"), sc = t.need_column("corrupted");
   std::map<long, bool> clean;
@@ -163,9 +163,15 @@ void run_score(const SelectConfig& cfg, std::FILE* log) {
   validate(cfg);
   tb::configure_runtime(cfg.threads);
   const auto selector = selector_checkpoint(cfg);
-  if (cfg.score.selector.empty()) require_output(warmup_dir(cfg), "warmup", selector);
+  if (cfg.score.selector.empty()) {
+    const int epochs = cfg.warmup.epochs;
+    if (cfg.score.epoch > epochs)
+      throw KeyError("score.epoch", "config key 'score.epoch' = " + std::to_string(cfg.score.epoch) + ": the warm-up has " +
+                                        std::to_string(epochs) + " epochs (warmup.epochs)");
+    require_from(plan_warmup(cfg), selector);
+  }
   const auto mixed = corpus_paths(cfg).mixed;
-  require_output(corpus_dir(cfg), "mix", mixed);
+  require_from(plan_mix(cfg), mixed);
   auto docs = read_jsonl(mixed);
   if (docs.empty()) throw Error(mixed + ": no documents");
   auto s = score_all(cfg, selector, docs, log);

@@ -76,13 +76,17 @@ void run_train(const SelectConfig& cfg, std::FILE* log) {
   const auto& g = cfg.target;
   if (g.base.empty()) throw KeyError("target.base", "config key 'target.base': required: the pre-trained target checkpoint (moesim train)");
   const auto selected = path_in(stage_dir(cfg, "score"), "selected.jsonl");
-  require_output(stage_dir(cfg, "score"), "score", selected);
+  require_from(plan_score(cfg), selected);
   const auto base = tb::load_model(g.base);
-  const long pre_docs = base.cfg.data.max_docs;
-  if (pre_docs == 0 || pre_docs > cfg.corpus.first_doc)
+  if (base.cfg.lora.rank > 0)
+    throw Error(g.base + ": already carries LoRA adapters (lora.rank=" + std::to_string(base.cfg.lora.rank) +
+                "); the base must be a plain pre-trained checkpoint");
+  // Neither the target corpus nor the held-out set may be in the pre-training documents.
+  const long pre_docs = base.cfg.data.max_docs, limit = std::min(cfg.corpus.first_doc, cfg.corpus.heldout_first);
+  if (pre_docs == 0 || pre_docs > limit)
     throw Error(g.base + ": pre-trained on " + (pre_docs == 0 ? std::string("every") : "the first " + std::to_string(pre_docs)) +
-                " C4 train documents, which include the target corpus (corpus.first_doc = " + std::to_string(cfg.corpus.first_doc) +
-                "); pre-train it with data.max_docs <= corpus.first_doc");
+                " C4 train documents, which include the target corpus or the held-out set (they start at document " +
+                std::to_string(limit) + "); pre-train it with data.max_docs <= " + std::to_string(limit));
   auto tok = tb::Tokenizer::from_proto(base.tokenizer_proto, g.base);
   const auto docs = read_jsonl(selected);
   const auto train = token_stream(tok, texts_of(docs));
@@ -96,9 +100,10 @@ void run_train(const SelectConfig& cfg, std::FILE* log) {
                  seqs, g.mode == "lora" ? ("LoRA rank " + std::to_string(g.lora_rank) + " on " + g.lora_targets).c_str() : "full fine-tuning",
                  g.epochs, per_epoch);
   const auto dir = stage_dir(cfg, "train");
+  begin_training_stage(plan_train(cfg), log);
   tb::Trainer tr(tcfg, {&train, &val, tok.vocab_size(), tok.proto()}, log);
   tr.run();
-  std::vector<std::string> outputs = {path_in(dir, "checkpoint.pt"), path_in(dir, "train_log.csv")};
+  std::vector<std::string> outputs = {path_in(dir, "checkpoint.pt"), path_in(dir, "train_log.csv"), path_in(dir, "summary.json")};
   if (g.mode == "lora") {
     const auto adapter = path_in(dir, "adapter.pt");
     tb::write_adapters(adapter, tr.model(), {g.lora_rank, g.lora_alpha, g.lora_targets, file_digest(g.base), 0});
@@ -106,7 +111,9 @@ void run_train(const SelectConfig& cfg, std::FILE* log) {
   }
   plot_loss(dir, log);
   finish_stage(plan_train(cfg), outputs);
-  if (log) std::fprintf(log, "train: %s%s\n", outputs.back().c_str(), g.mode == "lora" ? " (adapters only; the base is unchanged)" : "");
+  if (log)
+    std::fprintf(log, "train: %s%s\n", g.mode == "lora" ? outputs.back().c_str() : outputs.front().c_str(),
+                 g.mode == "lora" ? " (adapters only; the base is unchanged)" : "");
 }
 
 }  // namespace moesim::selection

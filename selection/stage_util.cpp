@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/error.hpp"
 #include "common/files.hpp"
@@ -58,9 +59,10 @@ StagePlan plan_train(const SelectConfig& cfg) {
 StagePlan plan_eval(const SelectConfig& cfg) {
   const auto train = stage_dir(cfg, "train");
   const auto c = corpus_paths(cfg);
-  return {"eval", stage_dir(cfg, "eval"), with(section_fields(cfg, "target"), section_fields(cfg, "eval")),
-          {cfg.target.base, path_in(train, cfg.target.mode == "lora" ? "adapter.pt" : "checkpoint.pt"),
-           path_in(stage_dir(cfg, "score"), "scores.csv"), c.heldout, c.labels}};
+  StagePlan p{"eval", stage_dir(cfg, "eval"), with(section_fields(cfg, "target"), section_fields(cfg, "eval")),
+              {cfg.target.base, path_in(train, "checkpoint.pt"), path_in(stage_dir(cfg, "score"), "scores.csv"), c.heldout, c.labels}};
+  if (cfg.target.mode == "lora") p.inputs.push_back(path_in(train, "adapter.pt"));
+  return p;
 }
 
 void finish_stage(const StagePlan& plan, const std::vector<std::string>& outputs) {
@@ -70,6 +72,48 @@ void finish_stage(const StagePlan& plan, const std::vector<std::string>& outputs
   for (const auto& p : plan.inputs) m.inputs[p] = file_digest(p);
   for (const auto& p : outputs) m.outputs[p] = file_digest(p);
   write_manifest(plan.dir, m);
+}
+
+void require_from(const StagePlan& producer, const std::string& path) {
+  require_output(producer.dir, producer.name, path);
+  const auto m = read_manifest(producer.dir);
+  const std::string redo = "; rerun `moesim select " + producer.name + "` with this config";
+  std::map<std::string, std::string> then(m.config.begin(), m.config.end());
+  for (const auto& [k, v] : producer.config) {
+    const auto it = then.find(k);
+    if (it == then.end() || it->second != v)
+      throw Error(path + ": made by `select " + producer.name + "` with " + k + "=" + (it == then.end() ? "<unset>" : it->second) +
+                  ", this config has " + k + "=" + v + redo);
+  }
+  for (const auto& in : producer.inputs) {
+    const auto it = m.inputs.find(in);
+    if (it == m.inputs.end()) throw Error(path + ": `select " + producer.name + "` did not read " + in + redo);
+    if (!fs::exists(in) || file_digest(in) != it->second)
+      throw Error(path + ": stale: " + in + " changed since `select " + producer.name + "` read it" + redo);
+  }
+}
+
+void begin_training_stage(const StagePlan& plan, std::FILE* log) {
+  std::string text;
+  for (const auto& [k, v] : plan.config) text += k + "=" + v + "\n";
+  for (const auto& in : plan.inputs) text += in + " " + file_digest(in) + "\n";
+  const auto path = path_in(plan.dir, "plan.txt");
+  if (fs::exists(path) && read_file(path) == text) return;  // the same run: resume it
+  std::error_code ec;
+  bool cleared = false;
+  if (fs::exists(plan.dir))
+    for (const auto& e : fs::directory_iterator(plan.dir)) {
+      const auto name = e.path().filename().string();
+      if (name == "checkpoint.pt" || name == "train_log.csv" || name == "eval_log.csv" || name == "summary.json" ||
+          name == "adapter.pt" || name == "manifest.json" || name.rfind("epoch_", 0) == 0) {
+        fs::remove_all(e.path(), ec);
+        if (ec) throw Error(e.path().string() + ": cannot remove the earlier run's file: " + ec.message());
+        cleared = true;
+      }
+    }
+  if (cleared && log) std::fprintf(log, "%s: config or inputs changed since its last run: starting afresh\n", plan.dir.c_str());
+  make_dir(plan.dir);
+  write_file_atomic(path, text);
 }
 
 std::string path_in(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }

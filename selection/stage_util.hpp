@@ -33,6 +33,17 @@ StagePlan plan_eval(const SelectConfig& cfg);
 // The manifest of a finished stage: its plan with the inputs' digests now, and its outputs'.
 void finish_stage(const StagePlan& plan, const std::vector<std::string>& outputs);
 
+// `path` as an output of the producer's finished stage (require_output), made
+// with the producer's plan under this config: Error naming the first key or
+// input that differs, and the command that remakes it.
+void require_from(const StagePlan& producer, const std::string& path);
+
+// A training stage (warmup, train) resumes its checkpoint only when it was
+// started with this very plan (config and input digests, kept in DIR/plan.json);
+// otherwise the folder's earlier run (checkpoint, logs, summary, epoch folders)
+// is removed first, so a changed input is never trained on from a stale state.
+void begin_training_stage(const StagePlan& plan, std::FILE* log);
+
 std::string path_in(const std::string& dir, const std::string& name);
 void make_dir(const std::string& dir);
 // Copies a file into place atomically (temp file, then rename).

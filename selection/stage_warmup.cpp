@@ -5,6 +5,7 @@
 #include "common/error.hpp"
 #include "selection/stage_util.hpp"
 #include "selection/stages.hpp"
+#include "torch_backend/checkpoint.hpp"
 #include "torch_backend/tokenizer.hpp"
 #include "torch_backend/trainer.hpp"
 
@@ -58,7 +59,7 @@ void run_warmup(const SelectConfig& cfg, std::FILE* log) {
   if (cfg.warmup.selector.empty())
     throw KeyError("warmup.selector", "config key 'warmup.selector': required: a trained MoE checkpoint (moesim train ... model.moe_layers=...)");
   const auto mixed = corpus_paths(cfg).mixed;
-  require_output(corpus_dir(cfg), "mix", mixed);
+  require_from(plan_mix(cfg), mixed);
   const auto sel = tb::load_model(cfg.warmup.selector);
   if (sel.model->moe_layers().empty()) throw Error(cfg.warmup.selector + ": the selector has no MoE layer: nothing to warm up");
   auto tok = tb::Tokenizer::from_proto(sel.tokenizer_proto, cfg.warmup.selector);
@@ -70,20 +71,26 @@ void run_warmup(const SelectConfig& cfg, std::FILE* log) {
   if (log)
     std::fprintf(log, "warmup: %s, router only, %d epochs x %ld steps (%ld sequences of %d tokens, batch %d)\n",
                  cfg.warmup.selector.c_str(), cfg.warmup.epochs, per_epoch, seqs, sel.cfg.data.seq_len, cfg.warmup.batch);
+  begin_training_stage(plan_warmup(cfg), log);
   tb::Trainer tr(tcfg, {&train, &val, tok.vocab_size(), tok.proto()}, log);
   std::vector<std::string> outputs;
   const auto ckpt = path_in(warmup_dir(cfg), "checkpoint.pt");
+  // An epoch's checkpoint.pt is copied to epoch_N/ before the next epoch
+  // starts; a run killed between the two copies it here.
+  auto keep_epoch = [&](long step) {
+    if (step <= 0 || step % per_epoch != 0) return;
+    const int epoch = static_cast<int>(step / per_epoch);
+    const auto dst = epoch_checkpoint(cfg, epoch);
+    if (fs::exists(dst) && step < tcfg.train.steps) return;
+    make_dir(fs::path(dst).parent_path().string());
+    copy_file_atomic(ckpt, dst);
+    if (log) std::fprintf(log, "warmup: epoch %d saved as %s\n", epoch, dst.c_str());
+  };
+  if (fs::exists(ckpt)) keep_epoch(static_cast<long>(tb::CheckpointReader(ckpt).get("step").toInt()));
   for (;;) {
     tr.run();  // to the end of the current epoch (resuming from checkpoint.pt)
-    const long step = tr.current_step();
-    if (step % per_epoch == 0 && step > 0) {
-      const int epoch = static_cast<int>(step / per_epoch);
-      const auto dst = epoch_checkpoint(cfg, epoch);
-      make_dir(fs::path(dst).parent_path().string());
-      copy_file_atomic(ckpt, dst);
-      if (log) std::fprintf(log, "warmup: epoch %d saved as %s\n", epoch, dst.c_str());
-    }
-    if (step >= tcfg.train.steps) break;
+    keep_epoch(tr.current_step());
+    if (tr.current_step() >= tcfg.train.steps) break;
   }
   for (int e = 1; e <= cfg.warmup.epochs; ++e) outputs.push_back(epoch_checkpoint(cfg, e));
   finish_stage(plan_warmup(cfg), outputs);

@@ -161,15 +161,16 @@ void read_adapters(const std::string& path, torch::nn::Module& model) {
     const std::string w = names.substr(a, b - a);
     const auto it = mine.find(w);
     if (it == mine.end()) throw Error(path + ": adapter of '" + w + "' has no place in this model (other lora.targets or model)");
-    torch::Tensor ta, tb;
-    ar.read("a_" + std::to_string(i), ta);
-    ar.read("b_" + std::to_string(i), tb);
-    if (!ta.sizes().equals(it->second->a.sizes()) || !tb.sizes().equals(it->second->b.sizes()))
+    if (b == std::string::npos) throw Error(path + ": adapter list is damaged (no end of line after '" + w + "')");
+    const auto ta = entry(ar, "a_" + std::to_string(i), path), tb = entry(ar, "b_" + std::to_string(i), path);
+    if (!ta.isTensor() || !tb.isTensor()) throw Error(path + ": adapter of '" + w + "' is not a pair of tensors");
+    const auto A = ta.toTensor(), B = tb.toTensor();
+    if (!A.sizes().equals(it->second->a.sizes()) || !B.sizes().equals(it->second->b.sizes()))
       throw Error(path + ": adapter of '" + w + "' has another rank or shape than this model's");
-    if (!torch::isfinite(ta).all().item<bool>() || !torch::isfinite(tb).all().item<bool>())
+    if (!torch::isfinite(A).all().item<bool>() || !torch::isfinite(B).all().item<bool>())
       throw Error(path + ": adapter of '" + w + "' holds NaN or infinite values");
-    it->second->a.copy_(ta);
-    it->second->b.copy_(tb);
+    it->second->a.copy_(A);
+    it->second->b.copy_(B);
     ++count;
   }
   if (count != mine.size())

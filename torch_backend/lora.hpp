@@ -9,7 +9,9 @@
 // (an (out x in) product of rank r, small next to a batch's GEMMs), so the fused
 // kernels stay as they are and gradients reach A and B only. An adapter sits
 // next to its weight as the submodule "lora_<weight name>": block1.attn.w_qkv's
-// is block1.attn.lora_w_qkv (with tensors .a and .b).
+// is block1.attn.lora_w_qkv (with tensors .a and .b). One adapter per stored
+// matrix: the fused q/k/v and gate/up matrices get one each, as PEFT adapts a
+// fused projection (GPT-2's c_attn).
 #include <torch/torch.h>
 
 #include <cstdint>

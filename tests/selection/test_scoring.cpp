@@ -36,11 +36,12 @@ TEST_CASE("keep count is round(share * n) within [1, n]", "[selection][scoring]"
 }
 
 TEST_CASE("selection keeps exactly the top fraction, best first, ties by source index (property)", "[selection][scoring]") {
-  rc::prop("select_top == a sort by (score desc, key asc), cut at keep_count", [] {
+  rc::prop("select_top == a sort by (score desc, key asc, position asc), cut at keep_count", [] {
     const auto n = *rc::gen::inRange<std::size_t>(1, 60);
     // Few distinct scores: ties are common.
     const auto raw = *rc::gen::container<std::vector<int>>(n, rc::gen::inRange(-3, 4));
-    const auto keys = *rc::gen::unique<std::vector<std::int64_t>>(n, rc::gen::inRange<std::int64_t>(0, 1000));
+    // Repeated keys too: then the earlier position wins.
+    const auto keys = *rc::gen::container<std::vector<std::int64_t>>(n, rc::gen::inRange<std::int64_t>(0, 8));
     const double share = *rc::gen::inRange(1, 101) / 100.0;
     std::vector<double> score(raw.begin(), raw.end());
     const auto got = select_top(score, keys, share);
@@ -50,10 +51,11 @@ TEST_CASE("selection keeps exactly the top fraction, best first, ties by source 
     for (auto i : got) kept[i] = true;
     for (std::size_t i = 0; i < n; ++i)
       for (std::size_t j = 0; j < n; ++j)
-        if (kept[i] && !kept[j]) RC_ASSERT(score[i] > score[j] || (score[i] == score[j] && keys[i] < keys[j]));
+        if (kept[i] && !kept[j])
+          RC_ASSERT(score[i] > score[j] || (score[i] == score[j] && (keys[i] < keys[j] || (keys[i] == keys[j] && i < j))));
     for (std::size_t r = 1; r < got.size(); ++r) {
       const auto a = got[r - 1], b = got[r];
-      RC_ASSERT(score[a] > score[b] || (score[a] == score[b] && keys[a] < keys[b]));
+      RC_ASSERT(score[a] > score[b] || (score[a] == score[b] && (keys[a] < keys[b] || (keys[a] == keys[b] && a < b))));
     }
   });
 }

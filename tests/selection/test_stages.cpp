@@ -137,6 +137,19 @@ TEST_CASE("pipeline end to end: outputs, router-only warm-up, top fraction kept,
     CHECK(torch::equal(p.value(), *moved.find(p.key())) != router);
   }
 
+  // same seed, same bytes: the corpus and the scores made again elsewhere.
+  {
+    auto again = cfg;
+    again.out_dir = dir / "again";
+    run_mix(again, nullptr);
+    for (const auto& f : {"mixed.jsonl", "labels.csv", "heldout.jsonl"})
+      CHECK(read_file(path_in(corpus_dir(again), f)) == read_file(path_in(corpus_dir(cfg), f)));
+    again.score.selector = epoch_checkpoint(cfg, 2);
+    run_score(again, nullptr);
+    for (const auto& f : {"scores.csv", "selected.jsonl"})
+      CHECK(read_file(path_in(stage_dir(again, "score"), f)) == read_file(path_in(stage_dir(cfg, "score"), f)));
+  }
+
   // score: the top 15 of 30, best first, their scores the selection's.
   const auto sel = read_jsonl(path_in(stage_dir(cfg, "score"), "selected.jsonl"));
   REQUIRE(sel.size() == 15);
@@ -161,10 +174,13 @@ TEST_CASE("pipeline end to end: outputs, router-only warm-up, top fraction kept,
 
   // another method: mix and warmup stay, score, train and eval rerun.
   // eval.base=false concerns the eval stage alone; the base's perplexity is then null.
+  // The new selection is trained on afresh, not resumed from the router arm's checkpoint.
+  const auto adapter_before = file_digest(path_in(stage_dir(cfg, "train"), "adapter.pt"));
   auto random = cfg;
   random.score.method = "random";
   random.eval_base = false;
   run_pipeline(random, nullptr);
+  CHECK(file_digest(path_in(stage_dir(cfg, "train"), "adapter.pt")) != adapter_before);
   CHECK(fs::last_write_time(manifest_path(warmup_dir(cfg))) == t0);
   const auto ev2 = parse_json(read_file(path_in(stage_dir(cfg, "eval"), "eval.json")), "e");
   CHECK(ev2.find("method")->text == "random");
@@ -184,14 +200,24 @@ TEST_CASE("pipeline end to end: outputs, router-only warm-up, top fraction kept,
   run_score(oracle, nullptr);
   for (const auto& d : read_jsonl(path_in(stage_dir(cfg, "score"), "selected.jsonl"))) CHECK(d.quality_score >= 1.0);
 
+  // a selection made under another config (the oracle's) is refused naming the key.
+  auto stale_method = oracle;
+  stale_method.score.method = "length";
+  CHECK_THAT(error_of([&] { run_train(stale_method, nullptr); }),
+             Catch::Contains("score.method=oracle") && Catch::Contains("rerun `moesim select score`"));
+
   // stale: a selection edited after `score` wrote it.
   const auto selected = path_in(stage_dir(cfg, "score"), "selected.jsonl");
   write_file_atomic(selected, read_file(selected) + to_jsonl({{"x", 1, "junk", true, 1.0}}));
   CHECK_THAT(error_of([&] { run_train(random, nullptr); }), Catch::Contains("stale") && Catch::Contains("select score"));
-  // mismatched: adapters applied to another base than they were trained on.
+  // mismatched: adapters applied to another base than they were trained on; a
+  // stage fed by a producer that ran with another config.
   auto other = random;
   other.target.base = selector;
-  CHECK_THAT(error_of([&] { run_eval(other, nullptr); }), Catch::Contains("trained on another base checkpoint"));
+  CHECK_THAT(error_of([&] { run_eval(other, nullptr); }), Catch::Contains("target.base=" + selector));
+  auto late = cfg;
+  late.score.epoch = 3;
+  CHECK_THAT(error_of([&] { run_score(late, nullptr); }), Catch::Contains("score.epoch"));
 }
 
 TEST_CASE("stages refuse bad inputs with one line naming the cause", "[selection][stages]") {
