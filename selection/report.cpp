@@ -44,7 +44,7 @@ std::string arm_of(const JsonValue& v, const std::string& src) {
                                     std::string(", epoch "), num("warmup_epoch")})
       arm += part;
   }
-  for (const std::string& part : {std::string(" | keep "), num("selection_percentage"), std::string(" | "), str("mode")}) arm += part;
+  for (const std::string& part : {std::string("; keep "), num("selection_percentage"), std::string("; "), str("mode")}) arm += part;
   return arm;
 }
 
