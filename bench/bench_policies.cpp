@@ -40,10 +40,10 @@ const Batch& batch(int E) {
   return cache.back().second;
 }
 
-void BM_Policy(benchmark::State& state, std::string name) {
+void BM_Policy(benchmark::State& state, std::string name, KnobMap knobs) {
   const int E = static_cast<int>(state.range(0)), k = static_cast<int>(state.range(1));
   const auto& b = batch(E);
-  auto pol = make_policy(name, E, k);
+  auto pol = make_policy(name, E, k, knobs);
   Rng rng(7);
   Assignment a;
   RouteInput in{b.logits.data(), kTokens, E, b.ids.data()};
@@ -131,8 +131,13 @@ void sizes(benchmark::internal::Benchmark* b, bool top1) {
 
 const bool registered = [] {
   for (const auto& p : policy_registry()) {
-    sizes(benchmark::RegisterBenchmark(("route+observe/" + p.name).c_str(), BM_Policy, p.name), accepted_k(p, 8, 2) == 1);
+    sizes(benchmark::RegisterBenchmark(("route+observe/" + p.name).c_str(), BM_Policy, p.name, KnobMap{}),
+          accepted_k(p, 8, 2) == 1);
   }
+  // BASE's own solver, side by side with the exact default.
+  sizes(benchmark::RegisterBenchmark("route+observe/balanced (solver=auction)", BM_Policy, std::string("balanced"),
+                                     KnobMap{{"solver", "auction"}}),
+        false);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/topk", BM_NaiveSort, false), false);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/rdesi", BM_NaiveSort, true), false);
   return true;

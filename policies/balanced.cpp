@@ -10,50 +10,51 @@
 
 namespace moesim {
 
-namespace {
-
-// Seat order inside an expert's heap: cheapest first; at equal price a free seat
-// before a held one, then the lower token (so who gets outbid is explicit).
-inline bool seat_before(double pa, std::int32_t ha, double pb, std::int32_t hb) {
-  return pa < pb || (pa == pb && ha < hb);
-}
-
-template <class Seat>
-void sift_down(Seat* h, int n, int i) {
-  for (;;) {
-    const int l = 2 * i + 1, r = l + 1;
-    int m = i;
-    if (l < n && seat_before(h[l].price, h[l].holder, h[m].price, h[m].holder)) m = l;
-    if (r < n && seat_before(h[r].price, h[r].holder, h[m].price, h[m].holder)) m = r;
-    if (m == i) return;
-    std::swap(h[i], h[m]);
-    i = m;
-  }
-}
-
-// Four independent chains: one running max is bound by the max latency.
-inline double max_of(const double* x, int n) {
-  constexpr double kNeg = -std::numeric_limits<double>::infinity();
-  double m0 = kNeg, m1 = kNeg, m2 = kNeg, m3 = kNeg;
-  int i = 0;
-  for (; i + 4 <= n; i += 4) {
-    m0 = std::max(m0, x[i]);
-    m1 = std::max(m1, x[i + 1]);
-    m2 = std::max(m2, x[i + 2]);
-    m3 = std::max(m3, x[i + 3]);
-  }
-  for (; i < n; ++i) m0 = std::max(m0, x[i]);
-  return std::max(std::max(m0, m1), std::max(m2, m3));
-}
-
-}  // namespace
-
 BalancedPolicy::BalancedPolicy(int experts, int k, const Knobs& kn)
-    : Policy("balanced", experts, k, kn), spec_(score_weight_spec(kn)), eps_(kn.real("auction_eps")) {
+    : Policy("balanced", experts, k, kn),
+      spec_(score_weight_spec(kn)),
+      auction_(kn.choice("solver") == "auction"),
+      eps_(kn.real("auction_eps")) {
   if (!(eps_ > 0.0)) fail_knob(name(), "auction_eps", "= " + format_real(eps_) + ": must be > 0");
   // Values are scaled to [0, 1] and prices stay within a few units of them: a
   // much smaller step would vanish in double precision and stall the auction.
   if (eps_ < 1e-9) fail_knob(name(), "auction_eps", "= " + format_real(eps_) + ": must be >= 1e-9 (relative to the logit range)");
+}
+
+// Round r gives every token its r-th expert; what it won is -inf afterwards, so
+// its k experts are distinct. The allowed graph stays biregular (each token may
+// use E-r experts, each expert's T/E slots are open to T/E*(E-r) tokens), so a
+// perfect assignment exists in every round.
+void BalancedPolicy::solve_rounds(const float* logits, int T) {
+  const int E = experts(), k = this->k(), cap = T / E;
+  const std::size_t n = static_cast<std::size_t>(T) * E;
+  constexpr double kNeg = -std::numeric_limits<double>::infinity();
+  owner_.resize(static_cast<std::size_t>(T));
+  held_.resize(static_cast<std::size_t>(T) * k);
+  if (auction_) {
+    // Scaled to [0, 1]: the auction's epsilon, step count and optimality gap (at
+    // most T*eps) are then relative to the batch's logit range, whatever its units.
+    const auto [lo, hi] = std::minmax_element(logits, logits + n);
+    const double zmin = *lo, range = static_cast<double>(*hi) - zmin;
+    const double scale = range > 0.0 ? 1.0 / range : 0.0;
+    value_.resize(n);
+    for (std::size_t i = 0; i < n; ++i) value_[i] = (logits[i] - zmin) * scale;
+  } else {
+    logit_.assign(logits, logits + n);
+  }
+  for (int r = 0; r < k; ++r) {
+    if (auction_)
+      auction_solver_.assign(value_.data(), T, E, cap, eps_, owner_.data());
+    else
+      exact_.assign(logit_.data(), T, E, cap, owner_.data());
+    for (int t = 0; t < T; ++t) {
+      held_[static_cast<std::size_t>(t) * k + r] = owner_[t];
+      if (r + 1 == k) continue;
+      const std::size_t i = static_cast<std::size_t>(t) * E + static_cast<std::size_t>(owner_[t]);
+      if (auction_) value_[i] = kNeg;
+      else logit_[i] = -std::numeric_limits<float>::infinity();
+    }
+  }
 }
 
 void BalancedPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
@@ -66,18 +67,7 @@ void BalancedPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   out.capacity = per_expert;
   out.routed = static_cast<std::int64_t>(T) * k;
   if (T == 0) return;
-
-  // Scale logits to [0, 1]: the auction's epsilon, step count and optimality gap
-  // (at most T*eps) are then relative to the batch's logit range, whatever its units.
-  const std::size_t n = static_cast<std::size_t>(T) * E;
-  const auto [lo, hi] = std::minmax_element(in.logits, in.logits + n);
-  const double zmin = *lo, range = static_cast<double>(*hi) - zmin;
-  const double scale = range > 0.0 ? 1.0 / range : 0.0;
-  value_.resize(n);
-  for (std::size_t i = 0; i < n; ++i) value_[i] = (in.logits[i] - zmin) * scale;
-
-  held_.resize(static_cast<std::size_t>(T) * k);
-  for (int r = 0; r < k; ++r) auction_round(T, r);
+  solve_rounds(in.logits, T);
 
   // Slots in descending logit order, ties to the lower expert.
   for (int t = 0; t < T; ++t) {
@@ -91,121 +81,18 @@ void BalancedPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   compute_weights(spec_, in.logits, out);
 }
 
-// One seat per token, T/E seats per expert, never an expert the token already
-// holds. The allowed graph is biregular (each token may use E-r experts, each
-// expert's seats are open to T/E*(E-r) tokens), so a perfect assignment exists
-// and the auction ends. Epsilon scaling: coarse phases settle prices cheaply,
-// the last phase (eps) fixes the assignment to within T*eps of the optimum.
-void BalancedPolicy::auction_round(int T, int round) {
-  const int E = experts(), k = this->k();
-  const int cap = T / E;
-  const auto ucap = static_cast<std::size_t>(cap);
-  seat_.assign(static_cast<std::size_t>(E) * ucap, Copy{0.0, -1});
-  min_price_.assign(static_cast<std::size_t>(E), 0.0);
-  bid_.resize(static_cast<std::size_t>(E));
-  owner_.assign(static_cast<std::size_t>(T), -1);
-  queue_.resize(static_cast<std::size_t>(T));
-  // Price of the cheapest seat of `h` other than seat i.
-  auto other_seat = [cap](const Copy* h, int i) {
-    if (i != 0) return h[0].price;
-    if (cap == 1) return std::numeric_limits<double>::infinity();
-    return cap >= 3 ? std::min(h[1].price, h[2].price) : h[1].price;
-  };
-
-  std::vector<double> phases{eps_};
-  while (phases.back() * 8.0 < 0.5) phases.push_back(phases.back() * 8.0);
-  std::reverse(phases.begin(), phases.end());
-
-  constexpr double kNeg = -std::numeric_limits<double>::infinity();
-  for (std::size_t ph = 0; ph < phases.size(); ++ph) {
-    const double eps = phases[ph];
-    // Warm start: a seat whose holder is still within eps of its best
-    // alternative keeps it (eps-complementary slackness); only the rest rebid.
-    if (ph > 0) {
-      for (int e = 0; e < E; ++e) {
-        Copy* h = seat_.data() + static_cast<std::size_t>(e) * ucap;
-        for (int i = 0; i < cap; ++i) {
-          const std::int32_t t = h[i].holder;
-          if (t < 0) continue;
-          const double* w = value_.data() + static_cast<std::size_t>(t) * E;
-          double alt = w[e] - other_seat(h, i);
-          for (int f = 0; f < E; ++f)
-            if (f != e) alt = std::max(alt, w[f] - min_price_[f]);
-          if (w[e] - h[i].price < alt - eps) h[i].holder = -1, owner_[t] = -1;
-        }
-      }
-    }
-    double pmin = std::numeric_limits<double>::infinity(), pmax = -pmin;
-    for (int e = 0; e < E; ++e) {
-      Copy* h = seat_.data() + static_cast<std::size_t>(e) * ucap;
-      for (int i = 0; i < cap; ++i) pmin = std::min(pmin, h[i].price), pmax = std::max(pmax, h[i].price);
-      for (int i = cap / 2 - 1; i >= 0; --i) sift_down(h, cap, i);
-      min_price_[e] = h[0].price;
-    }
-    std::size_t head = 0, count = 0;
-    for (int t = 0; t < T; ++t)
-      if (owner_[t] < 0) queue_[count++] = t;
-    // A safety net far above the auction's bound (each seat's price rises by at
-    // least eps per bid over a span of a few value ranges): exceeding it means a bug.
-    const double max_bids = 64.0 * (T + 1.0) * (E + 1.0) * (std::ceil((2.0 + pmax - pmin) / eps) + 1.0);
-    double bids = 0;
-
-    while (count > 0) {
-      const std::int32_t t = queue_[head];
-      head = head + 1 == static_cast<std::size_t>(T) ? 0 : head + 1;
-      --count;
-      const double* w = value_.data() + static_cast<std::size_t>(t) * E;
-      // The hot loop: branch-free reductions (held experts are -inf) instead of
-      // one running top-2 whose branches mispredict on every token.
-      double* b = bid_.data();
-      for (int e = 0; e < E; ++e) b[e] = w[e] - min_price_[e];
-      const double v1 = max_of(b, E);
-      // Prices are built from the values, so exact profit ties do happen; the
-      // higher value wins them (then the lower index), which keeps the result
-      // independent of how experts are numbered whenever a row's logits differ.
-      int e1 = 0;
-      while (b[e1] != v1) ++e1;
-      for (int e = e1 + 1; e < E; ++e)
-        if (b[e] == v1 && w[e] > w[e1]) e1 = e;
-      b[e1] = kNeg;
-      double v2 = max_of(b, E);
-      Copy* h = seat_.data() + static_cast<std::size_t>(e1) * ucap;
-      // The second-cheapest seat of the same expert is a distinct object too.
-      v2 = std::max(v2, w[e1] - other_seat(h, 0));
-      // With no alternative at all any raise keeps eps-complementary slackness.
-      const double raise = v2 == kNeg ? eps : v1 - v2 + eps;
-      const double old_price = h[0].price;
-      const std::int32_t evicted = h[0].holder;
-      h[0].price = old_price + raise;
-      h[0].holder = t;
-      if (!(h[0].price > old_price) || ++bids > max_bids)
-        fail("auction did not converge (round " + std::to_string(round) + ", eps " + format_real(eps) + ", " +
-             std::to_string(static_cast<long long>(bids)) + " bids): this is a bug, please report it");
-      sift_down(h, cap, 0);
-      min_price_[e1] = h[0].price;
-      owner_[t] = e1;
-      if (evicted >= 0) {
-        owner_[evicted] = -1;
-        queue_[(head + count) % static_cast<std::size_t>(T)] = evicted;
-        ++count;
-      }
-    }
-  }
-  for (int t = 0; t < T; ++t) {
-    held_[static_cast<std::size_t>(t) * k + round] = owner_[t];
-    value_[static_cast<std::size_t>(t) * E + owner_[t]] = kNeg;  // k distinct experts
-  }
-}
-
 PolicyInfo balanced_info() {
   auto knobs = score_knobs();
+  knobs.push_back(choice_knob("solver", "exact", {"exact", "auction"},
+                              "each round's assignment: exact (successive shortest paths, optimal) or the "
+                              "eps-approximate auction of BASE's code"));
   knobs.push_back(real_knob("auction_eps", 1e-3,
-                            "auction bid step, relative to the batch's logit range; total score within T*eps of "
-                            "the optimum; must be > 0",
+                            "solver=auction: bid step, relative to the batch's logit range; total score within "
+                            "T*eps of the optimum; must be > 0",
                             -1e300, 1.0));
   return {"balanced",
-          "BASE layers: exactly balanced assignment (T*k/E slots per expert) maximising the total logit, by auction; "
-          "T must be a multiple of E",
+          "BASE layers: exactly balanced assignment (T*k/E slots per expert) maximising the total logit, solved "
+          "exactly per slot round; T must be a multiple of E",
           knobs, [](int E, int k, const Knobs& kn) { return std::make_unique<BalancedPolicy>(E, k, kn); }};
 }
 

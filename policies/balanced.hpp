@@ -1,13 +1,18 @@
 #pragma once
 // Balanced assignment (BASE layers, Lewis et al. 2021): every expert gets
 // exactly T*k/E token slots and every token k distinct experts. Slots are filled
-// in k rounds, each an auction (Bertsekas) giving every token one more expert so
-// as to maximise that round's total gate logit (BASE itself has k = 1).
+// in k rounds, each an assignment giving every token one more expert (never one
+// it holds) so as to maximise that round's total gate logit (BASE itself has
+// k = 1). solver=exact (default) solves each round to optimality by successive
+// shortest paths (ssp_assign.hpp); solver=auction is the eps-approximate auction
+// BASE's own code uses (auction_assign.hpp), within T*eps*range of the optimum.
 #include <cstdint>
 #include <vector>
 
+#include "policies/auction_assign.hpp"
 #include "policies/policy.hpp"
 #include "policies/registry.hpp"
+#include "policies/ssp_assign.hpp"
 
 namespace moesim {
 
@@ -21,20 +26,16 @@ class BalancedPolicy : public Policy {
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
 
  private:
-  struct Copy {  // one of an expert's T/E seats in a round
-    double price;
-    std::int32_t holder;  // token, or -1 while free
-  };
-  void auction_round(int T, int round);
+  void solve_rounds(const float* logits, int T);
 
   WeightSpec spec_;
+  bool auction_;
   double eps_;
-  std::vector<double> value_;        // tokens x experts: logits scaled to [0, 1], -inf once held
-  std::vector<Copy> seat_;           // experts x (T/E): one min-heap by price per expert
-  std::vector<double> min_price_;    // per expert: its cheapest seat, kept dense for the bid scan
-  std::vector<double> bid_;          // per expert: a token's profit, scratch
-  std::vector<std::int32_t> owner_;  // per token: expert won this round, -1 if none
-  std::vector<std::int32_t> queue_;  // ring buffer of tokens without a seat
+  SspAssigner exact_;
+  AuctionAssigner auction_solver_;
+  std::vector<float> logit_;         // exact: tokens x experts, -inf once held
+  std::vector<double> value_;        // auction: logits scaled to [0, 1], -inf once held
+  std::vector<std::int32_t> owner_;  // per token: the expert of this round
   std::vector<std::int32_t> held_;   // tokens x k: experts won, by round
 };
 
