@@ -11,6 +11,7 @@
 
 #include "policies/registry.hpp"
 #include "policies/select.hpp"
+#include "policies/sinkhorn.hpp"
 
 namespace {
 
@@ -53,6 +54,10 @@ void BM_Policy(benchmark::State& state, std::string name, KnobMap knobs) {
     benchmark::DoNotOptimize(a.weight.data());
   }
   state.SetItemsProcessed(state.iterations() * kTokens);
+  if (const auto* sk = dynamic_cast<const SinkhornPolicy*>(pol.get())) {
+    state.counters["rounds"] = static_cast<double>(sk->last_stats().rounds);
+    state.counters["col_dev"] = sk->last_stats().deviation;
+  }
 }
 
 // The bandwidth bound: one pass reading every logit of the batch (T x E floats,

@@ -10,6 +10,32 @@
 
 namespace moesim {
 
+namespace {
+
+// Eight floats widened to double lanes.
+inline f64x8 load_f64x8(const float* p) {
+  f32x8 x;
+  std::memcpy(&x, p, sizeof x);
+  return __builtin_convertvector(x, f64x8);
+}
+
+// sum_e a[e] * b[e] in double over 8 lanes in a fixed order (lanes, then tail).
+inline double dot_fd(const float* a, const double* b, int n) {
+  f64x8 acc{};
+  int e = 0;
+  for (; e + 8 <= n; e += 8) {
+    f64x8 y;
+    std::memcpy(&y, b + e, sizeof y);
+    acc += load_f64x8(a + e) * y;
+  }
+  double s = 0.0;
+  for (int l = 0; l < 8; ++l) s += acc[l];
+  for (; e < n; ++e) s += static_cast<double>(a[e]) * b[e];
+  return s;
+}
+
+}  // namespace
+
 SinkhornPolicy::SinkhornPolicy(int experts, int k, const Knobs& kn)
     : Policy("sinkhorn", experts, k, kn),
       spec_(score_weight_spec(kn)),
@@ -25,49 +51,86 @@ SinkhornPolicy::SinkhornPolicy(int experts, int k, const Knobs& kn)
 // to T/E; leaves log v in col_ (all that selection needs).
 void SinkhornPolicy::balance(const float* logits, int T) {
   const int E = experts();
-  const auto nT = static_cast<std::size_t>(T), nE = static_cast<std::size_t>(E);
-  const double col_target = static_cast<double>(T) / E;
+  const auto nE = static_cast<std::size_t>(E);
   col_.assign(nE, 0.0);
   colsum_.resize(nE);
+  stats_ = {};
   double spread = 0.0;
   for (int t = 0; t < T; ++t)
     spread = std::max(spread, static_cast<double>(row_max(logits + t * nE, E)) - row_min(logits + t * nE, E));
-  if (spread <= kLinearSpread) {
-    // Every entry of exp(z - rowmax) is >= e^-100, so plain scaling vectors stay
-    // far inside double range and each round costs multiplies, not exp() calls.
-    kexp_.resize(nT * nE);
-    for (int t = 0; t < T; ++t) {
-      const float* z = logits + t * nE;
-      const double m = row_max(z, E);
-      double* k = kexp_.data() + t * nE;
-      int e = 0;
-      for (; e + 8 <= E; e += 8) {  // exp in 8 double lanes, relative error < 1e-15
-        f64x8 v;
-        for (int l = 0; l < 8; ++l) v[l] = z[e + l] - m;
-        const f64x8 x = exp_neg_d8(v);
-        std::memcpy(k + e, &x, sizeof x);
-      }
-      for (; e < E; ++e) k[e] = std::exp(z[e] - m);
+  if (spread <= kLinearSpread)
+    balance_linear(logits, T);
+  else
+    balance_log(logits, T);
+}
+
+void SinkhornPolicy::balance_linear(const float* logits, int T) {
+  const int E = experts();
+  const auto nT = static_cast<std::size_t>(T), nE = static_cast<std::size_t>(E);
+  const double col_target = static_cast<double>(T) / E;
+  // Every entry of exp(z - rowmax) is >= e^-80, a normal float, so plain
+  // scaling vectors stay far inside range and each round costs multiplies, not
+  // exp() calls. The matrix is float (exp_fast, relative error < 2e-7, far
+  // below tol), every sum and scaling double.
+  kexp_.resize(nT * nE);
+  for (int t = 0; t < T; ++t) {
+    const float* z = logits + t * nE;
+    const float m = row_max(z, E);
+    float* k = kexp_.data() + t * nE;
+    int e = 0;
+    for (; e + 16 <= E; e += 16) {
+      f32x16 v;
+      std::memcpy(&v, z + e, sizeof v);
+      const f32x16 x = exp_fast16(v - m);
+      std::memcpy(k + e, &x, sizeof x);
     }
-    row_.assign(nT, 1.0);
-    colscale_.assign(nE, 1.0);
-    for (long it = 0; it < iterations_; ++it) {
-      std::fill(colsum_.begin(), colsum_.end(), 0.0);
-      for (int t = 0; t < T; ++t)
-        for (int e = 0; e < E; ++e) colsum_[e] += row_[t] * kexp_[t * nE + e];
-      // Rows are exact after every completed round, so the column sums measure
-      // how far from balanced we are (relative error, worst expert).
-      if (it > 0) {
-        double dev = 0.0;
-        for (int e = 0; e < E; ++e) dev = std::max(dev, std::fabs(colscale_[e] * colsum_[e] / col_target - 1.0));
-        if (dev < tol_) break;
-      }
-      for (int e = 0; e < E; ++e) colscale_[e] = col_target / colsum_[e];
-      for (int t = 0; t < T; ++t) row_[t] = 1.0 / dot_d(kexp_.data() + t * nE, colscale_.data(), E);
-    }
-    for (int e = 0; e < E; ++e) col_[e] = std::log(colscale_[e]);
-    return;
+    for (; e < E; ++e) k[e] = exp_fast(z[e] - m);
   }
+  row_.assign(nT, 1.0);
+  colscale_.assign(nE, 1.0);
+  // The column sums of round it+1 are accumulated in the same pass that sets
+  // round it's row scaling, so each round streams the T x E matrix once.
+  std::fill(colsum_.begin(), colsum_.end(), 0.0);
+  for (int t = 0; t < T; ++t)
+    for (int e = 0; e < E; ++e) colsum_[e] += kexp_[t * nE + e];  // row_ = 1
+  for (long it = 0; it < iterations_; ++it) {
+    // Rows are exact after every completed round, so the column sums measure
+    // how far from balanced we are (relative error, worst expert).
+    if (it > 0) {
+      double dev = 0.0;
+      for (int e = 0; e < E; ++e) dev = std::max(dev, std::fabs(colscale_[e] * colsum_[e] / col_target - 1.0));
+      if (dev < tol_) break;
+    }
+    ++stats_.rounds;
+    for (int e = 0; e < E; ++e) colscale_[e] = col_target / colsum_[e];
+    std::fill(colsum_.begin(), colsum_.end(), 0.0);
+    // Blocks of 32 rows: their scalings, then each group of 8 column sums
+    // accumulated in a register across the block (t ascending per column),
+    // instead of a store-to-load chain through colsum_ per row.
+    for (int t0 = 0; t0 < T; t0 += 32) {
+      const int n = std::min(32, T - t0);
+      for (int t = t0; t < t0 + n; ++t) row_[t] = 1.0 / dot_fd(kexp_.data() + t * nE, colscale_.data(), E);
+      int e = 0;
+      for (; e + 8 <= E; e += 8) {
+        f64x8 acc;
+        std::memcpy(&acc, colsum_.data() + e, sizeof acc);
+        for (int t = t0; t < t0 + n; ++t) acc += row_[t] * load_f64x8(kexp_.data() + t * nE + e);
+        std::memcpy(colsum_.data() + e, &acc, sizeof acc);
+      }
+      for (; e < E; ++e)
+        for (int t = t0; t < t0 + n; ++t) colsum_[e] += row_[t] * kexp_[t * nE + e];
+    }
+  }
+  for (int e = 0; e < E; ++e) {
+    col_[e] = std::log(colscale_[e]);
+    stats_.deviation = std::max(stats_.deviation, std::fabs(colscale_[e] * colsum_[e] / col_target - 1.0));
+  }
+}
+
+void SinkhornPolicy::balance_log(const float* logits, int T) {
+  const int E = experts();
+  const auto nT = static_cast<std::size_t>(T), nE = static_cast<std::size_t>(E);
+  const double col_target = static_cast<double>(T) / E;
   // Log domain for wide logits: an expert whose every logit sits 800 below the
   // row maxima must stay finite and balanceable, where exp() would underflow its
   // whole column to 0.
@@ -93,8 +156,10 @@ void SinkhornPolicy::balance(const float* logits, int T) {
       double dev = 0.0;
       for (int e = 0; e < E; ++e)
         dev = std::max(dev, std::fabs(std::expm1(col_[e] + colmax_[e] + std::log(colsum_[e]) - log_col_target)));
+      stats_.deviation = dev;  // of the rows before this round
       if (dev < tol_) break;
     }
+    ++stats_.rounds;
     for (int e = 0; e < E; ++e) col_[e] = log_col_target - (colmax_[e] + std::log(colsum_[e]));
     for (int t = 0; t < T; ++t) {
       const float* z = logits + t * nE;
@@ -116,28 +181,24 @@ void SinkhornPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     else
       balance(in.logits, T);
     // Top-k of the balanced row; its row scaling is a per-token constant, so the
-    // column scaling alone decides. Double precision, ties to the lower expert.
-    std::vector<double> v(static_cast<std::size_t>(k));
+    // column scaling alone decides: z + log v in float32 (Megatron-Core balances
+    // and selects in float32 too), blocks of 16 rows through the row-parallel
+    // kernel, ties to the lower expert.
+    fcol_.assign(col_.begin(), col_.end());
+    const float* bias = fcol_.data();
+    std::vector<float> vals(static_cast<std::size_t>(16) * k);
     float* slots = tail_.slot_logits(T, k);
-    for (int t = 0; t < T; ++t) {
-      const float* z = in.logits + static_cast<std::size_t>(t) * E;
-      std::int32_t* idx = out.expert.data() + static_cast<std::size_t>(t) * k;
-      int filled = 0;
-      for (int e = 0; e < E; ++e) {
-        const double x = z[e] + col_[e];
-        if (filled == k && !(x > v[k - 1])) continue;
-        int p = filled < k ? filled++ : k - 1;
-        while (p > 0 && x > v[p - 1]) {
-          v[p] = v[p - 1];
-          idx[p] = idx[p - 1];
-          --p;
-        }
-        v[p] = x;
-        idx[p] = e;
+    for (int t0 = 0; t0 < T; t0 += 16) {
+      const int n = T - t0 < 16 ? T - t0 : 16;
+      const std::size_t row0 = static_cast<std::size_t>(t0) * E, slot0 = static_cast<std::size_t>(t0) * k;
+      topk_rows(in.logits + row0, n, E, k, out.expert.data() + slot0, vals.data(), bias);
+      for (int r = 0; r < n; ++r) {
+        const float* z = in.logits + row0 + static_cast<std::size_t>(r) * E;
+        std::int32_t* ex = out.expert.data() + slot0 + static_cast<std::size_t>(r) * k;
+        if (tie_ == TieBreak::Random)
+          shuffle_ties(E, k, [z, bias](int e) { return z[e] + bias[e]; }, ex, vals.data() + r * k, rng);
+        gather_slot_logits(z, ex, k, slots + slot0 + static_cast<std::size_t>(r) * k);
       }
-      if (tie_ == TieBreak::Random)
-        shuffle_ties(E, k, [this, z](int e) { return z[e] + col_[static_cast<std::size_t>(e)]; }, idx, v.data(), rng);
-      gather_slot_logits(z, idx, k, slots + static_cast<std::size_t>(t) * k);
     }
   }
   tail_.finish(in.logits, cap_, spec_, out);
