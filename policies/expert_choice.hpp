@@ -2,7 +2,21 @@
 // Expert-choice routing (Zhou et al. 2022, flaxformer): every expert picks its
 // top-C tokens by gate probability, so load is balanced by construction while a
 // token may get any number of experts, including none.
+//
+// Selection key of token t for expert e: softmax: log p = (z - m_t) - log S_t
+// (m_t the row max, S_t = sum_e exp(z - m_t) by exp_fast summed in double, so
+// log S_t is within 2e-7 of exact, the float32 softmax's own precision);
+// sigmoid: z itself, its monotone preimage. Ties: the lower token index.
+// Per expert, the C-th best key is bracketed from a strided sample of the
+// tokens; one pass then takes every token above the bracket and collects the
+// few inside it, which alone are ordered. A bracket that misses (heavy ties)
+// falls back to ordering that expert's whole column: always the exact top-C.
+//
+// The assignment's width is the most experts any token of the batch got (the
+// chosen experts first, in index order, then kNoExpert), not E: at E = 64 a
+// token averages k of them, and T x E slots would be mostly empty.
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "policies/policy.hpp"
@@ -17,26 +31,29 @@ class ExpertChoicePolicy : public Policy {
   std::unique_ptr<Policy> clone() const override { return std::make_unique<ExpertChoicePolicy>(*this); }
 
  protected:
+  bool checks_logits() const override { return true; }
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
 
  private:
+  double key(const float* logits, int t, int e) const;
+  void row_constants(const float* logits, int T);
+  void bracket(const float* logits, int T, std::int64_t C);
+  void classify(const float* logits, int T);
+  void resolve(const float* logits, int T, std::int64_t C);
+  void emit(const float* logits, int T, Assignment& out);
+
   WeightSpec spec_;
   double factor_;
   long min_capacity_;
-  void score_keys(const float* logits, int T);
-  void choose(int T, std::int64_t C);
-  void collect(int T, Assignment& out);
-  void weights_from_keys(int T, Assignment& out);
+  int words_ = 1;  // 64-bit words of chosen experts per token
 
   // Scratch, reused across batches.
-  std::vector<double> score_;                    // tokens x experts: selection keys
-  std::vector<double> lo_, scale_;               // per expert: key minimum, bins per unit key
-  std::vector<std::int32_t> hist_;               // experts x 1024 bins
-  std::vector<std::uint16_t> bin_;               // tokens x experts: each key's bin
-  std::vector<int> top_bin_;                     // per expert: the bin holding its C-th best
-  std::vector<std::int64_t> need_;               // per expert: tokens still to take from that bin
-  std::vector<std::vector<std::int32_t>> cand_;  // per expert: the tokens of that bin
-  std::vector<char> chosen_;         // tokens x experts
+  std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
+  std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
+  std::vector<double> sample_;                   // experts x samples
+  std::vector<std::int64_t> above_;              // per expert: tokens above hi
+  std::vector<std::vector<std::pair<double, std::int32_t>>> cand_;  // per expert: (key, token) inside [lo, hi]
+  std::vector<std::uint64_t> chosen_;            // tokens x words_: bit e = expert e chose the token
 };
 
 PolicyInfo expert_choice_info();

@@ -451,11 +451,25 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
     os << "assignment is " << a.tokens << " tokens x " << a.experts << " experts, want " << T << 'x' << E;
     return os.str();
   }
-  if (a.width != k && a.width != E) {
-    os << "width " << a.width << " is neither k=" << k << " nor E=" << E;
+  const std::size_t n = static_cast<std::size_t>(T) * a.width;
+  // Token choice: k slots. Expert choice: as many as the widest token needs (>= 1).
+  const bool by_expert = p.name() == "expert_choice";
+  if (!by_expert && a.width != k) {
+    os << "token-choice width " << a.width << " is not k=" << k;
     return os.str();
   }
-  const std::size_t n = static_cast<std::size_t>(T) * a.width;
+  if (by_expert && a.expert.size() == n) {
+    int widest = 1;
+    for (int t = 0; t < T; ++t) {
+      int filled = 0;
+      for (int j = 0; j < a.width; ++j) filled += a.expert[static_cast<std::size_t>(t) * a.width + j] >= 0;
+      widest = std::max(widest, filled);
+    }
+    if (a.width != widest) {
+      os << "width " << a.width << " is neither k=" << k << " nor the widest token's " << widest << " experts";
+      return os.str();
+    }
+  }
   if (a.expert.size() != n || a.requested.size() != n || a.weight.size() != n || a.offset.size() != n ||
       a.counts.size() != static_cast<std::size_t>(E))
     return "vector sizes do not match tokens x width / experts";
@@ -536,7 +550,7 @@ inline std::string violation(const moesim::Policy& p, int T, int E, int k, const
     os << "dropped_tokens = " << a.dropped_tokens << " but " << no_expert_tokens << " tokens have no expert";
     return os.str();
   }
-  if (a.width == k && a.width != E && a.routed != static_cast<std::int64_t>(T) * k) {
+  if (!by_expert && a.routed != static_cast<std::int64_t>(T) * k) {
     os << "token-choice routed = " << a.routed << ", want T*k = " << static_cast<std::int64_t>(T) * k;
     return os.str();
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "helpers.hpp"
+#include "policies/fast_math.hpp"
 #include "policies/registry.hpp"
 
 using namespace testutil;
@@ -37,7 +38,9 @@ TEST_CASE("expert choice hand-computed 3 tokens x 2 experts (softmax): experts p
   auto q = moesim::make_policy("expert_choice", 2, 1, {{"capacity_factor", "0.5"}, {"min_capacity", "0"}});
   const auto b = route_once(*q, z, 3, 2);
   CHECK(b.capacity == 1);
-  CHECK(b.expert == std::vector<std::int32_t>{0, kNoExpert, kNoExpert, kNoExpert, 1, kNoExpert});
+  // Width 1: no token got more than one expert.
+  REQUIRE(b.width == 1);
+  CHECK(b.expert == std::vector<std::int32_t>{0, kNoExpert, 1});
   CHECK(b.dropped_tokens == 1);
 }
 
@@ -105,4 +108,46 @@ TEST_CASE("expert choice: capacity never exceeds the batch (every expert takes a
   CHECK(a.capacity == 3);
   CHECK(a.counts == std::vector<std::int64_t>{3, 3});
   CHECK(a.expert == std::vector<std::int32_t>{0, 1, 0, 1, 0, 1});
+}
+
+TEST_CASE("expert choice: the bracketed selection equals a full sort per expert on large batches, ties included") {
+  // A second implementation: every expert's column fully sorted by (key desc,
+  // token asc), keys by the header's formula. Large T samples every stride-th
+  // token for the bracket; tie-heavy batches make brackets miss (the fallback).
+  rc::prop("selected sets == full-sort top-C", [] {
+    static const int Es[] = {3, 8, 64, 70};
+    const int E = Es[choose(4)];
+    const int T = 1024 + choose(6000);
+    const int k = 1 + choose(std::min(E, 4));
+    const int style = choose(3);
+    const bool sigmoid = choose(2) == 1;
+    const std::uint64_t seed = any_seed();
+    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid << " seed=" << seed << '\n';
+    const auto z = make_logits(T, E, seed, style);
+    auto p = moesim::make_policy("expert_choice", E, k, {{"score_fn", sigmoid ? "sigmoid" : "softmax"}});
+    const auto a = route_once(*p, z, T, E);
+    const std::int64_t C = a.capacity;
+    std::vector<double> m(static_cast<std::size_t>(T), 0.0), ls(static_cast<std::size_t>(T), 0.0);
+    if (!sigmoid)
+      for (int t = 0; t < T; ++t) {
+        const float* row = z.data() + static_cast<std::size_t>(t) * E;
+        const float mx = moesim::row_max(row, E);
+        m[static_cast<std::size_t>(t)] = mx;
+        ls[static_cast<std::size_t>(t)] = std::log(moesim::row_sum_exp(row, E, mx));
+      }
+    std::vector<std::vector<char>> want(static_cast<std::size_t>(E), std::vector<char>(static_cast<std::size_t>(T), 0));
+    std::vector<std::pair<double, int>> col(static_cast<std::size_t>(T));
+    for (int e = 0; e < E; ++e) {
+      for (int t = 0; t < T; ++t)
+        col[static_cast<std::size_t>(t)] = {(static_cast<double>(z[static_cast<std::size_t>(t) * E + e]) - m[static_cast<std::size_t>(t)]) - ls[static_cast<std::size_t>(t)], t};
+      std::sort(col.begin(), col.end(), [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      for (std::int64_t i = 0; i < C; ++i) want[static_cast<std::size_t>(e)][static_cast<std::size_t>(col[static_cast<std::size_t>(i)].second)] = 1;
+    }
+    for (int t = 0; t < T; ++t) {
+      std::vector<char> got(static_cast<std::size_t>(E), 0);
+      for (int j = 0; j < a.width; ++j)
+        if (a.at(t, j) >= 0) got[static_cast<std::size_t>(a.at(t, j))] = 1;
+      for (int e = 0; e < E; ++e) RC_ASSERT(got[static_cast<std::size_t>(e)] == want[static_cast<std::size_t>(e)][static_cast<std::size_t>(t)]);
+    }
+  });
 }
