@@ -62,7 +62,7 @@ void ExpertChoicePolicy::row_constants(const float* logits, int T) {
     if (softmax && finite) {
       const float mf = row_max(z, E);
       m = mf;
-      log_sum = std::log(row_sum_exp(z, E, mf));
+      log_sum = std::log(row_sum_exp_padded(z, E, mf));
     }
     shift_[2 * static_cast<std::size_t>(t)] = m;
     shift_[2 * static_cast<std::size_t>(t) + 1] = log_sum;

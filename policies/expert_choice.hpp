@@ -4,7 +4,8 @@
 // token may get any number of experts, including none.
 //
 // Selection key of token t for expert e: softmax: log p = (z - m_t) - log S_t
-// (m_t the row max, S_t = sum_e exp(z - m_t) by exp_fast summed in double, so
+// (m_t the row max, S_t = sum_e exp(z - m_t) by exp_fast summed in double,
+// row_sum_exp_padded, so
 // log S_t is within 2e-7 of exact, the float32 softmax's own precision);
 // sigmoid: z itself, its monotone preimage. Ties: the lower token index.
 // Per expert, the C-th best key is bracketed from a strided sample of the

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 
 namespace moesim {
@@ -159,6 +160,23 @@ inline double row_sum_exp(const float* z, int n, float m) {
   double s = (q[0] + q[2]) + (q[1] + q[3]);
   for (; e < n; ++e) s += static_cast<double>(exp_fast(z[e] - m));
   return s;
+}
+
+// The same sum with the tail padded to a full 16 lanes (padding adds exact
+// zeros), so rows narrower than 16 are vectorised too: equal to row_sum_exp when
+// n is a multiple of 16.
+inline double row_sum_exp_padded(const float* z, int n, float m) {
+  const int body = n - n % 16;
+  double s = body > 0 ? row_sum_exp(z, body, m) : 0.0;
+  if (body == n) return s;
+  f32x16 v;
+  for (int l = 0; l < 16; ++l) v[l] = body + l < n ? z[body + l] - m : -std::numeric_limits<float>::infinity();
+  const f32x16 x = exp_fast16(v);
+  const f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
+  const f32x8 b = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
+  const f64x8 w = __builtin_convertvector(a, f64x8) + __builtin_convertvector(b, f64x8);
+  const f64x4 q = __builtin_shufflevector(w, w, 0, 1, 2, 3) + __builtin_shufflevector(w, w, 4, 5, 6, 7);
+  return s + ((q[0] + q[2]) + (q[1] + q[3]));
 }
 
 // sum_e a[e] * b[e] in float over 16 lanes in a fixed order (lanes, then tail).

@@ -133,7 +133,7 @@ TEST_CASE("expert choice: the bracketed selection equals a full sort per expert 
         const float* row = z.data() + static_cast<std::size_t>(t) * E;
         const float mx = moesim::row_max(row, E);
         m[static_cast<std::size_t>(t)] = mx;
-        ls[static_cast<std::size_t>(t)] = std::log(moesim::row_sum_exp(row, E, mx));
+        ls[static_cast<std::size_t>(t)] = std::log(moesim::row_sum_exp_padded(row, E, mx));
       }
     std::vector<std::vector<char>> want(static_cast<std::size_t>(E), std::vector<char>(static_cast<std::size_t>(T), 0));
     std::vector<std::pair<double, int>> col(static_cast<std::size_t>(T));
