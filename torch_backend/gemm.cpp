@@ -1,6 +1,7 @@
 #include "torch_backend/gemm.hpp"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -39,6 +40,9 @@ std::int64_t row_major_ld(const torch::Tensor& m) {
 }  // namespace
 
 void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta) {
+  // A profiler scope (free when no profiler runs), so a trace separates GEMM time
+  // from everything else (scripts/profile_breakdown.py).
+  RECORD_FUNCTION("moesim::gemm", std::vector<c10::IValue>());
   const auto M = ta ? a.size(1) : a.size(0), K = ta ? a.size(0) : a.size(1);
   const auto N = tb ? b.size(0) : b.size(1);
   if (M == 0 || N == 0) return;

@@ -12,6 +12,9 @@
 // and the losses see fp32 activations, as in mixed-precision training on GPUs.
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace moesim::torch_backend {
 
 enum class GemmPrecision { fp32, bf16 };
@@ -45,6 +48,16 @@ torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
 // Building blocks for fused ops (fused_ce.hpp), no autograd:
 // operands rounded to the precision p, contiguous.
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p);
+// The bf16 bits of x, rounded to nearest even, NaN to 0xFFFF: what
+// LibTorch's vectorised .to(kBFloat16) stores, branch-free so
+// a fused kernel can emit bf16 operands without a separate cast pass.
+inline std::uint16_t bf16_bits(float x) {
+  std::uint32_t b;
+  std::memcpy(&b, &x, sizeof b);
+  const std::uint32_t rounded = (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16;
+  return static_cast<std::uint16_t>((b & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFFu : rounded);
+}
+
 // c = op(a)·op(b) + beta·c for 2-D row-major a, b already in the compute dtype
 // (float or bfloat16) and row-major float c of the right shape.
 void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta);

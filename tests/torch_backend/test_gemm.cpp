@@ -2,6 +2,8 @@
 // the same (for bf16: bf16-rounded) operands, and LibTorch autograd for gradients.
 #include <catch2/catch.hpp>
 
+#include <limits>
+
 #include "torch_backend/gemm.hpp"
 
 using namespace moesim::torch_backend;
@@ -114,4 +116,19 @@ TEST_CASE("gemm rejects mismatched operands with a message naming the dimensions
   CHECK_THROWS_WITH(gemm(a.to(torch::kDouble), torch::randn({4, 2})), Catch::Contains("float32"));
   CHECK(gemm(torch::randn({0, 4}), torch::randn({4, 3})).sizes() == torch::IntArrayRef({0, 3}));
   CHECK(torch::equal(gemm(torch::randn({2, 0}), torch::randn({0, 3})), torch::zeros({2, 3})));
+}
+
+TEST_CASE("bf16_bits stores what LibTorch's .to(kBFloat16) stores, specials and subnormals included", "[torch][gemm]") {
+  torch::manual_seed(11);
+  auto x = torch::cat({torch::randn({4096}) * 3.0, torch::rand({1024}) * 1e-38,  // subnormals
+                       torch::tensor({0.0f, -0.0f, 1.0f, -1.0f, 3.4e38f, -3.4e38f, 1.00390625f, 1.01171875f})});
+  const float inf = std::numeric_limits<float>::infinity();
+  x = torch::cat({x, torch::tensor({inf, -inf, std::numeric_limits<float>::quiet_NaN()})});
+  const auto want = x.to(torch::kBFloat16).contiguous();
+  const auto* w = static_cast<const std::uint16_t*>(want.data_ptr());
+  const float* xp = x.data_ptr<float>();
+  for (std::int64_t i = 0; i < x.numel(); ++i) {
+    INFO("x = " << xp[i]);
+    REQUIRE(bf16_bits(xp[i]) == w[i]);
+  }
 }
