@@ -1,12 +1,14 @@
 // Balanced assignment (BASE layers): exactly T*k/E slots per expert, chosen to
-// maximise the total gate logit (by an eps-approximate auction, one per slot round).
+// maximise the total gate logit (solved exactly, or by an eps-approximate auction, per slot round).
 #include <catch2/catch.hpp>
 #include <rapidcheck/catch.h>
 
 #include <cmath>
-#include <functional>
+#include <algorithm>
+#include <string>
 
 #include "helpers.hpp"
+#include "hungarian.hpp"
 #include "policies/registry.hpp"
 
 using namespace testutil;
@@ -45,41 +47,29 @@ TEST_CASE("balanced hand-computed: k = E gives every token every expert, slots b
   CHECK(a.counts == std::vector<std::int64_t>{2, 2});
 }
 
-TEST_CASE("balanced (k=1): total logit within T*eps*range of the brute-force optimum") {
-  rc::prop("auction total >= optimum - T*eps*range", [] {
-    static const int Es[] = {1, 2, 4};
-    const int E = Es[choose(3)];
-    const int T = E * (1 + choose(8 / E));  // T <= 8: exhaustive search stays small
+TEST_CASE("balanced (k=1): exact solver at the optimum, auction within T*eps*range of it") {
+  rc::prop("exact total == optimum; auction total >= optimum - T*eps*range", [] {
+    static const int Es[] = {1, 2, 4, 8};
+    const int E = Es[choose(4)];
+    const int T = E * (1 + choose(32 / E));
     const std::uint64_t seed = any_seed();
     const int style = choose(3);
     const auto z = make_logits(T, E, seed, style);
     RC_LOG() << "E=" << E << " T=" << T << " style=" << style << " seed=" << seed << '\n';
-    auto p = moesim::make_policy("balanced", E, 1);
-    const auto a = route_once(*p, z, T, E);
-    double got = 0.0;
-    for (int t = 0; t < T; ++t) got += z[static_cast<std::size_t>(t) * E + a.at(t, 0)];
-    // Exhaustive: every assignment with T/E tokens per expert.
-    const int cap = T / E;
-    std::vector<int> load(static_cast<std::size_t>(E), 0);
-    double best = -1e300;
-    std::function<void(int, double)> dfs = [&](int t, double acc) {
-      if (t == T) {
-        best = std::max(best, acc);
-        return;
-      }
-      for (int e = 0; e < E; ++e) {
-        if (load[static_cast<std::size_t>(e)] == cap) continue;
-        ++load[static_cast<std::size_t>(e)];
-        dfs(t + 1, acc + z[static_cast<std::size_t>(t) * E + e]);
-        --load[static_cast<std::size_t>(e)];
-      }
-    };
-    dfs(0, 0.0);
+    // The Hungarian oracle (hungarian.hpp, itself checked against exhaustive search).
+    const auto best = static_cast<double>(hungarian_balanced_max(z, T, E, T / E));
     const auto [lo, hi] = std::minmax_element(z.begin(), z.end());
     const double range = double(*hi) - double(*lo);
     const double eps = 1e-3;  // the auction_eps default, relative to the logit range
-    RC_ASSERT(got <= best + 1e-9);
-    RC_ASSERT(got >= best - T * eps * range - 1e-9);
+    for (const char* solver : {"exact", "auction"}) {
+      auto p = moesim::make_policy("balanced", E, 1, {{"solver", solver}});
+      const auto a = route_once(*p, z, T, E);
+      double got = 0.0;
+      for (int t = 0; t < T; ++t) got += z[static_cast<std::size_t>(t) * E + a.at(t, 0)];
+      RC_ASSERT(got <= best + 1e-9 * (1 + range) * T);
+      const double gap = std::string(solver) == "exact" ? 1e-9 * (1 + range) * T : T * eps * range + 1e-9;
+      RC_ASSERT(got >= best - gap);
+    }
   });
 }
 
