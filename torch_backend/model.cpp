@@ -57,11 +57,14 @@ void Block::add_lora(const LoraConfig& lora) {
 
 // The named scopes show up in `moesim bench train --profile` traces.
 torch::Tensor Block::forward(const torch::Tensor& x, const torch::Tensor& ids, const Rotary& rope) {
+  // The scope holds attention alone, so a trace counts the norm and the residual apart.
+  const torch::Tensor a = norm1_->forward(x);
   torch::Tensor h, n;
   {
     RECORD_FUNCTION("moesim::attention", std::vector<c10::IValue>());
-    h = x + attn_->forward(norm1_->forward(x), rope);
+    h = attn_->forward(a, rope);
   }
+  h = h + x;
   RECORD_FUNCTION(moe ? "moesim::moe" : "moesim::ffn", std::vector<c10::IValue>());
   n = norm2_->forward(h);
   if (moe) {
