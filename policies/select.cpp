@@ -38,6 +38,12 @@ void check_finite(const float* logits, int tokens, int experts, const char* who)
 
 namespace {
 
+// exp of a shifted logit: the slot holding the maximum has x == 0 exactly, and
+// std::exp(0) is exactly 1, so that call is skipped without changing a bit (at
+// k = 2 it is every other libm call).
+inline float exp_shifted(float x) { return x == 0.0f ? 1.0f : std::exp(x); }
+inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
+
 // One rule per instantiation: the switch is hoisted out of the token loop.
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
@@ -66,7 +72,7 @@ void weights_for(const float* logits, const float* slot_logits, const RowSoftmax
       for (int j = 0; j < W; ++j)
         if (ex[j] >= 0) m = std::max(m, zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f));
       for (int j = 0; j < W; ++j) {
-        w[j] = ex[j] >= 0 ? std::exp(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
+        w[j] = ex[j] >= 0 ? exp_shifted(zs(j) + (R == WeightRule::SoftmaxSelected ? off[j] : 0.0f) - m) : 0.0f;
         s += w[j];
       }
     } else if constexpr (R == WeightRule::SoftmaxGather) {
@@ -82,7 +88,7 @@ void weights_for(const float* logits, const float* slot_logits, const RowSoftmax
       const float m = rows ? rows[t].max : row_max(z, E);
       const double sum = rows ? rows[t].sum : row_sum_exp(z, E, m);
       for (int j = 0; j < W; ++j)
-        w[j] = ex[j] >= 0 ? static_cast<float>(std::exp(static_cast<double>(zs(j)) - m) / sum) : 0.0f;
+        w[j] = ex[j] >= 0 ? static_cast<float>(exp_shifted(static_cast<double>(zs(j)) - m) / sum) : 0.0f;
     } else if constexpr (R == WeightRule::SqrtSoftplusGather) {
       // In double and in log space: sqrt(softplus(-200)) underflows a float, its
       // share after renormalisation must not.

@@ -16,7 +16,7 @@ namespace {
 inline f64x8 load_f64x8(const float* p) {
   f32x8 x;
   std::memcpy(&x, p, sizeof x);
-  return __builtin_convertvector(x, f64x8);
+  return widen_f64x8(x);
 }
 
 // sum_e a[e] * b[e] in double over 8 lanes in a fixed order (lanes, then tail).

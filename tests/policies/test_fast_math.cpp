@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "policies/fast_math.hpp"
@@ -50,6 +51,30 @@ TEST_CASE("exp_fast16 equals exp_fast lane by lane, bitwise, saturation included
     const moesim::f32x16 y = moesim::exp_fast16(v);
     for (int l = 0; l < 16; ++l) REQUIRE(std::bit_cast<std::uint32_t>(y[l]) ==
                                          std::bit_cast<std::uint32_t>(moesim::exp_fast(v[l])));
+  }
+}
+
+TEST_CASE("std::exp of zero is exactly one, in float and double (compute_weights skips that call)") {
+  volatile float zf = 0.0f;  // volatile: libm's exp, not a constant the compiler folds
+  volatile double zd = 0.0;
+  REQUIRE(std::exp(zf) == 1.0f);
+  REQUIRE(std::exp(-zf) == 1.0f);
+  REQUIRE(std::exp(zd) == 1.0);
+}
+
+TEST_CASE("exp_fast16_capped equals exp_fast16 bitwise for every x <= 88: underflow, -inf and NaN included") {
+  std::vector<float> x;
+  for (float v = -100.0f; v <= 88.0f; v += 0.0137f) x.push_back(v);
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float v : {0.0f, -0.0f, -1e6f, 88.0f, 87.99f, -87.0f, -87.2f, -87.33655f, -87.34f, -87.5f, -inf,
+                  std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()})
+    x.push_back(v);
+  while (x.size() % 16) x.push_back(-0.5f);
+  for (std::size_t i = 0; i < x.size(); i += 16) {
+    moesim::f32x16 v;
+    for (int l = 0; l < 16; ++l) v[l] = x[i + static_cast<std::size_t>(l)];
+    const moesim::f32x16 a = moesim::exp_fast16_capped(v), b = moesim::exp_fast16(v);
+    for (int l = 0; l < 16; ++l) REQUIRE(std::bit_cast<std::uint32_t>(a[l]) == std::bit_cast<std::uint32_t>(b[l]));
   }
 }
 
