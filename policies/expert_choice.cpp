@@ -18,26 +18,6 @@
 
 namespace moesim {
 
-namespace {
-
-// Whether every z[0, n) is finite, 16 lanes at a time (no early exit: one pass).
-inline bool all_finite(const float* z, int n) {
-  i32x16 ok = ~i32x16{};
-  int e = 0;
-  for (; e + 16 <= n; e += 16) {
-    f32x16 v;
-    std::memcpy(&v, z + e, sizeof v);
-    const f32x16 a = std::bit_cast<f32x16>(std::bit_cast<i32x16>(v) & 0x7fffffff);
-    ok &= a <= std::numeric_limits<float>::max();
-  }
-  bool all = true;
-  for (int l = 0; l < 16; ++l) all &= ok[l] != 0;
-  for (; e < n; ++e) all &= std::fabs(z[e]) <= std::numeric_limits<float>::max();
-  return all;
-}
-
-}  // namespace
-
 ExpertChoicePolicy::ExpertChoicePolicy(int experts, int k, const Knobs& kn)
     : Policy("expert_choice", experts, k, kn),
       factor_(kn.real("capacity_factor")),

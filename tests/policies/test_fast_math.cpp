@@ -78,6 +78,23 @@ TEST_CASE("exp_fast16_capped equals exp_fast16 bitwise for every x <= 88: underf
   }
 }
 
+TEST_CASE("all_finite finds one NaN or infinity anywhere in a row, in the 16-lane body or the tail") {
+  const float bad[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                       -std::numeric_limits<float>::infinity()};
+  for (int n : {1, 7, 16, 33, 64}) {
+    std::vector<float> z(static_cast<std::size_t>(n), -3.0e38f);
+    z[0] = std::numeric_limits<float>::max();
+    CHECK(moesim::all_finite(z.data(), n));
+    for (int at = 0; at < n; ++at)
+      for (float b : bad) {
+        const float keep = z[static_cast<std::size_t>(at)];
+        z[static_cast<std::size_t>(at)] = b;
+        CHECK_FALSE(moesim::all_finite(z.data(), n));
+        z[static_cast<std::size_t>(at)] = keep;
+      }
+  }
+}
+
 TEST_CASE("row_max and row_sum_exp equal a plain loop (max exactly, the sum within 2e-7 of double exp)") {
   moesim::Rng rng(3);
   for (int n : {1, 5, 16, 17, 33, 64, 100, 256}) {
