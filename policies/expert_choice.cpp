@@ -88,6 +88,8 @@ void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
     lo_[e] = -kInf;
     double* top = end;  // [col, top) holds the sample's best r_lo + 1
     if (r_lo < S) {
+      const int n = best_keys(col, S, static_cast<int>(r_lo) + 1);
+      end = col + n;
       std::nth_element(col, col + r_lo, end, std::greater<double>());
       lo_[e] = col[r_lo];
       top = col + r_lo + 1;
@@ -99,6 +101,31 @@ void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
   }
 }
 
+// Moves to the front of col[0, S) a subset holding its `need` best keys (ties
+// included) and returns its size. The need-th best of the 16-key groups' maxima
+// is at most the column's need-th best key (those need groups hold need keys at
+// or above it), so every key above that group maximum goes, and ordering the
+// few that pass replaces ordering all S.
+int ExpertChoicePolicy::best_keys(double* col, int S, int need) {
+  const int G = S / 16;
+  if (need > G) return S;  // fewer groups than keys wanted: no bound
+  gmax_.resize(static_cast<std::size_t>(G));
+  for (int g = 0; g < G; ++g) {
+    double m = col[16 * g];
+    for (int i = 1; i < 16; ++i) m = std::max(m, col[16 * g + i]);
+    gmax_[static_cast<std::size_t>(g)] = m;
+  }
+  std::nth_element(gmax_.begin(), gmax_.begin() + (need - 1), gmax_.end(), std::greater<double>());
+  const double tau = gmax_[static_cast<std::size_t>(need - 1)];
+  int n = 0;
+  for (int i = 0; i < S; ++i) {  // in place, branch-free: col[n] is never ahead of col[i]
+    const double v = col[i];
+    col[n] = v;
+    n += v >= tau;
+  }
+  return n;
+}
+
 // One pass over the keys: above hi, the expert takes the token (a bit in
 // chosen_); inside [lo, hi], the token is a candidate; below lo, out.
 void ExpertChoicePolicy::classify(const float* logits, int T) {
@@ -108,41 +135,73 @@ void ExpertChoicePolicy::classify(const float* logits, int T) {
   above_.assign(nE, 0);
   cand_.resize(nE);
   for (auto& c : cand_) c.clear();
+  const int vecE = classify_vector(logits, T);
   for (int t = 0; t < T; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * nE;
     const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
     std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    int e = 0;
-#if defined(__AVX512F__)
-    const __m512d vm = _mm512_set1_pd(m), vls = _mm512_set1_pd(ls);
-    const __m512i one = _mm512_set1_epi64(1);
-    for (; e + 8 <= E; e += 8) {
-      const __m512d k = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls);
-      const __mmask8 in = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(hi_.data() + e), _CMP_GT_OQ);
-      unsigned near = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(lo_.data() + e), _CMP_GE_OQ) & ~in & 0xffu;
-      bits[e / 64] |= static_cast<std::uint64_t>(in) << (e % 64);
-      __m512i* ab = reinterpret_cast<__m512i*>(above_.data() + e);
-      _mm512_storeu_si512(ab, _mm512_mask_add_epi64(_mm512_loadu_si512(ab), in, _mm512_loadu_si512(ab), one));
-      if (near) {
-        alignas(64) double kk[8];
-        _mm512_store_pd(kk, k);
-        for (; near; near &= near - 1) {
-          const int j = __builtin_ctz(near);
-          cand_[static_cast<std::size_t>(e + j)].emplace_back(kk[j], t);
-        }
-      }
-    }
-#endif
-    for (; e < E; ++e) {
+    for (int e = vecE; e < E; ++e) {
       const double k = (static_cast<double>(z[e]) - m) - ls;
-      if (k > hi_[e]) {
+      if (k > hi_[e])
         bits[e / 64] |= std::uint64_t{1} << (e % 64);
-        ++above_[e];
-      } else if (k >= lo_[e]) {
+      else if (k >= lo_[e])
         cand_[static_cast<std::size_t>(e)].emplace_back(k, t);
-      }
     }
   }
+  // Counted from the bits: about one per token, where a counter update per
+  // expert and token was a store-to-load chain in the pass above.
+  for (std::size_t i = 0, n = chosen_.size(); i < n; ++i)
+    for (std::uint64_t b = chosen_[i]; b; b &= b - 1)
+      ++above_[(i % static_cast<std::size_t>(words_)) * 64 + static_cast<std::size_t>(std::countr_zero(b))];
+}
+
+// classify() for experts [0, E - E % 8), eight keys at a time; returns where the
+// scalar remainder starts. The candidates of each group of eight are packed
+// into a flat buffer by a register compress (no branch on whether any lane is a
+// candidate: about a third of the groups hold one, at random) and dealt to the
+// experts' lists in token order, so every list is as the scalar pass builds it.
+int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
+#if defined(__AVX512F__)
+  const int E = experts(), vecE = E - E % 8;
+  if (vecE == 0) return 0;
+  const auto nE = static_cast<std::size_t>(E);
+  const std::size_t cap = 64 * nE + 8;  // flushed when a token might not fit; +8: a full-vector store's slack
+  flat_key_.resize(cap);
+  flat_id_.resize(cap);
+  std::size_t n = 0;
+  auto flush = [&] {
+    for (std::size_t i = 0; i < n; ++i)
+      cand_[static_cast<std::size_t>(flat_id_[i] >> 32)].emplace_back(flat_key_[i],
+                                                                      static_cast<std::int32_t>(flat_id_[i]));
+    n = 0;
+  };
+  const __m512i lane = _mm512_slli_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), 32);
+  for (int t = 0; t < T; ++t) {
+    if (n + nE > cap - 8) flush();
+    const float* z = logits + static_cast<std::size_t>(t) * nE;
+    const __m512d vm = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t)]);
+    const __m512d vls = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t) + 1]);
+    std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+    const __m512i tok = _mm512_set1_epi64(t);
+    for (int e = 0; e < vecE; e += 8) {
+      const __m512d k = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls);
+      const __mmask8 in = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(hi_.data() + e), _CMP_GT_OQ);
+      const __mmask8 near = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in), k, _mm512_loadu_pd(lo_.data() + e),
+                                                    _CMP_GE_OQ);
+      bits[e / 64] |= static_cast<std::uint64_t>(in) << (e % 64);
+      const __m512i id = _mm512_or_si512(_mm512_add_epi64(lane, _mm512_set1_epi64(static_cast<std::int64_t>(e) << 32)), tok);
+      _mm512_storeu_pd(flat_key_.data() + n, _mm512_maskz_compress_pd(near, k));
+      _mm512_storeu_si512(flat_id_.data() + n, _mm512_maskz_compress_epi64(near, id));
+      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(near)));
+    }
+  }
+  flush();
+  return vecE;
+#else
+  (void)logits;
+  (void)T;
+  return 0;
+#endif
 }
 
 // Each expert's C - above best candidates (higher key, then lower token). A

@@ -39,7 +39,9 @@ class ExpertChoicePolicy : public Policy {
   double key(const float* logits, int t, int e) const;
   void row_constants(const float* logits, int T);
   void bracket(const float* logits, int T, std::int64_t C);
+  int best_keys(double* col, int S, int need);
   void classify(const float* logits, int T);
+  int classify_vector(const float* logits, int T);
   void resolve(const float* logits, int T, std::int64_t C);
   void emit(const float* logits, int T, Assignment& out);
 
@@ -52,8 +54,11 @@ class ExpertChoicePolicy : public Policy {
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
   std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
   std::vector<double> sample_;                   // experts x samples
+  std::vector<double> gmax_;                     // one sample column's 16-key group maxima
   std::vector<std::int64_t> above_;              // per expert: tokens above hi
   std::vector<std::vector<std::pair<double, std::int32_t>>> cand_;  // per expert: (key, token) inside [lo, hi]
+  std::vector<double> flat_key_;                 // classify_vector's candidates: key,
+  std::vector<std::uint64_t> flat_id_;           // and expert << 32 | token
   std::vector<std::uint64_t> chosen_;            // tokens x words_: bit e = expert e chose the token
 };
 
