@@ -11,6 +11,7 @@
 
 #include "policies/registry.hpp"
 #include "policies/select.hpp"
+#include "policies/expert_choice.hpp"
 #include "policies/sinkhorn.hpp"
 
 namespace {
@@ -57,6 +58,10 @@ void BM_Policy(benchmark::State& state, std::string name, KnobMap knobs) {
   if (const auto* sk = dynamic_cast<const SinkhornPolicy*>(pol.get())) {
     state.counters["rounds"] = static_cast<double>(sk->last_stats().rounds);
     state.counters["col_dev"] = sk->last_stats().deviation;
+  }
+  if (const auto* ec = dynamic_cast<const ExpertChoicePolicy*>(pol.get())) {
+    state.counters["candidates"] = static_cast<double>(ec->last_stats().candidates);
+    state.counters["fallbacks"] = ec->last_stats().fallbacks;
   }
 }
 

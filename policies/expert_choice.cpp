@@ -219,6 +219,8 @@ void ExpertChoicePolicy::resolve(const float* logits, int T, std::int64_t C) {
     const std::uint64_t bit = std::uint64_t{1} << (e % 64);
     const std::size_t w = static_cast<std::size_t>(e / 64);
     const bool missed = need < 0 || need > static_cast<std::int64_t>(cand.size());
+    stats_.candidates += static_cast<std::int64_t>(cand.size());
+    stats_.fallbacks += missed;
     pool.clear();
     if (missed) {
       for (int t = 0; t < T; ++t) {
@@ -281,6 +283,7 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   // An expert cannot pick more tokens than the batch holds.
   const std::int64_t C = std::min<std::int64_t>(expert_capacity(cfg, T, k(), E), T);
   words_ = (E + 63) / 64;
+  stats_ = {};
   if (T > 0) {
     row_constants(in.logits, T);
     if (C >= T) {

@@ -31,6 +31,14 @@ class ExpertChoicePolicy : public Policy {
   WeightSpec weight_spec() const override { return spec_; }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<ExpertChoicePolicy>(*this); }
 
+  // The last batch's selection: candidates ordered inside the brackets, and the
+  // experts whose bracket missed and whose whole column was ordered instead.
+  struct Stats {
+    std::int64_t candidates = 0;
+    int fallbacks = 0;
+  };
+  const Stats& last_stats() const { return stats_; }
+
  protected:
   bool checks_logits() const override { return true; }
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
@@ -49,6 +57,7 @@ class ExpertChoicePolicy : public Policy {
   double factor_;
   long min_capacity_;
   int words_ = 1;  // 64-bit words of chosen experts per token
+  Stats stats_;
 
   // Scratch, reused across batches.
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
