@@ -47,10 +47,12 @@ inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 // One rule per instantiation: the switch is hoisted out of the token loop.
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
-template <WeightRule R, bool Renorm, bool Slots>
+// kWidth > 0 fixes the slots per token at compile time (the same operations,
+// unrolled: at k = 2 the loop overhead was most of the cost).
+template <WeightRule R, bool Renorm, bool Slots, int kWidth = 0>
 void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
                  Assignment& a) {
-  const int W = a.width, E = a.experts;
+  const int W = kWidth > 0 ? kWidth : a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   for (int t = 0; t < a.tokens; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * E;
@@ -146,7 +148,10 @@ template <WeightRule R>
 void weights_by_rule(const WeightSpec& spec, const float* logits, const float* slot_logits, const RowSoftmax* rows,
                      const std::int32_t* slots, Assignment& a) {
   const bool renorm = spec.renormalize || R == WeightRule::SoftmaxSelected;
-  if (slot_logits)
+  if (slot_logits && a.width == 2)
+    renorm ? weights_for<R, true, true, 2>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, true, 2>(logits, slot_logits, rows, slots, a);
+  else if (slot_logits)
     renorm ? weights_for<R, true, true>(logits, slot_logits, rows, slots, a)
            : weights_for<R, false, true>(logits, slot_logits, rows, slots, a);
   else
