@@ -85,6 +85,67 @@ inline f32x16 exp_fast16(f32x16 x) { return exp_fast_t<f32x16, i32x16>(x); }
 // exp_fast16 for x <= 88 only (bitwise equal there): the exps of a softmax row.
 inline f32x16 exp_fast16_capped(f32x16 x) { return exp_fast_t<f32x16, i32x16, true>(x); }
 
+// std::exp(float) of 16 lanes, bitwise: glibc's expf (2.28 and later,
+// sysdeps/ieee754/flt-32/e_expf.c, the FMA build x86-64 CPUs with AVX2 and FMA
+// run), vectorised with its own operations in its own order. In double:
+// z = x * 32/ln2; k = round(z) by the 1.5 * 2^52 shift, fused with the
+// multiply; r = z - k, fused; 2^(k/32) from a 32-entry table plus k's high bits
+// in the exponent; exp = 2^(k/32) * (C0 r^3 + C1 r^2 + C2 r + 1), rounded once to
+// float. Lanes with |x| >= 88 or NaN, glibc's special path, go to std::exp.
+// Where std::exp is an opaque call per value, 16 of these cost about two.
+// kExpfTable[i]: the bits of 2^(i/32) minus i << 47 (a test rederives them).
+inline constexpr std::uint64_t kExpfTable[32] = {
+    0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,
+    0x3fef54873168b9aa, 0x3fef387a6e756238, 0x3fef1e9df51fdee1, 0x3fef06fe0a31b715, 0x3feef1a7373aa9cb,
+    0x3feedea64c123422, 0x3feece086061892d, 0x3feebfdad5362a27, 0x3feeb42b569d4f82, 0x3feeab07dd485429,
+    0x3feea47eb03a5585, 0x3feea09e667f3bcd, 0x3fee9f75e8ec5f74, 0x3feea11473eb0187, 0x3feea589994cce13,
+    0x3feeace5422aa0db, 0x3feeb737b0cdc5e5, 0x3feec49182a3f090, 0x3feed503b23e255d, 0x3feee89f995ad3ad,
+    0x3feeff76f2fb5e47, 0x3fef199bdd85529c, 0x3fef3720dcef9069, 0x3fef5818dcfba487, 0x3fef7c97337b9b5f,
+    0x3fefa4afa2a490da, 0x3fefd0765b6e4540};
+
+#if defined(__AVX512F__)
+// Eight lanes of the fast path (every |x| < 88), in glibc's order of operations.
+inline __m256 expf_glibc8(__m256 x) {
+  const __m512d xd = _mm512_cvtps_pd(x);
+  const __m512d inv_ln2_n = _mm512_set1_pd(0x1.71547652b82fep+5), shift = _mm512_set1_pd(0x1.8p+52);
+  const __m512d kd_shifted = _mm512_fmadd_pd(inv_ln2_n, xd, shift);
+  const __m512i ki = _mm512_castpd_si512(kd_shifted);
+  const __m512d kd = _mm512_sub_pd(kd_shifted, shift);
+  const __m512d r = _mm512_fmsub_pd(inv_ln2_n, xd, kd);
+  const __m512i idx = _mm512_and_si512(ki, _mm512_set1_epi64(31));
+  auto part = [](int i) { return _mm512_loadu_si512(kExpfTable + i); };
+  const __m512i lo = _mm512_permutex2var_epi64(part(0), idx, part(8));
+  const __m512i hi = _mm512_permutex2var_epi64(part(16), idx, part(24));
+  const __m512i t = _mm512_mask_blend_epi64(_mm512_test_epi64_mask(idx, _mm512_set1_epi64(16)), lo, hi);
+  const __m512d s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47)));
+  const __m512d z = _mm512_fmadd_pd(r, _mm512_set1_pd(0x1.c6af84b912394p-20), _mm512_set1_pd(0x1.ebfce50fac4f3p-13));
+  const __m512d r2 = _mm512_mul_pd(r, r);
+  __m512d y = _mm512_fmadd_pd(r, _mm512_set1_pd(0x1.62e42ff0c52d6p-6), _mm512_set1_pd(1.0));
+  y = _mm512_fmadd_pd(z, r2, y);
+  return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
+}
+#endif
+
+inline f32x16 expf16(f32x16 x) {
+#if defined(__AVX512F__)
+  const __m512 v = reinterpret_cast<__m512>(x);
+  // glibc's test: the top 12 bits of |x| below those of 88.0f.
+  const __m512i top = _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(v), 20), _mm512_set1_epi32(0x7ff));
+  const __mmask16 special = _mm512_cmpgt_epi32_mask(top, _mm512_set1_epi32(0x42a));
+  const __m256 a = expf_glibc8(_mm512_castps512_ps256(v));
+  const __m256 b = expf_glibc8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  f32x16 y = reinterpret_cast<f32x16>(
+      _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(a)), _mm256_castps_pd(b), 1)));
+  if (special)
+    for (int l = 0; l < 16; ++l)
+      if (special >> l & 1) y[l] = std::exp(x[l]);
+  return y;
+#else
+  for (int l = 0; l < 16; ++l) x[l] = std::exp(x[l]);
+  return x;
+#endif
+}
+
 // exp(x) in double for x <= 0, 8 lanes: n = round(x / ln2), r = x - n ln2 in two
 // parts, exp(r) by its Taylor series to r^12 (|r| <= ln2/2: relative error
 // below 1e-15), times 2^n built from the exponent bits (x below -1022 ln2 gives 0).

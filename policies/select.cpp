@@ -3,7 +3,9 @@
 #include "policies/fast_math.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -49,12 +51,71 @@ inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 // requested ones (then masked by the caller).
 // kWidth > 0 fixes the slots per token at compile time (the same operations,
 // unrolled: at k = 2 the loop overhead was most of the cost).
+// Eight tokens of two slots each (16 lanes, slot-interleaved as stored), with
+// the scalar loop's operations lane for lane: the same max by `<`, the same
+// std::exp (expf16 is bitwise std::exp), the same sums and division. Rules
+// whose weights need the full-row denominator or log space are not here.
+// Returns false, writing nothing, when a block needs the scalar path (a
+// sigmoid too small to renormalise directly).
+template <WeightRule R, bool Renorm>
+constexpr bool kPairVector =
+    R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm) || R == WeightRule::SigmoidGather;
+
+template <WeightRule R, bool Renorm>
+bool weights_pairs8(const float* sl, const float* off, const std::int32_t* ex, float* w) {
+  f32x16 z, o{};
+  i32x16 e;
+  std::memcpy(&z, sl, sizeof z);
+  std::memcpy(&e, ex, sizeof e);
+  if constexpr (R == WeightRule::SoftmaxSelected) std::memcpy(&o, off, sizeof o);
+  const i32x16 valid = e >= 0;
+  auto pick = [](i32x16 take, f32x16 a, f32x16 b) {
+    return std::bit_cast<f32x16>((std::bit_cast<i32x16>(a) & take) | (std::bit_cast<i32x16>(b) & ~take));
+  };
+  auto first = [](auto v) { return __builtin_shufflevector(v, v, 0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14); };
+  auto second = [](auto v) { return __builtin_shufflevector(v, v, 1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15); };
+  const f32x16 zero{};
+  f32x16 y;
+  if constexpr (R == WeightRule::SigmoidGather) {
+    if constexpr (Renorm) {
+      const i32x16 tiny = valid & ~(z > -80.0f);  // NaN too, as the scalar test
+      for (int l = 0; l < 16; ++l)
+        if (tiny[l]) return false;
+    }
+    y = pick(valid, 1.0f / (1.0f + expf16(pick(valid, -z, zero))), zero);
+  } else {
+    const f32x16 v = z + o;  // the scalar loop adds 0.0f for the gather rule too
+    const f32x16 a0 = first(v), a1 = second(v);
+    const i32x16 v0 = first(valid), v1 = second(valid);
+    const f32x16 neg = zero - std::numeric_limits<float>::infinity();
+    f32x16 m = pick(v0 & (neg < a0), a0, neg);  // std::max(-inf, a0), NaN included
+    m = pick(v1 & (m < a1), a1, m);
+    y = pick(valid, expf16(pick(valid, v - m, zero)), zero);
+  }
+  if constexpr (R == WeightRule::SoftmaxSelected || Renorm) {
+    const f32x16 s = first(y) + second(y);
+    if constexpr (R == WeightRule::SigmoidGather)
+      y *= pick(s > 0.0f, 1.0f / s, zero);
+    else
+      y = pick(s > 0.0f, y * (1.0f / s), y);
+  }
+  std::memcpy(w, &y, sizeof y);
+  return true;
+}
+
 template <WeightRule R, bool Renorm, bool Slots, int kWidth = 0>
 void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
                  Assignment& a) {
   const int W = kWidth > 0 ? kWidth : a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
-  for (int t = 0; t < a.tokens; ++t) {
+  int t = 0;
+  if constexpr (kWidth == 2 && Slots && kPairVector<R, Renorm>) {
+    for (; t + 8 <= a.tokens; t += 8) {
+      const std::size_t i = static_cast<std::size_t>(t) * 2;
+      if (!weights_pairs8<R, Renorm>(slot_logits + i, a.offset.data() + i, slots + i, a.weight.data() + i)) break;
+    }
+  }
+  for (; t < a.tokens; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * E;
     const std::int32_t* ex = slots + static_cast<std::size_t>(t) * W;
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;

@@ -168,13 +168,19 @@ inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx
   __m512i vi[K];
   for (int j = 0; j < K; ++j) v[j] = ninf, vi[j] = _mm512_set1_epi32(-1);
   __m512 col[16];
+#if !defined(__AVX512DQ__)
   const __m512 fmax = _mm512_set1_ps(std::numeric_limits<float>::max());
+#endif
   __mmask16 bad = 0;
   for (int e0 = 0; e0 < n; e0 += 16) {
     const __mmask16 tm = tail_mask(n, e0);
     for (int r = 0; r < 16; ++r) {
       col[r] = _mm512_mask_loadu_ps(ninf, tm, z + static_cast<std::size_t>(r) * n + e0);
+#if defined(__AVX512DQ__)
+      bad |= _mm512_mask_fpclass_ps_mask(tm, col[r], 0x99);  // QNaN, +inf, -inf, SNaN: one instruction
+#else
       bad |= _mm512_mask_cmp_ps_mask(tm, _mm512_abs_ps(col[r]), fmax, _CMP_NLE_UQ);  // NaN or infinite
+#endif
     }
     transpose16(col);
     const int m = n - e0 < 16 ? n - e0 : 16;

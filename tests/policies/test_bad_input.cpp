@@ -106,6 +106,22 @@ TEST_CASE("a NaN or infinite gate score is refused, naming the token and expert"
   }
 }
 
+TEST_CASE("a NaN or infinite gate score is refused in the 16-row kernels too (T = 64, E = 64, k = 1 and 2)") {
+  for (const auto& info : moesim::policy_registry())
+    for (int k : {1, 2}) {
+      if (info.name == "switch" && k == 2) continue;  // top-1 only
+      CAPTURE(info.name, k);
+      auto p = moesim::make_policy(info.name, 64, k);
+      const std::vector<std::int64_t> ids(64, 3);
+      std::vector<float> z = make_logits(64, 64, 1, kContinuous);
+      z[37 * 64 + 50] = std::numeric_limits<float>::quiet_NaN();
+      REQUIRE_ERROR(route(*p, input(z, 64, 64, &ids)), "NaN at token 37, expert 50");
+      z[37 * 64 + 50] = 0.0f;
+      z[21 * 64 + 63] = -std::numeric_limits<float>::infinity();
+      REQUIRE_ERROR(route(*p, input(z, 64, 64, &ids)), "infinite at token 21, expert 63");
+    }
+}
+
 TEST_CASE("unknown knobs are refused, naming the policy and the key") {
   for (const auto& info : moesim::policy_registry()) {
     CAPTURE(info.name);

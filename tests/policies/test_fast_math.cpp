@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -125,4 +126,43 @@ TEST_CASE("exp_neg_d8 stays within 1e-15 relative error of std::exp on [-700, 0]
   for (int l = 0; l < 8; ++l) low[l] = -709.0 - l;
   CHECK(moesim::exp_neg_d8(zero)[3] == 1.0);
   CHECK(moesim::exp_neg_d8(low)[0] == 0.0);
+}
+
+TEST_CASE("kExpfTable holds 2^(i/32) less i << 47, the table glibc's expf reads") {
+  for (int i = 0; i < 32; ++i) {
+    const auto want = static_cast<double>(std::exp2(static_cast<long double>(i) / 32.0L));
+    REQUIRE(moesim::kExpfTable[i] + (static_cast<std::uint64_t>(i) << 47) == std::bit_cast<std::uint64_t>(want));
+  }
+}
+
+TEST_CASE("expf16 equals std::exp bitwise on every 61st float, and at glibc's special-path edges") {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> edges = {0.0f, -0.0f, 88.0f, -88.0f, 87.99999f, -87.99999f, 88.72283f, 88.72284f, -103.27893f,
+                              -103.97208f, -103.98f, -87.33655f, inf, -inf, std::numeric_limits<float>::quiet_NaN(),
+                              std::numeric_limits<float>::denorm_min(), -std::numeric_limits<float>::denorm_min(),
+                              1e-30f, -1e-30f, 0.5f * std::log(2.0f) / 32};
+  while (edges.size() % 16) edges.push_back(-1.0f);
+  std::uint64_t checked = 0, wrong = 0;
+  float first_wrong = 0.0f;
+  auto check = [&](const float* x) {
+    moesim::f32x16 v;
+    std::memcpy(&v, x, sizeof v);
+    const moesim::f32x16 y = moesim::expf16(v);
+    for (int l = 0; l < 16; ++l, ++checked) {
+      const float want = std::exp(v[l]);
+      const bool same = std::bit_cast<std::uint32_t>(y[l]) == std::bit_cast<std::uint32_t>(want) ||
+                        (std::isnan(want) && std::isnan(y[l]));
+      if (!same && wrong++ == 0) first_wrong = v[l];
+    }
+  };
+  for (std::size_t i = 0; i < edges.size(); i += 16) check(edges.data() + i);
+  float x[16];
+  int n = 0;
+  for (std::uint64_t b = 0; b < (1ull << 32); b += 61) {
+    x[n++] = std::bit_cast<float>(static_cast<std::uint32_t>(b));
+    if (n == 16) check(x), n = 0;
+  }
+  INFO("first mismatch at x = " << first_wrong);
+  REQUIRE(wrong == 0);
+  REQUIRE(checked > 70'000'000);
 }
