@@ -74,29 +74,49 @@ std::int64_t expert_capacity(const CapacityConfig& cfg, int tokens, int k, int e
 void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Assignment& out) {
   const int T = out.tokens, k = out.width, E = out.experts;
   auto& counts = out.counts;
-  std::fill(counts.begin(), counts.end(), 0);
   out.routed = static_cast<std::int64_t>(T) * k;
   out.dropped = 0;
   out.dropped_tokens = 0;
   out.capacity = expert_capacity(cfg, T, k, E);
   std::int32_t* ex = out.expert.data();
   const std::int64_t C = out.capacity;
-
-  if (C == 0) {
-    for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) ++counts[ex[i]];
-    return;
+  // The requests per expert first: an expert asked C times or fewer keeps every
+  // request under every drop rule, so only the over-full ones are walked.
+  count_experts(ex, out.expert.size(), E, counts.data());
+  over_.assign(static_cast<std::size_t>(E), 0);
+  bool any_over = false;
+  for (int e = 0; e < E; ++e) {
+    over_[static_cast<std::size_t>(e)] = C > 0 && counts[e] > C;
+    any_over |= over_[static_cast<std::size_t>(e)] != 0;
   }
-  auto take = [&](std::int32_t& e) {
-    if (counts[e] < C)
-      ++counts[e];
-    else
-      e = kNoExpert, ++out.dropped;
-  };
-  if (cfg.drop == DropBy::Position && cfg.order == DropOrder::ChoiceRank) {
-    for (int j = 0; j < k; ++j)
-      for (int t = 0; t < T; ++t) take(ex[static_cast<std::size_t>(t) * k + j]);
-  } else if (cfg.drop == DropBy::Position) {
-    for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) take(ex[i]);
+  if (any_over) drop_over_capacity(cfg, priority, out);
+  // An expert holds each token at most once, so it pads to min(C, T) (Megatron-Core
+  // keeps every token when C exceeds T).
+  if (cfg.pad) out.padded = static_cast<std::int64_t>(E) * std::min<std::int64_t>(C, T) - out.served();
+}
+
+void CapacityFilter::drop_over_capacity(const CapacityConfig& cfg, const float* priority, Assignment& out) {
+  const int T = out.tokens, k = out.width, E = out.experts;
+  auto& counts = out.counts;
+  std::int32_t* ex = out.expert.data();
+  const std::int64_t C = out.capacity;
+  if (cfg.drop == DropBy::Position) {
+    // Each over-full expert keeps its first C requests in the rule's order.
+    for (int e = 0; e < E; ++e)
+      if (over_[static_cast<std::size_t>(e)]) counts[e] = 0;
+    auto take = [&](std::int32_t& e) {
+      if (!over_[static_cast<std::size_t>(e)]) return;
+      if (counts[e] < C)
+        ++counts[e];
+      else
+        e = kNoExpert, ++out.dropped;
+    };
+    if (cfg.order == DropOrder::ChoiceRank) {
+      for (int j = 0; j < k; ++j)
+        for (int t = 0; t < T; ++t) take(ex[static_cast<std::size_t>(t) * k + j]);
+    } else {
+      for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) take(ex[i]);
+    }
   } else {
     // Bucket requests by expert (counting sort keeps slot order inside a bucket).
     start_.assign(static_cast<std::size_t>(E) + 1, 0);
@@ -125,9 +145,6 @@ void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Ass
     for (int j = 0; j < k; ++j) any |= ex[static_cast<std::size_t>(t) * k + j] >= 0;
     out.dropped_tokens += !any;
   }
-  // An expert holds each token at most once, so it pads to min(C, T) (Megatron-Core
-  // keeps every token when C exceeds T).
-  if (cfg.pad) out.padded = static_cast<std::int64_t>(E) * std::min<std::int64_t>(C, T) - out.served();
 }
 
 }  // namespace moesim

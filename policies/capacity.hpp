@@ -55,6 +55,28 @@ WeightSpec with_drop_weights(WeightSpec spec, const CapacityConfig& cfg);
 // Per-expert capacity for a batch; 0 means unlimited (dropless).
 std::int64_t expert_capacity(const CapacityConfig& cfg, int tokens, int k, int experts);
 
+// Occurrences of each expert in ex[0, n) into counts[0, E) (int64 or double,
+// exact either way), values outside [0, E) ignored. Four interleaved tables: in
+// one, the increments of an expert wait on each other through memory.
+template <class Count>
+void count_experts(const std::int32_t* ex, std::size_t n, int E, Count* counts) {
+  std::vector<std::uint32_t> part(4 * static_cast<std::size_t>(E), 0);
+  const auto nE = static_cast<std::uint32_t>(E);
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4)
+    for (std::size_t q = 0; q < 4; ++q) {
+      const auto e = static_cast<std::uint32_t>(ex[i + q]);
+      if (e < nE) ++part[q * nE + e];
+    }
+  for (; i < n; ++i) {
+    const auto e = static_cast<std::uint32_t>(ex[i]);
+    if (e < nE) ++part[e];
+  }
+  for (std::uint32_t e = 0; e < nE; ++e)
+    counts[e] = static_cast<Count>(static_cast<std::int64_t>(part[e]) + part[nE + e] + part[2 * nE + e] +
+                                   part[3 * nE + e]);
+}
+
 class CapacityFilter {
  public:
   // `out.expert` holds the wanted experts (tokens x k, rank order, all valid);
@@ -63,7 +85,11 @@ class CapacityFilter {
   void apply(const CapacityConfig& cfg, const float* priority, Assignment& out);
 
  private:
+  // The drops, once some expert got more than C requests (flagged in over_).
+  void drop_over_capacity(const CapacityConfig& cfg, const float* priority, Assignment& out);
+
   std::vector<std::int32_t> order_, start_;
+  std::vector<char> over_;
 };
 
 }  // namespace moesim

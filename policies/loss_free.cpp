@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "policies/capacity.hpp"
 #include "policies/fast_math.hpp"
 #include "policies/select.hpp"
 #include "policies/topk.hpp"
@@ -54,9 +55,8 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     sel_.select_block(s_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
                       slots + static_cast<std::size_t>(t0) * k);
   }
-  std::fill(demand_.begin(), demand_.end(), 0.0);
-  for (auto e : out.expert)
-    if (e >= 0) demand_[e] += 1.0;  // an unselectable slot is refused by the tail below
+  // An unselectable slot (kNoExpert) is not counted; the tail below refuses it.
+  count_experts(out.expert.data(), out.expert.size(), E, demand_.data());
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

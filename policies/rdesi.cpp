@@ -4,6 +4,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "policies/capacity.hpp"
 #include "policies/select.hpp"
 #include "policies/topk.hpp"
 
@@ -183,9 +184,8 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     }
     if (!finite) check_finite(in.logits, T, E, name().c_str());
   }
-  std::fill(demand_.begin(), demand_.end(), 0.0);
-  for (auto e : out.expert)
-    if (e >= 0) demand_[e] += 1.0;  // an unselectable slot is refused by the tail below
+  // An unselectable slot (kNoExpert) is not counted; the tail below refuses it.
+  count_experts(out.expert.data(), out.expert.size(), E, demand_.data());
   tail_.finish(in.logits, cap_, weight_spec(), out);
   last_tokens_ = T;
   last_capacity_ = out.capacity;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <rapidcheck/catch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "helpers.hpp"
@@ -163,6 +164,27 @@ TEST_CASE("topk with drop by position equals an independent rank-major reference
       }
     RC_ASSERT(a.expert == want);
     RC_ASSERT(a.dropped == dropped);
+    long lost = 0;  // tokens left with no expert
+    for (int t = 0; t < s.T; ++t)
+      lost += std::all_of(want.begin() + static_cast<long>(t) * s.k, want.begin() + static_cast<long>(t + 1) * s.k,
+                          [](std::int32_t e) { return e < 0; });
+    RC_ASSERT(a.dropped_tokens == lost);
+    for (int e = 0; e < s.E; ++e) RC_ASSERT(a.counts[static_cast<std::size_t>(e)] == load[static_cast<std::size_t>(e)]);
+  });
+}
+
+TEST_CASE("count_experts equals a plain count, values outside [0, E) ignored, for any length") {
+  rc::prop("count_experts == loop", [] {
+    const int E = *rc::gen::inRange(1, 80);
+    const auto ex = *rc::gen::container<std::vector<std::int32_t>>(rc::gen::inRange(-2, E + 2));
+    std::vector<std::int64_t> got(static_cast<std::size_t>(E)), want(static_cast<std::size_t>(E), 0);
+    std::vector<double> got_d(static_cast<std::size_t>(E));
+    for (auto e : ex)
+      if (e >= 0 && e < E) ++want[static_cast<std::size_t>(e)];
+    moesim::count_experts(ex.data(), ex.size(), E, got.data());
+    moesim::count_experts(ex.data(), ex.size(), E, got_d.data());
+    RC_ASSERT(got == want);
+    for (int e = 0; e < E; ++e) RC_ASSERT(got_d[static_cast<std::size_t>(e)] == static_cast<double>(want[static_cast<std::size_t>(e)]));
   });
 }
 
