@@ -15,6 +15,34 @@
 
 namespace moesim {
 
+namespace {
+
+// One 64-bit value to a pair of standard normals times scale (neg2s2 = -2 scale^2):
+// cos and sin of the angle, each times r.
+inline void normal_pair(std::uint64_t u, float neg2s2, float& cos_r, float& sin_r) {
+  // u1 in (0, 1]: ln never sees 0.
+  const float u1 = (static_cast<float>(static_cast<std::uint32_t>(u >> 32)) + 0.5f) * 0x1.0p-32f;
+  const float r = std::sqrt(neg2s2 * ln_fast(u1));
+  // Angle: a quarter turn q from the top bits, phi in [-pi/4, pi/4) from the rest.
+  const std::uint32_t tq = static_cast<std::uint32_t>(u) + 0x20000000u;
+  const std::uint32_t q = tq >> 30;
+  const float phi = static_cast<float>(static_cast<std::int32_t>(tq & 0x3fffffffu) - 0x20000000) *
+                    (6.28318530717958647692f * 0x1.0p-32f);
+  const float p2 = phi * phi;
+  const float s = phi * (1.0f + p2 * (-1.0f / 6 + p2 * (1.0f / 120 + p2 * (-1.0f / 5040 + p2 * (1.0f / 362880)))));
+  const float c = 1.0f + p2 * (-0.5f + p2 * (1.0f / 24 + p2 * (-1.0f / 720 + p2 * (1.0f / 40320))));
+  // (cos, sin) of q*pi/2 + phi: swap for odd q, then sign bits; bit blends keep
+  // the loop free of branches.
+  const std::uint32_t swap = 0u - (q & 1u);
+  const std::uint32_t cb = std::bit_cast<std::uint32_t>(c), sb = std::bit_cast<std::uint32_t>(s);
+  const std::uint32_t xb = ((cb & ~swap) | (sb & swap)) ^ (((q + 1u) & 2u) << 30);
+  const std::uint32_t yb = ((sb & ~swap) | (cb & swap)) ^ ((q & 2u) << 30);
+  cos_r = r * std::bit_cast<float>(xb);
+  sin_r = r * std::bit_cast<float>(yb);
+}
+
+}  // namespace
+
 void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std::size_t n, float scale) {
   if (n == 0) return;
   const std::size_t m = (n + 1) / 2;
@@ -22,29 +50,28 @@ void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std:
   float* cos_out = out;
   float* sin_out = sin_.data();
   const float neg2s2 = -2.0f * scale * scale;
-  for (std::size_t i = 0; i < m; ++i) {
-    const std::uint64_t u = mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL);
-    // u1 in (0, 1]: ln never sees 0.
-    const float u1 = (static_cast<float>(static_cast<std::uint32_t>(u >> 32)) + 0.5f) * 0x1.0p-32f;
-    const float r = std::sqrt(neg2s2 * ln_fast(u1));
-    // Angle: a quarter turn q from the top bits, phi in [-pi/4, pi/4) from the rest.
-    const std::uint32_t tq = static_cast<std::uint32_t>(u) + 0x20000000u;
-    const std::uint32_t q = tq >> 30;
-    const float phi = static_cast<float>(static_cast<std::int32_t>(tq & 0x3fffffffu) - 0x20000000) *
-                      (6.28318530717958647692f * 0x1.0p-32f);
-    const float p2 = phi * phi;
-    const float s = phi * (1.0f + p2 * (-1.0f / 6 + p2 * (1.0f / 120 + p2 * (-1.0f / 5040 + p2 * (1.0f / 362880)))));
-    const float c = 1.0f + p2 * (-0.5f + p2 * (1.0f / 24 + p2 * (-1.0f / 720 + p2 * (1.0f / 40320))));
-    // (cos, sin) of q*pi/2 + phi: swap for odd q, then sign bits; bit blends keep
-    // the loop free of branches.
-    const std::uint32_t swap = 0u - (q & 1u);
-    const std::uint32_t cb = std::bit_cast<std::uint32_t>(c), sb = std::bit_cast<std::uint32_t>(s);
-    const std::uint32_t xb = ((cb & ~swap) | (sb & swap)) ^ (((q + 1u) & 2u) << 30);
-    const std::uint32_t yb = ((sb & ~swap) | (cb & swap)) ^ ((q & 2u) << 30);
-    cos_out[i] = r * std::bit_cast<float>(xb);
-    sin_out[i] = r * std::bit_cast<float>(yb);
-  }
+  for (std::size_t i = 0; i < m; ++i)
+    normal_pair(mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
   std::memcpy(out + m, sin_out, sizeof(float) * (n - m));
+}
+
+void NormalFiller::fill_rows(std::uint64_t key, std::uint64_t first, float* out, int rows, int width, float scale) {
+  if (width % 2 != 0) {  // the last sine of each row is dropped: per row, through the buffer
+    const auto per_row = static_cast<std::uint64_t>(width + 1) / 2;
+    for (int r = 0; r < rows; ++r)
+      fill(key, first + static_cast<std::uint64_t>(r) * per_row, out + static_cast<std::size_t>(r) * width,
+           static_cast<std::size_t>(width), scale);
+    return;
+  }
+  const std::size_t m = static_cast<std::size_t>(width) / 2;
+  const float neg2s2 = -2.0f * scale * scale;
+  for (int r = 0; r < rows; ++r) {
+    float* cos_out = out + static_cast<std::size_t>(r) * width;
+    float* sin_out = cos_out + m;
+    const std::uint64_t f = first + static_cast<std::uint64_t>(r) * m;
+    for (std::size_t i = 0; i < m; ++i)
+      normal_pair(mix64(key + (f + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
+  }
 }
 
 namespace {

@@ -2,6 +2,10 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
 #include "policies/select.hpp"
 
 namespace moesim {
@@ -57,21 +61,24 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
   noisy_.resize(static_cast<std::size_t>(16) * E);
   std::vector<float> vals(static_cast<std::size_t>(16) * k);
   float* slots = tail_.slot_logits(T, k);
+  // Without jitter the logits are checked here, in the pass that adds them
+  // (checks_logits()); with it, Policy::route checked them first.
+  int bad = 0;
   for (int t0 = 0; t0 < T; t0 += 16) {
     const int n = T - t0 < 16 ? T - t0 : 16;
-    for (int r = 0; r < n; ++r) {
-      const int t = t0 + r;
-      const float* b = base + static_cast<std::size_t>(t) * E;
-      float* row = noisy_.data() + static_cast<std::size_t>(r) * E;
-      if (noisy) {
-        if (noise_ == Noise::Gaussian)
-          normal_.fill(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
-        else
-          fill_gumbel(key, static_cast<std::uint64_t>(t) * per_row, row, static_cast<std::size_t>(E), sd);
-        for (int e = 0; e < E; ++e) row[e] += b[e];
-      } else {
-        std::copy(b, b + E, row);
-      }
+    const float* b = base + static_cast<std::size_t>(t0) * E;
+    const std::size_t len = static_cast<std::size_t>(n) * E;
+    float* rows = noisy_.data();
+    if (noisy && noise_ == Noise::Gaussian) {
+      normal_.fill_rows(key, static_cast<std::uint64_t>(t0) * per_row, rows, n, E, sd);
+    } else if (noisy) {
+      for (int r = 0; r < n; ++r)
+        fill_gumbel(key, static_cast<std::uint64_t>(t0 + r) * per_row, rows + static_cast<std::size_t>(r) * E,
+                    static_cast<std::size_t>(E), sd);
+    }
+    for (std::size_t i = 0; i < len; ++i) {
+      rows[i] = noisy ? rows[i] + b[i] : b[i];
+      bad |= !(std::fabs(b[i]) <= std::numeric_limits<float>::max());
     }
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
     sel_.select_block(noisy_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
@@ -87,6 +94,7 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
               noisy_[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(idx[j])] - in.logits[zr + static_cast<std::size_t>(idx[j])];
     }
   }
+  if (bad && jitter_ <= 0.0) check_finite(in.logits, T, E, name().c_str());
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

@@ -26,6 +26,8 @@ class NoisyTopKPolicy : public Policy {
   std::unique_ptr<Policy> clone() const override { return std::make_unique<NoisyTopKPolicy>(*this); }
 
  protected:
+  // Without jitter the pass that adds the noise checks the logits.
+  bool checks_logits() const override { return jitter_ <= 0.0; }
   void do_route(const RouteInput& in, Rng& rng, Assignment& out) override;
 
  private:

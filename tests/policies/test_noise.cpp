@@ -1,7 +1,9 @@
 // Bulk normals and Gumbels: moments, tails, one draw per call, determinism.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "policies/noise.hpp"
@@ -81,4 +83,22 @@ TEST_CASE("bulk Gumbels: scale, one draw per call, same seed same numbers", "[ra
   CHECK(a == c);
   fill_gumbel(d, z.data(), 9);
   CHECK(z == x);
+}
+
+TEST_CASE("fill_rows equals fill row by row, bitwise, for even and odd widths", "[random]") {
+  NormalFiller rows, one;
+  for (int width : {1, 2, 7, 16, 33, 64, 256}) {
+    for (int n : {1, 5, 16}) {
+      CAPTURE(width, n);
+      const std::uint64_t key = 0x1234567ull * static_cast<std::uint64_t>(width) + 99, first = 4000;
+      const std::uint64_t per_row = static_cast<std::uint64_t>(width + 1) / 2;
+      std::vector<float> got(static_cast<std::size_t>(n) * width), want(got.size());
+      rows.fill_rows(key, first, got.data(), n, width, 0.7f);
+      for (int r = 0; r < n; ++r)
+        one.fill(key, first + static_cast<std::uint64_t>(r) * per_row, want.data() + static_cast<std::size_t>(r) * width,
+                 static_cast<std::size_t>(width), 0.7f);
+      for (std::size_t i = 0; i < got.size(); ++i)
+        REQUIRE(std::bit_cast<std::uint32_t>(got[i]) == std::bit_cast<std::uint32_t>(want[i]));
+    }
+  }
 }
