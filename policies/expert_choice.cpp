@@ -68,9 +68,14 @@ void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
   const int stride = std::max(1, T / 1024);
   const int S = (T + stride - 1) / stride;
   sample_.resize(static_cast<std::size_t>(E) * static_cast<std::size_t>(S));
-  for (int i = 0; i < S; ++i)
+  const int done = sample_keys8(logits, stride, S);
+  for (int i = done; i < S; ++i)
     for (int e = 0; e < E; ++e)
       sample_[static_cast<std::size_t>(e) * S + static_cast<std::size_t>(i)] = key(logits, i * stride, e);
+  if (done < S || E % 8 != 0)
+    for (int i = 0; i < done; ++i)
+      for (int e = E - E % 8; e < E; ++e)
+        sample_[static_cast<std::size_t>(e) * S + static_cast<std::size_t>(i)] = key(logits, i * stride, e);
   hi_.resize(static_cast<std::size_t>(E));
   lo_.resize(static_cast<std::size_t>(E));
   std::int64_t r_hi = C - 1, r_lo = C - 1;  // ranks, 0 = best
@@ -99,6 +104,57 @@ void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
       hi_[e] = col[r_hi];
     }
   }
+}
+
+// The bracket's sample keys for samples [0, S - S % 8) and experts [0, E - E % 8),
+// 8 x 8 at a time: each block of keys is computed along the rows (key()'s
+// operations, lane by lane) and transposed in registers, so the column-major
+// sample is written a vector per expert, where it was a scalar store per key.
+// Returns the samples done (0 without AVX-512).
+int ExpertChoicePolicy::sample_keys8(const float* logits, int stride, int S) {
+#if defined(__AVX512F__)
+  const int E = experts(), vecE = E - E % 8, vecS = S - S % 8;
+  if (vecE == 0) return 0;
+  const auto nE = static_cast<std::size_t>(E);
+  for (int i0 = 0; i0 < vecS; i0 += 8) {
+    __m512d m[8], ls[8];
+    for (int r = 0; r < 8; ++r) {
+      const auto t = static_cast<std::size_t>(i0 + r) * static_cast<std::size_t>(stride);
+      m[r] = _mm512_set1_pd(shift_[2 * t]);
+      ls[r] = _mm512_set1_pd(shift_[2 * t + 1]);
+    }
+    for (int e0 = 0; e0 < vecE; e0 += 8) {
+      __m512d k[8];
+      for (int r = 0; r < 8; ++r) {
+        const float* z = logits + static_cast<std::size_t>(i0 + r) * static_cast<std::size_t>(stride) * nE + e0;
+        k[r] = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z)), m[r]), ls[r]);
+      }
+      // 8 x 8 transpose: pairs of rows, then pairs of pairs, then halves.
+      __m512d a[8], b[8];
+      for (int r = 0; r < 8; r += 2) {
+        a[r] = _mm512_unpacklo_pd(k[r], k[r + 1]);
+        a[r + 1] = _mm512_unpackhi_pd(k[r], k[r + 1]);
+      }
+      for (int r = 0; r < 8; r += 4)
+        for (int q = 0; q < 2; ++q) {
+          b[r + q] = _mm512_shuffle_f64x2(a[r + q], a[r + 2 + q], 0x88);
+          b[r + 2 + q] = _mm512_shuffle_f64x2(a[r + q], a[r + 2 + q], 0xDD);
+        }
+      for (int q = 0; q < 4; ++q) {
+        k[q] = _mm512_shuffle_f64x2(b[q], b[4 + q], 0x88);
+        k[4 + q] = _mm512_shuffle_f64x2(b[q], b[4 + q], 0xDD);
+      }
+      // k[j] now holds expert e0 + j for samples i0 .. i0 + 7.
+      for (int j = 0; j < 8; ++j) _mm512_storeu_pd(sample_.data() + static_cast<std::size_t>(e0 + j) * S + i0, k[j]);
+    }
+  }
+  return vecS;
+#else
+  (void)logits;
+  (void)stride;
+  (void)S;
+  return 0;
+#endif
 }
 
 // Moves to the front of col[0, S) a subset holding its `need` best keys (ties

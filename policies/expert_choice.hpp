@@ -47,6 +47,7 @@ class ExpertChoicePolicy : public Policy {
   double key(const float* logits, int t, int e) const;
   void row_constants(const float* logits, int T);
   void bracket(const float* logits, int T, std::int64_t C);
+  int sample_keys8(const float* logits, int stride, int S);
   int best_keys(double* col, int S, int need);
   void classify(const float* logits, int T);
   int classify_vector(const float* logits, int T);

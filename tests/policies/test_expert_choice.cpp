@@ -157,12 +157,14 @@ TEST_CASE("expert choice: on tie-free batches the sampled brackets almost never 
   // T = 16384 samples every 16th token; the bracket's margin (3 sigma + 2) misses
   // about one expert in a thousand. A bracket built from the wrong sample keys
   // misses for most experts, which the exact fallback would hide from the
-  // selection tests above.
+  // selection tests above. Each expert's logits are offset by 0.25 e, so a
+  // bracket taken from another expert's sample misses too.
   constexpr int T = 16384, E = 64, k = 2;
   int fallbacks = 0;
   std::int64_t candidates = 0;
   for (std::uint64_t seed = 1; seed <= 4; ++seed) {
-    const auto z = make_logits(T, E, seed, kContinuous);
+    auto z = make_logits(T, E, seed, kContinuous);
+    for (std::size_t i = 0; i < z.size(); ++i) z[i] += 0.25f * static_cast<float>(i % E);
     auto p = moesim::make_policy("expert_choice", E, k);
     route_once(*p, z, T, E);
     const auto& st = dynamic_cast<const moesim::ExpertChoicePolicy&>(*p).last_stats();
