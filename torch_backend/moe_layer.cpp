@@ -227,14 +227,24 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     return out;
   }
   auto xs = x.index_select(0, tok_idx);
-  std::vector<torch::Tensor> ys;
-  ys.reserve(static_cast<std::size_t>(experts_));
+  // The experts' row segments by one split: its backward is one cat of their
+  // gradients, where a narrow per expert zero-filled and added a full (S, D)
+  // gradient for each of them.
+  std::vector<std::int64_t> sizes;
+  std::vector<int> owner;
   for (int e = 0; e < experts_; ++e) {
-    const auto b = start[static_cast<std::size_t>(e)], n = start[static_cast<std::size_t>(e) + 1] - b;
+    const auto n = start[static_cast<std::size_t>(e) + 1] - start[static_cast<std::size_t>(e)];
     if (n == 0) continue;
-    const auto i = static_cast<std::size_t>(e);
-    if (lora_w13.empty()) ys.push_back(swiglu(xs.narrow(0, b, n), w13[i], w2[i]));
-    else ys.push_back(swiglu(xs.narrow(0, b, n), adapted(w13[i], lora_w13[i]), adapted(w2[i], lora_w2[i])));
+    sizes.push_back(n);
+    owner.push_back(e);
+  }
+  const auto parts = xs.split_with_sizes(sizes, 0);
+  std::vector<torch::Tensor> ys;
+  ys.reserve(parts.size());
+  for (std::size_t p = 0; p < parts.size(); ++p) {
+    const auto i = static_cast<std::size_t>(owner[p]);
+    if (lora_w13.empty()) ys.push_back(swiglu(parts[p], w13[i], w2[i]));
+    else ys.push_back(swiglu(parts[p], adapted(w13[i], lora_w13[i]), adapted(w2[i], lora_w2[i])));
   }
   auto y = torch::cat(ys, 0);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);

@@ -112,6 +112,45 @@ TEST_CASE("MoE layer: dispatch equals a dense per-token reference", "[torch][mod
   CHECK((out - ref).abs().max().item<double>() < 1e-5);
 }
 
+TEST_CASE("MoE layer: gradients of the input and the expert weights equal the dense per-token reference's",
+          "[torch][model]") {
+  torch::manual_seed(6);
+  const int E = 4, D = 8, H = 12, N = 40;
+  auto layer = std::make_shared<MoeLayer>(0, D, H, E, make_policy("topk", E, 2, {{"dropless", "true"}}), 1, 0.5, 0.5);
+  layer->train();
+  auto x = torch::randn({N, D}, torch::requires_grad());
+  auto out = layer->forward(x, torch::zeros({N}, torch::kLong));
+  const auto& a = layer->last_assignment;
+  // The same weights tensor, so both sides share the gate's path to x.
+  const auto w = layer->last_weights;
+  std::vector<torch::Tensor> rows;
+  for (int t = 0; t < N; ++t) {
+    auto acc = torch::zeros({D});
+    for (int j = 0; j < a.width; ++j) {
+      const int e = a.at(t, j);
+      if (e < 0) continue;
+      auto h = torch::matmul(x[t].unsqueeze(0), layer->w13[static_cast<std::size_t>(e)]);
+      auto y = torch::matmul(torch::silu(h.narrow(1, 0, H)) * h.narrow(1, H, H), layer->w2[static_cast<std::size_t>(e)]);
+      acc = acc + w[t][j] * y[0];
+    }
+    rows.push_back(acc);
+  }
+  auto ref = torch::stack(rows);
+  const auto r = torch::randn({N, D});
+  std::vector<torch::Tensor> wrt = {x};
+  for (int e = 0; e < E; ++e) {
+    wrt.push_back(layer->w13[static_cast<std::size_t>(e)]);
+    wrt.push_back(layer->w2[static_cast<std::size_t>(e)]);
+  }
+  const auto got = torch::autograd::grad({(out * r).sum()}, wrt, {}, /*retain_graph=*/true, false, true);
+  const auto want = torch::autograd::grad({(ref * r).sum()}, wrt, {}, false, false, true);
+  for (std::size_t i = 0; i < wrt.size(); ++i) {
+    INFO("gradient " << i << " (0 = input, then w13/w2 per expert)");
+    REQUIRE(got[i].defined() == want[i].defined());
+    if (got[i].defined()) CHECK((got[i] - want[i]).abs().max().item<double>() < 1e-4);
+  }
+}
+
 TEST_CASE("MoE layer: evaluation leaves the policy state and its RNG untouched", "[torch][model]") {
   torch::manual_seed(2);
   auto layer = std::make_shared<MoeLayer>(0, 8, 8, 4, make_policy("rdesi", 4, 2, {}), 9, 0.5, 0.5);
