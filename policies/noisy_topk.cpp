@@ -51,6 +51,9 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
     base = jittered_.data();
   }
   const bool noisy = noise_ != Noise::None && std_ > 0.0;
+  // A refused batch leaves the caller's Rng as it found it, as when the logits
+  // are checked before routing (the check runs inside the noise pass below).
+  const Rng before = rng;
   // One draw keys the batch's noise; row t takes values t*ceil(E/2) onwards of
   // it, so each row is drawn, perturbed and selected while it is in L1.
   const std::uint64_t key = noisy ? rng.next_u64() : 0;
@@ -94,7 +97,10 @@ void NoisyTopKPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) 
               noisy_[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(idx[j])] - in.logits[zr + static_cast<std::size_t>(idx[j])];
     }
   }
-  if (bad && jitter_ <= 0.0) check_finite(in.logits, T, E, name().c_str());
+  if (bad && jitter_ <= 0.0) {
+    rng = before;
+    check_finite(in.logits, T, E, name().c_str());
+  }
   tail_.finish(in.logits, cap_, spec_, out);
 }
 

@@ -106,7 +106,7 @@ TEST_CASE("a NaN or infinite gate score is refused, naming the token and expert"
   }
 }
 
-TEST_CASE("a NaN or infinite gate score is refused in the 16-row kernels too (T = 64, E = 64, k = 1 and 2)") {
+TEST_CASE("a NaN or infinite gate score is refused in the 16-row kernels too (T = 64, E = 64, k = 1 and 2), leaving the Rng untouched") {
   for (const auto& info : moesim::policy_registry())
     for (int k : {1, 2}) {
       if (info.name == "switch" && k == 2) continue;  // top-1 only
@@ -116,6 +116,12 @@ TEST_CASE("a NaN or infinite gate score is refused in the 16-row kernels too (T 
       std::vector<float> z = make_logits(64, 64, 1, kContinuous);
       z[37 * 64 + 50] = std::numeric_limits<float>::quiet_NaN();
       REQUIRE_ERROR(route(*p, input(z, 64, 64, &ids)), "NaN at token 37, expert 50");
+      // A refused batch consumes none of the caller's randomness.
+      moesim::Rng rng(17);
+      const moesim::Rng before = rng;
+      moesim::Assignment a;
+      REQUIRE_THROWS_AS(p->route(input(z, 64, 64, &ids), rng, a), moesim::Error);
+      CHECK(rng == before);
       z[37 * 64 + 50] = 0.0f;
       z[21 * 64 + 63] = -std::numeric_limits<float>::infinity();
       REQUIRE_ERROR(route(*p, input(z, 64, 64, &ids)), "infinite at token 21, expert 63");

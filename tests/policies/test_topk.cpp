@@ -564,7 +564,9 @@ TEST_CASE("topk_rows equals topk_row on every row, for any T, E and k (E = 64 in
 TEST_CASE("compute_weights from slot logits (the 8-token vector blocks at k = 2) equals the gathering scalar loop "
           "bitwise, for every rule, dropped slots, ties, -inf, NaN offsets and tiny sigmoids") {
   rc::prop("weights(slot logits) == weights(gathered), bit for bit", [] {
-    const int T = *rc::gen::inRange(1, 60), E = *rc::gen::inRange(2, 40), k = *rc::gen::inRange(1, 4);
+    // k = 2 in at least half the cases: the width of the vector blocks.
+    const int T = *rc::gen::inRange(1, 60), E = *rc::gen::inRange(2, 40);
+    const int k = *rc::gen::oneOf(rc::gen::just(2), rc::gen::inRange(1, 4));
     const int style = *rc::gen::inRange(0, 4);  // continuous, ties, extremes, NaN offsets
     const auto rule = *rc::gen::element(moesim::WeightRule::SoftmaxSelected, moesim::WeightRule::SoftmaxGather,
                                         moesim::WeightRule::SigmoidGather, moesim::WeightRule::SqrtSoftplusGather);

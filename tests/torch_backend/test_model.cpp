@@ -112,42 +112,66 @@ TEST_CASE("MoE layer: dispatch equals a dense per-token reference", "[torch][mod
   CHECK((out - ref).abs().max().item<double>() < 1e-5);
 }
 
-TEST_CASE("MoE layer: gradients of the input and the expert weights equal the dense per-token reference's",
-          "[torch][model]") {
-  torch::manual_seed(6);
-  const int E = 4, D = 8, H = 12, N = 40;
-  auto layer = std::make_shared<MoeLayer>(0, D, H, E, make_policy("topk", E, 2, {{"dropless", "true"}}), 1, 0.5, 0.5);
-  layer->train();
-  auto x = torch::randn({N, D}, torch::requires_grad());
-  auto out = layer->forward(x, torch::zeros({N}, torch::kLong));
-  const auto& a = layer->last_assignment;
-  // The same weights tensor, so both sides share the gate's path to x.
-  const auto w = layer->last_weights;
+// The reference for one forward of `layer` on x: each token's served experts'
+// SwiGLU outputs, weighted by the layer's own (differentiable) combine weights.
+static torch::Tensor dense_reference(MoeLayer& layer, const torch::Tensor& x, int H) {
+  const auto& a = layer.last_assignment;
+  const auto w = layer.last_weights;  // the same tensor, so both sides share the gate's path to x
   std::vector<torch::Tensor> rows;
-  for (int t = 0; t < N; ++t) {
-    auto acc = torch::zeros({D});
+  for (int t = 0; t < a.tokens; ++t) {
+    auto acc = torch::zeros({x.size(1)});
     for (int j = 0; j < a.width; ++j) {
       const int e = a.at(t, j);
       if (e < 0) continue;
-      auto h = torch::matmul(x[t].unsqueeze(0), layer->w13[static_cast<std::size_t>(e)]);
-      auto y = torch::matmul(torch::silu(h.narrow(1, 0, H)) * h.narrow(1, H, H), layer->w2[static_cast<std::size_t>(e)]);
+      auto h = torch::matmul(x[t].unsqueeze(0), layer.w13[static_cast<std::size_t>(e)]);
+      auto y = torch::matmul(torch::silu(h.narrow(1, 0, H)) * h.narrow(1, H, H), layer.w2[static_cast<std::size_t>(e)]);
       acc = acc + w[t][j] * y[0];
     }
     rows.push_back(acc);
   }
-  auto ref = torch::stack(rows);
-  const auto r = torch::randn({N, D});
-  std::vector<torch::Tensor> wrt = {x};
-  for (int e = 0; e < E; ++e) {
-    wrt.push_back(layer->w13[static_cast<std::size_t>(e)]);
-    wrt.push_back(layer->w2[static_cast<std::size_t>(e)]);
-  }
-  const auto got = torch::autograd::grad({(out * r).sum()}, wrt, {}, /*retain_graph=*/true, false, true);
-  const auto want = torch::autograd::grad({(ref * r).sum()}, wrt, {}, false, false, true);
-  for (std::size_t i = 0; i < wrt.size(); ++i) {
-    INFO("gradient " << i << " (0 = input, then w13/w2 per expert)");
-    REQUIRE(got[i].defined() == want[i].defined());
-    if (got[i].defined()) CHECK((got[i] - want[i]).abs().max().item<double>() < 1e-4);
+  return torch::stack(rows);
+}
+
+TEST_CASE("MoE layer: gradients of the input and the expert weights equal the dense per-token reference's, "
+          "empty experts included",
+          "[torch][model]") {
+  torch::manual_seed(6);
+  const int D = 8, H = 12, N = 40;
+  // topk over 4 experts, and hash over 8 with one token id for every token:
+  // two experts get every row, so the segments' owners are not 0, 1, ...
+  for (const std::string policy : {"topk", "hash"}) {
+    const int E = policy == "topk" ? 4 : 8;
+    CAPTURE(policy);
+    auto layer = std::make_shared<MoeLayer>(0, D, H, E, make_policy(policy, E, 2, {{"dropless", "true"}}), 1, 0.5, 0.5);
+    layer->train();
+    auto x = torch::randn({N, D}, torch::requires_grad());
+    torch::Tensor out;
+    for (std::int64_t id = 0; id < 64; ++id) {  // a token id whose experts leave a lower-indexed one empty
+      out = layer->forward(x, torch::full({N}, policy == "topk" ? 0 : id, torch::kLong));
+      std::vector<int> used(static_cast<std::size_t>(E), 0);
+      for (auto e : layer->last_assignment.expert)
+        if (e >= 0) used[static_cast<std::size_t>(e)] = 1;
+      if (policy == "topk" || used[0] == 0) break;
+    }
+    if (policy == "hash") {
+      int served = 0;
+      for (auto e : layer->last_assignment.expert) served += e == 0;
+      REQUIRE(served == 0);
+    }
+    const auto ref = dense_reference(*layer, x, H);
+    const auto r = torch::randn({N, D});
+    std::vector<torch::Tensor> wrt = {x};
+    for (int e = 0; e < E; ++e) {
+      wrt.push_back(layer->w13[static_cast<std::size_t>(e)]);
+      wrt.push_back(layer->w2[static_cast<std::size_t>(e)]);
+    }
+    const auto got = torch::autograd::grad({(out * r).sum()}, wrt, {}, /*retain_graph=*/true, false, true);
+    const auto want = torch::autograd::grad({(ref * r).sum()}, wrt, {}, false, false, true);
+    for (std::size_t i = 0; i < wrt.size(); ++i) {
+      INFO("gradient " << i << " (0 = input, then w13/w2 per expert)");
+      REQUIRE(got[i].defined() == want[i].defined());
+      if (got[i].defined()) CHECK((got[i] - want[i]).abs().max().item<double>() < 1e-4);
+    }
   }
 }
 
