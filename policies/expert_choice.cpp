@@ -72,10 +72,9 @@ void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
   for (int i = done; i < S; ++i)
     for (int e = 0; e < E; ++e)
       sample_[static_cast<std::size_t>(e) * S + static_cast<std::size_t>(i)] = key(logits, i * stride, e);
-  if (done < S || E % 8 != 0)
-    for (int i = 0; i < done; ++i)
-      for (int e = E - E % 8; e < E; ++e)
-        sample_[static_cast<std::size_t>(e) * S + static_cast<std::size_t>(i)] = key(logits, i * stride, e);
+  for (int i = 0; i < done; ++i)  // the experts past the last full 8
+    for (int e = E - E % 8; e < E; ++e)
+      sample_[static_cast<std::size_t>(e) * S + static_cast<std::size_t>(i)] = key(logits, i * stride, e);
   hi_.resize(static_cast<std::size_t>(E));
   lo_.resize(static_cast<std::size_t>(E));
   std::int64_t r_hi = C - 1, r_lo = C - 1;  // ranks, 0 = best

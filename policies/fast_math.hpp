@@ -92,7 +92,6 @@ inline f32x16 exp_fast16_capped(f32x16 x) { return exp_fast_t<f32x16, i32x16, tr
 // multiply; r = z - k, fused; 2^(k/32) from a 32-entry table plus k's high bits
 // in the exponent; exp = 2^(k/32) * (C0 r^3 + C1 r^2 + C2 r + 1), rounded once to
 // float. Lanes with |x| >= 88 or NaN, glibc's special path, go to std::exp.
-// Where std::exp is an opaque call per value, 16 of these cost about two.
 // kExpfTable[i]: the bits of 2^(i/32) minus i << 47 (a test rederives them).
 inline constexpr std::uint64_t kExpfTable[32] = {
     0x3ff0000000000000, 0x3fefd9b0d3158574, 0x3fefb5586cf9890f, 0x3fef9301d0125b51, 0x3fef72b83c7d517b,

@@ -46,11 +46,6 @@ namespace {
 inline float exp_shifted(float x) { return x == 0.0f ? 1.0f : std::exp(x); }
 inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 
-// One rule per instantiation: the switch is hoisted out of the token loop.
-// `slots` names the experts the weights are formed over: the served ones, or the
-// requested ones (then masked by the caller).
-// kWidth > 0 fixes the slots per token at compile time (the same operations,
-// unrolled: at k = 2 the loop overhead was most of the cost).
 // Eight tokens of two slots each (16 lanes, slot-interleaved as stored), with
 // the scalar loop's operations lane for lane: the same max by `<`, the same
 // std::exp (expf16 is bitwise std::exp), the same sums and division. Rules
@@ -103,6 +98,12 @@ bool weights_pairs8(const float* sl, const float* off, const std::int32_t* ex, f
   return true;
 }
 
+// One rule per instantiation: the switch is hoisted out of the token loop.
+// `slots` names the experts the weights are formed over: the served ones, or the
+// requested ones (then masked by the caller).
+// kWidth > 0 fixes the slots per token at compile time (the same operations,
+// unrolled: at k = 2 the loop overhead was most of the cost).
+// At k = 2 with slot logits, blocks of eight tokens go through weights_pairs8 first.
 template <WeightRule R, bool Renorm, bool Slots, int kWidth = 0>
 void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
                  Assignment& a) {
