@@ -122,7 +122,7 @@ void weights_for(const float* logits, const float* slot_logits, const RowSoftmax
     const float* off = a.offset.data() + static_cast<std::size_t>(t) * W;
     float* w = a.weight.data() + static_cast<std::size_t>(t) * W;
     const float* sl = Slots ? slot_logits + static_cast<std::size_t>(t) * W : nullptr;
-    auto zs = [z, ex, sl](int j) {
+    auto zs = [=](int j) {  // [=]: each instantiation uses only some of z, ex, sl
       if constexpr (Slots)
         return sl[j];
       else
