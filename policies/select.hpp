@@ -97,21 +97,23 @@ inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, fl
       const float* zt = z + static_cast<std::size_t>(t) * n;
       std::int32_t* it = idx + static_cast<std::size_t>(t) * k;
       float* vt = val + static_cast<std::size_t>(t) * k;
+      unsigned short_rows = 0;
       switch (k) {
-        case 1: finite &= simd::topk_rows16<1>(zt, bias, n, it, vt); break;
-        case 2: finite &= simd::topk_rows16<2>(zt, bias, n, it, vt); break;
-        case 3: finite &= simd::topk_rows16<3>(zt, bias, n, it, vt); break;
-        case 4: finite &= simd::topk_rows16<4>(zt, bias, n, it, vt); break;
-        case 5: finite &= simd::topk_rows16<5>(zt, bias, n, it, vt); break;
-        case 6: finite &= simd::topk_rows16<6>(zt, bias, n, it, vt); break;
-        case 7: finite &= simd::topk_rows16<7>(zt, bias, n, it, vt); break;
-        default: finite &= simd::topk_rows16<8>(zt, bias, n, it, vt); break;
+        case 1: finite &= simd::topk_rows16<1>(zt, bias, n, it, vt, &short_rows); break;
+        case 2: finite &= simd::topk_rows16<2>(zt, bias, n, it, vt, &short_rows); break;
+        case 3: finite &= simd::topk_rows16<3>(zt, bias, n, it, vt, &short_rows); break;
+        case 4: finite &= simd::topk_rows16<4>(zt, bias, n, it, vt, &short_rows); break;
+        case 5: finite &= simd::topk_rows16<5>(zt, bias, n, it, vt, &short_rows); break;
+        case 6: finite &= simd::topk_rows16<6>(zt, bias, n, it, vt, &short_rows); break;
+        case 7: finite &= simd::topk_rows16<7>(zt, bias, n, it, vt, &short_rows); break;
+        default: finite &= simd::topk_rows16<8>(zt, bias, n, it, vt, &short_rows); break;
       }
       // A k-th best of -inf (only from overflowing scores): the scalar kernel,
       // which leaves kNoExpert where nothing is selectable.
-      for (int r = 0; r < 16; ++r)
-        if (__builtin_expect(vt[r * k + k - 1] == -std::numeric_limits<float>::infinity(), 0))
-          topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
+      for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
+        const int r = __builtin_ctz(short_rows);
+        topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
+      }
     }
   }
 #endif

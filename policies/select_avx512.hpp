@@ -11,6 +11,9 @@
 #include <cstdint>
 #include <limits>
 
+
+
+
 namespace moesim::simd {
 
 // Full-mask forms of the intrinsics: GCC 12's unmasked ones pass an
@@ -63,8 +66,10 @@ inline void topk_scan(const float* z, const float* b, int n, std::int32_t* idx, 
   for (int j = 0; j < K; ++j) m[j] = ninf;
   for (int i = 0; i < n; i += 16) {
     __m512 v = load_block(z, b, n, i);
+    // max(v, m) returns m when v is NaN, and min(m, v) passes the NaN on down
+    // until it falls off: NaN never enters, as with the strict '>' elsewhere.
     for (int j = 0; j < K; ++j) {
-      const __m512 hi = vmax(m[j], v);
+      const __m512 hi = vmax(v, m[j]);
       if (j + 1 < K) v = vmin(m[j], v);
       m[j] = hi;
     }
@@ -135,7 +140,7 @@ inline void topk_lanes(const float* z, const float* b, int n, std::int32_t* idx,
 // lane's sorted top-K by strict '>' exactly as the scalar kernel does, so the
 // output is the scalar kernel's. No horizontal reduction per row: at E = 64 this
 // is ~3x the per-row kernels.
-inline void transpose16(__m512 r[16]) {
+__attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
   __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], kAll, r[2 * i], r[2 * i + 1]);
@@ -160,60 +165,87 @@ inline void transpose16(__m512 r[16]) {
 
 // Rows z[0..16) of stride n (+ bias): idx/val (16 x K, row-major) as the scalar
 // kernel would write them. Returns whether every logit read was finite (the
-// caller's check_finite then has nothing to find).
+// caller's check_finite then has nothing to find); bit r of *short_rows is set
+// when row r's K-th best is -inf (fewer than K selectable experts).
+//
+// Per expert x, with v sorted per lane: gt[j] = x > v[j], and x enters at the
+// first such j. v[0] = max(x, v[0]) (the operand order keeps the old value when
+// the two compare equal, +0 against -0 included, and ignores a NaN x: x86's max
+// returns its second operand then), so the top value's dependency chain is one
+// max per expert where a compare and a masked move were two. Below the top,
+// v[j] takes min(v[j-1], x) where gt[j]: v[j-1] where x beat it, else x.
+// Finiteness: x * 0 + acc turns NaN for good once any x is NaN or infinite (two
+// accumulators, so the chain stays shorter than the block's work).
 template <int K>
-inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx, float* val) {
+inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx, float* val, unsigned* short_rows) {
   const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 zero = _mm512_setzero_ps();
   __m512 v[K];
   __m512i vi[K];
   for (int j = 0; j < K; ++j) v[j] = ninf, vi[j] = _mm512_set1_epi32(-1);
   __m512 col[16];
-#if !defined(__AVX512DQ__)
-  const __m512 fmax = _mm512_set1_ps(std::numeric_limits<float>::max());
-#endif
-  __mmask16 bad = 0;
+  __m512 fin[2] = {zero, zero};
+  // xi: the expert's index in every lane, kept as a vector (a broadcast from a
+  // general register per expert cost two moves more).
+  auto insert = [&](__m512 x, std::size_t e, __m512i xi) __attribute__((always_inline)) {
+    if (b) x = _mm512_add_ps(x, _mm512_set1_ps(b[e]));
+    __mmask16 gt[K];
+    for (int j = 0; j < K; ++j) gt[j] = _mm512_cmp_ps_mask(x, v[j], _CMP_GT_OQ);
+    for (int j = K - 1; j > 0; --j) {
+      v[j] = _mm512_mask_mov_ps(v[j], gt[j], _mm512_mask_min_ps(x, kAll, v[j - 1], x));
+      vi[j] = _mm512_mask_mov_epi32(vi[j], gt[j], _mm512_mask_mov_epi32(xi, gt[j - 1], vi[j - 1]));
+    }
+    v[0] = _mm512_mask_max_ps(v[0], kAll, x, v[0]);
+    vi[0] = _mm512_mask_mov_epi32(vi[0], gt[0], xi);
+  };
+  const __m512i one = _mm512_set1_epi32(1);
+  // Long rows (E = 256: 16 streams 1 KiB apart) outran the hardware prefetch:
+  // asking for the line two blocks ahead took E = 256, k = 2 from about 4.2 to
+  // 5.6-6.2 M tokens/s; at E = 64 it changed nothing measurable.
+  constexpr int kAhead = 32;
   for (int e0 = 0; e0 < n; e0 += 16) {
     const __mmask16 tm = tail_mask(n, e0);
     for (int r = 0; r < 16; ++r) {
       col[r] = _mm512_mask_loadu_ps(ninf, tm, z + static_cast<std::size_t>(r) * n + e0);
-#if defined(__AVX512DQ__)
-      bad |= _mm512_mask_fpclass_ps_mask(tm, col[r], 0x99);  // QNaN, +inf, -inf, SNaN: one instruction
-#else
-      bad |= _mm512_mask_cmp_ps_mask(tm, _mm512_abs_ps(col[r]), fmax, _CMP_NLE_UQ);  // NaN or infinite
-#endif
+      if (e0 + kAhead < n)
+        _mm_prefetch(reinterpret_cast<const char*>(z + static_cast<std::size_t>(r) * n + e0 + kAhead), _MM_HINT_T0);
+      fin[r & 1] = _mm512_mask3_fmadd_ps(col[r], zero, fin[r & 1], tm);
     }
     transpose16(col);
-    const int m = n - e0 < 16 ? n - e0 : 16;
-    for (int c = 0; c < m; ++c) {
-      __m512 x = col[c];
-      if (b) x = _mm512_add_ps(x, _mm512_set1_ps(b[e0 + c]));
-      const __m512i xi = _mm512_set1_epi32(e0 + c);
-      // v is sorted per lane, so x > v[j] holds for a suffix of j: the new value
-      // goes to the first such j and the rest shift down by one.
-      __mmask16 gt[K];
-      for (int j = 0; j < K; ++j) gt[j] = _mm512_cmp_ps_mask(x, v[j], _CMP_GT_OQ);
-      for (int j = K - 1; j > 0; --j) {
-        const __m512 in = _mm512_mask_mov_ps(x, gt[j - 1], v[j - 1]);
-        const __m512i ii = _mm512_mask_mov_epi32(xi, gt[j - 1], vi[j - 1]);
-        v[j] = _mm512_mask_mov_ps(v[j], gt[j], in);
-        vi[j] = _mm512_mask_mov_epi32(vi[j], gt[j], ii);
-      }
-      v[0] = _mm512_mask_mov_ps(v[0], gt[0], x);
-      vi[0] = _mm512_mask_mov_epi32(vi[0], gt[0], xi);
+    const auto ue0 = static_cast<std::size_t>(e0);
+    __m512i xi = _mm512_set1_epi32(e0);
+    if (n - e0 >= 16) {  // a full block: no bound to test per expert
+      for (int c = 0; c < 16; ++c, xi = vadd_i(xi, one)) insert(col[c], ue0 + c, xi);
+    } else {
+      for (int c = 0; c < n - e0; ++c, xi = vadd_i(xi, one)) insert(col[c], ue0 + c, xi);
     }
   }
-  alignas(64) float fv[K][16];
-  alignas(64) std::int32_t iv[K][16];
-  for (int j = 0; j < K; ++j) {
-    _mm512_store_ps(fv[j], v[j]);
-    _mm512_store_si512(iv[j], vi[j]);
-  }
-  for (int r = 0; r < 16; ++r)
+  if constexpr (K == 1) {
+    _mm512_storeu_ps(val, v[0]);
+    _mm512_storeu_si512(idx, vi[0]);
+  } else if constexpr (K == 2) {  // rows interleaved by two permutes per output
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    _mm512_storeu_ps(val, _mm512_permutex2var_ps(v[0], lo, v[1]));
+    _mm512_storeu_ps(val + 16, _mm512_permutex2var_ps(v[0], hi, v[1]));
+    _mm512_storeu_si512(idx, _mm512_permutex2var_epi32(vi[0], lo, vi[1]));
+    _mm512_storeu_si512(idx + 16, _mm512_permutex2var_epi32(vi[0], hi, vi[1]));
+  } else {
+    alignas(64) float fv[K][16];
+    alignas(64) std::int32_t iv[K][16];
     for (int j = 0; j < K; ++j) {
-      idx[r * K + j] = iv[j][r];
-      val[r * K + j] = fv[j][r];
+      _mm512_store_ps(fv[j], v[j]);
+      _mm512_store_si512(iv[j], vi[j]);
     }
-  return bad == 0;
+    for (int r = 0; r < 16; ++r)
+      for (int j = 0; j < K; ++j) {
+        idx[r * K + j] = iv[j][r];
+        val[r * K + j] = fv[j][r];
+      }
+  }
+  *short_rows = _mm512_cmp_ps_mask(v[K - 1], ninf, _CMP_EQ_OQ);
+  const __m512 f = _mm512_add_ps(fin[0], fin[1]);
+  return _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) == 0;
 }
 
 inline bool topk_dispatch_raw(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {
@@ -231,9 +263,13 @@ inline bool topk_dispatch_raw(const float* z, const float* b, int n, int k, std:
 // Returns false when k is outside the specialised range, or when the k-th best
 // is -inf: the kernels pad with -inf, so such a row (only from overflowing
 // scores) goes to the scalar kernel, which leaves kNoExpert where nothing is selectable.
+// The values are re-read at the chosen indices: the lane reductions return one
+// of several equal maxima, which for +0 and -0 need not be the chosen expert's.
 inline bool topk_dispatch(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {
   const bool done = topk_dispatch_raw(z, b, n, k, idx, val);
-  return done && __builtin_expect(val[k - 1] != -std::numeric_limits<float>::infinity(), 1);
+  if (!done || __builtin_expect(val[k - 1] == -std::numeric_limits<float>::infinity(), 0)) return false;
+  for (int j = 0; j < k; ++j) val[j] = b ? z[idx[j]] + b[idx[j]] : z[idx[j]];
+  return true;
 }
 
 }  // namespace moesim::simd

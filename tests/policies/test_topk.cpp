@@ -530,22 +530,32 @@ TEST_CASE("topk preset megatron equals Megatron-Core's routing and token droppin
   });
 }
 
-TEST_CASE("topk_rows equals topk_row on every row, for any T, E and k (E = 64 in half the cases), with bias and with -inf rows") {
+TEST_CASE("topk_rows equals topk_row bit for bit on every row, for any T, E and k (E = 64 in half the cases), with "
+          "bias, -inf rows, signed zeros and NaN") {
   rc::prop("topk_rows(T rows) == topk_row per row", [] {
     const int T = *rc::gen::inRange(1, 70);
     // Half the cases at n = 64, the benchmarks' and the simulator's row length.
     const int n = *rc::gen::oneOf(rc::gen::just(64), rc::gen::inRange(1, 90));
     const int k = *rc::gen::inRange(1, std::min(n, 10) + 1);
     const bool with_bias = *rc::gen::arbitrary<bool>();
-    const int style = *rc::gen::inRange(0, 3);  // continuous, few distinct values (ties), some -inf rows
+    // continuous, few distinct values (ties), some -inf rows, +0/-0/1 (the vector
+    // kernel's max/min must keep the zero the strict '>' keeps), some NaN
+    const int style = *rc::gen::inRange(0, 5);
     testutil::DataRng r(*rc::gen::arbitrary<std::uint64_t>());
     std::vector<float> z(static_cast<std::size_t>(T) * n), bias(static_cast<std::size_t>(n));
-    for (auto& x : z) x = style == 1 ? static_cast<float>(r.below(3)) : static_cast<float>(r.unit() * 8.0 - 4.0);
-    if (style == 2)
+    const float zeros[3] = {0.0f, -0.0f, 1.0f};
+    for (auto& x : z)
+      x = style == 1   ? static_cast<float>(r.below(3))
+          : style == 3 ? zeros[r.below(3)]
+                       : static_cast<float>(r.unit() * 8.0 - 4.0);
+    if (style == 2 || style == 4)
       for (int t = 0; t < T; t += 3)
         for (int e = 0; e < n; ++e)
-          if (r.below(2)) z[static_cast<std::size_t>(t) * n + e] = -std::numeric_limits<float>::infinity();
-    for (auto& b : bias) b = style == 1 ? static_cast<float>(r.below(2)) : static_cast<float>(r.unit() - 0.5);
+          if (r.below(2))
+            z[static_cast<std::size_t>(t) * n + e] =
+                style == 2 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN();
+    for (auto& b : bias)
+      b = style == 1 ? static_cast<float>(r.below(2)) : style == 3 ? zeros[r.below(2)] : static_cast<float>(r.unit() - 0.5);
     const float* bp = with_bias ? bias.data() : nullptr;
     std::vector<std::int32_t> got(static_cast<std::size_t>(T) * k), want(static_cast<std::size_t>(k));
     std::vector<float> gv(static_cast<std::size_t>(T) * k), wv(static_cast<std::size_t>(k));
@@ -554,8 +564,14 @@ TEST_CASE("topk_rows equals topk_row on every row, for any T, E and k (E = 64 in
     for (int t = 0; t < T; ++t) {
       moesim::topk_row(z.data() + static_cast<std::size_t>(t) * n, n, k, want.data(), wv.data(), bp);
       for (int j = 0; j < k; ++j) {
-        RC_ASSERT(got[static_cast<std::size_t>(t) * k + j] == want[static_cast<std::size_t>(j)]);
+        const std::int32_t e = want[static_cast<std::size_t>(j)];
+        RC_ASSERT(got[static_cast<std::size_t>(t) * k + j] == e);
+        // The value is the chosen expert's score, bit for bit (the sign of a zero
+        // included: the per-row kernels' lane reduction may return either zero).
+        const float score = e < 0 ? wv[static_cast<std::size_t>(j)]
+                                  : (bp ? z[static_cast<std::size_t>(t) * n + e] + bp[e] : z[static_cast<std::size_t>(t) * n + e]);
         RC_ASSERT(gv[static_cast<std::size_t>(t) * k + j] == wv[static_cast<std::size_t>(j)]);
+        RC_ASSERT(std::bit_cast<std::uint32_t>(gv[static_cast<std::size_t>(t) * k + j]) == std::bit_cast<std::uint32_t>(score));
       }
     }
   });
