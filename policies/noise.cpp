@@ -43,16 +43,23 @@ inline void normal_pair(std::uint64_t u, float neg2s2, float& cos_r, float& sin_
 
 }  // namespace
 
+void NormalFiller::fill_split(std::uint64_t key, std::uint64_t first, float* cos_out, float* sin_out,
+                              std::size_t pairs, float scale) {
+  const float neg2s2 = -2.0f * scale * scale;
+  for (std::size_t i = 0; i < pairs; ++i)
+    normal_pair(mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
+}
+
 void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std::size_t n, float scale) {
   if (n == 0) return;
   const std::size_t m = (n + 1) / 2;
+  if (n % 2 == 0) {  // the sines fill the second half exactly
+    fill_split(key, first, out, out + m, m, scale);
+    return;
+  }
   sin_.resize(m);
-  float* cos_out = out;
-  float* sin_out = sin_.data();
-  const float neg2s2 = -2.0f * scale * scale;
-  for (std::size_t i = 0; i < m; ++i)
-    normal_pair(mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
-  std::memcpy(out + m, sin_out, sizeof(float) * (n - m));
+  fill_split(key, first, out, sin_.data(), m, scale);
+  std::memcpy(out + m, sin_.data(), sizeof(float) * (n - m));
 }
 
 void NormalFiller::fill_rows(std::uint64_t key, std::uint64_t first, float* out, int rows, int width, float scale) {
@@ -64,13 +71,9 @@ void NormalFiller::fill_rows(std::uint64_t key, std::uint64_t first, float* out,
     return;
   }
   const std::size_t m = static_cast<std::size_t>(width) / 2;
-  const float neg2s2 = -2.0f * scale * scale;
   for (int r = 0; r < rows; ++r) {
-    float* cos_out = out + static_cast<std::size_t>(r) * width;
-    float* sin_out = cos_out + m;
-    const std::uint64_t f = first + static_cast<std::uint64_t>(r) * m;
-    for (std::size_t i = 0; i < m; ++i)
-      normal_pair(mix64(key + (f + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
+    float* row = out + static_cast<std::size_t>(r) * width;
+    fill_split(key, first + static_cast<std::uint64_t>(r) * m, row, row + m, m, scale);
   }
 }
 

@@ -30,6 +30,10 @@ class NormalFiller {
   // out + r * width, width, scale) writes it: for an even width the sines go
   // straight to their half of the row, with no copy and no call per row.
   void fill_rows(std::uint64_t key, std::uint64_t first, float* out, int rows, int width, float scale = 1.0f);
+  // Values first .. first + pairs of the sequence keyed by `key`, value i giving
+  // cos_out[i] and sin_out[i]: fill of an even n is fill_split(.., out, out + n/2, n/2).
+  static void fill_split(std::uint64_t key, std::uint64_t first, float* cos_out, float* sin_out, std::size_t pairs,
+                         float scale = 1.0f);
 
  private:
   std::vector<float> sin_;

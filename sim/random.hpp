@@ -24,7 +24,9 @@ class AliasTable {
   std::uint32_t sample(std::uint64_t u) const {
     const __uint128_t m = static_cast<__uint128_t>(u) * alias_.size();
     const auto bin = static_cast<std::size_t>(m >> 64);
-    return static_cast<std::uint64_t>(m) < threshold_[bin] ? static_cast<std::uint32_t>(bin) : alias_[bin];
+    // A mask, not a branch: the coin is a fair guess for the predictor.
+    const std::uint32_t keep = 0u - static_cast<std::uint32_t>(static_cast<std::uint64_t>(m) < threshold_[bin]);
+    return (static_cast<std::uint32_t>(bin) & keep) | (alias_[bin] & ~keep);
   }
   std::uint32_t sample(Rng& rng) const { return sample(rng.next_u64()); }
 

@@ -62,6 +62,27 @@ void TokenStream::update_mixture() {
   alias_stale_ = false;
 }
 
+void TokenStream::add_embeddings(TokenBatch& out, int t0, int t1) const {
+  const int d = cfg_.dim;
+  for (int t = t0; t < t1; ++t) {
+    float* row = out.x.data() + static_cast<std::size_t>(t) * d;
+    const float* e = embedding(out.token[t]);
+    if (hot_flag_[t]) {
+      std::copy(e, e + d, row);
+    } else {
+      for (int j = 0; j < d; ++j) row[j] += e[j];
+    }
+  }
+}
+
+void TokenStream::prefetch_embeddings(const TokenBatch& out, int t0, int t1) const {
+  const auto bytes = static_cast<std::size_t>(cfg_.dim) * sizeof(float);
+  for (int t = t0; t < t1; ++t) {
+    const char* p = reinterpret_cast<const char*>(embedding(out.token[t]));
+    for (std::size_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b);
+  }
+}
+
 void TokenStream::next(int T, TokenBatch& out) {
   update_mixture();
   const int d = cfg_.dim, V = cfg_.vocab;
@@ -85,19 +106,32 @@ void TokenStream::next(int T, TokenBatch& out) {
     out.token[t] = id;
   }
   float* x = out.x.data();
-  if (cfg_.noise > 0.0) {
-    normals_.fill(noise_rng_, x, static_cast<std::size_t>(T) * d, static_cast<float>(cfg_.noise));
-  } else {
-    std::fill(x, x + static_cast<std::size_t>(T) * d, 0.0f);
-  }
-  for (int t = 0; t < T; ++t) {
-    float* row = x + static_cast<std::size_t>(t) * d;
-    const float* e = embedding(out.token[t]);
-    if (hot_flag_[t]) {
-      std::copy(e, e + d, row);
-    } else {
-      for (int j = 0; j < d; ++j) row[j] += e[j];
+  const auto n = static_cast<std::size_t>(T) * d;
+  if (cfg_.noise > 0.0 && T % 2 == 0) {
+    // fill() of the whole batch puts value i's cosine at i and its sine at n/2 + i,
+    // so rows t and t + T/2 come from the same values: fill both halves a block of
+    // rows at a time and add the embeddings while the block is in cache.
+    const std::uint64_t key = noise_rng_.next_u64();
+    const int half = T / 2;
+    constexpr int kBlock = 16;
+    for (int t0 = 0; t0 < half; t0 += kBlock) {
+      const int rows = std::min(kBlock, half - t0);
+      // The embedding rows are scattered over the table (1 MB by default): fetch
+      // them while the noise is computed.
+      prefetch_embeddings(out, t0, t0 + rows);
+      prefetch_embeddings(out, half + t0, half + t0 + rows);
+      const auto off = static_cast<std::size_t>(t0) * d;
+      NormalFiller::fill_split(key, off, x + off, x + n / 2 + off, static_cast<std::size_t>(rows) * d,
+                               static_cast<float>(cfg_.noise));
+      add_embeddings(out, t0, t0 + rows);
+      add_embeddings(out, half + t0, half + t0 + rows);
     }
+  } else {
+    if (cfg_.noise > 0.0)
+      normals_.fill(noise_rng_, x, n, static_cast<float>(cfg_.noise));
+    else
+      std::fill(x, x + n, 0.0f);
+    add_embeddings(out, 0, T);
   }
   ++step_;
 }

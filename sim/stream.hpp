@@ -51,6 +51,9 @@ class TokenStream {
 
  private:
   void update_mixture();
+  // x[t] += the fixed embedding of token t (hot tokens: x[t] = it), t in [t0, t1).
+  void add_embeddings(TokenBatch& out, int t0, int t1) const;
+  void prefetch_embeddings(const TokenBatch& out, int t0, int t1) const;
 
   StreamConfig cfg_;
   Rng drift_rng_, burst_rng_, cluster_rng_, token_rng_, hot_rng_, noise_rng_;

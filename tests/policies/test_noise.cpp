@@ -102,3 +102,24 @@ TEST_CASE("fill_rows equals fill row by row, bitwise, for even and odd widths", 
     }
   }
 }
+
+TEST_CASE("fill_split writes the cosines and sines of a slice of fill's values where fill puts them", "[random]") {
+  NormalFiller whole;
+  for (std::size_t n : {2u, 10u, 64u, 1000u}) {
+    CAPTURE(n);
+    const std::uint64_t key = 0xabcdefull + n;
+    const std::size_t m = n / 2;
+    std::vector<float> want(n);
+    whole.fill(key, 0, want.data(), n, 0.3f);
+    // Values [f, f + len) of the sequence: cosines at [f, f + len), sines at m + f.
+    for (std::size_t f : {std::size_t{0}, m / 3, m - 1}) {
+      const std::size_t len = m - f;
+      std::vector<float> c(len), s(len);
+      NormalFiller::fill_split(key, f, c.data(), s.data(), len, 0.3f);
+      for (std::size_t i = 0; i < len; ++i) {
+        REQUIRE(std::bit_cast<std::uint32_t>(c[i]) == std::bit_cast<std::uint32_t>(want[f + i]));
+        REQUIRE(std::bit_cast<std::uint32_t>(s[i]) == std::bit_cast<std::uint32_t>(want[m + f + i]));
+      }
+    }
+  }
+}

@@ -2,6 +2,7 @@
 // gradient against finite differences of the policy library's own losses.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <vector>
 
@@ -172,4 +173,40 @@ TEST_CASE("force_balance: the policy sees standard-normal logits whatever the ga
   CHECK(std::fabs(mean) < 0.05);
   CHECK(std::fabs(sd - 1.0) < 0.05);
   CHECK(g.clean()(0, 0) == g.clean()(1, 0));  // the gate itself is unchanged
+}
+
+TEST_CASE("reward step: one fused multiply-add per weight and served slot, in slot order", "[gate]") {
+  // d = 37 takes the 16-float blocks and the per-element tail; the expected W is
+  // the header's update written out with std::fma, slot after slot.
+  const int T = 40, E = 5, d = 37, k = 2;
+  GateConfig cfg;
+  cfg.lr = 0.3;
+  Gate g(cfg, E, d, 7);
+  Rng rng(8);
+  RowMatrixXf x(T, d);
+  for (Eigen::Index i = 0; i < x.size(); ++i) x.data()[i] = static_cast<float>(rng.normal());
+  Assignment a;
+  a.reset(T, E, k);
+  std::vector<float> perf(static_cast<std::size_t>(T) * k);
+  for (std::size_t i = 0; i < perf.size(); ++i) {
+    a.expert[i] = rng.uniform() < 0.3 ? kNoExpert : static_cast<std::int32_t>(rng.below(E));
+    perf[i] = a.expert[i] == kNoExpert ? std::nanf("") : static_cast<float>(rng.uniform());  // empty: never read
+  }
+  RowMatrixXf want = g.weight();
+  double sum = 0.0;
+  int n = 0;
+  for (std::size_t i = 0; i < perf.size(); ++i)
+    if (a.expert[i] != kNoExpert) sum += perf[i], ++n;
+  const auto b = static_cast<float>(sum / n);  // the first batch's baseline is its mean
+  for (std::size_t i = 0; i < perf.size(); ++i) {
+    if (a.expert[i] == kNoExpert) continue;
+    const auto c = static_cast<float>(cfg.lr / T * (perf[i] - b));
+    for (int q = 0; q < d; ++q)
+      want(a.expert[i], q) = std::fma(c, x(static_cast<Eigen::Index>(i / k), q), want(a.expert[i], q));
+  }
+  g.forward(x);
+  g.update(x, a, perf.data());
+  CHECK(g.baseline() == sum / n);
+  for (Eigen::Index i = 0; i < want.size(); ++i)
+    REQUIRE(std::bit_cast<std::uint32_t>(g.weight().data()[i]) == std::bit_cast<std::uint32_t>(want.data()[i]));
 }

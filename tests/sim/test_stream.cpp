@@ -2,10 +2,13 @@
 // and the independence of its named random streams.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <map>
 #include <vector>
 
+#include "policies/noise.hpp"
+#include "policies/rng.hpp"
 #include "sim/stream.hpp"
 
 using namespace moesim;
@@ -182,4 +185,38 @@ TEST_CASE("named streams are independent: a feature never shifts another's draws
   CHECK(a.x == b.x);
   other.next(100, b);
   CHECK(a.token != b.token);
+}
+
+TEST_CASE("a batch's embeddings are fill() of the whole batch's noise plus the fixed part, bitwise", "[stream]") {
+  // Even batches fill their noise in blocks of rows, odd ones in one call: both
+  // must give what one fill of T*dim values would; a hot token gets no noise.
+  for (double hot : {0.0, 1.0}) {
+    for (int dim : {8, 5}) {
+      for (int T : {2, 34, 1000, 33}) {
+        CAPTURE(hot, dim, T);
+        auto cfg = small();
+        cfg.dim = dim;
+        cfg.noise = 0.4;
+        cfg.hot_fraction = hot;
+        cfg.hot_token = 3;
+        const std::uint64_t seed = 21;
+        TokenStream st(cfg, seed);
+        Rng noise_rng(derive_seed(seed, "noise"));
+        NormalFiller normals;
+        std::vector<float> noise(static_cast<std::size_t>(T) * dim);
+        TokenBatch b;
+        for (int step = 0; step < 2; ++step) {
+          st.next(T, b);
+          normals.fill(noise_rng, noise.data(), noise.size(), 0.4f);
+          for (int t = 0; t < T; ++t) {
+            const float* e = st.embedding(b.token[t]);
+            for (int j = 0; j < dim; ++j) {
+              const float want = hot > 0.0 ? e[j] : noise[static_cast<std::size_t>(t) * dim + j] + e[j];
+              REQUIRE(std::bit_cast<std::uint32_t>(b.x(t, j)) == std::bit_cast<std::uint32_t>(want));
+            }
+          }
+        }
+      }
+    }
+  }
 }
