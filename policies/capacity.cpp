@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace moesim {
 
@@ -95,28 +96,70 @@ void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Ass
   if (cfg.pad) out.padded = static_cast<std::int64_t>(E) * std::min<std::int64_t>(C, T) - out.served();
 }
 
+void CapacityFilter::drop_by_position(bool choice_rank, Assignment& out) {
+  const int E = out.experts;
+  const std::int64_t C = out.capacity;
+  std::int32_t* ex = out.expert.data();
+  // The rule's order as columns of slots: choice rank j, then token t (slot
+  // t * k + j), or slot order as one column.
+  const int cols = choice_rank ? out.width : 1;
+  const std::size_t len = choice_rank ? static_cast<std::size_t>(out.tokens) : out.expert.size();
+  const std::size_t stride = choice_rank ? static_cast<std::size_t>(out.width) : 1;
+  std::vector<int> overs;
+  for (int e = 0; e < E; ++e)
+    if (over_[static_cast<std::size_t>(e)]) overs.push_back(e);
+  // Pass 1: the order position of each over-full expert's C-th request. The
+  // requests are counted a chunk at a time in four interleaved tables (one
+  // expert's increments then do not wait on each other through memory); only
+  // the chunk where an expert reaches C is walked.
+  constexpr std::size_t kChunk = 256;
+  const auto uE = static_cast<std::size_t>(E);
+  cum_.assign(uE, 0);
+  cut_.assign(uE, std::numeric_limits<std::int64_t>::max());
+  part_.resize(4 * uE);
+  for (int j = 0; j < cols; ++j) {
+    const std::int32_t* col = ex + j;
+    for (std::size_t t0 = 0; t0 < len; t0 += kChunk) {
+      const std::size_t t1 = std::min(len, t0 + kChunk);
+      std::fill(part_.begin(), part_.end(), 0);
+      for (std::size_t t = t0; t < t1; ++t) ++part_[(t & 3) * uE + static_cast<std::size_t>(col[t * stride])];
+      for (int e : overs) {
+        const auto ue = static_cast<std::size_t>(e);
+        const std::int64_t n = part_[ue] + part_[uE + ue] + part_[2 * uE + ue] + part_[3 * uE + ue];
+        if (cum_[ue] < C && cum_[ue] + n >= C) {
+          std::int64_t need = C - cum_[ue];
+          std::size_t t = t0;
+          for (; t < t1; ++t)
+            if (col[t * stride] == e && --need == 0) break;
+          cut_[ue] = static_cast<std::int64_t>(static_cast<std::size_t>(j) * len + t);
+        }
+        cum_[ue] += n;
+      }
+    }
+  }
+  // Pass 2: every request after its expert's cut is refused; a select, with no
+  // counter to carry from one request to the next.
+  for (int j = 0; j < cols; ++j) {
+    std::int32_t* col = ex + j;
+    const auto base = static_cast<std::int64_t>(static_cast<std::size_t>(j) * len);
+    for (std::size_t t = 0; t < len; ++t) {
+      const std::int32_t e = col[t * stride];
+      col[t * stride] = base + static_cast<std::int64_t>(t) > cut_[static_cast<std::size_t>(e)] ? kNoExpert : e;
+    }
+  }
+  for (int e : overs) {
+    out.dropped += out.counts[e] - C;
+    out.counts[e] = C;
+  }
+}
+
 void CapacityFilter::drop_over_capacity(const CapacityConfig& cfg, const float* priority, Assignment& out) {
   const int T = out.tokens, k = out.width, E = out.experts;
   auto& counts = out.counts;
   std::int32_t* ex = out.expert.data();
   const std::int64_t C = out.capacity;
   if (cfg.drop == DropBy::Position) {
-    // Each over-full expert keeps its first C requests in the rule's order.
-    for (int e = 0; e < E; ++e)
-      if (over_[static_cast<std::size_t>(e)]) counts[e] = 0;
-    auto take = [&](std::int32_t& e) {
-      if (!over_[static_cast<std::size_t>(e)]) return;
-      if (counts[e] < C)
-        ++counts[e];
-      else
-        e = kNoExpert, ++out.dropped;
-    };
-    if (cfg.order == DropOrder::ChoiceRank) {
-      for (int j = 0; j < k; ++j)
-        for (int t = 0; t < T; ++t) take(ex[static_cast<std::size_t>(t) * k + j]);
-    } else {
-      for (std::size_t i = 0, n = out.expert.size(); i < n; ++i) take(ex[i]);
-    }
+    drop_by_position(cfg.order == DropOrder::ChoiceRank, out);
   } else {
     // Bucket requests by expert (counting sort keeps slot order inside a bucket).
     start_.assign(static_cast<std::size_t>(E) + 1, 0);

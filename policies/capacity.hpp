@@ -87,8 +87,13 @@ class CapacityFilter {
  private:
   // The drops, once some expert got more than C requests (flagged in over_).
   void drop_over_capacity(const CapacityConfig& cfg, const float* priority, Assignment& out);
+  // DropBy::Position: each over-full expert keeps its first C requests, in
+  // choice-rank order (rank j, then token) or in slot order.
+  void drop_by_position(bool choice_rank, Assignment& out);
 
   std::vector<std::int32_t> order_, start_;
+  std::vector<std::int64_t> cum_, cut_;
+  std::vector<std::uint32_t> part_;
   std::vector<char> over_;
 };
 

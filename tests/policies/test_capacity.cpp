@@ -173,6 +173,52 @@ TEST_CASE("topk with drop by position equals an independent rank-major reference
   });
 }
 
+TEST_CASE("position dropping over long, skewed batches equals the request-by-request walk") {
+  // Batches of up to 3000 tokens (many of the filter's 256-request chunks) with
+  // a few popular experts, so experts fill up anywhere inside a chunk, in both
+  // orders; the reference walks the requests one at a time.
+  rc::prop("CapacityFilter position == walk", [] {
+    const int T = *rc::gen::inRange(1, 3000), k = *rc::gen::inRange(1, 4), E = *rc::gen::inRange(k, 17);
+    const bool choice_rank = *rc::gen::arbitrary<bool>();
+    moesim::Rng rng(*rc::gen::arbitrary<std::uint64_t>());
+    Assignment a;
+    a.reset(T, E, k);
+    for (int t = 0; t < T; ++t)  // distinct experts per token, skewed towards low indices
+      for (int j = 0; j < k; ++j) {
+        std::int32_t e;
+        do {
+          const double u = rng.uniform();
+          e = std::min(E - 1, static_cast<std::int32_t>(E * u * u));
+        } while (std::find(a.expert.begin() + static_cast<long>(t) * k, a.expert.begin() + static_cast<long>(t) * k + j, e) !=
+                 a.expert.begin() + static_cast<long>(t) * k + j);
+        a.expert[static_cast<std::size_t>(t) * k + j] = e;
+      }
+    CapacityConfig cfg;
+    cfg.factor = *rc::gen::element(0.3, 0.8, 1.0, 1.25);
+    cfg.min_capacity = 0;
+    cfg.order = choice_rank ? moesim::DropOrder::ChoiceRank : moesim::DropOrder::Token;
+    std::vector<std::int32_t> want = a.expert;
+    moesim::CapacityFilter filter;
+    filter.apply(cfg, nullptr, a);
+    const long C = static_cast<long>(a.capacity);
+    std::vector<long> load(static_cast<std::size_t>(E), 0);
+    long dropped = 0;
+    auto take = [&](std::int32_t& e) {
+      if (load[static_cast<std::size_t>(e)] < C) ++load[static_cast<std::size_t>(e)];
+      else e = moesim::kNoExpert, ++dropped;
+    };
+    if (choice_rank) {
+      for (int j = 0; j < k; ++j)
+        for (int t = 0; t < T; ++t) take(want[static_cast<std::size_t>(t) * k + j]);
+    } else {
+      for (auto& e : want) take(e);
+    }
+    RC_ASSERT(a.expert == want);
+    RC_ASSERT(a.dropped == dropped);
+    for (int e = 0; e < E; ++e) RC_ASSERT(a.counts[static_cast<std::size_t>(e)] == load[static_cast<std::size_t>(e)]);
+  });
+}
+
 TEST_CASE("count_experts equals a plain count, values outside [0, E) ignored, for any length") {
   rc::prop("count_experts == loop", [] {
     const int E = *rc::gen::inRange(1, 80);
