@@ -310,24 +310,21 @@ void ExpertChoicePolicy::emit(const float* logits, int T, Assignment& out) {
   for (int t = 0; t < T; ++t) {
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * width;
     float* wt = out.weight.data() + static_cast<std::size_t>(t) * width;
-    double sum = 0.0;
     int n = 0;
     for (int wd = 0; wd < words_; ++wd)
       for (std::uint64_t b = chosen_[static_cast<std::size_t>(t) * words_ + wd]; b; b &= b - 1) {
         const int e = wd * 64 + std::countr_zero(b);
-        const double x = key(logits, t, e);
-        const double v = softmax ? std::exp(x) : 1.0 / (1.0 + std::exp(-x));
-        ex[n] = e;
-        wt[n++] = static_cast<float>(v);
-        sum += v;
-      }
-    if (spec_.renormalize && sum > 0.0)
-      for (int j = 0; j < n; ++j) {
-        const double x = key(logits, t, ex[j]);
-        wt[j] = static_cast<float>((softmax ? std::exp(x) : 1.0 / (1.0 + std::exp(-x))) / sum);
+        if (!spec_.renormalize) {
+          const double x = key(logits, t, e);
+          wt[n] = static_cast<float>(softmax ? std::exp(x) : 1.0 / (1.0 + std::exp(-x)));
+        }
+        ex[n++] = e;
       }
     out.dropped_tokens += n == 0;
   }
+  // Renormalised over the chosen experts, the weights are the library's rule,
+  // which stays exact where every chosen probability underflows (extreme logits).
+  if (spec_.renormalize) compute_weights(spec_, logits, out);
 }
 
 void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {

@@ -69,6 +69,23 @@ TEST_CASE("expert choice hand-computed (sigmoid): equal affinities go to the low
   CHECK(b.weight_at(1, 0) == Approx(1.0).epsilon(1e-6));
 }
 
+TEST_CASE("expert choice renormalize: a token chosen only where its probability underflows still weighs 1") {
+  // C = 1. t0 {0, -2e30}, t1 {0, -1e30}: expert 0 ties at probability 1 and takes
+  // t0; expert 1 takes t1 (log-probability -1e30 > -2e30), whose probability
+  // exp(-1e30) is 0 in any precision. Renormalised over its one expert, t1 weighs
+  // 1 (it weighed 0: 0 / 0 was skipped). Both rules, softmax and sigmoid.
+  const std::vector<float> z = {0.0f, -2e30f, 0.0f, -1e30f};
+  for (const char* fn : {"softmax", "sigmoid"}) {
+    CAPTURE(fn);
+    auto p = moesim::make_policy("expert_choice", 2, 1,
+                                 {{"capacity_factor", "0.5"}, {"min_capacity", "0"}, {"score_fn", fn}, {"renormalize", "true"}});
+    const auto a = route_once(*p, z, 2, 2);
+    REQUIRE(a.expert == std::vector<std::int32_t>{0, 1});
+    CHECK(a.weight_at(0, 0) == 1.0f);
+    CHECK(a.weight_at(1, 0) == 1.0f);
+  }
+}
+
 TEST_CASE("expert choice: each expert's tokens are its top-C by probability; weights are the gate probabilities") {
   rc::prop("chosen tokens outrank unchosen ones per expert; weight = softmax probability", [] {
     const auto& info = moesim::policy_info("expert_choice");
