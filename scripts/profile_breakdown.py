@@ -53,7 +53,7 @@ DISPATCH_OPS = {"index_select", "index_add_", "index_add", "index_copy_", "gathe
                 "index_select_backward", "index_put_", "scatter_"}
 CAST_OPS = {"to", "_to_copy", "copy_", "contiguous", "clone"}
 # Backward node and fused-kernel names (LibTorch's CppNode<...Fn> and NameBackward0).
-NODE_RULES = [("RmsNorm", "norms & elementwise"), ("SiluMul", "norms & elementwise"),
+NODE_RULES = [("RmsNorm", "norms & elementwise"), ("SiluMul", "norms & elementwise"), ("Swiglu", "norms & elementwise"),
               ("moesim::rmsnorm", "norms & elementwise"), ("moesim::silu_mul", "norms & elementwise"),
               ("CausalSoftmax", "attention"), ("QkvRope", "attention"), ("SoftmaxBackward", "attention"),
               ("LinearCrossEntropy", "head (loss)"), ("LogSoftmaxBackward", "head (loss)"),

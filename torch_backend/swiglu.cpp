@@ -3,6 +3,9 @@
 #include <ATen/Parallel.h>
 #include <ATen/record_function.h>
 
+#include <cstdint>
+#include <stdexcept>
+
 #include "policies/fast_math.hpp"
 #include "torch_backend/gemm.hpp"
 
@@ -10,9 +13,53 @@ namespace moesim::torch_backend {
 
 namespace {
 
-// h = silu(g) * u over gu = [g | u] (N, 2H), one pass each way, and the gradient
-// lands in one (N, 2H) tensor (split's backward was a cat of two). With
-// s = sigmoid(g): dg = dh * u * s * (1 + g * (1 - s)), du = dh * g * s.
+// The value a kernel stores: the float itself, or its bf16 bits rounded as
+// .to(kBFloat16) would, so a kernel can write the next GEMM's operand directly.
+inline void store(float* o, float v) { *o = v; }
+inline void store(std::uint16_t* o, float v) { *o = bf16_bits(v); }
+
+// h = silu(g) * u over rows of gu = [g | u] (N, 2H).
+template <typename Out>
+void silu_mul_rows(const float* gp, Out* hp, std::int64_t N, std::int64_t H) {
+  at::parallel_for(0, N, 8, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const float *g = gp + i * 2 * H, *u = g + H;
+      Out* o = hp + i * H;
+      for (std::int64_t j = 0; j < H; ++j) store(o + j, g[j] / (1.0f + exp_fast(-g[j])) * u[j]);
+    }
+  });
+}
+
+// With s = sigmoid(g): dg = dh * u * s * (1 + g * (1 - s)), du = dh * g * s,
+// into one (N, 2H) gradient [dg | du].
+template <typename Out>
+void silu_mul_grad_rows(const float* gp, const float* dp, Out* op, std::int64_t N, std::int64_t H) {
+  at::parallel_for(0, N, 8, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) {
+      const float *g = gp + i * 2 * H, *u = g + H, *d = dp + i * H;
+      Out *dg = op + i * 2 * H, *du = dg + H;
+      for (std::int64_t j = 0; j < H; ++j) {
+        const float s = 1.0f / (1.0f + exp_fast(-g[j]));
+        store(dg + j, d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s)));
+        store(du + j, d[j] * g[j] * s);
+      }
+    }
+  });
+}
+
+// Runs the kernel with Out = float for fp32 tensors, std::uint16_t for bf16.
+template <typename Kernel>
+void by_dtype(const torch::Tensor& out, Kernel&& k) {
+  if (out.scalar_type() == torch::kBFloat16)
+    k(static_cast<std::uint16_t*>(out.data_ptr()));
+  else
+    k(out.data_ptr<float>());
+}
+
+torch::ScalarType compute_dtype(GemmPrecision p) { return p == GemmPrecision::bf16 ? torch::kBFloat16 : torch::kFloat; }
+
+// silu(g) * u alone; the gradient lands in one (N, 2H) tensor (split's backward
+// was a cat of two).
 struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gu_in) {
     const auto gu = gu_in.contiguous();
@@ -20,15 +67,7 @@ struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
     auto sizes = gu.sizes().vec();
     sizes.back() = H;
     auto h = torch::empty(sizes, torch::kFloat);
-    const float* gp = gu.data_ptr<float>();
-    float* hp = h.data_ptr<float>();
-    at::parallel_for(0, N, 8, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        const float *g = gp + i * 2 * H, *u = g + H;
-        float* o = hp + i * H;
-        for (std::int64_t j = 0; j < H; ++j) o[j] = g[j] / (1.0f + exp_fast(-g[j])) * u[j];
-      }
-    });
+    silu_mul_rows(gu.data_ptr<float>(), h.data_ptr<float>(), N, H);
     ctx->save_for_backward({gu});
     return h;
   }
@@ -39,20 +78,67 @@ struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
     const auto dh = grads[0].contiguous();
     const auto H = gu.size(-1) / 2, N = gu.numel() / (2 * H);
     auto dgu = torch::empty_like(gu);
-    const float *gp = gu.data_ptr<float>(), *dp = dh.data_ptr<float>();
-    float* op = dgu.data_ptr<float>();
-    at::parallel_for(0, N, 8, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t i = b; i < e; ++i) {
-        const float *g = gp + i * 2 * H, *u = g + H, *d = dp + i * H;
-        float *dg = op + i * 2 * H, *du = dg + H;
-        for (std::int64_t j = 0; j < H; ++j) {
-          const float s = 1.0f / (1.0f + exp_fast(-g[j]));
-          dg[j] = d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s));
-          du[j] = d[j] * g[j] * s;
-        }
-      }
-    });
+    silu_mul_grad_rows(gu.data_ptr<float>(), dh.data_ptr<float>(), dgu.data_ptr<float>(), N, H);
     return {dgu};
+  }
+};
+
+// The whole block, y = (silu(x W1) * (x W3)) W2, as one autograd node. Why: in
+// bf16 the composition wrote h in fp32 and cast it to the second GEMM's operand,
+// and backward wrote d[g | u] in fp32 and cast it again; here the kernels emit
+// the bf16 operands themselves (the same roundings, so the same bits) and the
+// two fp32 intermediates are never written. Saved: the rounded x, W13, W2 and h
+// the GEMMs multiply by, and gu for the sigmoid.
+struct SwigluFn : public torch::autograd::Function<SwigluFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w13,
+                               const torch::Tensor& w2) {
+    const auto p = gemm_precision();
+    const auto xc = to_compute(x, p), w13c = to_compute(w13, p), w2c = to_compute(w2, p);
+    const auto N = x.size(0), H = w2.size(0);
+    auto gu = torch::empty({N, 2 * H}, torch::kFloat);
+    gemm_into(xc, false, w13c, false, gu, 0.0f);
+    auto h = torch::empty({N, H}, compute_dtype(p));
+    {
+      RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
+      by_dtype(h, [&](auto* hp) { silu_mul_rows(gu.data_ptr<float>(), hp, N, H); });
+    }
+    auto y = torch::empty({N, w2.size(1)}, torch::kFloat);
+    gemm_into(h, false, w2c, false, y, 0.0f);
+    ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
+    ctx->save_for_backward({xc, w13c, w2c, gu, h});
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto s = ctx->get_saved_variables();
+    const auto &xc = s[0], &w13c = s[1], &w2c = s[2], &gu = s[3], &h = s[4];
+    const auto p = ctx->saved_data["bf16"].toBool() ? GemmPrecision::bf16 : GemmPrecision::fp32;
+    const auto dy = to_compute(grads[0], p);
+    const auto N = gu.size(0), H = h.size(1);
+    torch::Tensor dx, dw13, dw2;
+    if (ctx->needs_input_grad(2)) {
+      dw2 = torch::empty({H, dy.size(1)}, torch::kFloat);
+      gemm_into(h, true, dy, false, dw2, 0.0f);
+    }
+    if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
+      auto dh = torch::empty({N, H}, torch::kFloat);
+      gemm_into(dy, false, w2c, true, dh, 0.0f);
+      auto dgu = torch::empty({N, 2 * H}, compute_dtype(p));
+      {
+        RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
+        by_dtype(dgu, [&](auto* op) { silu_mul_grad_rows(gu.data_ptr<float>(), dh.data_ptr<float>(), op, N, H); });
+      }
+      if (ctx->needs_input_grad(0)) {
+        dx = torch::empty({N, xc.size(1)}, torch::kFloat);
+        gemm_into(dgu, false, w13c, true, dx, 0.0f);
+      }
+      if (ctx->needs_input_grad(1)) {
+        dw13 = torch::empty({xc.size(1), 2 * H}, torch::kFloat);
+        gemm_into(xc, true, dgu, false, dw13, 0.0f);
+      }
+    }
+    return {dx, dw13, dw2};
   }
 };
 
@@ -66,7 +152,15 @@ torch::Tensor silu_mul(const torch::Tensor& gu) {
 }
 
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2) {
-  return gemm_matmul(silu_mul(gemm_matmul(x, w13)), w2);
+  if (x.scalar_type() != torch::kFloat || w13.scalar_type() != torch::kFloat || w2.scalar_type() != torch::kFloat)
+    throw std::invalid_argument("swiglu: fp32 x, w13 and w2");
+  if (w13.dim() != 2 || w2.dim() != 2 || x.size(-1) != w13.size(0) || w13.size(1) != 2 * w2.size(0))
+    throw std::invalid_argument("swiglu: x (..., dim), w13 (dim, 2*hidden) and w2 (hidden, out)");
+  auto shape = x.sizes().vec();
+  shape.back() = w2.size(1);
+  const auto x2 = x.reshape({-1, x.size(-1)});
+  if (x2.size(0) == 0) return gemm_matmul(silu_mul(gemm_matmul(x, w13)), w2);  // no rows: the composition
+  return SwigluFn::apply(x2, w13, w2).view(shape);
 }
 
 SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {

@@ -9,7 +9,9 @@ namespace moesim::torch_backend {
 // (sigmoid by exp_fast, relative error below 2e-7).
 torch::Tensor silu_mul(const torch::Tensor& gu);
 
-// x: (N, dim); w13: (dim, 2*hidden); w2: (hidden, dim).
+// x: (..., dim); w13: (dim, 2*hidden); w2: (hidden, out). One autograd node
+// whose kernels write the GEMMs' operands in the calling thread's precision;
+// the same bits as gemm_matmul(silu_mul(gemm_matmul(x, w13)), w2).
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2);
 
 class SwiGLU : public torch::nn::Module {

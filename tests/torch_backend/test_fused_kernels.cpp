@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "torch_backend/attention.hpp"
+#include "torch_backend/gemm.hpp"
 #include "torch_backend/norm.hpp"
 #include "torch_backend/rotary.hpp"
 #include "torch_backend/swiglu.hpp"
@@ -57,6 +58,50 @@ TEST_CASE("silu_mul equals silu(g) * u over [g | u], forward and gradient", "[to
   (ref * up.to(torch::kDouble)).sum().backward();
   (got * up).sum().backward();
   CHECK(rel_err(gf.grad(), gd.grad()) < 1e-5);
+}
+
+// A second implementation: the block as three autograd nodes (gemm, silu_mul,
+// gemm), whose GemmFn rounds each operand with LibTorch's .to(kBFloat16). The
+// fused node must give the same bits, forward and every gradient, in both
+// precisions, with x of three dimensions and an odd number of rows.
+TEST_CASE("swiglu's fused node equals the gemm, silu_mul, gemm composition bit for bit", "[torch][fused]") {
+  torch::manual_seed(5);
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+    GemmPrecisionScope scope(p);
+    const auto x0 = torch::randn({3, 13, 24}), w130 = torch::randn({24, 2 * 40}) * 0.4, w20 = torch::randn({40, 17});
+    const auto up = torch::randn({3, 13, 17});
+    auto leaf = [](const torch::Tensor& t) { return t.clone().requires_grad_(true); };
+    auto xa = leaf(x0), w13a = leaf(w130), w2a = leaf(w20);
+    auto xb = leaf(x0), w13b = leaf(w130), w2b = leaf(w20);
+    const auto got = swiglu(xa, w13a, w2a);
+    const auto ref = gemm_matmul(silu_mul(gemm_matmul(xb, w13b)), w2b);
+    CAPTURE(p == GemmPrecision::bf16);
+    REQUIRE(got.sizes() == ref.sizes());
+    CHECK(torch::equal(got, ref));
+    (got * up).sum().backward();
+    (ref * up).sum().backward();
+    CHECK(torch::equal(xa.grad(), xb.grad()));
+    CHECK(torch::equal(w13a.grad(), w13b.grad()));
+    CHECK(torch::equal(w2a.grad(), w2b.grad()));
+    // A bf16 step must actually round: its output differs from the fp32 one.
+    if (p == GemmPrecision::bf16) {
+      GemmPrecisionScope fp32(GemmPrecision::fp32);
+      torch::NoGradGuard ng;
+      CHECK_FALSE(torch::equal(swiglu(x0, w130, w20), got.detach()));
+    }
+  }
+}
+
+TEST_CASE("swiglu with frozen weights gives x's gradient alone, the same as with trainable ones", "[torch][fused]") {
+  torch::manual_seed(6);
+  GemmPrecisionScope scope(GemmPrecision::bf16);
+  const auto x0 = torch::randn({9, 16}), w13 = torch::randn({16, 2 * 8}), w2 = torch::randn({8, 16});
+  auto xa = x0.clone().requires_grad_(true), xb = x0.clone().requires_grad_(true);
+  swiglu(xa, w13, w2).sum().backward();
+  auto w13b = w13.clone().requires_grad_(true);
+  swiglu(xb, w13b, w2).sum().backward();
+  CHECK(torch::equal(xa.grad(), xb.grad()));
+  CHECK(w13b.grad().defined());
 }
 
 TEST_CASE("qkv_rope equals the permuted split with rotary positions, forward and gradient", "[torch][fused]") {
