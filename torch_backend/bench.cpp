@@ -52,6 +52,65 @@ PeakFlops measure_peak(int n, int reps) {
   return p;
 }
 
+std::vector<GemmShape> model_gemm_shapes(const TrainConfig& cfg) {
+  const auto& m = cfg.model;
+  const std::int64_t T = static_cast<std::int64_t>(cfg.train.batch) * cfg.data.seq_len, S = cfg.data.seq_len;
+  const std::int64_t D = m.dim, hd = m.dim / m.heads, V = cfg.tokenizer.vocab;
+  const std::int64_t rows = std::max<std::int64_t>(1, T * m.k / m.experts), chunk = std::min<std::int64_t>(1024, T);
+  std::vector<GemmShape> v;
+  auto add = [&](std::string name, std::int64_t M, std::int64_t N, std::int64_t K, bool ta, bool tb) {
+    GemmShape g;
+    g.name = std::move(name);
+    g.m = M, g.n = N, g.k = K, g.ta = ta, g.tb = tb;
+    v.push_back(g);
+  };
+  add("attention q/k/v projection", T, 3 * D, D, false, true);
+  add("attention scores (one head)", S, S, hd, false, true);
+  add("attention values (one head)", S, hd, S, false, false);
+  add("attention output projection", T, D, D, false, true);
+  if (m.layers > static_cast<int>(m.moe_layers.size())) {
+    add("dense w13", T, 2 * m.ff_hidden, D, false, false);
+    add("dense w13 backward, dx", T, D, 2 * m.ff_hidden, false, true);
+    add("dense w13 backward, dw", D, 2 * m.ff_hidden, T, true, false);
+    add("dense w2", T, D, m.ff_hidden, false, false);
+  }
+  if (!m.moe_layers.empty()) {
+    add("expert w13", rows, 2 * m.expert_hidden, D, false, false);
+    add("expert w13 backward, dx", rows, D, 2 * m.expert_hidden, false, true);
+    add("expert w13 backward, dw", D, 2 * m.expert_hidden, rows, true, false);
+    add("expert w2", rows, D, m.expert_hidden, false, false);
+  }
+  add("head logits (chunk)", chunk, V, D, false, true);
+  add("head dh (chunk)", chunk, D, V, false, false);
+  add("head dW (chunk)", V, D, chunk, true, false);
+  return v;
+}
+
+void time_gemm_shapes(std::vector<GemmShape>& shapes, int reps) {
+  torch::NoGradGuard ng;
+  for (auto& s : shapes) {
+    const auto a0 = s.ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k});
+    const auto b0 = s.tb ? torch::randn({s.n, s.k}) : torch::randn({s.k, s.n});
+    auto c = torch::empty({s.m, s.n}, torch::kFloat);
+    for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+      const auto a = to_compute(a0, p), b = to_compute(b0, p);
+      // Each timing repeats the call for at least 20 ms, so that a 20 us product is timed too.
+      double best = 1e30;
+      for (int r = 0; r <= reps; ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        int calls = 0;
+        do {
+          gemm_into(a, s.ta, b, s.tb, c, 0.0f);
+          ++calls;
+        } while (seconds_since(t0) < 0.02);
+        if (r > 0) best = std::min(best, seconds_since(t0) / calls);  // round 0 warms up
+      }
+      const double flop = 2.0 * static_cast<double>(s.m) * static_cast<double>(s.n) * static_cast<double>(s.k);
+      (p == GemmPrecision::bf16 ? s.bf16_flops : s.fp32_flops) = flop / best;
+    }
+  }
+}
+
 void drop_run_schedule(TrainConfig& cfg) {
   cfg.train.trace_steps.clear();
   cfg.train.trace_every = 0;

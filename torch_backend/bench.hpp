@@ -2,7 +2,9 @@
 // Training throughput: tokens/s and model FLOPs utilisation against this
 // machine's measured matmul peak (a large square GEMM), in fp32 and bf16.
 #include <cstdio>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "torch_backend/config.hpp"
 
@@ -28,5 +30,21 @@ struct BenchResult {
 // (chrome://tracing, Perfetto) of every LibTorch op.
 BenchResult bench_train(TrainConfig cfg, bool bf16, int warmup, int steps, const PeakFlops& peak,
                         const std::string& profile_path = "");
+
+// One matrix multiply of a training step, c (m x n) = op(a) (m x k) · op(b) (k x n),
+// timed alone through gemm_into in both precisions: where the step's GEMM time
+// goes, against the square-matmul peak.
+struct GemmShape {
+  std::string name;
+  std::int64_t m = 0, n = 0, k = 0;
+  bool ta = false, tb = false;
+  double fp32_flops = 0, bf16_flops = 0;  // FLOP/s, best of a few calls
+};
+// The step's distinct GEMM shapes for this config: attention, dense and expert
+// SwiGLU (experts at the dropless mean of batch*seq*k/experts rows), the output
+// head's chunk; the forward product of each, and the two backward products of
+// the larger ones.
+std::vector<GemmShape> model_gemm_shapes(const TrainConfig& cfg);
+void time_gemm_shapes(std::vector<GemmShape>& shapes, int reps);
 
 }  // namespace moesim::torch_backend

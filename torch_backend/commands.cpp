@@ -183,15 +183,32 @@ int generate_command(const std::vector<std::string>& args) {
   return 0;
 }
 
+namespace {
+// The step's GEMM shapes timed alone: where a precision's GEMM time goes.
+void print_gemm_shapes(const TrainConfig& cfg, const PeakFlops& peak) {
+  auto shapes = model_gemm_shapes(cfg);
+  time_gemm_shapes(shapes, 3);
+  std::printf("%-30s %6s %6s %6s %2s | %9s %9s | %6s %9s\n", "GEMM (one call, GFLOP/s)", "m", "n", "k", "op", "fp32",
+              "bf16", "bf16/", "bf16 % of");
+  std::printf("%-30s %6s %6s %6s %2s | %9s %9s | %6s %9s\n", "", "", "", "", "", "", "", "fp32", "its peak");
+  for (const auto& s : shapes)
+    std::printf("%-30s %6lld %6lld %6lld %c%c | %9.1f %9.1f | %5.2fx %8.1f%%\n", s.name.c_str(),
+                static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.k), s.ta ? 'T' : 'N',
+                s.tb ? 'T' : 'N', s.fp32_flops / 1e9, s.bf16_flops / 1e9, s.bf16_flops / s.fp32_flops,
+                100 * s.bf16_flops / peak.bf16);
+  std::fflush(stdout);
+}
+}  // namespace
+
 int bench_command(const std::vector<std::string>& args) {
   if (args.empty() || args[0] != "train") {
-    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [key.path=value ...]\n");
+    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [--gemm-shapes] [key.path=value ...]\n");
     return args.size() == 1 && args[0] == "--help" ? 0 : 2;
   }
   const std::vector<std::string> rest(args.begin() + 1, args.end());
-  const auto a = parse(rest, {"--config", "--steps", "--warmup", "--peak-n", "--profile"}, {"--no-bf16", "--no-fp32"}, "bench train");
+  const auto a = parse(rest, {"--config", "--steps", "--warmup", "--peak-n", "--profile"}, {"--no-bf16", "--no-fp32", "--gemm-shapes"}, "bench train");
   if (a.has("--help")) {
-    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [key.path=value ...]\n");
+    std::printf("usage: moesim bench train [--config FILE] [--steps 5] [--warmup 2] [--peak-n 4096] [--no-bf16] [--no-fp32] [--profile PREFIX] [--gemm-shapes] [key.path=value ...]\n");
     return 0;
   }
   TrainConfig cfg = a.has("--config") ? load_config(a.values.at("--config")) : TrainConfig{};
@@ -214,6 +231,7 @@ int bench_command(const std::vector<std::string>& args) {
               cfg.policy.name.c_str());
   for (int l : cfg.model.moe_layers) std::printf(" %d", l);
   std::printf(", vocab %d, seq %d, batch %d x accum %d\n", cfg.tokenizer.vocab, cfg.data.seq_len, cfg.train.batch, cfg.train.accum);
+  if (a.has("--gemm-shapes")) print_gemm_shapes(cfg, peak);
   std::vector<bool> modes;
   if (!a.has("--no-fp32")) modes.push_back(false);
   if (!a.has("--no-bf16")) modes.push_back(true);
