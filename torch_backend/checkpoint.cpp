@@ -112,6 +112,41 @@ void check_finite(const std::vector<std::pair<std::string, torch::Tensor>>& tens
       throw Error(path + ": " + what + " '" + name + "' holds NaN or infinite values: the checkpoint is damaged");
 }
 
+// AdamW's state in LibTorch's own archive layout (torch/optim/serialize.h), so
+// that AdamW::load reads it, but keyed by position ("g0p12") where LibTorch keys
+// each parameter by its TensorImpl's address and writes the state in hash-map
+// order: the same run then writes the same bytes. load() matches a saved key to
+// a parameter by its index in the group, so any consistent keys load alike.
+void save_optimizer(torch::serialize::OutputArchive& archive, torch::optim::AdamW& opt) {
+  archive.write("pytorch_version", c10::IValue("1.5.0"));
+  torch::serialize::OutputArchive state(archive.compilation_unit()), groups(archive.compilation_unit());
+  const auto& groups_list = opt.param_groups();
+  groups.write("param_groups/size", torch::tensor(static_cast<std::int64_t>(groups_list.size())));
+  for (std::size_t g = 0; g < groups_list.size(); ++g) {
+    torch::serialize::OutputArchive group(archive.compilation_unit()), options(archive.compilation_unit());
+    const auto& params = groups_list[g].params();
+    group.write("params/size", torch::tensor(static_cast<std::int64_t>(params.size())));
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      char key[48], slot[32];  // snprintf: GCC 12 warns falsely on chained std::string concatenation here
+      std::snprintf(key, sizeof key, "g%zup%zu", g, i);
+      std::snprintf(slot, sizeof slot, "params/%zu", i);
+      group.write(slot, c10::IValue(std::string(key)));
+      const auto it = opt.state().find(c10::guts::to_string(params[i].unsafeGetTensorImpl()));
+      if (it == opt.state().end()) continue;
+      torch::serialize::OutputArchive one(archive.compilation_unit());
+      static_cast<const torch::optim::AdamWParamState&>(*it->second).serialize(one);
+      state.write(key, one);
+    }
+    static_cast<const torch::optim::AdamWOptions&>(groups_list[g].options()).serialize(options);
+    group.write("options", options);
+    char name[40];
+    std::snprintf(name, sizeof name, "param_groups/%zu", g);
+    groups.write(name, group);
+  }
+  archive.write("state", state);
+  archive.write("param_groups", groups);
+}
+
 std::string brief(const c10::Error& e) { return std::string(e.what_without_backtrace()).substr(0, 200); }
 
 }  // namespace
@@ -120,7 +155,7 @@ void write_checkpoint(const std::string& path, torch::nn::Module& model, torch::
                       const CheckpointMeta& meta) {
   torch::serialize::OutputArchive ar, m, o;
   model.save(m);
-  opt.save(o);
+  save_optimizer(o, opt);
   ar.write("format", c10::IValue(std::string(kCheckpointFormat)));
   ar.write("model", m);
   ar.write("optimizer", o);
