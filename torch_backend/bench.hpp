@@ -45,6 +45,7 @@ struct GemmShape {
 // head's chunk; the forward product of each, and the two backward products of
 // the larger ones.
 std::vector<GemmShape> model_gemm_shapes(const TrainConfig& cfg);
+// Fills each shape's FLOP/s: best of `reps` timings (after one warm-up), warm caches.
 void time_gemm_shapes(std::vector<GemmShape>& shapes, int reps);
 
 }  // namespace moesim::torch_backend

@@ -75,8 +75,10 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
     c.mul_(beta).add_(prod);
 }
 
+torch::ScalarType compute_dtype(GemmPrecision p) { return p == GemmPrecision::bf16 ? torch::kBFloat16 : torch::kFloat; }
+
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p) {
-  return p == GemmPrecision::bf16 ? t.to(torch::kBFloat16).contiguous() : t.contiguous();
+  return p == GemmPrecision::bf16 ? t.to(compute_dtype(p)).contiguous() : t.contiguous();
 }
 
 namespace {

@@ -45,8 +45,10 @@ torch::Tensor gemm_matmul(const torch::Tensor& x, const torch::Tensor& w);
 // x · wᵀ (w: [out, in]), as torch::nn::functional::linear without bias.
 torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
 
-// Building blocks for fused ops (fused_ce.hpp), no autograd:
-// operands rounded to the precision p, contiguous.
+// Building blocks for fused ops (fused_ce.hpp, swiglu.hpp), no autograd:
+// the dtype GEMM operands of precision p are stored in (float or bfloat16),
+torch::ScalarType compute_dtype(GemmPrecision p);
+// and operands rounded to the precision p, contiguous.
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p);
 // The bf16 bits of x, rounded to nearest even, NaN to 0xFFFF: what
 // LibTorch's vectorised .to(kBFloat16) stores, branch-free so

@@ -56,8 +56,6 @@ void by_dtype(const torch::Tensor& out, Kernel&& k) {
     k(out.data_ptr<float>());
 }
 
-torch::ScalarType compute_dtype(GemmPrecision p) { return p == GemmPrecision::bf16 ? torch::kBFloat16 : torch::kFloat; }
-
 // silu(g) * u alone; the gradient lands in one (N, 2H) tensor (split's backward
 // was a cat of two).
 struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
