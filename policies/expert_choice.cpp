@@ -35,7 +35,22 @@ void ExpertChoicePolicy::row_constants(const float* logits, int T) {
   shift_.resize(2 * static_cast<std::size_t>(T));
   const bool softmax = spec_.rule == WeightRule::SoftmaxGather;
   bool finite = true;
-  for (int t = 0; t < T; ++t) {
+  int t = 0;
+  if (softmax && E % 16 == 0) {
+    float m[16];
+    double sum[16];
+    for (; t + 16 <= T; t += 16) {
+      const float* z = logits + static_cast<std::size_t>(t) * E;
+      finite &= all_finite(z, 16 * E);
+      if (!finite) break;
+      row_max_sum_exp16(z, E, m, sum);
+      for (int r = 0; r < 16; ++r) {
+        shift_[2 * static_cast<std::size_t>(t + r)] = m[r];
+        shift_[2 * static_cast<std::size_t>(t + r) + 1] = std::log(sum[r]);
+      }
+    }
+  }
+  for (; t < T; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * E;
     finite &= all_finite(z, E);
     double m = 0.0, log_sum = 0.0;

@@ -243,6 +243,75 @@ inline double row_sum_exp(const float* z, int n, float m) {
   return s;
 }
 
+// row_max and row_sum_exp of 16 consecutive rows of width n (a multiple of 16),
+// bitwise: m[r] = row_max(z + r n, n), s[r] = row_sum_exp(z + r n, n, m[r]).
+// Why: each row ends in a fold across its lanes, 15 dependent selects for the
+// max and a tree of adds for the sum; here the 16 rows' lane vectors are
+// transposed so every fold runs once, a row per lane, in the same order.
+inline void row_max_sum_exp16(const float* z, int n, float* m, double* s) {
+#if defined(__AVX512F__)
+  alignas(64) float lanes[16][16];  // [row][lane]: each row's 16-lane max
+  for (int r = 0; r < 16; ++r) {
+    const float* zr = z + static_cast<std::size_t>(r) * n;
+    __m512 v = _mm512_loadu_ps(zr);
+    for (int e = 16; e < n; e += 16) {
+      const __m512 w = _mm512_loadu_ps(zr + e);
+      v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(w, v, _CMP_GT_OQ), w);  // row_extreme: take w where w > v
+    }
+    _mm512_store_ps(lanes[r], v);
+  }
+  const __m512i rows = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                          _mm512_set1_epi32(16));
+  // row_extreme's fold from r = z[0]: lane 0 never holds less than z[0] and
+  // only moves on a strict >, so its first step yields lane 0's bits exactly.
+  // Masked gathers over a zero source: GCC 12 warns that the plain ones read an
+  // uninitialised register.
+  auto column = [&](int l) {
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), 0xFFFF, _mm512_add_epi32(rows, _mm512_set1_epi32(l)),
+                                    &lanes[0][0], 4);
+  };
+  __m512 mx = column(0);
+  for (int l = 1; l < 16; ++l) {
+    const __m512 c = column(l);
+    mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(c, mx, _CMP_GT_OQ), c);
+  }
+  _mm512_storeu_ps(m, mx);
+  alignas(64) double sums[16][8];  // [row][lane]: lo + hi of row_sum_exp
+  for (int r = 0; r < 16; ++r) {
+    const float* zr = z + static_cast<std::size_t>(r) * n;
+    f32x16 mr;
+    for (int l = 0; l < 16; ++l) mr[l] = m[r];
+    f64x8 lo = {}, hi = {};
+    for (int e = 0; e < n; e += 16) {
+      f32x16 v;
+      std::memcpy(&v, zr + e, sizeof v);
+      const f32x16 x = exp_fast16_capped(v - mr);
+      lo += widen_f64x8(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7));
+      hi += widen_f64x8(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15));
+    }
+    const f64x8 v = lo + hi;
+    std::memcpy(sums[r], &v, sizeof v);
+  }
+  // row_sum_exp's tree, (q0 + q2) + (q1 + q3) with q_j = v_j + v_{j+4}, 8 rows a vector.
+  const __m256i rows8 = _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32(8));
+  for (int half = 0; half < 2; ++half) {
+    const double* base = &sums[8 * half][0];
+    auto lane = [&](int j) {
+      return _mm512_mask_i32gather_pd(_mm512_setzero_pd(), 0xFF, _mm256_add_epi32(rows8, _mm256_set1_epi32(j)), base, 8);
+    };
+    const __m512d q0 = _mm512_add_pd(lane(0), lane(4)), q1 = _mm512_add_pd(lane(1), lane(5));
+    const __m512d q2 = _mm512_add_pd(lane(2), lane(6)), q3 = _mm512_add_pd(lane(3), lane(7));
+    _mm512_storeu_pd(s + 8 * half, _mm512_add_pd(_mm512_add_pd(q0, q2), _mm512_add_pd(q1, q3)));
+  }
+#else
+  for (int r = 0; r < 16; ++r) {
+    const float* zr = z + static_cast<std::size_t>(r) * n;
+    m[r] = row_max(zr, n);
+    s[r] = row_sum_exp(zr, n, m[r]);
+  }
+#endif
+}
+
 // The same sum with the tail padded to a full 16 lanes (padding adds exact
 // zeros), so rows narrower than 16 are vectorised too: equal to row_sum_exp when
 // n is a multiple of 16.

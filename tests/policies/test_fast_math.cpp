@@ -166,3 +166,31 @@ TEST_CASE("expf16 equals std::exp bitwise on every 61st float, and at glibc's sp
   REQUIRE(wrong == 0);
   REQUIRE(checked > 70'000'000);
 }
+
+TEST_CASE("row_max_sum_exp16 equals row_max and row_sum_exp row by row, bitwise, ties, signed zeros and NaN included") {
+  moesim::Rng rng(11);
+  for (int n : {16, 32, 64, 256}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> z(static_cast<std::size_t>(16) * n);
+      for (auto& v : z) v = static_cast<float>((trial % 3 == 0 ? 30.0 : 3.0) * rng.normal());
+      // Ties across and within lanes, a -0 beside +0 at the front of a row, a NaN in one row.
+      if (trial % 4 == 1)
+        for (std::size_t i = 0; i < z.size(); ++i) z[i] = static_cast<float>(rng.next_u64() % 3);
+      if (trial % 5 == 2) {
+        z[0] = -0.0f;
+        for (int e = 1; e < n; ++e) z[static_cast<std::size_t>(e)] = e % 2 ? 0.0f : -1.0f;
+      }
+      if (trial == 7) z[static_cast<std::size_t>(3 * n + 5)] = std::numeric_limits<float>::quiet_NaN();
+      float m[16];
+      double s[16];
+      moesim::row_max_sum_exp16(z.data(), n, m, s);
+      for (int r = 0; r < 16; ++r) {
+        const float* zr = z.data() + static_cast<std::size_t>(r) * n;
+        const float want_m = moesim::row_max(zr, n);
+        const double want_s = moesim::row_sum_exp(zr, n, want_m);
+        CHECK(std::bit_cast<std::uint32_t>(m[r]) == std::bit_cast<std::uint32_t>(want_m));
+        CHECK(std::bit_cast<std::uint64_t>(s[r]) == std::bit_cast<std::uint64_t>(want_s));
+      }
+    }
+  }
+}
