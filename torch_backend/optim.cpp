@@ -36,12 +36,13 @@ double sum_squares(const torch::Tensor& g) {
   return s;
 }
 
-void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, float decay, float beta1, float beta2,
-                  float inv_sqrt_bc2, float eps, float step_size) {
+void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, float grad_scale, float decay, float beta1,
+                  float beta2, float inv_sqrt_bc2, float eps, float step_size) {
   at::parallel_for(0, n, kChunk, [&](std::int64_t lo, std::int64_t hi) {
     const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
     for (auto i = lo; i < hi; ++i) {
-      const float gi = g[i];
+      // Rounded as g.mul_(grad_scale) would store it.
+      const float gi = g[i] * grad_scale;
       const float mi = m[i] * beta1 + a1 * gi;
       const float vi = v[i] * beta2 + a2 * gi * gi;
       m[i] = mi;
@@ -53,7 +54,7 @@ void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, 
 
 }  // namespace
 
-void fused_adamw_step(torch::optim::AdamW& opt) {
+void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale) {
   torch::NoGradGuard ng;
   for (auto& group : opt.param_groups()) {
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
@@ -78,27 +79,36 @@ void fused_adamw_step(torch::optim::AdamW& opt) {
       const double bc1 = 1.0 - std::pow(beta1, t), bc2 = 1.0 - std::pow(beta2, t);
       const auto g = p.grad().contiguous();
       adamw_update(p.data_ptr<float>(), g.data_ptr<float>(), st.exp_avg().data_ptr<float>(),
-                   st.exp_avg_sq().data_ptr<float>(), p.numel(), static_cast<float>(1.0 - o.lr() * o.weight_decay()),
+                   st.exp_avg_sq().data_ptr<float>(), p.numel(), grad_scale,
+                   static_cast<float>(1.0 - o.lr() * o.weight_decay()),
                    static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 / std::sqrt(bc2)),
                    static_cast<float>(o.eps()), static_cast<float>(o.lr() / bc1));
     }
   }
 }
 
-double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
-  torch::NoGradGuard ng;
+double grad_norm(const std::vector<torch::Tensor>& params) {
   double ss = 0.0;
-  std::vector<torch::Tensor> grads;
   for (const auto& p : params) {
     if (!p.grad().defined()) continue;
-    if (p.grad().scalar_type() != torch::kFloat) throw std::invalid_argument("clip_grad_norm: gradients must be fp32");
-    grads.push_back(p.grad());
-    ss += sum_squares(grads.back().contiguous());
+    if (p.grad().scalar_type() != torch::kFloat) throw std::invalid_argument("grad_norm: gradients must be fp32");
+    ss += sum_squares(p.grad().contiguous());
   }
-  const double norm = std::sqrt(ss);
+  return std::sqrt(ss);
+}
+
+float clip_scale(double norm, double max_norm) {
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0)
-    for (auto& g : grads) g.mul_(coef);
+  return coef < 1.0 ? static_cast<float>(coef) : 1.0f;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard ng;
+  const double norm = grad_norm(params);
+  const float scale = clip_scale(norm, max_norm);
+  if (scale != 1.0f)
+    for (const auto& p : params)
+      if (p.grad().defined()) p.grad().mul_(scale);
   return norm;
 }
 

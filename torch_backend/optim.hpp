@@ -16,10 +16,19 @@ namespace moesim::torch_backend {
 
 // One AdamW step over every parameter group of `opt` (amsgrad unsupported:
 // throws std::invalid_argument). Parameters without a gradient are skipped.
-void fused_adamw_step(torch::optim::AdamW& opt);
+// Each gradient is read as g * grad_scale (rounded as g.mul_(grad_scale)
+// stores it), so clipping costs no pass of its own over the gradients.
+void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale = 1.0f);
 
-// clip_grad_norm_ with norm 2: scales every gradient by max_norm / (norm + 1e-6)
-// when that is below 1; returns the norm before clipping (sums of squares in double).
+// The 2-norm of every defined gradient together (sums of squares in double, in a
+// fixed order for any thread count).
+double grad_norm(const std::vector<torch::Tensor>& params);
+
+// clip_grad_norm_'s factor: max_norm / (norm + 1e-6) when that is below 1, else 1.
+float clip_scale(double norm, double max_norm);
+
+// clip_grad_norm_ with norm 2: scales every gradient by clip_scale(norm,
+// max_norm); returns the norm before clipping.
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
 
 }  // namespace moesim::torch_backend

@@ -290,8 +290,10 @@ StepStats Trainer::step() {
   const double max_norm = cfg_.train.clip > 0 ? cfg_.train.clip : std::numeric_limits<double>::infinity();
   {
     RECORD_FUNCTION("moesim::optimizer", std::vector<c10::IValue>());
-    st.grad_norm = clip_grad_norm(trainable_, max_norm);
-    fused_adamw_step(*opt_);
+    // The clip factor is applied as AdamW reads each gradient: one pass fewer
+    // over the gradients than clip_grad_norm followed by the step.
+    st.grad_norm = grad_norm(trainable_);
+    fused_adamw_step(*opt_, clip_scale(st.grad_norm, max_norm));
   }
   ++step_;
   tokens_seen_ += st.tokens;

@@ -2,6 +2,7 @@
 // AdamW::step and clip_grad_norm_ on the same parameters and gradients.
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <vector>
 
 #include "torch_backend/optim.hpp"
@@ -88,4 +89,40 @@ TEST_CASE("clip_grad_norm equals clip_grad_norm_: the norm returned and the grad
       CHECK(torch::allclose(b.params[i].grad(), a.params[i].grad(), 1e-6, 1e-8));
     }
   }
+}
+
+TEST_CASE("fused_adamw_step with clip_scale's factor equals clip_grad_norm followed by the step, bit for bit",
+          "[torch][optim]") {
+  auto a = make_setup(), b = make_setup();
+  for (int step = 0; step < 4; ++step) {
+    set_grads(a, step);
+    set_grads(b, step);
+    // 0.5 clips every step (the gradients' norm is above 10), 1e9 never does.
+    const double max_norm = step % 2 == 0 ? 0.5 : 1e9;
+    const double na = clip_grad_norm(a.params, max_norm);
+    fused_adamw_step(*a.opt);
+    const double nb = grad_norm(b.params);
+    CHECK(nb == na);
+    CHECK((clip_scale(nb, max_norm) < 1.0f) == (step % 2 == 0));
+    fused_adamw_step(*b.opt, clip_scale(nb, max_norm));
+    for (std::size_t i = 0; i < a.params.size(); ++i) {
+      CAPTURE(step, i);
+      CHECK(torch::equal(b.params[i], a.params[i]));
+      const auto key = c10::guts::to_string(a.params[i].unsafeGetTensorImpl());
+      const auto keyb = c10::guts::to_string(b.params[i].unsafeGetTensorImpl());
+      auto& sa = static_cast<torch::optim::AdamWParamState&>(*a.opt->state().at(key));
+      auto& sb = static_cast<torch::optim::AdamWParamState&>(*b.opt->state().at(keyb));
+      CHECK(torch::equal(sb.exp_avg(), sa.exp_avg()));
+      CHECK(torch::equal(sb.exp_avg_sq(), sa.exp_avg_sq()));
+    }
+  }
+}
+
+TEST_CASE("clip_scale is max_norm / (norm + 1e-6) below 1 and 1 otherwise, also for an infinite max_norm and a NaN norm",
+          "[torch][optim]") {
+  CHECK(clip_scale(3.0, 1.5) == static_cast<float>(1.5 / (3.0 + 1e-6)));
+  CHECK(clip_scale(0.5, 1.0) == 1.0f);
+  CHECK(clip_scale(1.0, 1.0) == static_cast<float>(1.0 / (1.0 + 1e-6)));
+  CHECK(clip_scale(7.0, std::numeric_limits<double>::infinity()) == 1.0f);
+  CHECK(clip_scale(std::numeric_limits<double>::quiet_NaN(), 1.0) == 1.0f);
 }
