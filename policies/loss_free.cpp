@@ -1,7 +1,13 @@
 #include "policies/loss_free.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstring>
+#include <limits>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "policies/capacity.hpp"
 #include "policies/fast_math.hpp"
@@ -29,8 +35,6 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
   out.reset(T, E, k);
   fbias_.assign(bias_.begin(), bias_.end());
-  const bool sigmoid = spec_.rule == WeightRule::SigmoidGather;
-  const bool sqrtsp = spec_.rule == WeightRule::SqrtSoftplusGather;
   // The bias is added to scores, not logits, so the scores of a block of 16 rows
   // are materialised (vectorised exp) and selected through the row-parallel kernel.
   s_.resize(static_cast<std::size_t>(16) * E);
@@ -38,19 +42,13 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   float* slots = tail_.slot_logits(T, k);
   for (int t0 = 0; t0 < T; t0 += 16) {
     const int n = T - t0 < 16 ? T - t0 : 16;
-    for (int r = 0; r < n; ++r) {
-      const float* z = in.logits + static_cast<std::size_t>(t0 + r) * E;
-      float* sr = s_.data() + static_cast<std::size_t>(r) * E;
-      if (sigmoid) {
-        for (int e = 0; e < E; ++e) sr[e] = 1.0f / (1.0f + exp_fast(-z[e])) + fbias_[e];
-      } else if (sqrtsp) {
-        for (int e = 0; e < E; ++e) sr[e] = static_cast<float>(std::sqrt(softplus(z[e]))) + fbias_[e];
-      } else {
-        const float m = row_max(z, E);
-        const auto inv = static_cast<float>(1.0 / row_sum_exp(z, E, m));
-        for (int e = 0; e < E; ++e) sr[e] = exp_fast(z[e] - m) * inv + fbias_[e];
-      }
-    }
+    const float* zb = in.logits + static_cast<std::size_t>(t0) * E;
+    bool finite = true;
+    for (int r = 0; r < n; ++r)
+      finite &= loss_free_scores(zb + static_cast<std::size_t>(r) * E, E, fbias_.data(), spec_.rule,
+                                 s_.data() + static_cast<std::size_t>(r) * E);
+    // Refused before selection, with check_finite's own error (its first bad logit is in this block).
+    if (!finite) check_finite(in.logits, T, E, name().c_str());
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
     sel_.select_block(s_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
                       slots + static_cast<std::size_t>(t0) * k);
@@ -58,6 +56,58 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   // An unselectable slot (kNoExpert) is not counted; the tail below refuses it.
   count_experts(out.expert.data(), out.expert.size(), E, demand_.data());
   tail_.finish(in.logits, cap_, spec_, out);
+}
+
+namespace {
+
+// Lanes of v that are NaN or infinite, as bits (accumulated by the callers, so
+// the finiteness scan rides on the loads the scores need anyway).
+inline unsigned nonfinite_lanes(f32x16 v) {
+#if defined(__AVX512F__)
+  return _mm512_cmp_ps_mask(_mm512_abs_ps(std::bit_cast<__m512>(v)), _mm512_set1_ps(std::numeric_limits<float>::max()),
+                            _CMP_NLE_UQ);
+#else
+  unsigned bad = 0;
+  for (int l = 0; l < 16; ++l) bad |= static_cast<unsigned>(!(std::fabs(v[l]) <= std::numeric_limits<float>::max()));
+  return bad;
+#endif
+}
+
+}  // namespace
+
+bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule, float* out) {
+  const int body = E - E % 16;
+  unsigned bad = 0;
+  for (int e = body; e < E; ++e) bad |= static_cast<unsigned>(!(std::fabs(z[e]) <= std::numeric_limits<float>::max()));
+  if (rule == WeightRule::SigmoidGather) {
+    for (int e = 0; e < body; e += 16) {
+      f32x16 v, b;
+      std::memcpy(&v, z + e, sizeof v);
+      std::memcpy(&b, bias + e, sizeof b);
+      bad |= nonfinite_lanes(v);
+      const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
+      std::memcpy(out + e, &r, sizeof r);
+    }
+    for (int e = body; e < E; ++e) out[e] = 1.0f / (1.0f + exp_fast(-z[e])) + bias[e];
+  } else if (rule == WeightRule::SqrtSoftplusGather) {
+    for (int e = 0; e < E; ++e) {
+      bad |= static_cast<unsigned>(!(std::fabs(z[e]) <= std::numeric_limits<float>::max()));
+      out[e] = static_cast<float>(std::sqrt(softplus(z[e]))) + bias[e];
+    }
+  } else {
+    const float m = row_max(z, E);
+    const auto inv = static_cast<float>(1.0 / row_sum_exp(z, E, m));
+    for (int e = 0; e < body; e += 16) {
+      f32x16 v, b;
+      std::memcpy(&v, z + e, sizeof v);
+      std::memcpy(&b, bias + e, sizeof b);
+      bad |= nonfinite_lanes(v);
+      const f32x16 r = exp_fast16(v - m) * inv + b;
+      std::memcpy(out + e, &r, sizeof r);
+    }
+    for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
+  }
+  return bad == 0;
 }
 
 void LossFreePolicy::do_observe(const Assignment& a, const float*) {

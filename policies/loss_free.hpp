@@ -24,6 +24,10 @@ class LossFreePolicy : public Policy {
   WeightSpec weight_spec() const override { return spec_; }
   std::unique_ptr<Policy> clone() const override { return std::make_unique<LossFreePolicy>(*this); }
   std::vector<NamedVector> state_vectors() const override { return {{"bias", bias_}}; }
+  // Route scans every logit while it builds the scores, block by block; with
+  // random tie-breaking an earlier block would have drawn from the Rng before a
+  // later one is refused, so then Policy::route checks everything first.
+  bool checks_logits() const override { return sel_.tie == TieBreak::LowIndex; }
   const std::vector<double>& bias() const { return bias_; }
 
  protected:
@@ -45,5 +49,11 @@ class LossFreePolicy : public Policy {
 };
 
 PolicyInfo loss_free_info();
+
+// One token's selection values s_e + b_e (s: softmax, sigmoid or sqrt-softplus of
+// z, as `rule` says), 16 experts at a time where E allows: the same operations
+// as the scalar formula, so the same bits (tests compare them). Returns whether
+// every z was finite.
+bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule, float* out);
 
 }  // namespace moesim

@@ -3,12 +3,17 @@
 #include <catch2/catch.hpp>
 #include <rapidcheck/catch.h>
 
+#include <bit>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <numeric>
 
 #include "helpers.hpp"
+#include "policies/fast_math.hpp"
+#include "policies/loss_free.hpp"
 #include "policies/registry.hpp"
+#include "policies/select.hpp"
 
 using namespace testutil;
 using moesim::Assignment;
@@ -229,4 +234,53 @@ TEST_CASE("loss_free preset megatron equals Megatron-Core's expert-bias router s
       for (int e = 0; e < E; ++e) RC_ASSERT(std::fabs(b[static_cast<std::size_t>(e)] - ref.bias[static_cast<std::size_t>(e)]) <= 1e-12);
     }
   });
+}
+
+TEST_CASE("loss_free_scores equals the scalar s + b formula bitwise for softmax, sigmoid and sqrt-softplus, with and without a 16-lane tail") {
+  using moesim::WeightRule;
+  for (int E : {4, 16, 64, 70})
+    for (auto rule : {WeightRule::SoftmaxGather, WeightRule::SigmoidGather, WeightRule::SqrtSoftplusGather}) {
+      CAPTURE(E, moesim::to_string(rule));
+      const int T = 40;
+      auto z = make_logits(T, E, 7, kContinuous);
+      for (int t = 0; t < T; ++t) z[static_cast<std::size_t>(t) * E] = t % 3 == 0 ? 25.0f : -30.0f;  // saturated sigmoids
+      std::vector<float> bias(static_cast<std::size_t>(E));
+      for (int e = 0; e < E; ++e) bias[static_cast<std::size_t>(e)] = 0.01f * static_cast<float>((e * 7) % 11) - 0.05f;
+      std::vector<float> got(static_cast<std::size_t>(E));
+      for (int t = 0; t < T; ++t) {
+        const float* zr = z.data() + static_cast<std::size_t>(t) * E;
+        moesim::loss_free_scores(zr, E, bias.data(), rule, got.data());
+        const float m = moesim::row_max(zr, E);
+        const auto inv = static_cast<float>(1.0 / moesim::row_sum_exp(zr, E, m));
+        for (int e = 0; e < E; ++e) {
+          const float b = bias[static_cast<std::size_t>(e)];
+          float want;
+          if (rule == WeightRule::SigmoidGather)
+            want = 1.0f / (1.0f + moesim::exp_fast(-zr[e])) + b;
+          else if (rule == WeightRule::SqrtSoftplusGather)
+            want = static_cast<float>(std::sqrt(moesim::softplus(zr[e]))) + b;
+          else
+            want = moesim::exp_fast(zr[e] - m) * inv + b;
+          CAPTURE(t, e, zr[e]);
+          REQUIRE(std::bit_cast<std::uint32_t>(got[static_cast<std::size_t>(e)]) == std::bit_cast<std::uint32_t>(want));
+        }
+      }
+    }
+}
+
+TEST_CASE("loss_free_scores reports a NaN or infinite logit in the 16-lane body and in the tail") {
+  using moesim::WeightRule;
+  for (int E : {16, 70})
+    for (auto rule : {WeightRule::SoftmaxGather, WeightRule::SigmoidGather, WeightRule::SqrtSoftplusGather})
+      for (int at : {0, 15, E - 1})
+        for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                          -std::numeric_limits<float>::infinity()}) {
+          CAPTURE(E, moesim::to_string(rule), at, bad);
+          auto z = make_logits(1, E, 3, kContinuous);
+          const std::vector<float> bias(static_cast<std::size_t>(E), 0.0f);
+          std::vector<float> out(static_cast<std::size_t>(E));
+          CHECK(moesim::loss_free_scores(z.data(), E, bias.data(), rule, out.data()));
+          z[static_cast<std::size_t>(at)] = bad;
+          CHECK_FALSE(moesim::loss_free_scores(z.data(), E, bias.data(), rule, out.data()));
+        }
 }
