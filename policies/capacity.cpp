@@ -84,6 +84,7 @@ void CapacityFilter::apply(const CapacityConfig& cfg, const float* priority, Ass
   // The requests per expert first: an expert asked C times or fewer keeps every
   // request under every drop rule, so only the over-full ones are walked.
   count_experts(ex, out.expert.size(), E, counts.data());
+  requested_.assign(counts.begin(), counts.end());
   over_.assign(static_cast<std::size_t>(E), 0);
   bool any_over = false;
   for (int e = 0; e < E; ++e) {

@@ -83,6 +83,8 @@ class CapacityFilter {
   // `priority` (tokens x k) ranks requests for DropBy::Probability. Marks refused
   // slots kNoExpert and fills counts, routed, dropped, dropped_tokens, capacity, padded.
   void apply(const CapacityConfig& cfg, const float* priority, Assignment& out);
+  // The last apply()'s requests per expert, before any drop.
+  const std::vector<std::int64_t>& requested_counts() const { return requested_; }
 
  private:
   // The drops, once some expert got more than C requests (flagged in over_).
@@ -95,6 +97,7 @@ class CapacityFilter {
   std::vector<std::int64_t> cum_, cut_;
   std::vector<std::uint32_t> part_;
   std::vector<char> over_;
+  std::vector<std::int64_t> requested_;
 };
 
 }  // namespace moesim

@@ -53,9 +53,11 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     sel_.select_block(s_.data(), n, idx0, vals.data(), rng, in.logits + static_cast<std::size_t>(t0) * E,
                       slots + static_cast<std::size_t>(t0) * k);
   }
-  // An unselectable slot (kNoExpert) is not counted; the tail below refuses it.
-  count_experts(out.expert.data(), out.expert.size(), E, demand_.data());
   tail_.finish(in.logits, cap_, spec_, out);
+  // The requests before capacity, as the tail counted them (an unselectable slot
+  // is refused there, so a refused batch leaves the demand as it was).
+  const auto& req = tail_.requested_counts();
+  for (int e = 0; e < E; ++e) demand_[static_cast<std::size_t>(e)] = static_cast<double>(req[static_cast<std::size_t>(e)]);
 }
 
 namespace {

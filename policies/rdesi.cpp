@@ -184,9 +184,11 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     }
     if (!finite) check_finite(in.logits, T, E, name().c_str());
   }
-  // An unselectable slot (kNoExpert) is not counted; the tail below refuses it.
-  count_experts(out.expert.data(), out.expert.size(), E, demand_.data());
   tail_.finish(in.logits, cap_, weight_spec(), out);
+  // The requests before capacity, as the tail counted them (an unselectable slot
+  // is refused there, so a refused batch leaves the demand as it was).
+  const auto& req = tail_.requested_counts();
+  for (int e = 0; e < E; ++e) demand_[static_cast<std::size_t>(e)] = static_cast<double>(req[static_cast<std::size_t>(e)]);
   last_tokens_ = T;
   last_capacity_ = out.capacity;
 }

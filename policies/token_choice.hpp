@@ -23,6 +23,9 @@ class TokenChoiceTail {
   // Optional, likewise: each token's full-row softmax normaliser (RowSoftmax),
   // for the rules that need it (SoftmaxGather without renormalisation).
   RowSoftmax* row_softmax(int tokens);
+  // The last finish()'s requests per expert before capacity (every wanted slot
+  // is a valid expert once finish() returns).
+  const std::vector<std::int64_t>& requested_counts() const { return filter_.requested_counts(); }
 
  private:
   CapacityFilter filter_;
