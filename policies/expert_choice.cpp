@@ -15,6 +15,7 @@
 #include "policies/capacity.hpp"
 #include "policies/fast_math.hpp"
 #include "policies/select.hpp"
+#include "policies/transpose_avx512.hpp"
 
 namespace moesim {
 
@@ -143,21 +144,7 @@ int ExpertChoicePolicy::sample_keys8(const float* logits, int stride, int S) {
         const float* z = logits + static_cast<std::size_t>(i0 + r) * static_cast<std::size_t>(stride) * nE + e0;
         k[r] = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z)), m[r]), ls[r]);
       }
-      // 8 x 8 transpose: pairs of rows, then pairs of pairs, then halves.
-      __m512d a[8], b[8];
-      for (int r = 0; r < 8; r += 2) {
-        a[r] = _mm512_unpacklo_pd(k[r], k[r + 1]);
-        a[r + 1] = _mm512_unpackhi_pd(k[r], k[r + 1]);
-      }
-      for (int r = 0; r < 8; r += 4)
-        for (int q = 0; q < 2; ++q) {
-          b[r + q] = _mm512_shuffle_f64x2(a[r + q], a[r + 2 + q], 0x88);
-          b[r + 2 + q] = _mm512_shuffle_f64x2(a[r + q], a[r + 2 + q], 0xDD);
-        }
-      for (int q = 0; q < 4; ++q) {
-        k[q] = _mm512_shuffle_f64x2(b[q], b[4 + q], 0x88);
-        k[4 + q] = _mm512_shuffle_f64x2(b[q], b[4 + q], 0xDD);
-      }
+      simd::transpose8_pd(k);
       // k[j] now holds expert e0 + j for samples i0 .. i0 + 7.
       for (int j = 0; j < 8; ++j) _mm512_storeu_pd(sample_.data() + static_cast<std::size_t>(e0 + j) * S + i0, k[j]);
     }

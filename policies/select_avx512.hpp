@@ -11,14 +11,10 @@
 #include <cstdint>
 #include <limits>
 
-
-
+#include "policies/transpose_avx512.hpp"
 
 namespace moesim::simd {
 
-// Full-mask forms of the intrinsics: GCC 12's unmasked ones pass an
-// _mm512_undefined_ps() source that trips -Wuninitialized (GCC PR105593).
-inline constexpr __mmask16 kAll = 0xFFFF;
 inline __m512 vmax(__m512 a, __m512 b) { return _mm512_mask_max_ps(a, kAll, a, b); }
 inline __m512 vmin(__m512 a, __m512 b) { return _mm512_mask_min_ps(a, kAll, a, b); }
 inline __m512i vmin_i(__m512i a, __m512i b) { return _mm512_mask_min_epi32(a, kAll, a, b); }
@@ -140,29 +136,6 @@ inline void topk_lanes(const float* z, const float* b, int n, std::int32_t* idx,
 // lane's sorted top-K by strict '>' exactly as the scalar kernel does, so the
 // output is the scalar kernel's. No horizontal reduction per row: at E = 64 this
 // is ~3x the per-row kernels.
-__attribute__((always_inline)) inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], kAll, r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_mask_unpackhi_ps(r[2 * i], kAll, r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i + 0] = _mm512_mask_shuffle_ps(t[4 * i], kAll, t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_mask_shuffle_ps(t[4 * i], kAll, t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_mask_shuffle_ps(t[4 * i + 1], kAll, t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_mask_shuffle_ps(t[4 * i + 1], kAll, t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int h = 0; h < 2; ++h)
-    for (int i = 0; i < 4; ++i) {
-      t[8 * h + i] = _mm512_mask_shuffle_f32x4(r[8 * h + i], kAll, r[8 * h + i], r[8 * h + 4 + i], 0x88);
-      t[8 * h + 4 + i] = _mm512_mask_shuffle_f32x4(r[8 * h + i], kAll, r[8 * h + i], r[8 * h + 4 + i], 0xDD);
-    }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_mask_shuffle_f32x4(t[i], kAll, t[i], t[8 + i], 0x88);
-    r[8 + i] = _mm512_mask_shuffle_f32x4(t[i], kAll, t[i], t[8 + i], 0xDD);
-  }
-}
-
 // Rows z[0..16) of stride n (+ bias): idx/val (16 x K, row-major) as the scalar
 // kernel would write them. Returns whether every logit read was finite (the
 // caller's check_finite then has nothing to find); bit r of *short_rows is set
