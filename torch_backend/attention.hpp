@@ -13,6 +13,12 @@ namespace moesim::torch_backend {
 // exp_fast (relative error below 2e-7), row sums over 16 lanes in double.
 torch::Tensor causal_softmax(const torch::Tensor& scores, double scale);
 
+// gemm(causal_softmax(gemm(q, k, false, true), scale), v) for fp32 q, k, v
+// (BH, T, hd), as one autograd node run head by head: the same bits, in the
+// calling thread's GEMM precision, without the (BH, T, T) scores, their
+// gradients and the casts of the probabilities in memory.
+torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale);
+
 class Attention : public torch::nn::Module {
  public:
   Attention(int dim, int heads, double init_std, double out_std);

@@ -60,6 +60,20 @@ inline std::uint16_t bf16_bits(float x) {
   return static_cast<std::uint16_t>((b & 0x7FFFFFFFu) > 0x7F800000u ? 0xFFFFu : rounded);
 }
 
+// The value a kernel stores: the float itself, or its bf16 bits rounded as
+// .to(kBFloat16) would, so a kernel can write the next GEMM's operand directly.
+inline void store_operand(float* o, float v) { *o = v; }
+inline void store_operand(std::uint16_t* o, float v) { *o = bf16_bits(v); }
+
+// Runs the kernel with a float* for an fp32 tensor, std::uint16_t* for bf16.
+template <typename Kernel>
+void with_operand_ptr(const torch::Tensor& t, Kernel&& k) {
+  if (t.scalar_type() == torch::kBFloat16)
+    k(static_cast<std::uint16_t*>(t.data_ptr()));
+  else
+    k(t.data_ptr<float>());
+}
+
 // c = op(a)·op(b) + beta·c for 2-D row-major a, b already in the compute dtype
 // (float or bfloat16) and row-major float c of the right shape.
 void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta);

@@ -14,11 +14,6 @@ namespace moesim::torch_backend {
 
 namespace {
 
-// The value a kernel stores: the float itself, or its bf16 bits rounded as
-// .to(kBFloat16) would, so a kernel can write the next GEMM's operand directly.
-inline void store(float* o, float v) { *o = v; }
-inline void store(std::uint16_t* o, float v) { *o = bf16_bits(v); }
-
 // h = silu(g) * u over rows of gu = [g | u] (N, 2H).
 template <typename Out>
 void silu_mul_rows(const float* gp, Out* hp, std::int64_t N, std::int64_t H) {
@@ -26,7 +21,7 @@ void silu_mul_rows(const float* gp, Out* hp, std::int64_t N, std::int64_t H) {
     for (std::int64_t i = b; i < e; ++i) {
       const float *g = gp + i * 2 * H, *u = g + H;
       Out* o = hp + i * H;
-      for (std::int64_t j = 0; j < H; ++j) store(o + j, g[j] / (1.0f + exp_fast(-g[j])) * u[j]);
+      for (std::int64_t j = 0; j < H; ++j) store_operand(o + j, g[j] / (1.0f + exp_fast(-g[j])) * u[j]);
     }
   });
 }
@@ -41,20 +36,11 @@ void silu_mul_grad_rows(const float* gp, const float* dp, Out* op, std::int64_t 
       Out *dg = op + i * 2 * H, *du = dg + H;
       for (std::int64_t j = 0; j < H; ++j) {
         const float s = 1.0f / (1.0f + exp_fast(-g[j]));
-        store(dg + j, d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s)));
-        store(du + j, d[j] * g[j] * s);
+        store_operand(dg + j, d[j] * u[j] * s * (1.0f + g[j] * (1.0f - s)));
+        store_operand(du + j, d[j] * g[j] * s);
       }
     }
   });
-}
-
-// Runs the kernel with Out = float for fp32 tensors, std::uint16_t for bf16.
-template <typename Kernel>
-void by_dtype(const torch::Tensor& out, Kernel&& k) {
-  if (out.scalar_type() == torch::kBFloat16)
-    k(static_cast<std::uint16_t*>(out.data_ptr()));
-  else
-    k(out.data_ptr<float>());
 }
 
 // silu(g) * u alone; the gradient lands in one (N, 2H) tensor (split's backward
@@ -113,7 +99,7 @@ struct SwigluFn : public torch::autograd::Function<SwigluFn> {
       auto gu_blk = gu.narrow(0, r0, n);
       gemm_into(xc.narrow(0, r0, n), false, w13c, false, gu_blk, 0.0f);
       RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
-      by_dtype(h, [&](auto* hp) { silu_mul_rows(gu_blk.data_ptr<float>(), hp + r0 * H, n, H); });
+      with_operand_ptr(h, [&](auto* hp) { silu_mul_rows(gu_blk.data_ptr<float>(), hp + r0 * H, n, H); });
     }
     auto y = torch::empty({N, w2.size(1)}, torch::kFloat);
     gemm_into(h, false, w2c, false, y, 0.0f);
@@ -143,7 +129,7 @@ struct SwigluFn : public torch::autograd::Function<SwigluFn> {
         auto dh_blk = dh.narrow(0, 0, n);
         gemm_into(dy.narrow(0, r0, n), false, w2c, true, dh_blk, 0.0f);
         RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
-        by_dtype(dgu, [&](auto* op) {
+        with_operand_ptr(dgu, [&](auto* op) {
           silu_mul_grad_rows(gu.data_ptr<float>() + r0 * 2 * H, dh_blk.data_ptr<float>(), op + r0 * 2 * H, n, H);
         });
       }

@@ -163,3 +163,51 @@ TEST_CASE("causal_softmax equals softmax(scale * scores) with later keys masked,
     CHECK(rel_err(sf.grad(), sd.grad()) < 1e-5);
   }
 }
+
+// A second implementation: gemm, causal_softmax, gemm as three autograd nodes,
+// whose GemmFn rounds each operand (probabilities and score gradients included)
+// with LibTorch's .to(kBFloat16). The head-by-head node must give the same
+// bits, forward and the gradients of q, k and v, in both precisions, with an
+// odd head count and length and at the model's shape (32 heads of 256 x 64);
+// without autograd its forward must be the same bits too.
+TEST_CASE("attention_core equals the gemm, causal_softmax, gemm composition bit for bit", "[torch][fused]") {
+  torch::manual_seed(8);
+  struct Shape {
+    std::int64_t heads, T, hd;
+  };
+  for (const Shape sh : {Shape{3, 37, 8}, Shape{32, 256, 64}})
+    for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+      GemmPrecisionScope scope(p);
+      CAPTURE(sh.heads, sh.T, p == GemmPrecision::bf16);
+      const auto q0 = torch::randn({sh.heads, sh.T, sh.hd}), k0 = torch::randn({sh.heads, sh.T, sh.hd}),
+                 v0 = torch::randn({sh.heads, sh.T, sh.hd});
+      const auto up = torch::randn({sh.heads, sh.T, sh.hd});
+      const double scale = 1.0 / std::sqrt(static_cast<double>(sh.hd));
+      auto leaf = [](const torch::Tensor& t) { return t.clone().requires_grad_(true); };
+      auto qa = leaf(q0), ka = leaf(k0), va = leaf(v0), qb = leaf(q0), kb = leaf(k0), vb = leaf(v0);
+      const auto got = attention_core(qa, ka, va, scale);
+      const auto ref = gemm(causal_softmax(gemm(qb, kb, false, true), scale), vb);
+      REQUIRE(got.sizes() == ref.sizes());
+      CHECK(torch::equal(got, ref));
+      // A non-contiguous upstream gradient, as the head merge's transpose gives.
+      const auto upt = up.transpose(0, 1).contiguous().transpose(0, 1);
+      (got * upt).sum().backward();
+      (ref * upt).sum().backward();
+      CHECK(torch::equal(qa.grad(), qb.grad()));
+      CHECK(torch::equal(ka.grad(), kb.grad()));
+      CHECK(torch::equal(va.grad(), vb.grad()));
+      torch::NoGradGuard ng;
+      CHECK(torch::equal(attention_core(q0, k0, v0, scale), ref.detach()));
+      if (p == GemmPrecision::bf16) {  // a bf16 pass must actually round
+        GemmPrecisionScope fp32(GemmPrecision::fp32);
+        CHECK_FALSE(torch::equal(attention_core(q0, k0, v0, scale), got.detach()));
+      }
+    }
+}
+
+TEST_CASE("attention_core refuses other dtypes and mismatched shapes", "[torch][fused]") {
+  const auto q = torch::randn({2, 5, 4});
+  CHECK_THROWS_WITH(attention_core(q.to(torch::kDouble), q, q, 0.5), Catch::Contains("attention_core"));
+  CHECK_THROWS_WITH(attention_core(q, torch::randn({2, 5, 3}), q, 0.5), Catch::Contains("attention_core"));
+  CHECK_THROWS_WITH(attention_core(q.view({10, 4}), q.view({10, 4}), q.view({10, 4}), 0.5), Catch::Contains("attention_core"));
+}
