@@ -44,7 +44,8 @@ inline F exp_fast_t(F x) {
     x = select(x < lo, lo, x);
     if constexpr (!kCapped) x = select(x > hi, hi, x);
   }
-  const F n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const F t = x * 1.44269504088896341f + 12582912.0f;
+  const F n = t - 12582912.0f;
   const F r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   F p = r * 1.9875691500e-4f + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -52,11 +53,10 @@ inline F exp_fast_t(F x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const F y = p * r * r + r + 1.0f;
-  I ni;
-  if constexpr (std::is_same_v<F, float>)
-    ni = static_cast<I>(n);
-  else
-    ni = __builtin_convertvector(n, I);
+  // n read from t's mantissa (t = 1.5 * 2^23 + n, ulp 1): the same integer as a
+  // float-to-int conversion for every clamped x, and no undefined behaviour for
+  // NaN, whose garbage exponent only multiplies a NaN y.
+  const I ni = std::bit_cast<I>(t) - std::bit_cast<I>(zero + 12582912.0f);
   const F r2 = y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
   if constexpr (std::is_same_v<F, float>)
     return under ? zero : r2;

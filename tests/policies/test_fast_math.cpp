@@ -27,6 +27,20 @@ TEST_CASE("exp_fast saturates instead of overflowing to inf or NaN") {
   REQUIRE(moesim::exp_fast(-1e6f) < 1e-37f);
 }
 
+TEST_CASE("exp_fast and exp_fast16 carry a NaN through, of either sign, so callers downstream still see it") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (float v : {nan, -nan}) {
+    REQUIRE(std::isnan(moesim::exp_fast(v)));
+    moesim::f32x16 x;
+    for (int l = 0; l < 16; ++l) x[l] = l % 2 ? v : 1.0f;
+    const moesim::f32x16 y = moesim::exp_fast16(x), c = moesim::exp_fast16_capped(x - 2.0f);
+    for (int l = 0; l < 16; ++l) {
+      REQUIRE(std::isnan(y[l]) == (l % 2 == 1));
+      REQUIRE(std::isnan(c[l]) == (l % 2 == 1));
+    }
+  }
+}
+
 TEST_CASE("ln_fast stays within 1e-6 absolute-or-relative error of double log over the positive normal floats") {
   double worst = 0.0;
   // Every binade from 2^-126 to 2^127, 4096 mantissas each (exact powers of two included).
