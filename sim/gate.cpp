@@ -1,5 +1,7 @@
 #include "sim/gate.hpp"
 
+#include "sim/product.hpp"
+
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -55,7 +57,7 @@ void Gate::forward(const RowMatrixXf& x) {
     in = &jittered_;
   }
   if (clean_.rows() != in->rows() || clean_.cols() != w_.rows()) clean_.resize(in->rows(), w_.rows());
-  clean_.noalias() = *in * w_.transpose();
+  gate_logits(in->data(), static_cast<int>(in->rows()), dim(), w_.data(), experts(), clean_.data(), product_scratch_);
   if (seen_is_clean()) return;
   if (noisy_.rows() != clean_.rows() || noisy_.cols() != clean_.cols()) noisy_.resize(clean_.rows(), clean_.cols());
   const auto n = static_cast<std::size_t>(noisy_.size());

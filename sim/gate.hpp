@@ -2,7 +2,8 @@
 // The simulator's linear gate and its online update. Forward, for a batch X (T x d):
 //   X <- X * U(1 - jitter_eps, 1 + jitter_eps) per entry when gate.jitter_eps > 0
 //        (Switch's input jitter; the jittered X is what the update below uses)
-//   Z = X W^T                      (W: E x d, W_ej ~ N(0, init_scale^2 / d) at start)
+//   Z = X W^T                      (W: E x d, W_ej ~ N(0, init_scale^2 / d) at start;
+//                                   in sim/product.hpp's fixed fma order)
 //   the policy sees S = Z + noise * N(0, 1) per entry (gate.noise > 0), or S = N(0, 1)
 //   when gate.force_balance (Megatron-Core's random logits for throughput studies),
 //   rounded to bf16 when gate.router_dtype = bf16 (nearest even: a router computing
@@ -27,6 +28,7 @@
 // Order within an update: L2 decay, auxiliary step, reward step; all from the
 // batch's forward pass. The baseline is tracked even when lr = 0.
 #include <cstdint>
+#include <vector>
 
 #include "policies/rng.hpp"
 #include "policies/types.hpp"
@@ -68,6 +70,7 @@ class Gate {
   Eigen::RowVectorXf share_;
   Rng noise_rng_, jitter_rng_;
   NormalFiller normals_;
+  std::vector<float> product_scratch_;  // gate_logits' transposed W
   double baseline_ = 0.0;
   bool has_baseline_ = false;
 };
