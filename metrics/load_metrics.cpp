@@ -1,7 +1,12 @@
 #include "metrics/load_metrics.hpp"
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <Eigen/Core>
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -215,23 +220,50 @@ LayerMetrics::LayerMetrics(int experts, int clusters, std::int64_t steps, const 
   last_served_.assign(E, -1);
 }
 
+ServedPerf served_perf(const Assignment& a, const float* perf) {
+  ServedPerf sp;
+  if (!perf) return sp;
+  const std::size_t slots = a.expert.size();
+  const std::int32_t* ex = a.expert.data();
+  // An empty slot adds +0.0, which leaves the sum's bits as they are (it never
+  // holds -0.0). Masks, not a branch: drops are unpredictable. The adds stay one
+  // chain in slot order; only the loads, conversions and masks run 8 wide.
+  std::size_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  const __m256i zero = _mm256_setzero_si256();
+  for (; i + 8 <= slots; i += 8) {
+    const __mmask8 m = _mm256_cmpge_epi32_mask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ex + i)), zero);
+    const __m512d v = _mm512_maskz_cvtps_pd(m, _mm256_loadu_ps(perf + i));
+    alignas(64) double lane[8];
+    _mm512_store_pd(lane, v);
+    for (double x : lane) sp.sum += x;
+    sp.n += std::popcount(static_cast<unsigned>(m));
+  }
+#endif
+  for (; i < slots; ++i) {
+    const bool served = ex[i] >= 0;
+    const auto keep = std::uint64_t{0} - static_cast<std::uint64_t>(served);
+    sp.sum += std::bit_cast<double>(std::bit_cast<std::uint64_t>(static_cast<double>(perf[i])) & keep);
+    sp.n += served;
+  }
+  return sp;
+}
+
 void LayerMetrics::add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster,
-                             const float* perf) {
+                             const ServedPerf& sp) {
   std::fill(table_.begin(), table_.end(), 0);
-  double psum = 0.0;
-  std::int64_t pn = 0;
+  const std::int32_t* ex = a.expert.data();
+  std::int64_t* table = table_.data();
+  const auto C = static_cast<std::size_t>(C_);
   for (int t = 0; t < a.tokens; ++t) {
-    std::int64_t* col = table_.data() + (cluster ? cluster[t] : 0);
+    std::int64_t* col = table + (cluster ? cluster[t] : 0);
     const std::size_t base = static_cast<std::size_t>(t) * a.width;
     for (int j = 0; j < a.width; ++j) {
-      const auto e = a.expert[base + j];
-      if (e < 0) continue;
-      ++col[static_cast<std::size_t>(e) * C_];
-      if (perf) psum += perf[base + j];
-      pn += perf != nullptr;
+      const auto e = ex[base + j];
+      if (e >= 0) ++col[static_cast<std::size_t>(e) * C];
     }
   }
-  close_batch(step, {a.routed, a.dropped, a.dropped_tokens, a.tokens}, psum, pn);
+  close_batch(step, {a.routed, a.dropped, a.dropped_tokens, a.tokens}, sp.sum, sp.n);
 }
 
 void LayerMetrics::add_loads(std::int64_t step, std::span<const std::int64_t> loads, const SlotCounts& n) {

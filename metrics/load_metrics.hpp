@@ -92,6 +92,15 @@ struct BatchStats {
   double drop_rate = 0, token_drop_rate = 0, dead = 0, mean_perf = 0, spec_norm = 0;
 };
 
+// Performance summed over a batch's served slots (expert >= 0), in slot order
+// from +0 in double, and their number: the gate's baseline and the metrics both
+// read it, so a step computes it once. perf: nullptr = none observed, {0, 0}.
+struct ServedPerf {
+  double sum = 0.0;
+  std::int64_t n = 0;
+};
+ServedPerf served_perf(const Assignment& a, const float* perf);
+
 // Streaming metrics of one layer over a run of known length.
 // Windows: early = steps [0, w), late = steps [S - w, S), w = min(metrics.window, S).
 // Steps are the 0-based indices of the batches added (a replay numbers its
@@ -102,7 +111,11 @@ class LayerMetrics {
 
   // One batch: counts per (expert, cluster) and performance of the served slots.
   // cluster: nullptr = one cluster; perf: nullptr = no performance observed.
-  void add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster, const float* perf);
+  void add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster, const float* perf) {
+    add_batch(step, a, cluster, served_perf(a, perf));
+  }
+  // The same with the served performance already summed.
+  void add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster, const ServedPerf& sp);
   // Slot counts of a batch known only by its per-expert loads (a training log).
   struct SlotCounts {
     std::int64_t routed = 0, dropped = 0, dropped_tokens = 0, tokens = 0;

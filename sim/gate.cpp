@@ -99,21 +99,12 @@ void Gate::aux_gradient(const Assignment& a) {
   for (Eigen::Index t = 0; t < T; ++t) grad_.row(t).array() *= ca * share_.array() + dot_[t];
 }
 
-void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf) {
+void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf, const ServedPerf& sp) {
   // The baseline tracks served performance even when frozen: reports plot it.
-  std::int64_t n = 0;
+  const std::int64_t n = sp.n;
   if (perf) {
-    double sum = 0.0;
-    const std::size_t slots = a.expert.size();
-    // Adding +0.0 for an empty slot leaves the sum's bits as they are (it never
-    // holds -0.0), and a select costs nothing when drops are unpredictable.
-    for (std::size_t i = 0; i < slots; ++i) {
-      const bool served = a.expert[i] >= 0;
-      sum += served ? static_cast<double>(perf[i]) : 0.0;
-      n += served;
-    }
     if (n > 0) {
-      const double m = sum / static_cast<double>(n);
+      const double m = sp.sum / static_cast<double>(n);
       baseline_ = has_baseline_ ? (1.0 - cfg_.baseline_rate) * baseline_ + cfg_.baseline_rate * m : m;
       has_baseline_ = true;
     }
@@ -125,16 +116,20 @@ void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf) 
   const RowMatrixXf& xin = input(x);
   if (aux) w_.noalias() -= static_cast<float>(cfg_.lr) * grad_.transpose() * xin;
   if (n == 0) return;
-  const int d = dim();
+  const int d = dim(), width = a.width;
   const double scale = cfg_.lr / static_cast<double>(a.tokens);
   const float b = static_cast<float>(baseline_);
+  // Locals: through the members, every store into W might have moved them.
+  const std::int32_t* ex = a.expert.data();
+  const float* X = xin.data();
+  float* W = w_.data();
   for (int t = 0; t < a.tokens; ++t) {
-    const float* xt = xin.data() + static_cast<std::size_t>(t) * d;
-    for (int j = 0; j < a.width; ++j) {
-      const std::size_t i = static_cast<std::size_t>(t) * a.width + j;
-      const auto e = a.expert[i];
+    const float* xt = X + static_cast<std::size_t>(t) * d;
+    for (int j = 0; j < width; ++j) {
+      const std::size_t i = static_cast<std::size_t>(t) * width + j;
+      const auto e = ex[i];
       if (e < 0) continue;
-      add_scaled(w_.data() + static_cast<std::size_t>(e) * d, xt, static_cast<float>(scale * (perf[i] - b)), d);
+      add_scaled(W + static_cast<std::size_t>(e) * d, xt, static_cast<float>(scale * (perf[i] - b)), d);
     }
   }
 }

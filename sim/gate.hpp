@@ -32,6 +32,7 @@
 
 #include "policies/rng.hpp"
 #include "policies/types.hpp"
+#include "metrics/load_metrics.hpp"
 #include "sim/config.hpp"
 #include "sim/matrix.hpp"
 #include "sim/random.hpp"
@@ -52,7 +53,9 @@ class Gate {
 
   // The online update above, on the batch forward() saw. perf: one value per slot
   // of a (read on served slots).
-  void update(const RowMatrixXf& x, const Assignment& a, const float* perf);
+  void update(const RowMatrixXf& x, const Assignment& a, const float* perf) { update(x, a, perf, served_perf(a, perf)); }
+  // The same with the served performance already summed (sp = served_perf(a, perf)).
+  void update(const RowMatrixXf& x, const Assignment& a, const float* perf, const ServedPerf& sp);
 
   const RowMatrixXf& weight() const { return w_; }
   double baseline() const { return baseline_; }

@@ -181,8 +181,9 @@ RunResult Simulator::run_synthetic(const RunHooks& hooks) const {
       L.perf.resize(a.expert.size());
       L.world.perform(a, batch.cluster.data(), L.perf.data());
       L.policy->observe(a, L.perf.data());
-      L.gate.update(batch.x, a, L.perf.data());
-      L.metrics.add_batch(step, a, batch.cluster.data(), L.perf.data());
+      const ServedPerf sp = served_perf(a, L.perf.data());
+      L.gate.update(batch.x, a, L.perf.data(), sp);
+      L.metrics.add_batch(step, a, batch.cluster.data(), sp);
       L.world.learn(L.metrics.batch_table().data(), T, c.k);
       if (!logged) continue;
       const double sat = router_saturation(L.gate.clean().data(), T, E);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "metrics/load_metrics.hpp"
@@ -169,4 +170,31 @@ TEST_CASE("layer metrics from logged loads (add_loads) equal those from the assi
   }
   CHECK(metric(b, "late_maxvio_batch") == Approx(1.0));
   CHECK(metric(b, "maxvio_batch") == Approx(0.75));
+}
+
+TEST_CASE("served_perf is the in-order double sum over served slots, whatever the dropped slots hold", "[metrics]") {
+  // 21 slots: two full blocks of 8 and a tail of 5; dropped slots hold NaN,
+  // infinity and large values that would show if they leaked into the sum.
+  Assignment a;
+  a.reset(21, 4, 1);
+  std::vector<float> perf(21);
+  double want = 0.0;
+  std::int64_t n = 0;
+  for (int i = 0; i < 21; ++i) {
+    const bool served = i % 3 != 1;
+    a.expert[static_cast<std::size_t>(i)] = served ? i % 4 : kNoExpert;
+    perf[static_cast<std::size_t>(i)] = served ? 1.0f / static_cast<float>(i + 1) + 1e7f * static_cast<float>(i % 2)
+                                               : (i % 2 ? NAN : (i % 5 ? INFINITY : 3e38f));
+    if (served) {
+      want += static_cast<double>(perf[static_cast<std::size_t>(i)]);
+      ++n;
+    }
+  }
+  const ServedPerf sp = served_perf(a, perf.data());
+  CHECK(sp.n == n);
+  CHECK(sp.n == 14);
+  CHECK(std::memcmp(&sp.sum, &want, sizeof want) == 0);
+  const ServedPerf none = served_perf(a, nullptr);
+  CHECK(none.n == 0);
+  CHECK(none.sum == 0.0);
 }
