@@ -251,18 +251,28 @@ ServedPerf served_perf(const Assignment& a, const float* perf) {
 
 void LayerMetrics::add_batch(std::int64_t step, const Assignment& a, const std::int32_t* cluster,
                              const ServedPerf& sp) {
-  std::fill(table_.begin(), table_.end(), 0);
+  // Four interleaved tables (slot i into table i mod 4), so a hot expert's
+  // increments do not wait on each other through memory; dropped slots go to a
+  // spare entry at the end, with no branch.
+  const std::size_t EC = table_.size();
+  part_.assign(4 * EC + 1, 0);
+  std::uint32_t* part = part_.data();
   const std::int32_t* ex = a.expert.data();
-  std::int64_t* table = table_.data();
   const auto C = static_cast<std::size_t>(C_);
+  const std::size_t width = static_cast<std::size_t>(a.width), spare = 4 * EC;
   for (int t = 0; t < a.tokens; ++t) {
-    std::int64_t* col = table + (cluster ? cluster[t] : 0);
-    const std::size_t base = static_cast<std::size_t>(t) * a.width;
-    for (int j = 0; j < a.width; ++j) {
+    const std::size_t c = cluster ? static_cast<std::size_t>(cluster[t]) : 0;
+    const std::size_t base = static_cast<std::size_t>(t) * width;
+    for (std::size_t j = 0; j < width; ++j) {
       const auto e = ex[base + j];
-      if (e >= 0) ++col[static_cast<std::size_t>(e) * C];
+      const std::size_t at = ((base + j) & 3) * EC + static_cast<std::size_t>(e) * C + c;
+      // A mask, not a select: GCC turns the select into a branch.
+      const std::size_t keep = std::size_t{0} - static_cast<std::size_t>(e >= 0);
+      ++part[(at & keep) | (spare & ~keep)];
     }
   }
+  for (std::size_t i = 0; i < EC; ++i)
+    table_[i] = static_cast<std::int64_t>(part[i]) + part[EC + i] + part[2 * EC + i] + part[3 * EC + i];
   close_batch(step, {a.routed, a.dropped, a.dropped_tokens, a.tokens}, sp.sum, sp.n);
 }
 

@@ -143,6 +143,7 @@ class LayerMetrics {
   std::int64_t window_, dead_window_, late_start_;
   std::int64_t step_ = -1;
   std::vector<std::int64_t> table_;
+  std::vector<std::uint32_t> part_;  // add_batch's interleaved counts
   std::vector<double> loads_, cum_, early_, late_base_, late_table_, index_;
   std::vector<std::int64_t> last_served_;
   std::int64_t routed_ = 0, dropped_ = 0, dropped_tokens_ = 0, tokens_ = 0;

@@ -123,13 +123,20 @@ void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf, 
   const std::int32_t* ex = a.expert.data();
   const float* X = xin.data();
   float* W = w_.data();
+  // Branch-free, as drops are unpredictable: a dropped slot adds 0 * x to a
+  // spare row that nothing reads (masks, not selects: GCC makes those branches).
+  spare_row_.assign(static_cast<std::size_t>(d), 0.0f);
+  const auto spare = reinterpret_cast<std::uintptr_t>(spare_row_.data());
   for (int t = 0; t < a.tokens; ++t) {
     const float* xt = X + static_cast<std::size_t>(t) * d;
     for (int j = 0; j < width; ++j) {
       const std::size_t i = static_cast<std::size_t>(t) * width + j;
       const auto e = ex[i];
-      if (e < 0) continue;
-      add_scaled(W + static_cast<std::size_t>(e) * d, xt, static_cast<float>(scale * (perf[i] - b)), d);
+      const std::uintptr_t keep = std::uintptr_t{0} - static_cast<std::uintptr_t>(e >= 0);
+      const auto row = reinterpret_cast<std::uintptr_t>(W + static_cast<std::size_t>(e & static_cast<std::int32_t>(keep)) * d);
+      const auto c = static_cast<float>(scale * (perf[i] - b));
+      const float ck = std::bit_cast<float>(std::bit_cast<std::uint32_t>(c) & static_cast<std::uint32_t>(keep));
+      add_scaled(reinterpret_cast<float*>((row & keep) | (spare & ~keep)), xt, ck, d);
     }
   }
 }

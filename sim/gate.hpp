@@ -74,6 +74,7 @@ class Gate {
   Rng noise_rng_, jitter_rng_;
   NormalFiller normals_;
   std::vector<float> product_scratch_;  // gate_logits' transposed W
+  std::vector<float> spare_row_;        // the reward step's target for dropped slots
   double baseline_ = 0.0;
   bool has_baseline_ = false;
 };

@@ -1,5 +1,6 @@
 #include "sim/world.hpp"
 
+#include <bit>
 #include <cmath>
 
 namespace moesim {
@@ -25,22 +26,32 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
   // Noise only for served slots, in slot order: the draw count never depends on the width.
   const bool noisy = cfg_.perf_noise > 0.0;
   if (noisy) {
-    noise_.resize(served);
+    noise_.resize(served + 1);
+    noise_[served] = 0.0f;
     normals_.fill(noise_rng_, noise_.data(), served, static_cast<float>(cfg_.perf_noise));
   }
+  // Locals: through the members, every store into perf might have moved them.
+  const std::int32_t* ex = a.expert.data();
+  const double* skill = s_.data();
+  const float* noise = noise_.data();
+  const float* scale = scale_.empty() ? nullptr : scale_.data();
+  const auto clusters = static_cast<std::size_t>(clusters_);
+  const int width = a.width;
+  // Branch-free: drops are unpredictable. A dropped slot reads expert 0's skill
+  // and the next noise value (one spare at the end) and keeps neither.
   std::size_t q = 0;
   for (int t = 0; t < a.tokens; ++t) {
-    const double* st = s_.data() + cluster[t];
-    for (int j = 0; j < a.width; ++j) {
-      const std::size_t i = static_cast<std::size_t>(t) * a.width + j;
-      const auto e = a.expert[i];
-      if (e < 0) {
-        perf[i] = 0.0f;
-        continue;
-      }
-      const float s = static_cast<float>(st[static_cast<std::size_t>(e) * clusters_]);
-      perf[i] = noisy ? s + noise_[q++] : s;
-      if (!scale_.empty()) perf[i] *= scale_[static_cast<std::size_t>(e)];
+    const double* st = skill + cluster[t];
+    for (int j = 0; j < width; ++j) {
+      const std::size_t i = static_cast<std::size_t>(t) * width + j;
+      const auto e = ex[i];
+      const bool kept = e >= 0;
+      const auto ue = static_cast<std::size_t>(kept ? e : 0);
+      float p = static_cast<float>(st[ue * clusters]);
+      if (noisy) p += noise[q];
+      q += kept;
+      if (scale) p *= scale[ue];
+      perf[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(p) & (0u - static_cast<std::uint32_t>(kept)));
     }
   }
 }
