@@ -1,5 +1,7 @@
 #include "metrics/load_metrics.hpp"
 
+#include "policies/fast_math.hpp"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -179,13 +181,21 @@ double rich_get_richer_corr(std::span<const double> early, std::span<const doubl
 
 double router_saturation(const float* logits, int tokens, int experts) {
   if (tokens <= 0 || experts <= 0) return 0.0;
-  // An owned, aligned row buffer: Eigen then vectorises the same elements every run.
-  Eigen::ArrayXf row(experts);
+  // The policies' fixed-order row max and exp sum (in double): the same bits on
+  // every build, 16 rows at a time where the width allows.
   double sum = 0.0;
-  for (int t = 0; t < tokens; ++t) {
-    row = Eigen::Map<const Eigen::ArrayXf>(logits + static_cast<std::size_t>(t) * experts, experts);
-    const float mx = row.maxCoeff();
-    sum += 1.0 / static_cast<double>((row - mx).exp().sum());
+  int t = 0;
+  if (experts % 16 == 0) {
+    float m[16];
+    double s[16];
+    for (; t + 16 <= tokens; t += 16) {
+      row_max_sum_exp16(logits + static_cast<std::size_t>(t) * experts, experts, m, s);
+      for (double v : s) sum += 1.0 / v;
+    }
+  }
+  for (; t < tokens; ++t) {
+    const float* z = logits + static_cast<std::size_t>(t) * experts;
+    sum += 1.0 / row_sum_exp(z, experts, row_max(z, experts));
   }
   return sum / tokens;
 }

@@ -63,6 +63,8 @@ double spearman(std::span<const double> a, std::span<const double> b);
 // a, b: early and late loads (any scale; converted to shares).
 double rich_get_richer_slope(std::span<const double> early, std::span<const double> late);
 double rich_get_richer_corr(std::span<const double> early, std::span<const double> late);
+// Mean over tokens of the largest softmax probability, 1 / sum_e exp(z_te - max_e z_te):
+// 1 for a router sure of one expert, 1/E for a flat one.
 double router_saturation(const float* logits, int tokens, int experts);
 int starved_experts(std::span<const double> loads);
 

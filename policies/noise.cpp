@@ -17,6 +17,9 @@ namespace moesim {
 
 namespace {
 
+// The step G between the keys of consecutive values (SplitMix64's golden gamma).
+constexpr std::uint64_t kSequenceStep = 0x9e3779b97f4a7c15ULL;
+
 // One 64-bit value to a pair of standard normals times scale (neg2s2 = -2 scale^2):
 // cos and sin of the angle, each times r.
 inline void normal_pair(std::uint64_t u, float neg2s2, float& cos_r, float& sin_r) {
@@ -46,8 +49,10 @@ inline void normal_pair(std::uint64_t u, float neg2s2, float& cos_r, float& sin_
 void NormalFiller::fill_split(std::uint64_t key, std::uint64_t first, float* cos_out, float* sin_out,
                               std::size_t pairs, float scale) {
   const float neg2s2 = -2.0f * scale * scale;
-  for (std::size_t i = 0; i < pairs; ++i)
-    normal_pair(mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL), neg2s2, cos_out[i], sin_out[i]);
+  // Value i is mix64(key + (first + i) G) (mod 2^64): stepped by adding G, which
+  // saves a 64-bit vector multiply (three micro-ops) per eight values.
+  std::uint64_t z = key + first * kSequenceStep;
+  for (std::size_t i = 0; i < pairs; ++i, z += kSequenceStep) normal_pair(mix64(z), neg2s2, cos_out[i], sin_out[i]);
 }
 
 void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std::size_t n, float scale) {
@@ -94,12 +99,13 @@ void fill_gumbel(std::uint64_t key, std::uint64_t first, float* out, std::size_t
   const float ns = -scale;
   // High and low halves of value i feed out[i] and out[h + i]: two plain
   // streams, no interleaving, so the loop stays a straight vector loop.
-  for (std::size_t i = 0; i < h; ++i) {
-    const std::uint64_t u = mix64(key + (first + i) * 0x9e3779b97f4a7c15ULL);
+  std::uint64_t z = key + first * kSequenceStep;
+  for (std::size_t i = 0; i < h; ++i, z += kSequenceStep) {
+    const std::uint64_t u = mix64(z);
     out[i] = gumbel_of(static_cast<std::uint32_t>(u >> 40), ns);
     out[h + i] = gumbel_of(static_cast<std::uint32_t>(u) >> 8, ns);
   }
-  if (n % 2) out[n - 1] = gumbel_of(static_cast<std::uint32_t>(mix64(key + (first + h) * 0x9e3779b97f4a7c15ULL) >> 40), ns);
+  if (n % 2) out[n - 1] = gumbel_of(static_cast<std::uint32_t>(mix64(key + (first + h) * kSequenceStep) >> 40), ns);
 }
 
 }  // namespace moesim
