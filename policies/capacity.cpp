@@ -138,14 +138,18 @@ void CapacityFilter::drop_by_position(bool choice_rank, Assignment& out) {
       }
     }
   }
-  // Pass 2: every request after its expert's cut is refused; a select, with no
-  // counter to carry from one request to the next.
+  // Pass 2: every request after its expert's cut is refused; a mask, with no
+  // counter to carry from one request to the next (GCC makes a select a branch,
+  // mispredicted wherever drops are).
+  static_assert(kNoExpert == -1, "the mask below writes all ones for a refused request");
+  const std::int64_t* cut = cut_.data();
   for (int j = 0; j < cols; ++j) {
     std::int32_t* col = ex + j;
     const auto base = static_cast<std::int64_t>(static_cast<std::size_t>(j) * len);
     for (std::size_t t = 0; t < len; ++t) {
       const std::int32_t e = col[t * stride];
-      col[t * stride] = base + static_cast<std::int64_t>(t) > cut_[static_cast<std::size_t>(e)] ? kNoExpert : e;
+      const std::int32_t refuse = -static_cast<std::int32_t>(base + static_cast<std::int64_t>(t) > cut[e]);
+      col[t * stride] = e | refuse;
     }
   }
   for (int e : overs) {
