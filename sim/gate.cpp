@@ -34,6 +34,40 @@ inline void add_scaled(float* w, const float* x, float c, int d) {
   for (; q < d; ++q) w[q] = std::fma(c, x[q], w[q]);
 }
 
+// The reward step's inputs, as plain pointers: through the members, every store
+// into W might have moved them.
+struct RewardRows {
+  const std::int32_t* ex;
+  const float* perf;
+  const float* x;
+  float* w;
+  float* spare;
+  int tokens, width;
+  double scale;
+  float baseline;
+};
+
+// W_e += scale * (r - b) * x_t for every slot in slot order; D > 0: d == D.
+// Branch-free, as drops are unpredictable: a dropped slot adds 0 * x to a spare
+// row that nothing reads (masks, not selects: GCC makes those branches).
+template <int D>
+void reward_rows(const RewardRows& r, int dyn_d) {
+  const int d = D > 0 ? D : dyn_d;
+  const auto spare = reinterpret_cast<std::uintptr_t>(r.spare);
+  for (int t = 0; t < r.tokens; ++t) {
+    const float* xt = r.x + static_cast<std::size_t>(t) * d;
+    for (int j = 0; j < r.width; ++j) {
+      const std::size_t i = static_cast<std::size_t>(t) * r.width + j;
+      const auto e = r.ex[i];
+      const std::uintptr_t keep = std::uintptr_t{0} - static_cast<std::uintptr_t>(e >= 0);
+      const auto row = reinterpret_cast<std::uintptr_t>(r.w + static_cast<std::size_t>(e & static_cast<std::int32_t>(keep)) * d);
+      const auto c = static_cast<float>(r.scale * (r.perf[i] - r.baseline));
+      const float ck = std::bit_cast<float>(std::bit_cast<std::uint32_t>(c) & static_cast<std::uint32_t>(keep));
+      add_scaled(reinterpret_cast<float*>((row & keep) | (spare & ~keep)), xt, ck, d);
+    }
+  }
+}
+
 }  // namespace
 
 Gate::Gate(const GateConfig& cfg, int experts, int dim, std::uint64_t seed)
@@ -118,26 +152,15 @@ void Gate::update(const RowMatrixXf& x, const Assignment& a, const float* perf, 
   if (n == 0) return;
   const int d = dim(), width = a.width;
   const double scale = cfg_.lr / static_cast<double>(a.tokens);
-  const float b = static_cast<float>(baseline_);
-  // Locals: through the members, every store into W might have moved them.
-  const std::int32_t* ex = a.expert.data();
-  const float* X = xin.data();
-  float* W = w_.data();
-  // Branch-free, as drops are unpredictable: a dropped slot adds 0 * x to a
-  // spare row that nothing reads (masks, not selects: GCC makes those branches).
   spare_row_.assign(static_cast<std::size_t>(d), 0.0f);
-  const auto spare = reinterpret_cast<std::uintptr_t>(spare_row_.data());
-  for (int t = 0; t < a.tokens; ++t) {
-    const float* xt = X + static_cast<std::size_t>(t) * d;
-    for (int j = 0; j < width; ++j) {
-      const std::size_t i = static_cast<std::size_t>(t) * width + j;
-      const auto e = ex[i];
-      const std::uintptr_t keep = std::uintptr_t{0} - static_cast<std::uintptr_t>(e >= 0);
-      const auto row = reinterpret_cast<std::uintptr_t>(W + static_cast<std::size_t>(e & static_cast<std::int32_t>(keep)) * d);
-      const auto c = static_cast<float>(scale * (perf[i] - b));
-      const float ck = std::bit_cast<float>(std::bit_cast<std::uint32_t>(c) & static_cast<std::uint32_t>(keep));
-      add_scaled(reinterpret_cast<float*>((row & keep) | (spare & ~keep)), xt, ck, d);
-    }
+  // The simulator's default widths get a loop with d known, so the row update unrolls.
+  const RewardRows r{a.expert.data(), perf, xin.data(), w_.data(), spare_row_.data(), a.tokens, width, scale,
+                     static_cast<float>(baseline_)};
+  switch (d) {
+    case 16: reward_rows<16>(r, d); break;
+    case 32: reward_rows<32>(r, d); break;
+    case 64: reward_rows<64>(r, d); break;
+    default: reward_rows<0>(r, d); break;
   }
 }
 
