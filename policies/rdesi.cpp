@@ -195,13 +195,20 @@ void RdesiPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
 
 void RdesiPolicy::do_observe(const Assignment& a, const float* perf) {
   const int E = experts();
-  std::vector<double> sum(static_cast<std::size_t>(E), 0.0), cnt(static_cast<std::size_t>(E), 0.0);
+  // One spare entry, E, takes the dropped slots: no branch on drops, which are
+  // unpredictable, and each expert's sum still runs in slot order.
+  std::vector<double> sum(static_cast<std::size_t>(E) + 1, 0.0), cnt(static_cast<std::size_t>(E) + 1, 0.0);
   if (perf) {
+    const std::int32_t* ex = a.expert.data();
+    double* s = sum.data();
+    double* c = cnt.data();
+    const auto spare = static_cast<std::uint32_t>(E);
     for (std::size_t i = 0; i < a.expert.size(); ++i) {
-      const auto e = a.expert[i];
-      if (e < 0) continue;
-      sum[e] += perf[i];
-      cnt[e] += 1.0;
+      const auto e = static_cast<std::uint32_t>(ex[i]);
+      const std::uint32_t keep = 0u - static_cast<std::uint32_t>(ex[i] >= 0);
+      const std::uint32_t at = (e & keep) | (spare & ~keep);
+      s[at] += perf[i];
+      c[at] += 1.0;
     }
   } else {
     for (int e = 0; e < E; ++e) cnt[e] = static_cast<double>(a.counts[e]);
