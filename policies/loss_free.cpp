@@ -44,9 +44,13 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     const int n = T - t0 < 16 ? T - t0 : 16;
     const float* zb = in.logits + static_cast<std::size_t>(t0) * E;
     bool finite = true;
-    for (int r = 0; r < n; ++r)
-      finite &= loss_free_scores(zb + static_cast<std::size_t>(r) * E, E, fbias_.data(), spec_.rule,
-                                 s_.data() + static_cast<std::size_t>(r) * E);
+    if (n == 16) {
+      finite = loss_free_scores16(zb, E, fbias_.data(), spec_.rule, s_.data());
+    } else {
+      for (int r = 0; r < n; ++r)
+        finite &= loss_free_scores(zb + static_cast<std::size_t>(r) * E, E, fbias_.data(), spec_.rule,
+                                   s_.data() + static_cast<std::size_t>(r) * E);
+    }
     // Refused before selection, with check_finite's own error (its first bad logit is in this block).
     if (!finite) check_finite(in.logits, T, E, name().c_str());
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
@@ -181,6 +185,34 @@ PolicyInfo loss_free_info() {
                   [](int E, int k, const Knobs& kn) { return std::make_unique<LossFreePolicy>(E, k, kn); }};
   info.presets = loss_free_presets();
   return info;
+}
+
+bool loss_free_scores16(const float* z, int E, const float* bias, WeightRule rule, float* out) {
+  const bool softmax = rule == WeightRule::SoftmaxSelected || rule == WeightRule::SoftmaxGather;
+  if (!softmax || E % 16 != 0) {
+    bool finite = true;
+    for (int r = 0; r < 16; ++r)
+      finite &= loss_free_scores(z + static_cast<std::size_t>(r) * E, E, bias, rule, out + static_cast<std::size_t>(r) * E);
+    return finite;
+  }
+  float m[16];
+  double s[16];
+  row_max_sum_exp16(z, E, m, s);
+  unsigned bad = 0;
+  for (int r = 0; r < 16; ++r) {
+    const float* zr = z + static_cast<std::size_t>(r) * E;
+    float* o = out + static_cast<std::size_t>(r) * E;
+    const auto inv = static_cast<float>(1.0 / s[r]);
+    for (int e = 0; e < E; e += 16) {
+      f32x16 v, b;
+      std::memcpy(&v, zr + e, sizeof v);
+      std::memcpy(&b, bias + e, sizeof b);
+      bad |= nonfinite_lanes(v);
+      const f32x16 x = exp_fast16(v - m[r]) * inv + b;
+      std::memcpy(o + e, &x, sizeof x);
+    }
+  }
+  return bad == 0;
 }
 
 }  // namespace moesim

@@ -284,3 +284,30 @@ TEST_CASE("loss_free_scores reports a NaN or infinite logit in the 16-lane body 
           CHECK_FALSE(moesim::loss_free_scores(z.data(), E, bias.data(), rule, out.data()));
         }
 }
+
+TEST_CASE("loss_free_scores16 equals loss_free_scores row by row bitwise, and flags a bad logit in any of its 16 rows") {
+  using moesim::WeightRule;
+  for (int E : {16, 64, 70})
+    for (auto rule : {WeightRule::SoftmaxSelected, WeightRule::SoftmaxGather, WeightRule::SigmoidGather,
+                      WeightRule::SqrtSoftplusGather}) {
+      CAPTURE(E, moesim::to_string(rule));
+      auto z = make_logits(16, E, 9, kContinuous);
+      for (int t = 0; t < 16; ++t) z[static_cast<std::size_t>(t) * E + static_cast<std::size_t>(t % E)] = 20.0f + t;
+      std::vector<float> bias(static_cast<std::size_t>(E));
+      for (int e = 0; e < E; ++e) bias[static_cast<std::size_t>(e)] = 0.02f * static_cast<float>((e * 5) % 13) - 0.1f;
+      std::vector<float> got(static_cast<std::size_t>(16) * E), want(got.size());
+      CHECK(moesim::loss_free_scores16(z.data(), E, bias.data(), rule, got.data()));
+      for (int t = 0; t < 16; ++t)
+        moesim::loss_free_scores(z.data() + static_cast<std::size_t>(t) * E, E, bias.data(), rule,
+                                 want.data() + static_cast<std::size_t>(t) * E);
+      int mismatches = 0;
+      for (std::size_t i = 0; i < got.size(); ++i)
+        mismatches += std::bit_cast<std::uint32_t>(got[i]) != std::bit_cast<std::uint32_t>(want[i]);
+      CHECK(mismatches == 0);
+      for (int row : {0, 9, 15}) {
+        auto bad = z;
+        bad[static_cast<std::size_t>(row) * E + static_cast<std::size_t>(E - 1)] = std::numeric_limits<float>::quiet_NaN();
+        CHECK_FALSE(moesim::loss_free_scores16(bad.data(), E, bias.data(), rule, got.data()));
+      }
+    }
+}
