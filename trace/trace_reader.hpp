@@ -48,13 +48,10 @@ class TraceReader {
   void open_folder(const std::string& dir, const std::vector<int>& layers);
   void open_plain(const std::string& file, const std::string& tokens);
   const TraceEntry& entry(int layer, long step, const std::string& kind) const;
-  // The entry's file read into buf_, checked against the manifest's shape and
+  // The entry's file, mapped, checked against the manifest's shape and
   // converted into out (float or int64); every Error names the file.
   template <class T>
   void read(const TraceEntry& e, std::vector<T>& out) const;
-  // Reused across steps (one read, no allocation per step): a reader serves one
-  // thread; every run opens its own.
-  mutable std::string buf_;
 
   std::string dir_;
   std::vector<TraceEntry> entries_;

@@ -76,3 +76,23 @@ TEST_CASE("DirLock: a second holder of one folder is refused with the caller's w
   CHECK_THROWS_WITH(DirLock(d.p.string(), "another sweep is writing into this folder"),
                     Catch::EndsWith(": another sweep is writing into this folder"));
 }
+
+TEST_CASE("MappedFile: the file's bytes as written, empty for an empty file, errors name the path") {
+  Dir d;
+  const std::string f = (d.p / "m.bin").string();
+  std::string content(70000, '\0');  // more than a page, with every byte value
+  for (std::size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 131) % 256);
+  write_file_atomic(f, content);
+  {
+    const MappedFile m(f);
+    CHECK(m.bytes() == content);
+    // A rename over the path (how every moesim file is replaced) leaves the mapping whole.
+    write_file_atomic(f, "new");
+    CHECK(m.bytes() == content);
+  }
+  CHECK(MappedFile(f).bytes() == "new");
+  write_file_atomic(f, "");
+  CHECK(MappedFile(f).bytes().empty());
+  CHECK_THROWS_WITH(MappedFile((d.p / "none.bin").string()), Catch::Contains("none.bin") && Catch::Contains("cannot read"));
+  CHECK_THROWS_WITH(MappedFile(d.p.string()), Catch::Contains("is a folder"));
+}
