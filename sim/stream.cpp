@@ -93,18 +93,30 @@ void TokenStream::next(int T, TokenBatch& out) {
   if (out.x.rows() != T || out.x.cols() != d) out.x.resize(T, d);
   const bool hot = cfg_.hot_fraction > 0.0;
   const std::int32_t hot_cluster = static_cast<std::int32_t>(cfg_.hot_token / V);
+  // The generators as locals, so their state stays in registers: as members,
+  // every int64 store of a token id might have changed them (same type family),
+  // and each draw went through memory.
+  Rng cluster_rng = cluster_rng_, token_rng = token_rng_, hot_rng = hot_rng_;
+  std::int32_t* cluster = out.cluster.data();
+  std::int64_t* token = out.token.data();
+  std::uint8_t* hot_flag = hot_flag_.data();
+  const double hot_fraction = cfg_.hot_fraction;
+  const std::int64_t hot_token = cfg_.hot_token;
   for (int t = 0; t < T; ++t) {
     // Every stream is drawn for every token, so a feature never shifts another's draws.
-    auto c = static_cast<std::int32_t>(cluster_alias_.sample(cluster_rng_));
-    std::int64_t id = static_cast<std::int64_t>(c) * V + token_alias_.sample(token_rng_);
-    if (hot && hot_rng_.uniform() < cfg_.hot_fraction) {
+    auto c = static_cast<std::int32_t>(cluster_alias_.sample(cluster_rng));
+    std::int64_t id = static_cast<std::int64_t>(c) * V + token_alias_.sample(token_rng);
+    if (hot && hot_rng.uniform() < hot_fraction) {
       c = hot_cluster;
-      id = cfg_.hot_token;
-      hot_flag_[t] = 1;
+      id = hot_token;
+      hot_flag[t] = 1;
     }
-    out.cluster[t] = c;
-    out.token[t] = id;
+    cluster[t] = c;
+    token[t] = id;
   }
+  cluster_rng_ = cluster_rng;
+  token_rng_ = token_rng;
+  hot_rng_ = hot_rng;
   float* x = out.x.data();
   const auto n = static_cast<std::size_t>(T) * d;
   if (cfg_.noise > 0.0 && T % 2 == 0) {
