@@ -1,15 +1,14 @@
-// moesim select: seed 004's data-selection pipeline, one subcommand per stage.
+// moesim select: seed 004's data-selection pipeline, one subcommand per stage
+// (in the LibTorch plugin, cli/torch/plugin.cpp).
 #include <cstdio>
 #include <string>
 
-#include "cli/commands.hpp"
+#include "cli/torch/plugin.hpp"
 #include "common/args.hpp"
 #include "common/error.hpp"
-#if MOESIM_HAVE_TORCH
 #include "selection/config.hpp"
 #include "selection/report.hpp"
 #include "selection/stages.hpp"
-#endif
 
 namespace moesim::cli {
 
@@ -49,8 +48,7 @@ const char* kUsage =
 
 }  // namespace
 
-#if MOESIM_HAVE_TORCH
-int cmd_select(const std::vector<std::string>& args) {
+int select_command(const std::vector<std::string>& args) {
   using namespace moesim::selection;
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::printf("%s", kUsage);
@@ -90,10 +88,5 @@ int cmd_select(const std::vector<std::string>& args) {
   fn(cfg, stderr);
   return 0;
 }
-#else
-int cmd_select(const std::vector<std::string>&) {
-  throw Error("select: moesim was built without LibTorch (install libtorch-dev via scripts/setup.sh and rebuild)");
-}
-#endif
 
 }  // namespace moesim::cli
