@@ -1,17 +1,17 @@
 #include "metrics/load_metrics.hpp"
 
-#include "policies/fast_math.hpp"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
 #include <Eigen/Core>
 #include <algorithm>
 #include <bit>
 #include <cmath>
 #include <limits>
 #include <numeric>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#include "policies/fast_math.hpp"
 
 namespace moesim {
 

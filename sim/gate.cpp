@@ -1,7 +1,5 @@
 #include "sim/gate.hpp"
 
-#include "sim/product.hpp"
-
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -9,6 +7,8 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+#include "sim/product.hpp"
 
 namespace moesim {
 
