@@ -43,14 +43,7 @@ void LossFreePolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   for (int t0 = 0; t0 < T; t0 += 16) {
     const int n = T - t0 < 16 ? T - t0 : 16;
     const float* zb = in.logits + static_cast<std::size_t>(t0) * E;
-    bool finite = true;
-    if (n == 16) {
-      finite = loss_free_scores16(zb, E, fbias_.data(), spec_.rule, s_.data());
-    } else {
-      for (int r = 0; r < n; ++r)
-        finite &= loss_free_scores(zb + static_cast<std::size_t>(r) * E, E, fbias_.data(), spec_.rule,
-                                   s_.data() + static_cast<std::size_t>(r) * E);
-    }
+    const bool finite = loss_free_scores_rows(zb, n, E, fbias_.data(), spec_.rule, s_.data());
     // Refused before selection, with check_finite's own error (its first bad logit is in this block).
     if (!finite) check_finite(in.logits, T, E, name().c_str());
     std::int32_t* idx0 = out.expert.data() + static_cast<std::size_t>(t0) * k;
@@ -79,6 +72,24 @@ inline unsigned nonfinite_lanes(f32x16 v) {
 #endif
 }
 
+// Softmax scores of one row, exp(z - m) * inv + b, with the row's max m and
+// inverse exp sum given; returns the body's non-finite lanes (the tail's are
+// the caller's).
+unsigned softmax_scores(const float* z, int E, float m, float inv, const float* bias, float* out) {
+  const int body = E - E % 16;
+  unsigned bad = 0;
+  for (int e = 0; e < body; e += 16) {
+    f32x16 v, b;
+    std::memcpy(&v, z + e, sizeof v);
+    std::memcpy(&b, bias + e, sizeof b);
+    bad |= nonfinite_lanes(v);
+    const f32x16 r = exp_fast16(v - m) * inv + b;
+    std::memcpy(out + e, &r, sizeof r);
+  }
+  for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
+  return bad;
+}
+
 }  // namespace
 
 bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule, float* out) {
@@ -102,16 +113,7 @@ bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule,
     }
   } else {
     const float m = row_max(z, E);
-    const auto inv = static_cast<float>(1.0 / row_sum_exp(z, E, m));
-    for (int e = 0; e < body; e += 16) {
-      f32x16 v, b;
-      std::memcpy(&v, z + e, sizeof v);
-      std::memcpy(&b, bias + e, sizeof b);
-      bad |= nonfinite_lanes(v);
-      const f32x16 r = exp_fast16(v - m) * inv + b;
-      std::memcpy(out + e, &r, sizeof r);
-    }
-    for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
+    bad |= softmax_scores(z, E, m, static_cast<float>(1.0 / row_sum_exp(z, E, m)), bias, out);
   }
   return bad == 0;
 }
@@ -187,11 +189,11 @@ PolicyInfo loss_free_info() {
   return info;
 }
 
-bool loss_free_scores16(const float* z, int E, const float* bias, WeightRule rule, float* out) {
+bool loss_free_scores_rows(const float* z, int rows, int E, const float* bias, WeightRule rule, float* out) {
   const bool softmax = rule == WeightRule::SoftmaxSelected || rule == WeightRule::SoftmaxGather;
-  if (!softmax || E % 16 != 0) {
+  if (rows != 16 || !softmax || E % 16 != 0) {
     bool finite = true;
-    for (int r = 0; r < 16; ++r)
+    for (int r = 0; r < rows; ++r)
       finite &= loss_free_scores(z + static_cast<std::size_t>(r) * E, E, bias, rule, out + static_cast<std::size_t>(r) * E);
     return finite;
   }
@@ -199,19 +201,9 @@ bool loss_free_scores16(const float* z, int E, const float* bias, WeightRule rul
   double s[16];
   row_max_sum_exp16(z, E, m, s);
   unsigned bad = 0;
-  for (int r = 0; r < 16; ++r) {
-    const float* zr = z + static_cast<std::size_t>(r) * E;
-    float* o = out + static_cast<std::size_t>(r) * E;
-    const auto inv = static_cast<float>(1.0 / s[r]);
-    for (int e = 0; e < E; e += 16) {
-      f32x16 v, b;
-      std::memcpy(&v, zr + e, sizeof v);
-      std::memcpy(&b, bias + e, sizeof b);
-      bad |= nonfinite_lanes(v);
-      const f32x16 x = exp_fast16(v - m[r]) * inv + b;
-      std::memcpy(o + e, &x, sizeof x);
-    }
-  }
+  for (int r = 0; r < 16; ++r)
+    bad |= softmax_scores(z + static_cast<std::size_t>(r) * E, E, m[r], static_cast<float>(1.0 / s[r]), bias,
+                          out + static_cast<std::size_t>(r) * E);
   return bad == 0;
 }
 

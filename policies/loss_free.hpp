@@ -55,9 +55,10 @@ PolicyInfo loss_free_info();
 // as the scalar formula, so the same bits (tests compare them). Returns whether
 // every z was finite.
 bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule, float* out);
-// loss_free_scores of 16 consecutive rows (z and out of stride E), bitwise: with
-// a softmax rule and E a multiple of 16 the rows' max and exp-sum folds run once
-// for all 16 (row_max_sum_exp16) instead of one latency-bound fold per row.
-bool loss_free_scores16(const float* z, int E, const float* bias, WeightRule rule, float* out);
+// loss_free_scores of `rows` (at most 16) consecutive rows, z and out of stride
+// E, bitwise: for a full block of 16 with a softmax rule and E a multiple of 16
+// the rows' max and exp-sum folds run once for all 16 (row_max_sum_exp16)
+// instead of one latency-bound fold per row.
+bool loss_free_scores_rows(const float* z, int rows, int E, const float* bias, WeightRule rule, float* out);
 
 }  // namespace moesim

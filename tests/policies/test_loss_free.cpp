@@ -285,7 +285,7 @@ TEST_CASE("loss_free_scores reports a NaN or infinite logit in the 16-lane body 
         }
 }
 
-TEST_CASE("loss_free_scores16 equals loss_free_scores row by row bitwise, and flags a bad logit in any of its 16 rows") {
+TEST_CASE("loss_free_scores_rows equals loss_free_scores row by row bitwise, and flags a bad logit in any of its 16 rows") {
   using moesim::WeightRule;
   for (int E : {16, 64, 70})
     for (auto rule : {WeightRule::SoftmaxSelected, WeightRule::SoftmaxGather, WeightRule::SigmoidGather,
@@ -296,7 +296,7 @@ TEST_CASE("loss_free_scores16 equals loss_free_scores row by row bitwise, and fl
       std::vector<float> bias(static_cast<std::size_t>(E));
       for (int e = 0; e < E; ++e) bias[static_cast<std::size_t>(e)] = 0.02f * static_cast<float>((e * 5) % 13) - 0.1f;
       std::vector<float> got(static_cast<std::size_t>(16) * E), want(got.size());
-      CHECK(moesim::loss_free_scores16(z.data(), E, bias.data(), rule, got.data()));
+      CHECK(moesim::loss_free_scores_rows(z.data(), 16, E, bias.data(), rule, got.data()));
       for (int t = 0; t < 16; ++t)
         moesim::loss_free_scores(z.data() + static_cast<std::size_t>(t) * E, E, bias.data(), rule,
                                  want.data() + static_cast<std::size_t>(t) * E);
@@ -307,7 +307,7 @@ TEST_CASE("loss_free_scores16 equals loss_free_scores row by row bitwise, and fl
       for (int row : {0, 9, 15}) {
         auto bad = z;
         bad[static_cast<std::size_t>(row) * E + static_cast<std::size_t>(E - 1)] = std::numeric_limits<float>::quiet_NaN();
-        CHECK_FALSE(moesim::loss_free_scores16(bad.data(), E, bias.data(), rule, got.data()));
+        CHECK_FALSE(moesim::loss_free_scores_rows(bad.data(), 16, E, bias.data(), rule, got.data()));
       }
     }
 }
