@@ -20,6 +20,12 @@
 
 namespace moesim {
 
+using f32x16 = float __attribute__((vector_size(64)));
+using i32x16 = std::int32_t __attribute__((vector_size(64)));
+using f64x8 = double __attribute__((vector_size(64)));
+using f32x8 = float __attribute__((vector_size(32)));
+using f64x4 = double __attribute__((vector_size(32)));
+
 // Cephes expf: n = round(x / ln2), r = x - n ln2 (in two parts, so the reduction
 // stays exact), exp(x) = 2^n * (1 + r + r^2 p(r)); 0 below -87.34 (where float
 // exp turns subnormal), 2^127-ish above 88. One template for the scalar
@@ -37,6 +43,20 @@ inline F exp_fast_t(F x) {
   const F tiny = F{} - 87.33655f;                // below: 0, as the float exp underflows (subnormals flushed)
   const F zero{};
   auto under = x < tiny;
+#if defined(__AVX512F__)
+  // 16 lanes: the clamps as vmaxps/vminps, which keep x for NaN exactly as the
+  // compares below do (max(lo, x) = lo > x ? lo : x), and the underflow as a
+  // mask register; the bitwise selects cost GCC two and three instructions.
+  constexpr bool kZmm = std::is_same_v<F, f32x16>;
+  [[maybe_unused]] __mmask16 under_k = 0;
+  if constexpr (kZmm) {
+    const __m512 v = reinterpret_cast<__m512>(x);
+    under_k = _mm512_cmp_ps_mask(v, _mm512_set1_ps(-87.33655f), _CMP_LT_OQ);
+    __m512 c = _mm512_max_ps(_mm512_set1_ps(-87.0f), v);
+    if constexpr (!kCapped) c = _mm512_min_ps(_mm512_set1_ps(88.0f), c);
+    x = reinterpret_cast<F>(c);
+  } else
+#endif
   if constexpr (std::is_same_v<F, float>) {
     x = x < lo ? lo : x;
     if constexpr (!kCapped) x = x > hi ? hi : x;
@@ -57,6 +77,11 @@ inline F exp_fast_t(F x) {
   // float-to-int conversion for every clamped x, and no undefined behaviour for
   // NaN, whose garbage exponent only multiplies a NaN y.
   const I ni = std::bit_cast<I>(t) - std::bit_cast<I>(zero + 12582912.0f);
+#if defined(__AVX512F__)
+  if constexpr (kZmm)
+    return reinterpret_cast<F>(_mm512_maskz_mul_ps(static_cast<__mmask16>(~under_k), reinterpret_cast<__m512>(y),
+                                                   reinterpret_cast<__m512>(static_cast<I>((ni + 127) << 23))));
+#endif
   const F r2 = y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
   if constexpr (std::is_same_v<F, float>)
     return under ? zero : r2;
@@ -64,11 +89,6 @@ inline F exp_fast_t(F x) {
     return select(under, zero, r2);
 }
 
-using f32x16 = float __attribute__((vector_size(64)));
-using i32x16 = std::int32_t __attribute__((vector_size(64)));
-using f64x8 = double __attribute__((vector_size(64)));
-using f32x8 = float __attribute__((vector_size(32)));
-using f64x4 = double __attribute__((vector_size(32)));
 
 inline float exp_fast(float x) { return exp_fast_t<float, std::int32_t>(x); }
 
@@ -245,35 +265,17 @@ inline double row_sum_exp(const float* z, int n, float m) {
   return s;
 }
 
-// row_max and row_sum_exp of 16 consecutive rows of width n (a multiple of 16),
-// bitwise: m[r] = row_max(z + r n, n), s[r] = row_sum_exp(z + r n, n, m[r]).
-// Why: each row ends in a fold across its lanes, 15 dependent selects for the
-// max and a tree of adds for the sum; here the 16 rows' lane vectors are
-// transposed in registers so every fold runs once, a row per lane, in the same
-// order (where 16-lane gathers from a stack copy cost a third more).
-inline void row_max_sum_exp16(const float* z, int n, float* m, double* s) {
+// row_sum_exp of 16 consecutive rows of width n (a multiple of 16) given each
+// row's maximum, bitwise: s[r] = row_sum_exp(z + r n, n, m[r]). Why: each row's
+// sum ends in a tree of adds across its lanes; here the 16 rows' lane sums are
+// transposed in registers so the tree runs once, a row per lane, in the same
+// order, and the exp's constants stay in registers across the rows.
+inline void row_sum_exp16(const float* z, int n, const float* m, double* s) {
 #if defined(__AVX512F__)
-  __m512 lanes[16];  // each row's 16-lane max, then transposed: lanes[l] = lane l of every row
-  for (int r = 0; r < 16; ++r) {
-    const float* zr = z + static_cast<std::size_t>(r) * n;
-    __m512 v = _mm512_loadu_ps(zr);
-    for (int e = 16; e < n; e += 16) {
-      const __m512 w = _mm512_loadu_ps(zr + e);
-      v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(w, v, _CMP_GT_OQ), w);  // row_extreme: take w where w > v
-    }
-    lanes[r] = v;
-  }
-  simd::transpose16(lanes);
-  // row_extreme's fold from r = z[0]: lane 0 never holds less than z[0] and
-  // only moves on a strict >, so its first step yields lane 0's bits exactly.
-  __m512 mx = lanes[0];
-  for (int l = 1; l < 16; ++l) mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(lanes[l], mx, _CMP_GT_OQ), lanes[l]);
-  _mm512_storeu_ps(m, mx);
   __m512d sums[16];  // each row's lo + hi of row_sum_exp
   for (int r = 0; r < 16; ++r) {
     const float* zr = z + static_cast<std::size_t>(r) * n;
-    f32x16 mr;
-    for (int l = 0; l < 16; ++l) mr[l] = m[r];
+    const float mr = m[r];  // a scalar operand is one broadcast (a lane loop was 16 masked ones)
     f64x8 lo = {}, hi = {};
     for (int e = 0; e < n; e += 16) {
       f32x16 v;
@@ -293,12 +295,38 @@ inline void row_max_sum_exp16(const float* z, int n, float* m, double* s) {
     _mm512_storeu_pd(s + 8 * half, _mm512_add_pd(_mm512_add_pd(q0, q2), _mm512_add_pd(q1, q3)));
   }
 #else
+  for (int r = 0; r < 16; ++r) s[r] = row_sum_exp(z + static_cast<std::size_t>(r) * n, n, m[r]);
+#endif
+}
+
+// row_max and row_sum_exp of 16 consecutive rows of width n (a multiple of 16),
+// bitwise: m[r] = row_max(z + r n, n), s[r] = row_sum_exp(z + r n, n, m[r]).
+// Why: each row's max ends in 15 dependent selects across its lanes; here the
+// 16 rows' lane vectors are transposed in registers so the fold runs once, a
+// row per lane, in the same order (where 16-lane gathers from a stack copy
+// cost a third more).
+inline void row_max_sum_exp16(const float* z, int n, float* m, double* s) {
+#if defined(__AVX512F__)
+  __m512 lanes[16];  // each row's 16-lane max, then transposed: lanes[l] = lane l of every row
   for (int r = 0; r < 16; ++r) {
     const float* zr = z + static_cast<std::size_t>(r) * n;
-    m[r] = row_max(zr, n);
-    s[r] = row_sum_exp(zr, n, m[r]);
+    __m512 v = _mm512_loadu_ps(zr);
+    for (int e = 16; e < n; e += 16) {
+      const __m512 w = _mm512_loadu_ps(zr + e);
+      v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(w, v, _CMP_GT_OQ), w);  // row_extreme: take w where w > v
+    }
+    lanes[r] = v;
   }
+  simd::transpose16(lanes);
+  // row_extreme's fold from r = z[0]: lane 0 never holds less than z[0] and
+  // only moves on a strict >, so its first step yields lane 0's bits exactly.
+  __m512 mx = lanes[0];
+  for (int l = 1; l < 16; ++l) mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(lanes[l], mx, _CMP_GT_OQ), lanes[l]);
+  _mm512_storeu_ps(m, mx);
+#else
+  for (int r = 0; r < 16; ++r) m[r] = row_max(z + static_cast<std::size_t>(r) * n, n);
 #endif
+  row_sum_exp16(z, n, m, s);
 }
 
 // The same sum with the tail padded to a full 16 lanes (padding adds exact

@@ -208,3 +208,24 @@ TEST_CASE("row_max_sum_exp16 equals row_max and row_sum_exp row by row, bitwise,
     }
   }
 }
+
+TEST_CASE("row_sum_exp16 equals row_sum_exp row by row, bitwise, for any given maxima (row max or above)") {
+  moesim::Rng rng(12);
+  for (int n : {16, 48, 64}) {
+    for (int trial = 0; trial < 12; ++trial) {
+      std::vector<float> z(static_cast<std::size_t>(16) * n);
+      for (auto& v : z) v = static_cast<float>((trial % 2 ? 40.0 : 2.0) * rng.normal());
+      float m[16];
+      for (int r = 0; r < 16; ++r) {  // the row's max, or a shift above it (down to underflow)
+        const float mx = moesim::row_max(z.data() + static_cast<std::size_t>(r) * n, n);
+        m[r] = r % 3 == 0 ? mx : mx + static_cast<float>(r) * (trial % 2 ? 9.0f : 0.5f);
+      }
+      double s[16];
+      moesim::row_sum_exp16(z.data(), n, m, s);
+      for (int r = 0; r < 16; ++r) {
+        const double want = moesim::row_sum_exp(z.data() + static_cast<std::size_t>(r) * n, n, m[r]);
+        CHECK(std::bit_cast<std::uint64_t>(s[r]) == std::bit_cast<std::uint64_t>(want));
+      }
+    }
+  }
+}
