@@ -158,6 +158,14 @@ const bool registered = [] {
   sizes(benchmark::RegisterBenchmark("route+observe/balanced (solver=auction)", BM_Policy, std::string("balanced"),
                                      KnobMap{{"solver", "auction"}}),
         false);
+  // Group-limited top-k as DeepSeek-V3 routes (8 groups, 4 kept at k = 8; at k = 2 both groups of the pair).
+  for (int k : {2, 8})
+    benchmark::RegisterBenchmark("route+observe/topk (n_groups=8)", BM_Policy, std::string("topk"),
+                                 KnobMap{{"n_groups", "8"}, {"topk_groups", k == 2 ? "2" : "4"}})
+        ->Args({64, k})
+        ->Args({256, k})
+        ->ArgNames({"E", "k"})
+        ->Unit(benchmark::kMillisecond);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/topk", BM_NaiveSort, false), false);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/rdesi", BM_NaiveSort, true), false);
   return true;

@@ -149,19 +149,17 @@ inline void topk_lanes(const float* z, const float* b, int n, std::int32_t* idx,
 // v[j] takes min(v[j-1], x) where gt[j]: v[j-1] where x beat it, else x.
 // Finiteness: x * 0 + acc turns NaN for good once any x is NaN or infinite (two
 // accumulators, so the chain stays shorter than the block's work).
+// A sorted top-K per lane, 16 rows at once, fed one expert at a time (the
+// network described above); store() writes row r's K best as topk_row does and
+// returns the rows whose K-th best is -inf.
 template <int K>
-inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx, float* val, unsigned* short_rows) {
-  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  const __m512 zero = _mm512_setzero_ps();
+struct LaneTopK {
   __m512 v[K];
   __m512i vi[K];
-  for (int j = 0; j < K; ++j) v[j] = ninf, vi[j] = _mm512_set1_epi32(-1);
-  __m512 col[16];
-  __m512 fin[2] = {zero, zero};
-  // xi: the expert's index in every lane, kept as a vector (a broadcast from a
-  // general register per expert cost two moves more).
-  auto insert = [&](__m512 x, std::size_t e, __m512i xi) __attribute__((always_inline)) {
-    if (b) x = _mm512_add_ps(x, _mm512_set1_ps(b[e]));
+  LaneTopK() {
+    for (int j = 0; j < K; ++j) v[j] = _mm512_set1_ps(-std::numeric_limits<float>::infinity()), vi[j] = _mm512_set1_epi32(-1);
+  }
+  __attribute__((always_inline)) void insert(__m512 x, __m512i xi) {
     __mmask16 gt[K];
     for (int j = 0; j < K; ++j) gt[j] = _mm512_cmp_ps_mask(x, v[j], _CMP_GT_OQ);
     for (int j = K - 1; j > 0; --j) {
@@ -170,6 +168,47 @@ inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx
     }
     v[0] = _mm512_mask_max_ps(v[0], kAll, x, v[0]);
     vi[0] = _mm512_mask_mov_epi32(vi[0], gt[0], xi);
+  }
+  unsigned store(std::int32_t* idx, float* val) const {
+    if constexpr (K == 1) {
+      _mm512_storeu_ps(val, v[0]);
+      _mm512_storeu_si512(idx, vi[0]);
+    } else if constexpr (K == 2) {  // rows interleaved by two permutes per output
+      const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+      const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+      _mm512_storeu_ps(val, _mm512_permutex2var_ps(v[0], lo, v[1]));
+      _mm512_storeu_ps(val + 16, _mm512_permutex2var_ps(v[0], hi, v[1]));
+      _mm512_storeu_si512(idx, _mm512_permutex2var_epi32(vi[0], lo, vi[1]));
+      _mm512_storeu_si512(idx + 16, _mm512_permutex2var_epi32(vi[0], hi, vi[1]));
+    } else {
+      alignas(64) float fv[K][16];
+      alignas(64) std::int32_t iv[K][16];
+      for (int j = 0; j < K; ++j) {
+        _mm512_store_ps(fv[j], v[j]);
+        _mm512_store_si512(iv[j], vi[j]);
+      }
+      for (int r = 0; r < 16; ++r)
+        for (int j = 0; j < K; ++j) {
+          idx[r * K + j] = iv[j][r];
+          val[r * K + j] = fv[j][r];
+        }
+    }
+    return _mm512_cmp_ps_mask(v[K - 1], _mm512_set1_ps(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ);
+  }
+};
+
+template <int K>
+inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx, float* val, unsigned* short_rows) {
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 zero = _mm512_setzero_ps();
+  LaneTopK<K> best;
+  __m512 col[16];
+  __m512 fin[2] = {zero, zero};
+  // xi: the expert's index in every lane, kept as a vector (a broadcast from a
+  // general register per expert cost two moves more).
+  auto insert = [&](__m512 x, std::size_t e, __m512i xi) __attribute__((always_inline)) {
+    if (b) x = _mm512_add_ps(x, _mm512_set1_ps(b[e]));
+    best.insert(x, xi);
   };
   const __m512i one = _mm512_set1_epi32(1);
   // Long rows (E = 256: 16 streams 1 KiB apart) outran the hardware prefetch:
@@ -193,32 +232,114 @@ inline bool topk_rows16(const float* z, const float* b, int n, std::int32_t* idx
       for (int c = 0; c < n - e0; ++c, xi = vadd_i(xi, one)) insert(col[c], ue0 + c, xi);
     }
   }
-  if constexpr (K == 1) {
-    _mm512_storeu_ps(val, v[0]);
-    _mm512_storeu_si512(idx, vi[0]);
-  } else if constexpr (K == 2) {  // rows interleaved by two permutes per output
-    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    _mm512_storeu_ps(val, _mm512_permutex2var_ps(v[0], lo, v[1]));
-    _mm512_storeu_ps(val + 16, _mm512_permutex2var_ps(v[0], hi, v[1]));
-    _mm512_storeu_si512(idx, _mm512_permutex2var_epi32(vi[0], lo, vi[1]));
-    _mm512_storeu_si512(idx + 16, _mm512_permutex2var_epi32(vi[0], hi, vi[1]));
-  } else {
-    alignas(64) float fv[K][16];
-    alignas(64) std::int32_t iv[K][16];
-    for (int j = 0; j < K; ++j) {
-      _mm512_store_ps(fv[j], v[j]);
-      _mm512_store_si512(iv[j], vi[j]);
-    }
-    for (int r = 0; r < 16; ++r)
-      for (int j = 0; j < K; ++j) {
-        idx[r * K + j] = iv[j][r];
-        val[r * K + j] = fv[j][r];
-      }
-  }
-  *short_rows = _mm512_cmp_ps_mask(v[K - 1], ninf, _CMP_EQ_OQ);
+  *short_rows = best.store(idx, val);
   const __m512 f = _mm512_add_ps(fin[0], fin[1]);
   return _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) == 0;
+}
+
+// topk_rows16 on columns already transposed (cols[e * 16 + r]: expert e of row
+// r), where lane r reads expert e only if bit r of kept[e / gs] is set (-inf
+// otherwise): bitwise topk_rows16 on rows with the unkept groups at -inf.
+template <int K>
+inline unsigned topk_cols16(const float* cols, int n, int gs, const __mmask16* kept, std::int32_t* idx, float* val) {
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512i one = _mm512_set1_epi32(1);
+  LaneTopK<K> best;
+  __m512i xi = _mm512_setzero_si512();
+  for (int g = 0, e = 0; e < n; ++g)
+    for (int c = 0; c < gs; ++c, ++e, xi = vadd_i(xi, one))
+      best.insert(_mm512_mask_loadu_ps(ninf, kept[g], cols + static_cast<std::size_t>(e) * 16), xi);
+  return best.store(idx, val);
+}
+
+inline unsigned topk_cols_dispatch(const float* cols, int n, int gs, const __mmask16* kept, int k, std::int32_t* idx,
+                                   float* val) {
+  switch (k) {
+    case 1: return topk_cols16<1>(cols, n, gs, kept, idx, val);
+    case 2: return topk_cols16<2>(cols, n, gs, kept, idx, val);
+    case 3: return topk_cols16<3>(cols, n, gs, kept, idx, val);
+    case 4: return topk_cols16<4>(cols, n, gs, kept, idx, val);
+    case 5: return topk_cols16<5>(cols, n, gs, kept, idx, val);
+    case 6: return topk_cols16<6>(cols, n, gs, kept, idx, val);
+    case 7: return topk_cols16<7>(cols, n, gs, kept, idx, val);
+    default: return topk_cols16<8>(cols, n, gs, kept, idx, val);
+  }
+}
+
+// The M best values of every group of gs consecutive experts (gs divides n),
+// 16 rows at once: out[(g * M + j) * 16 + r] is the j-th best of row r's group g,
+// best first, and cols[e * 16 + r] is expert e of row r (the transposed rows). Values only, so a max/min network per expert; equal values are
+// interchangeable there. Returns whether every value was finite.
+template <int M>
+inline bool group_top_rows16(const float* z, int n, int gs, float* out, float* cols) {
+  const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  const __m512 zero = _mm512_setzero_ps();
+  __m512 v[M];
+  for (int j = 0; j < M; ++j) v[j] = ninf;
+  __m512 col[16];
+  __m512 fin[2] = {zero, zero};
+  int left = gs;
+  float* o = out;
+  for (int e0 = 0; e0 < n; e0 += 16) {
+    const __mmask16 tm = tail_mask(n, e0);
+    for (int r = 0; r < 16; ++r) {
+      col[r] = _mm512_mask_loadu_ps(ninf, tm, z + static_cast<std::size_t>(r) * n + e0);
+      fin[r & 1] = _mm512_mask3_fmadd_ps(col[r], zero, fin[r & 1], tm);
+    }
+    transpose16(col);
+    const int width = n - e0 < 16 ? n - e0 : 16;
+    for (int c = 0; c < width; ++c) {
+      __m512 x = col[c];
+      _mm512_storeu_ps(cols + static_cast<std::size_t>(e0 + c) * 16, x);
+      for (int j = 0; j < M; ++j) {
+        const __m512 hi = vmax(v[j], x);
+        x = vmin(v[j], x);
+        v[j] = hi;
+      }
+      if (--left == 0) {  // the group's last expert
+        for (int j = 0; j < M; ++j, o += 16) _mm512_storeu_ps(o, v[j]), v[j] = ninf;
+        left = gs;
+      }
+    }
+  }
+  const __m512 f = _mm512_add_ps(fin[0], fin[1]);
+  return _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q) == 0;
+}
+
+// Per lane, the `keep` best of G group scores (s[g * 16 + r]: group g of row r),
+// ties to the lower group, as a scalar scan with a strict > picks them:
+// kept[g] is the mask of the rows that keep group g.
+inline void keep_groups16(const double* s, int G, int keep, __mmask16* kept) {
+  for (int g = 0; g < G; ++g) kept[g] = 0;
+  for (int j = 0; j < keep; ++j) {
+    __m512d best_lo = _mm512_setzero_pd(), best_hi = _mm512_setzero_pd();
+    __m512i best = _mm512_setzero_si512();
+    __mmask16 have = 0;
+    for (int g = 0; g < G; ++g) {
+      const __m512d lo = _mm512_loadu_pd(s + static_cast<std::size_t>(g) * 16);
+      const __m512d hi = _mm512_loadu_pd(s + static_cast<std::size_t>(g) * 16 + 8);
+      const __mmask16 gt = static_cast<__mmask16>(_mm512_cmp_pd_mask(lo, best_lo, _CMP_GT_OQ) |
+                                                  (_mm512_cmp_pd_mask(hi, best_hi, _CMP_GT_OQ) << 8));
+      const __mmask16 take = static_cast<__mmask16>(~kept[g] & (~have | gt));
+      best_lo = _mm512_mask_mov_pd(best_lo, static_cast<__mmask8>(take), lo);
+      best_hi = _mm512_mask_mov_pd(best_hi, static_cast<__mmask8>(take >> 8), hi);
+      best = _mm512_mask_mov_epi32(best, take, _mm512_set1_epi32(g));
+      have |= take;
+    }
+    for (int g = 0; g < G; ++g)
+      kept[g] = static_cast<__mmask16>(kept[g] | (_mm512_cmpeq_epi32_mask(best, _mm512_set1_epi32(g)) & have));
+  }
+}
+
+// false also for m outside 1..4: the caller then takes its scalar path.
+inline bool group_top_dispatch(const float* z, int n, int gs, int m, float* out, float* cols) {
+  switch (m) {
+    case 1: return group_top_rows16<1>(z, n, gs, out, cols);
+    case 2: return group_top_rows16<2>(z, n, gs, out, cols);
+    case 3: return group_top_rows16<3>(z, n, gs, out, cols);
+    case 4: return group_top_rows16<4>(z, n, gs, out, cols);
+    default: return false;
+  }
 }
 
 inline bool topk_dispatch_raw(const float* z, const float* b, int n, int k, std::int32_t* idx, float* val) {

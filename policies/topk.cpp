@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "policies/fast_math.hpp"
+
 namespace moesim {
 
 std::vector<KnobSpec> score_knobs() {
@@ -104,7 +106,16 @@ double group_value(GroupValues g, float v, float rowmax) {
 bool TopKSelector::select_block(const float* z, int n, std::int32_t* idx, float* val, Rng& rng, const float* logits,
                                 float* slot_logits) {
   bool finite = true;
-  if (groups > 1 || k > 8) {
+  if (groups > 1 && groups16_applies()) {
+    // 16 rows row-parallel, bitwise as select_row; a short block or one with a
+    // non-finite value row by row, its finiteness scanned as the groups' pass does.
+    if (n != 16 || !select_groups16(z, idx, val))
+      for (int r = 0; r < n; ++r) {
+        const float* zr = z + static_cast<std::size_t>(r) * experts;
+        finite &= all_finite(zr, experts);
+        select_row(zr, idx + r * k, val + r * k, rng);
+      }
+  } else if (groups > 1 || k > 8) {
     for (int r = 0; r < n; ++r)
       select_row(z + static_cast<std::size_t>(r) * experts, idx + r * k, val + r * k, rng);
   } else {
@@ -134,6 +145,89 @@ bool TopKSelector::select(const float* sel, int tokens, Assignment& out, Rng& rn
   return finite;
 }
 
+namespace {
+constexpr int kMaxGroups = 64;  // select_groups16's lane masks, one per group
+}  // namespace
+
+bool TopKSelector::groups16_applies() const {
+#if defined(__AVX512F__)
+  return k <= 8 && tie == TieBreak::LowIndex && group_top <= 4 && groups <= kMaxGroups;
+#else
+  return false;
+#endif
+}
+
+bool TopKSelector::select_groups16(const float* z, std::int32_t* idx, float* val) {
+#if defined(__AVX512F__)
+  const int E = experts, G = groups, gs = E / G, m = group_top;
+  gtop_.resize(static_cast<std::size_t>(G) * m * 16);
+  // Non-finite values take select_row, which defines what they select.
+  cols_.resize(static_cast<std::size_t>(E) * 16);
+  if (!simd::group_top_dispatch(z, E, gs, m, gtop_.data(), cols_.data())) return false;
+  // select_row's scores: the same values summed in the same (best-first) order,
+  // s[g * 16 + r] for row r; Identity values in double lanes, the others by the
+  // same scalar function.
+  gscore16_.resize(static_cast<std::size_t>(G) * 16);
+  if (group_values == GroupValues::Identity) {
+    for (int g = 0; g < G; ++g) {
+      __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+      for (int j = 0; j < m; ++j) {
+        const __m512 v = _mm512_loadu_ps(gtop_.data() + (static_cast<std::size_t>(g) * m + j) * 16);
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+        hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+      }
+      _mm512_storeu_pd(gscore16_.data() + static_cast<std::size_t>(g) * 16, lo);
+      _mm512_storeu_pd(gscore16_.data() + static_cast<std::size_t>(g) * 16 + 8, hi);
+    }
+  } else {
+    for (int r = 0; r < 16; ++r) {
+      const float* zr = z + static_cast<std::size_t>(r) * E;
+      const float rowmax = group_values == GroupValues::Softmax ? *std::max_element(zr, zr + E) : 0.0f;
+      for (int g = 0; g < G; ++g) {
+        double s = 0.0;
+        for (int j = 0; j < m; ++j)
+          s += group_value(group_values, gtop_[(static_cast<std::size_t>(g) * m + j) * 16 + r], rowmax);
+        gscore16_[static_cast<std::size_t>(g) * 16 + r] = s;
+      }
+    }
+  }
+  __mmask16 kept[kMaxGroups];
+  simd::keep_groups16(gscore16_.data(), G, topk_groups, kept);
+  // topk_by over the kept experts, as select_row, on the transposed rows; its values are z's own.
+  constexpr float kNeg = -std::numeric_limits<float>::infinity();
+  unsigned short_rows = simd::topk_cols_dispatch(cols_.data(), E, gs, kept, k, idx, val);
+  for (int r = 0; r < 16; ++r)
+    for (int j = 0; j < k; ++j) {
+      const std::int32_t e = idx[r * k + j];
+      val[r * k + j] = e >= 0 ? z[static_cast<std::size_t>(r) * E + static_cast<std::size_t>(e)] : kNeg;
+    }
+  // Fewer than k selectable experts (not from finite values, but defined): select_row's kNoExpert.
+  Rng unused(0);
+  for (; short_rows != 0; short_rows &= short_rows - 1) {
+    const int r = __builtin_ctz(short_rows);
+    select_row(z + static_cast<std::size_t>(r) * E, idx + r * k, val + r * k, unused);
+  }
+  return true;
+#else
+  (void)z;
+  (void)idx;
+  (void)val;
+  return false;
+#endif
+}
+
+void TopKSelector::keep_best_groups() {
+  // The best topk_groups groups, ties to the lower group index.
+  for (int j = 0; j < topk_groups; ++j) {
+    int best = -1;
+    for (int g = 0; g < groups; ++g)
+      if (!allowed_[static_cast<std::size_t>(g)] &&
+          (best < 0 || gscore_[static_cast<std::size_t>(g)] > gscore_[static_cast<std::size_t>(best)]))
+        best = g;
+    allowed_[static_cast<std::size_t>(best)] = 1;
+  }
+}
+
 void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& rng) {
   const int E = experts;
   const bool random_ties = tie == TieBreak::Random;
@@ -158,15 +252,7 @@ void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& 
                                                     : -std::numeric_limits<double>::infinity();
     gscore_[static_cast<std::size_t>(g)] = s;
   }
-  // The best topk_groups groups, ties to the lower group index.
-  for (int j = 0; j < topk_groups; ++j) {
-    int best = -1;
-    for (int g = 0; g < groups; ++g)
-      if (!allowed_[static_cast<std::size_t>(g)] &&
-          (best < 0 || gscore_[static_cast<std::size_t>(g)] > gscore_[static_cast<std::size_t>(best)]))
-        best = g;
-    allowed_[static_cast<std::size_t>(best)] = 1;
-  }
+  keep_best_groups();
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   auto masked = [&](int e) { return allowed_[static_cast<std::size_t>(e / gs)] ? z[e] : kNeg; };
   topk_by(E, k, masked, idx, v);

@@ -44,7 +44,7 @@ struct TopKSelector {
               float* slot_logits = nullptr);
   // Whether select() checks every `sel` value for finiteness in its selection pass
   // (no groups, k <= 8, lower-index ties) and consumes no randomness.
-  bool scans_finite() const { return groups <= 1 && k <= 8 && tie == TieBreak::LowIndex; }
+  bool scans_finite() const { return (groups <= 1 || groups16_applies()) && k <= 8 && tie == TieBreak::LowIndex; }
   // One token: the k best of z[0..experts) into idx, their values into val.
   void select_row(const float* z, std::int32_t* idx, float* val, Rng& rng);
   // n <= 16 consecutive rows of z (idx, val: n x k), through the row-parallel
@@ -56,6 +56,15 @@ struct TopKSelector {
   void configure(const Knobs& knobs, const std::string& owner, GroupValues values);
 
  private:
+  // Group-limited selection of 16 rows with the groups' best values found row-parallel.
+  // Returns false, writing nothing, when a value was not finite; only where
+  // groups16_applies() (AVX-512, k <= 8, lower-index ties, m <= 4, at most 64 groups).
+  bool select_groups16(const float* z, std::int32_t* idx, float* val);
+  bool groups16_applies() const;
+  void keep_best_groups();  // allowed_ = the topk_groups best gscore_, ties to the lower group
+  std::vector<float> gtop_;    // select_groups16: each group's best values, 16 lanes
+  std::vector<float> cols_;    // select_groups16: the rows transposed, expert e of row r at e * 16 + r
+  std::vector<double> gscore16_;  // select_groups16: group g of row r at g * 16 + r
   std::vector<double> gscore_;
   std::vector<std::int32_t> midx_;
   std::vector<float> mval_;

@@ -13,6 +13,7 @@
 #include "helpers.hpp"
 #include "policies/registry.hpp"
 #include "policies/select.hpp"
+#include "policies/topk.hpp"
 
 using namespace testutil;
 using moesim::Assignment;
@@ -615,4 +616,54 @@ TEST_CASE("compute_weights from slot logits (the 8-token vector blocks at k = 2)
       RC_ASSERT(same);
     }
   });
+}
+
+TEST_CASE("TopKSelector group-limited: 16-row blocks select exactly what select_row selects row by row, ties and "
+          "non-finite rows included, and report the non-finite ones") {
+  struct Case {
+    int E, G, tg, k;
+    const char* score;
+    moesim::GroupValues values;
+  };
+  const Case cases[] = {
+      {64, 8, 2, 2, "sum_topk", moesim::GroupValues::Identity},  {64, 8, 4, 8, "sum_topk", moesim::GroupValues::Sigmoid},
+      {256, 8, 4, 8, "sum_topk", moesim::GroupValues::Identity}, {48, 6, 3, 3, "max", moesim::GroupValues::Softmax},
+      {40, 5, 2, 4, "top2sum", moesim::GroupValues::SqrtSoftplus}, {24, 4, 4, 8, "sum_topk", moesim::GroupValues::Identity},
+      {64, 16, 1, 2, "sum_topk", moesim::GroupValues::Identity},  {30, 3, 2, 5, "max", moesim::GroupValues::Identity},
+  };
+  Rng rng(5);
+  for (const Case& c : cases) {
+    std::vector<moesim::KnobSpec> specs = moesim::group_knobs();
+    specs.push_back(moesim::tie_break_knob());
+    const moesim::Knobs kn("topk", specs,
+                           {{"n_groups", std::to_string(c.G)}, {"topk_groups", std::to_string(c.tg)}, {"group_score", c.score}});
+    moesim::TopKSelector sel;
+    sel.experts = c.E;
+    sel.k = c.k;
+    sel.configure(kn, "topk", c.values);
+    for (int trial = 0; trial < 24; ++trial) {
+      std::vector<float> z(static_cast<std::size_t>(16) * c.E);
+      // Plain normals, then few distinct values (ties inside and across groups, +-0), then a NaN or inf row.
+      for (auto& v : z)
+        v = trial % 3 == 1 ? static_cast<float>(static_cast<int>(rng.next_u64() % 5) - 2) * (rng.uniform() < 0.5 ? 0.0f : 1.0f) *
+                                 (rng.uniform() < 0.5 ? -1.0f : 1.0f)
+                           : static_cast<float>(3.0 * rng.normal());
+      if (trial % 6 == 5)
+        z[static_cast<std::size_t>(7) * c.E + 3] = trial % 12 == 5 ? std::numeric_limits<float>::quiet_NaN()
+                                                                   : std::numeric_limits<float>::infinity();
+      std::vector<std::int32_t> idx(static_cast<std::size_t>(16) * c.k), want(idx.size());
+      std::vector<float> val(idx.size()), want_val(idx.size());
+      Rng r1(1), r2(1);
+      // select_block reports a non-finite value it saw (scans_finite()), so the policy need not scan first.
+      const bool finite = sel.select_block(z.data(), 16, idx.data(), val.data(), r1);
+      CHECK(sel.scans_finite());
+      CHECK(finite == (trial % 6 != 5));
+      for (int r = 0; r < 16; ++r)
+        sel.select_row(z.data() + static_cast<std::size_t>(r) * c.E, want.data() + r * c.k, want_val.data() + r * c.k, r2);
+      INFO("E=" << c.E << " G=" << c.G << " tg=" << c.tg << " k=" << c.k << " " << c.score << " trial " << trial);
+      CHECK(idx == want);
+      for (std::size_t i = 0; i < val.size(); ++i)
+        CHECK(std::bit_cast<std::uint32_t>(val[i]) == std::bit_cast<std::uint32_t>(want_val[i]));
+    }
+  }
 }
