@@ -55,8 +55,7 @@ inline void SspAssigner::insert(Arc& a, double k, std::int32_t t, int limit) {
 }
 
 // Every token at its best expert; each arc's buffer starts with its two best
-// tokens, kept for a whole row of arcs at once by branch-free selects in one
-// pass over the tokens (ascending, so a strict < keeps the lower token).
+// tokens (init_best_two).
 void SspAssigner::init(int T, int E) {
   const auto nE = static_cast<std::size_t>(E);
   loc_.resize(static_cast<std::size_t>(T));
@@ -81,22 +80,8 @@ void SspAssigner::init(int T, int E) {
     pos_[static_cast<std::size_t>(t)] = static_cast<std::int32_t>(m.size());
     m.push_back(t);
     ++excess_[static_cast<std::size_t>(best)];
-    const double zb = mx;
-    const auto ti = static_cast<std::int64_t>(t);
-    const std::size_t r = static_cast<std::size_t>(best) * nE;
-    double* b1 = front_.data() + r;
-    double* b2 = second_.data() + r;
-    std::int64_t* t1 = front_tok_.data() + r;
-    std::int64_t* t2 = second_tok_.data() + r;
-    for (std::size_t f = 0; f < nE; ++f) {
-      const double k = zb - static_cast<double>(row[f]);
-      const bool lt1 = k < b1[f], lt2 = k < b2[f];
-      b2[f] = lt1 ? b1[f] : (lt2 ? k : b2[f]);
-      t2[f] = lt1 ? t1[f] : (lt2 ? ti : t2[f]);
-      b1[f] = lt1 ? k : b1[f];
-      t1[f] = lt1 ? ti : t1[f];
-    }
   }
+  for (int e = 0; e < E; ++e) init_best_two(e);
   arc_.resize(nE * nE);
   for (std::size_t i = 0; i < nE * nE; ++i) {
     if (i / nE == i % nE) front_[i] = kInf, front_tok_[i] = -1, second_tok_[i] = -1;  // no arc to itself
@@ -111,6 +96,76 @@ void SspAssigner::init(int T, int E) {
   for (auto& x : excess_) x -= cap;
   pi_.assign(nE, 0.0);
 }
+
+// The two best keys of every arc e -> f over e's tokens, in ascending token
+// order so that a strict < keeps the lower token. With AVX-512, up to 32 arcs'
+// pairs stay in registers for a pass over the tokens (their rows are then
+// read once from memory and again from cache), where a pass per token over
+// the arc rows in memory was bound by L2 traffic; the same comparisons in the
+// same order, so bitwise the same pairs.
+void SspAssigner::init_best_two(int e) {
+  const auto nE = static_cast<std::size_t>(E_);
+  const std::size_t r = static_cast<std::size_t>(e) * nE;
+  const auto& m = members_[static_cast<std::size_t>(e)];
+  int f0 = 0;
+#if defined(__AVX512F__)
+  if (simd_) {
+    for (; f0 + 32 <= E_; f0 += 32) best_two_cols<4>(m, r, f0);
+    for (; f0 + 16 <= E_; f0 += 16) best_two_cols<2>(m, r, f0);
+    for (; f0 + 8 <= E_; f0 += 8) best_two_cols<1>(m, r, f0);
+  }
+#endif
+  double* b1 = front_.data() + r;
+  double* b2 = second_.data() + r;
+  std::int64_t* t1 = front_tok_.data() + r;
+  std::int64_t* t2 = second_tok_.data() + r;
+  for (const std::int32_t t : m) {
+    const float* row = v_ + static_cast<std::size_t>(t) * nE;
+    const double zb = own_[static_cast<std::size_t>(t)];
+    const auto ti = static_cast<std::int64_t>(t);
+    for (auto f = static_cast<std::size_t>(f0); f < nE; ++f) {
+      const double k = zb - static_cast<double>(row[f]);
+      const bool lt1 = k < b1[f], lt2 = k < b2[f];
+      b2[f] = lt1 ? b1[f] : (lt2 ? k : b2[f]);
+      t2[f] = lt1 ? t1[f] : (lt2 ? ti : t2[f]);
+      b1[f] = lt1 ? k : b1[f];
+      t1[f] = lt1 ? ti : t1[f];
+    }
+  }
+}
+
+#if defined(__AVX512F__)
+template <int NV>
+void SspAssigner::best_two_cols(const std::vector<std::int32_t>& m, std::size_t r, int f0) {
+  __m512d b1[NV], b2[NV];
+  __m512i t1[NV], t2[NV];
+  for (int j = 0; j < NV; ++j) {
+    b1[j] = b2[j] = _mm512_set1_pd(kInf);
+    t1[j] = t2[j] = _mm512_set1_epi64(-1);
+  }
+  const auto nE = static_cast<std::size_t>(E_);
+  for (const std::int32_t t : m) {
+    const float* row = v_ + static_cast<std::size_t>(t) * nE + f0;
+    const __m512d zb = _mm512_set1_pd(static_cast<double>(own_[static_cast<std::size_t>(t)]));
+    const __m512i ti = _mm512_set1_epi64(t);
+    for (int j = 0; j < NV; ++j) {
+      const __m512d k = _mm512_sub_pd(zb, _mm512_cvtps_pd(_mm256_loadu_ps(row + 8 * j)));
+      const __mmask8 lt1 = _mm512_cmp_pd_mask(k, b1[j], _CMP_LT_OQ), lt2 = _mm512_cmp_pd_mask(k, b2[j], _CMP_LT_OQ);
+      b2[j] = _mm512_mask_blend_pd(lt1, _mm512_mask_blend_pd(lt2, b2[j], k), b1[j]);
+      t2[j] = _mm512_mask_blend_epi64(lt1, _mm512_mask_blend_epi64(lt2, t2[j], ti), t1[j]);
+      b1[j] = _mm512_mask_blend_pd(lt1, b1[j], k);
+      t1[j] = _mm512_mask_blend_epi64(lt1, t1[j], ti);
+    }
+  }
+  for (int j = 0; j < NV; ++j) {
+    const std::size_t i = r + static_cast<std::size_t>(f0 + 8 * j);
+    _mm512_storeu_pd(front_.data() + i, b1[j]);
+    _mm512_storeu_pd(second_.data() + i, b2[j]);
+    _mm512_storeu_si512(front_tok_.data() + i, t1[j]);
+    _mm512_storeu_si512(second_tok_.data() + i, t2[j]);
+  }
+}
+#endif
 
 // The best kBuf tokens of e for arc e -> f, from every token now at e. Keys
 // first, in a loop of independent loads (the rows are scattered over the batch),

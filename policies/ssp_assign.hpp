@@ -25,6 +25,9 @@ class SspAssigner {
   // for at least one expert and a perfect assignment must exist (Error otherwise).
   // owner[t] receives token t's expert.
   void assign(const float* values, int T, int E, int cap, std::int32_t* owner);
+  // Tests only: false takes the scalar path of init's arc pairs, the definition
+  // the AVX-512 one must match bit for bit.
+  void use_simd(bool on) { simd_ = on; }
 
  private:
   struct Cand {
@@ -44,6 +47,9 @@ class SspAssigner {
   double key(std::int32_t t, int e, int f) const;
   static void insert(Arc& a, double k, std::int32_t t, int limit);
   void init(int T, int E);
+  void init_best_two(int e);
+  template <int NV>
+  void best_two_cols(const std::vector<std::int32_t>& m, std::size_t r, int f0);
   void refresh_front(int e, int f);
   void rescan(int e, int f);
   void leave(std::int32_t t, int e);
@@ -51,6 +57,7 @@ class SspAssigner {
   int shortest_path();
 
   const float* v_ = nullptr;
+  bool simd_ = true;
   int E_ = 0;
   std::vector<Arc> arc_;                  // E x E
   std::vector<double> front_;             // E x E: c(e,f) of the front token, +inf when none
