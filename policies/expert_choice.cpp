@@ -192,7 +192,8 @@ void ExpertChoicePolicy::classify(const float* logits, int T) {
   above_.assign(nE, 0);
   cand_.resize(nE);
   for (auto& c : cand_) c.clear();
-  const int vecE = classify_vector(logits, T);
+  int vecE = prefilter_ ? classify_prefiltered(logits, T) : -1;
+  if (vecE < 0) vecE = classify_vector(logits, T);
   for (int t = 0; t < T; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * nE;
     const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
@@ -258,6 +259,94 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
   (void)logits;
   (void)T;
   return 0;
+#endif
+}
+
+// classify_vector when a float test can rule tokens out: every key is
+// compared in 16-lane float, z - c_t >= lo_f[e] with c_t = float(m_t + log S_t)
+// and lo_f[e] below lo[e] by 2^-20 (|lo[e]| + max_t |c_t| + 1). The double key's
+// two roundings, c_t's to float and the float difference's each move the
+// comparison by at most 2^-22 of that sum, so every key >= lo[e] passes; only
+// the passing few (about 7 of 64 at k = 2) get the double key and the exact
+// tests. Off (returns -1) when some |c_t| exceeds 2^100, where the float
+// difference could overflow.
+int ExpertChoicePolicy::classify_prefiltered(const float* logits, int T) {
+#if defined(__AVX512F__)
+  const int E = experts(), vecE = E - E % 16;
+  if (vecE == 0) return -1;
+  double cmax = 0.0;
+  for (int t = 0; t < T; ++t)
+    cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
+                              std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
+  if (!(cmax <= 0x1p100)) return -1;
+  const auto nE = static_cast<std::size_t>(E);
+  lo_f_.resize(nE);
+  for (std::size_t e = 0; e < nE; ++e) {
+    const double lo = lo_[e];
+    const double x = lo - 0x1p-20 * (std::fabs(lo) + cmax + 1.0);
+    float f = static_cast<float>(x);
+    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
+    lo_f_[e] = std::isfinite(x) ? f : -std::numeric_limits<float>::infinity();
+  }
+  // Tokens in blocks: first the passing (value, expert, token) of the block's
+  // tokens packed by register compresses, then one predictable loop over them in
+  // (token, expert) order, the order classify_vector deals candidates in.
+  constexpr int kBlock = 128;
+  const std::size_t room = static_cast<std::size_t>(kBlock) * (nE + 16);
+  pz_.resize(room);
+  pe_.resize(room);
+  pt_.resize(room);
+  flat_key_.resize(room);
+  flat_id_.resize(room);
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  // Locals: stores through the vectors' pointers would otherwise reload them.
+  float* const pz = pz_.data();
+  std::int32_t* const pe = pe_.data();
+  std::int32_t* const pt = pt_.data();
+  double* const fkey = flat_key_.data();
+  std::uint64_t* const fid = flat_id_.data();
+  std::uint64_t* const chosen = chosen_.data();
+  const double* const shift = shift_.data();
+  const double* const hi = hi_.data();
+  const double* const lo = lo_.data();
+  const float* const lof = lo_f_.data();
+  const auto words = static_cast<std::size_t>(words_);
+  for (int t0 = 0; t0 < T; t0 += kBlock) {
+    const int t1 = std::min(T, t0 + kBlock);
+    std::size_t np = 0;
+    for (int t = t0; t < t1; ++t) {
+      const float* z = logits + static_cast<std::size_t>(t) * nE;
+      const std::size_t i = 2 * static_cast<std::size_t>(t);
+      const __m512 c = _mm512_set1_ps(static_cast<float>(shift[i] + shift[i + 1]));
+      const __m512i tok = _mm512_set1_epi32(t);
+      for (int e = 0; e < vecE; e += 16) {
+        const __m512 v = _mm512_loadu_ps(z + e);
+        const __mmask16 p = _mm512_cmp_ps_mask(_mm512_sub_ps(v, c), _mm512_loadu_ps(lof + e), _CMP_GE_OQ);
+        _mm512_storeu_ps(pz + np, _mm512_maskz_compress_ps(p, v));
+        _mm512_storeu_si512(pe + np, _mm512_maskz_compress_epi32(p, _mm512_add_epi32(lane, _mm512_set1_epi32(e))));
+        _mm512_storeu_si512(pt + np, tok);
+        np += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(p)));
+      }
+    }
+    std::size_t n = 0;
+    for (std::size_t j = 0; j < np; ++j) {
+      const auto e = static_cast<std::size_t>(pe[j]);
+      const auto t = static_cast<std::size_t>(pt[j]);
+      const double k = (static_cast<double>(pz[j]) - shift[2 * t]) - shift[2 * t + 1];
+      const bool above = k > hi[e];
+      chosen[t * words + e / 64] |= static_cast<std::uint64_t>(above) << (e % 64);
+      fkey[n] = k;
+      fid[n] = static_cast<std::uint64_t>(e) << 32 | t;
+      n += !above && k >= lo[e];
+    }
+    for (std::size_t j = 0; j < n; ++j)
+      cand_[static_cast<std::size_t>(fid[j] >> 32)].emplace_back(fkey[j], static_cast<std::int32_t>(fid[j]));
+  }
+  return vecE;
+#else
+  (void)logits;
+  (void)T;
+  return -1;
 #endif
 }
 

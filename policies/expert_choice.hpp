@@ -38,6 +38,9 @@ class ExpertChoicePolicy : public Policy {
     int fallbacks = 0;
   };
   const Stats& last_stats() const { return stats_; }
+  // Tests only: false classifies every key in double, the definition the float
+  // prefilter must match (the same candidates, not only the same selection).
+  void use_prefilter(bool on) { prefilter_ = on; }
 
  protected:
   bool checks_logits() const override { return true; }
@@ -51,6 +54,7 @@ class ExpertChoicePolicy : public Policy {
   int best_keys(double* col, int S, int need);
   void classify(const float* logits, int T);
   int classify_vector(const float* logits, int T);
+  int classify_prefiltered(const float* logits, int T);
   void resolve(const float* logits, int T, std::int64_t C);
   void emit(const float* logits, int T, Assignment& out);
 
@@ -58,11 +62,15 @@ class ExpertChoicePolicy : public Policy {
   double factor_;
   long min_capacity_;
   int words_ = 1;  // 64-bit words of chosen experts per token
+  bool prefilter_ = true;
   Stats stats_;
 
   // Scratch, reused across batches.
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
   std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
+  std::vector<float> lo_f_;                      // per expert: a float bound below lo (classify_prefiltered)
+  std::vector<float> pz_;                        // classify_prefiltered: the passing values,
+  std::vector<std::int32_t> pe_, pt_;            // their experts and tokens
   std::vector<double> sample_;                   // experts x samples
   std::vector<double> gmax_;                     // one sample column's 16-key group maxima
   std::vector<std::int64_t> above_;              // per expert: tokens above hi

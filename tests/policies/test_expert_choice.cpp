@@ -130,20 +130,27 @@ TEST_CASE("expert choice: capacity never exceeds the batch (every expert takes a
   CHECK(a.expert == std::vector<std::int32_t>{0, 1, 0, 1, 0, 1});
 }
 
-TEST_CASE("expert choice: the bracketed selection equals a full sort per expert on large batches, ties included") {
+TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sort per expert on large batches, ties and "
+          "extreme magnitudes included") {
   // A second implementation: every expert's column fully sorted by (key desc,
   // token asc), keys by the header's formula. Large T samples every stride-th
   // token for the bracket; tie-heavy batches make brackets miss (the fallback).
   rc::prop("selected sets == full-sort top-C", [] {
-    static const int Es[] = {3, 8, 64, 70};
-    const int E = Es[choose(4)];
+    // E from 16 up takes the float prefilter (a 64-expert word and a tail);
+    // logits scaled to ~1e27 hold its margin at large magnitudes, the extreme
+    // style (FLT_MAX) turns it off.
+    static const int Es[] = {3, 8, 16, 64, 70, 80};
+    const int E = Es[choose(6)];
     const int T = 1024 + choose(6000);
     const int k = 1 + choose(std::min(E, 4));
-    const int style = choose(3);
+    const int style = choose(4);
     const bool sigmoid = choose(2) == 1;
+    const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
     const std::uint64_t seed = any_seed();
-    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid << " seed=" << seed << '\n';
-    const auto z = make_logits(T, E, seed, style);
+    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid
+             << " scale=" << scale << " seed=" << seed << '\n';
+    auto z = make_logits(T, E, seed, style);
+    for (float& x : z) x *= scale;
     auto p = moesim::make_policy("expert_choice", E, k, {{"score_fn", sigmoid ? "sigmoid" : "softmax"}});
     const auto a = route_once(*p, z, T, E);
     const std::int64_t C = a.capacity;
@@ -169,6 +176,34 @@ TEST_CASE("expert choice: the bracketed selection equals a full sort per expert 
         if (a.at(t, j) >= 0) got[static_cast<std::size_t>(a.at(t, j))] = 1;
       for (int e = 0; e < E; ++e) RC_ASSERT(got[static_cast<std::size_t>(e)] == want[static_cast<std::size_t>(e)][static_cast<std::size_t>(t)]);
     }
+  });
+}
+
+TEST_CASE("expert choice: the float prefilter keeps every candidate the double keys give, ties at the bracket and "
+          "large magnitudes included") {
+  rc::prop("prefiltered == unfiltered, candidates and selection", [] {
+    static const int Es[] = {16, 64, 80};
+    const int E = Es[choose(3)];
+    const int T = 2048 + choose(4000);
+    const int k = 1 + choose(4);
+    const int style = choose(4);
+    const bool sigmoid = choose(2) == 1;
+    const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
+    const std::uint64_t seed = any_seed();
+    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid
+             << " scale=" << scale << " seed=" << seed << '\n';
+    auto z = make_logits(T, E, seed, style);
+    for (float& x : z) x *= scale;
+    const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}};
+    auto fast = moesim::make_policy("expert_choice", E, k, kn), slow = moesim::make_policy("expert_choice", E, k, kn);
+    dynamic_cast<moesim::ExpertChoicePolicy&>(*slow).use_prefilter(false);
+    const auto a = route_once(*fast, z, T, E), b = route_once(*slow, z, T, E);
+    const auto& sa = dynamic_cast<const moesim::ExpertChoicePolicy&>(*fast).last_stats();
+    const auto& sb = dynamic_cast<const moesim::ExpertChoicePolicy&>(*slow).last_stats();
+    RC_ASSERT(sa.candidates == sb.candidates);
+    RC_ASSERT(sa.fallbacks == sb.fallbacks);
+    RC_ASSERT(a.expert == b.expert);
+    RC_ASSERT(a.weight == b.weight);
   });
 }
 
