@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <numeric>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -88,6 +89,32 @@ unsigned softmax_scores(const float* z, int E, float m, float inv, const float* 
   }
   for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
   return bad;
+}
+
+// Sigmoid scores are elementwise, so a block of rows whose width is not a
+// multiple of 16 (E = 8: no vector body at all) is scored as one flat array,
+// rows back to back, against the bias tiled to lcm(E, 16): loss_free_scores'
+// operations per element, 16 lanes at a time.
+constexpr int kMaxTile = 256;
+bool sigmoid_scores_flat(const float* z, int rows, int E, const float* bias, float* out) {
+  const int L = std::lcm(E, 16);
+  alignas(64) float tile[kMaxTile];
+  for (int j = 0; j < L; ++j) tile[j] = bias[j % E];
+  const int n = rows * E, body = n - n % 16;
+  unsigned bad = 0;
+  for (int i = 0, o = 0; i < body; i += 16, o = o + 16 == L ? 0 : o + 16) {
+    f32x16 v, b;
+    std::memcpy(&v, z + i, sizeof v);
+    std::memcpy(&b, tile + o, sizeof b);
+    bad |= nonfinite_lanes(v);
+    const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
+    std::memcpy(out + i, &r, sizeof r);
+  }
+  for (int i = body; i < n; ++i) {
+    bad |= static_cast<unsigned>(!(std::fabs(z[i]) <= std::numeric_limits<float>::max()));
+    out[i] = 1.0f / (1.0f + exp_fast(-z[i])) + bias[i % E];
+  }
+  return bad == 0;
 }
 
 }  // namespace
@@ -190,6 +217,8 @@ PolicyInfo loss_free_info() {
 }
 
 bool loss_free_scores_rows(const float* z, int rows, int E, const float* bias, WeightRule rule, float* out) {
+  if (rule == WeightRule::SigmoidGather && E % 16 != 0 && std::lcm(E, 16) <= kMaxTile)
+    return sigmoid_scores_flat(z, rows, E, bias, out);
   const bool softmax = rule == WeightRule::SoftmaxSelected || rule == WeightRule::SoftmaxGather;
   if (rows != 16 || !softmax || E % 16 != 0) {
     bool finite = true;

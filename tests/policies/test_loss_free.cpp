@@ -286,8 +286,9 @@ TEST_CASE("loss_free_scores reports a NaN or infinite logit in the 16-lane body 
 }
 
 TEST_CASE("loss_free_scores_rows equals loss_free_scores row by row bitwise, and flags a bad logit in any of its 16 rows") {
+  // E = 8, 24, 40: sigmoid rows scored as one flat array against a tiled bias.
   using moesim::WeightRule;
-  for (int E : {16, 64, 70})
+  for (int E : {8, 16, 24, 40, 64, 70})
     for (auto rule : {WeightRule::SoftmaxSelected, WeightRule::SoftmaxGather, WeightRule::SigmoidGather,
                       WeightRule::SqrtSoftplusGather}) {
       CAPTURE(E, moesim::to_string(rule));
