@@ -265,19 +265,23 @@ inline double row_sum_exp(const float* z, int n, float m) {
   return s;
 }
 
-// row_sum_exp of 16 consecutive rows of width n (a multiple of 16) given each
-// row's maximum, bitwise: s[r] = row_sum_exp(z + r n, n, m[r]). Why: each row's
-// sum ends in a tree of adds across its lanes; here the 16 rows' lane sums are
+// row_sum_exp of 16 consecutive rows of width n given each row's maximum (or
+// more), bitwise: s[r] = row_sum_exp(z + r n, n, m[r]). Why: each row's sum
+// ends in a tree of adds across its lanes; here the 16 rows' lane sums are
 // transposed in registers so the tree runs once, a row per lane, in the same
-// order, and the exp's constants stay in registers across the rows.
+// order, and the exp's constants stay in registers across the rows. The n % 16
+// tail columns, which row_sum_exp adds one by one after its tree, are added
+// the same way with a row per lane (a column gathered from the 16 rows), so
+// narrow rows (E = 8: no body at all) are vectorised too.
 inline void row_sum_exp16(const float* z, int n, const float* m, double* s) {
 #if defined(__AVX512F__)
+  const int body = n - n % 16;
   __m512d sums[16];  // each row's lo + hi of row_sum_exp
   for (int r = 0; r < 16; ++r) {
     const float* zr = z + static_cast<std::size_t>(r) * n;
     const float mr = m[r];  // a scalar operand is one broadcast (a lane loop was 16 masked ones)
     f64x8 lo = {}, hi = {};
-    for (int e = 0; e < n; e += 16) {
+    for (int e = 0; e < body; e += 16) {
       f32x16 v;
       std::memcpy(&v, zr + e, sizeof v);
       const f32x16 x = exp_fast16_capped(v - mr);
@@ -287,13 +291,26 @@ inline void row_sum_exp16(const float* z, int n, const float* m, double* s) {
     sums[r] = std::bit_cast<__m512d>(lo + hi);
   }
   // row_sum_exp's tree, (q0 + q2) + (q1 + q3) with q_j = v_j + v_{j+4}, 8 rows a vector.
+  __m512d tot[2];
   for (int half = 0; half < 2; ++half) {
     __m512d* k = sums + 8 * half;
     simd::transpose8_pd(k);
     const __m512d q0 = _mm512_add_pd(k[0], k[4]), q1 = _mm512_add_pd(k[1], k[5]);
     const __m512d q2 = _mm512_add_pd(k[2], k[6]), q3 = _mm512_add_pd(k[3], k[7]);
-    _mm512_storeu_pd(s + 8 * half, _mm512_add_pd(_mm512_add_pd(q0, q2), _mm512_add_pd(q1, q3)));
+    tot[half] = _mm512_add_pd(_mm512_add_pd(q0, q2), _mm512_add_pd(q1, q3));
   }
+  if (body < n) {
+    const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(n));
+    const __m512 vm = _mm512_loadu_ps(m);
+    for (int e = body; e < n; ++e) {
+      const f32x16 x = exp_fast16(std::bit_cast<f32x16>(_mm512_sub_ps(_mm512_i32gather_ps(rows, z + e, 4), vm)));
+      tot[0] = _mm512_add_pd(tot[0], std::bit_cast<__m512d>(widen_f64x8(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7))));
+      tot[1] = _mm512_add_pd(tot[1], std::bit_cast<__m512d>(widen_f64x8(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15))));
+    }
+  }
+  _mm512_storeu_pd(s, tot[0]);
+  _mm512_storeu_pd(s + 8, tot[1]);
 #else
   for (int r = 0; r < 16; ++r) s[r] = row_sum_exp(z + static_cast<std::size_t>(r) * n, n, m[r]);
 #endif

@@ -44,7 +44,7 @@ void SwitchPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
           shuffle_ties(E, 1, [z](int e) { return z[e]; }, &out.expert[static_cast<std::size_t>(t0 + r)], slots + t0 + r, rng);
         }
       const float* m = slots + t0;
-      if (finite && n == 16 && E % 16 == 0) {  // the block's sums with one fold (bitwise row_sum_exp)
+      if (finite && n == 16) {  // the block's sums with one fold (bitwise row_sum_exp)
         double s[16];
         row_sum_exp16(z0, E, m, s);
         for (int r = 0; r < 16; ++r) rows[t0 + r] = {m[r], s[r]};

@@ -209,9 +209,10 @@ TEST_CASE("row_max_sum_exp16 equals row_max and row_sum_exp row by row, bitwise,
   }
 }
 
-TEST_CASE("row_sum_exp16 equals row_sum_exp row by row, bitwise, for any given maxima (row max or above)") {
+TEST_CASE("row_sum_exp16 equals row_sum_exp row by row, bitwise, for any given maxima (row max or above) and any "
+          "width (a tail past the 16-lane body, or no body)") {
   moesim::Rng rng(12);
-  for (int n : {16, 48, 64}) {
+  for (int n : {1, 8, 15, 16, 24, 48, 64, 70}) {
     for (int trial = 0; trial < 12; ++trial) {
       std::vector<float> z(static_cast<std::size_t>(16) * n);
       for (auto& v : z) v = static_cast<float>((trial % 2 ? 40.0 : 2.0) * rng.normal());
