@@ -182,16 +182,14 @@ double rich_get_richer_corr(std::span<const double> early, std::span<const doubl
 double router_saturation(const float* logits, int tokens, int experts) {
   if (tokens <= 0 || experts <= 0) return 0.0;
   // The policies' fixed-order row max and exp sum (in double): the same bits on
-  // every build, 16 rows at a time where the width allows.
+  // every build, 16 rows at a time.
   double sum = 0.0;
   int t = 0;
-  if (experts % 16 == 0) {
-    float m[16];
-    double s[16];
-    for (; t + 16 <= tokens; t += 16) {
-      row_max_sum_exp16(logits + static_cast<std::size_t>(t) * experts, experts, m, s);
-      for (double v : s) sum += 1.0 / v;
-    }
+  float m[16];
+  double s[16];
+  for (; t + 16 <= tokens; t += 16) {
+    row_max_sum_exp16(logits + static_cast<std::size_t>(t) * experts, experts, m, s);
+    for (double v : s) sum += 1.0 / v;
   }
   for (; t < tokens; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * experts;

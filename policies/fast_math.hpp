@@ -316,29 +316,42 @@ inline void row_sum_exp16(const float* z, int n, const float* m, double* s) {
 #endif
 }
 
-// row_max and row_sum_exp of 16 consecutive rows of width n (a multiple of 16),
-// bitwise: m[r] = row_max(z + r n, n), s[r] = row_sum_exp(z + r n, n, m[r]).
+// row_max and row_sum_exp of 16 consecutive rows of width n, bitwise:
+// m[r] = row_max(z + r n, n), s[r] = row_sum_exp(z + r n, n, m[r]).
 // Why: each row's max ends in 15 dependent selects across its lanes; here the
 // 16 rows' lane vectors are transposed in registers so the fold runs once, a
 // row per lane, in the same order (where 16-lane gathers from a stack copy
-// cost a third more).
+// cost a third more). The n % 16 tail, which row_max folds in one by one after
+// its lanes (or alone, from z[0], when n < 16), is folded a column at a time.
 inline void row_max_sum_exp16(const float* z, int n, float* m, double* s) {
 #if defined(__AVX512F__)
-  __m512 lanes[16];  // each row's 16-lane max, then transposed: lanes[l] = lane l of every row
-  for (int r = 0; r < 16; ++r) {
-    const float* zr = z + static_cast<std::size_t>(r) * n;
-    __m512 v = _mm512_loadu_ps(zr);
-    for (int e = 16; e < n; e += 16) {
-      const __m512 w = _mm512_loadu_ps(zr + e);
-      v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(w, v, _CMP_GT_OQ), w);  // row_extreme: take w where w > v
+  const int body = n - n % 16;
+  const __m512i rows = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(n));
+  __m512 mx;
+  if (body > 0) {
+    __m512 lanes[16];  // each row's 16-lane max, then transposed: lanes[l] = lane l of every row
+    for (int r = 0; r < 16; ++r) {
+      const float* zr = z + static_cast<std::size_t>(r) * n;
+      __m512 v = _mm512_loadu_ps(zr);
+      for (int e = 16; e < body; e += 16) {
+        const __m512 w = _mm512_loadu_ps(zr + e);
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(w, v, _CMP_GT_OQ), w);  // row_extreme: take w where w > v
+      }
+      lanes[r] = v;
     }
-    lanes[r] = v;
+    simd::transpose16(lanes);
+    // row_extreme's fold from r = z[0]: lane 0 never holds less than z[0] and
+    // only moves on a strict >, so its first step yields lane 0's bits exactly.
+    mx = lanes[0];
+    for (int l = 1; l < 16; ++l) mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(lanes[l], mx, _CMP_GT_OQ), lanes[l]);
+  } else {
+    mx = _mm512_i32gather_ps(rows, z, 4);  // r = z[0]; its own step (z[0] > z[0]) never moves it
   }
-  simd::transpose16(lanes);
-  // row_extreme's fold from r = z[0]: lane 0 never holds less than z[0] and
-  // only moves on a strict >, so its first step yields lane 0's bits exactly.
-  __m512 mx = lanes[0];
-  for (int l = 1; l < 16; ++l) mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(lanes[l], mx, _CMP_GT_OQ), lanes[l]);
+  for (int e = body > 0 ? body : 1; e < n; ++e) {
+    const __m512 w = _mm512_i32gather_ps(rows, z + e, 4);
+    mx = _mm512_mask_mov_ps(mx, _mm512_cmp_ps_mask(w, mx, _CMP_GT_OQ), w);
+  }
   _mm512_storeu_ps(m, mx);
 #else
   for (int r = 0; r < 16; ++r) m[r] = row_max(z + static_cast<std::size_t>(r) * n, n);

@@ -220,7 +220,7 @@ bool loss_free_scores_rows(const float* z, int rows, int E, const float* bias, W
   if (rule == WeightRule::SigmoidGather && E % 16 != 0 && std::lcm(E, 16) <= kMaxTile)
     return sigmoid_scores_flat(z, rows, E, bias, out);
   const bool softmax = rule == WeightRule::SoftmaxSelected || rule == WeightRule::SoftmaxGather;
-  if (rows != 16 || !softmax || E % 16 != 0) {
+  if (rows != 16 || !softmax) {
     bool finite = true;
     for (int r = 0; r < rows; ++r)
       finite &= loss_free_scores(z + static_cast<std::size_t>(r) * E, E, bias, rule, out + static_cast<std::size_t>(r) * E);
@@ -230,9 +230,12 @@ bool loss_free_scores_rows(const float* z, int rows, int E, const float* bias, W
   double s[16];
   row_max_sum_exp16(z, E, m, s);
   unsigned bad = 0;
-  for (int r = 0; r < 16; ++r)
-    bad |= softmax_scores(z + static_cast<std::size_t>(r) * E, E, m[r], static_cast<float>(1.0 / s[r]), bias,
-                          out + static_cast<std::size_t>(r) * E);
+  for (int r = 0; r < 16; ++r) {
+    const float* zr = z + static_cast<std::size_t>(r) * E;
+    for (int e = E - E % 16; e < E; ++e)  // softmax_scores scans the body only
+      bad |= static_cast<unsigned>(!(std::fabs(zr[e]) <= std::numeric_limits<float>::max()));
+    bad |= softmax_scores(zr, E, m[r], static_cast<float>(1.0 / s[r]), bias, out + static_cast<std::size_t>(r) * E);
+  }
   return bad == 0;
 }
 
