@@ -68,6 +68,22 @@ void NormalFiller::fill(std::uint64_t key, std::uint64_t first, float* out, std:
 }
 
 void NormalFiller::fill_rows(std::uint64_t key, std::uint64_t first, float* out, int rows, int width, float scale) {
+  const auto per_row = (static_cast<std::size_t>(width) + 1) / 2;
+  if (per_row <= 16) {
+    // Narrow rows (E = 8: four pairs a row) take too few values for a vector
+    // loop each; their values are consecutive across the rows, so the block is
+    // one sequence, dealt to the rows' cosine and sine halves afterwards.
+    const std::size_t total = per_row * static_cast<std::size_t>(rows);
+    cos_.resize(total);
+    sin_.resize(total);
+    fill_split(key, first, cos_.data(), sin_.data(), total, scale);
+    const std::size_t w = static_cast<std::size_t>(width);
+    for (std::size_t r = 0; r < static_cast<std::size_t>(rows); ++r) {
+      std::memcpy(out + r * w, cos_.data() + r * per_row, sizeof(float) * per_row);
+      std::memcpy(out + r * w + per_row, sin_.data() + r * per_row, sizeof(float) * (w - per_row));
+    }
+    return;
+  }
   if (width % 2 != 0) {  // the last sine of each row is dropped: per row, through the buffer
     const auto per_row = static_cast<std::uint64_t>(width + 1) / 2;
     for (int r = 0; r < rows; ++r)

@@ -36,7 +36,7 @@ class NormalFiller {
                          float scale = 1.0f);
 
  private:
-  std::vector<float> sin_;
+  std::vector<float> sin_, cos_;
 };
 
 // out[0..n) = scale * Gumbel(0, 1) = -scale * ln(-ln u): each 64-bit value gives

@@ -87,7 +87,7 @@ TEST_CASE("bulk Gumbels: scale, one draw per call, same seed same numbers", "[ra
 
 TEST_CASE("fill_rows equals fill row by row, bitwise, for even and odd widths", "[random]") {
   NormalFiller rows, one;
-  for (int width : {1, 2, 7, 16, 33, 64, 256}) {
+  for (int width : {1, 2, 4, 7, 8, 16, 24, 31, 32, 33, 34, 64, 256}) {  // up to 32: one sequence for the block
     for (int n : {1, 5, 16}) {
       CAPTURE(width, n);
       const std::uint64_t key = 0x1234567ull * static_cast<std::uint64_t>(width) + 99, first = 4000;
