@@ -20,10 +20,9 @@ void HashPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   if (T > 0 && in.token_ids == nullptr) fail("needs token ids (RouteInput::token_ids is null)");
   out.reset(T, E, k);
   const auto uE = static_cast<std::uint64_t>(E);
-  // At k > 1 the chosen logits are gathered per token, so the weights need no
-  // second pass over the rows and take compute_weights' 8-token pair path at
-  // k = 2 (at k = 1 the gather cost more than it saved).
-  float* slots = k > 1 ? tail_.slot_logits(T, k) : nullptr;
+  // The chosen logits gathered per token, so the weights need no second pass
+  // over the rows and take compute_weights' 16-slot vector blocks at k = 1, 2.
+  float* slots = tail_.slot_logits(T, k);
   for (int t = 0; t < T; ++t) {
     const auto id = static_cast<std::uint64_t>(in.token_ids[t]);
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * k;
@@ -36,7 +35,7 @@ void HashPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
       ex[j] = e;
     }
     for (int j = 0; j < k; ++j) used_[ex[j]] = 0;
-    if (slots) gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, ex, k, slots + static_cast<std::size_t>(t) * k);
+    gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, ex, k, slots + static_cast<std::size_t>(t) * k);
   }
   tail_.finish(in.logits, cap_, spec_, out);
 }

@@ -19,7 +19,7 @@ RandomPolicy::RandomPolicy(int experts, int k, const Knobs& kn)
 void RandomPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
   const int T = in.tokens, E = experts(), k = this->k();
   out.reset(T, E, k);
-  float* slots = k > 1 ? tail_.slot_logits(T, k) : nullptr;  // as hash.cpp: the weights then skip a pass over the rows
+  float* slots = tail_.slot_logits(T, k);  // as hash.cpp: the weights then skip a pass over the rows
   for (int t = 0; t < T; ++t) {
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * k;
     // Partial Fisher-Yates: every ordered k-subset equally likely (slot order
@@ -33,7 +33,7 @@ void RandomPolicy::do_route(const RouteInput& in, Rng& rng, Assignment& out) {
     // Undo the swaps (O(k), not O(E)): every token starts from the identity,
     // so a token's draw maps to the same experts whatever came before it.
     for (int j = k - 1; j >= 0; --j) std::swap(perm_[j], perm_[swap_[j]]);
-    if (slots) gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, ex, k, slots + static_cast<std::size_t>(t) * k);
+    gather_slot_logits(in.logits + static_cast<std::size_t>(t) * E, ex, k, slots + static_cast<std::size_t>(t) * k);
   }
   tail_.finish(in.logits, cap_, spec_, out);
 }

@@ -46,18 +46,19 @@ namespace {
 inline float exp_shifted(float x) { return x == 0.0f ? 1.0f : std::exp(x); }
 inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 
-// Eight tokens of two slots each (16 lanes, slot-interleaved as stored), with
-// the scalar loop's operations lane for lane: the same max by `<`, the same
-// std::exp (expf16 is bitwise std::exp), the same sums and division. Rules
-// whose weights need the full-row denominator or log space are not here.
-// Returns false, writing nothing, when a block needs the scalar path (a
-// sigmoid too small to renormalise directly).
+// 16 / W tokens of W = 1 or 2 slots each (16 lanes, slot-interleaved as
+// stored), with the scalar loop's operations lane for lane: the same max by
+// `<`, the same std::exp (expf16 is bitwise std::exp), the same sums (0 + w at
+// one slot) and division. Rules whose weights need the full-row denominator or
+// log space are not here. Returns false, writing nothing, when a block needs
+// the scalar path (a sigmoid too small to renormalise directly).
 template <WeightRule R, bool Renorm>
 constexpr bool kPairVector =
     R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm) || R == WeightRule::SigmoidGather;
 
-template <WeightRule R, bool Renorm>
-bool weights_pairs8(const float* sl, const float* off, const std::int32_t* ex, float* w) {
+template <WeightRule R, bool Renorm, int W>
+bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, float* w) {
+  static_assert(W == 1 || W == 2);
   f32x16 z, o{};
   i32x16 e;
   std::memcpy(&z, sl, sizeof z);
@@ -80,15 +81,24 @@ bool weights_pairs8(const float* sl, const float* off, const std::int32_t* ex, f
     y = pick(valid, 1.0f / (1.0f + expf16(pick(valid, -z, zero))), zero);
   } else {
     const f32x16 v = z + o;  // the scalar loop adds 0.0f for the gather rule too
-    const f32x16 a0 = first(v), a1 = second(v);
-    const i32x16 v0 = first(valid), v1 = second(valid);
     const f32x16 neg = zero - std::numeric_limits<float>::infinity();
-    f32x16 m = pick(v0 & (neg < a0), a0, neg);  // std::max(-inf, a0), NaN included
-    m = pick(v1 & (m < a1), a1, m);
+    f32x16 m;
+    if constexpr (W == 1) {
+      m = pick(valid & (neg < v), v, neg);  // std::max(-inf, v), NaN included
+    } else {
+      const f32x16 a0 = first(v), a1 = second(v);
+      const i32x16 v0 = first(valid), v1 = second(valid);
+      m = pick(v0 & (neg < a0), a0, neg);
+      m = pick(v1 & (m < a1), a1, m);
+    }
     y = pick(valid, expf16(pick(valid, v - m, zero)), zero);
   }
   if constexpr (R == WeightRule::SoftmaxSelected || Renorm) {
-    const f32x16 s = first(y) + second(y);
+    f32x16 s;
+    if constexpr (W == 1)
+      s = zero + y;
+    else
+      s = first(y) + second(y);
     if constexpr (R == WeightRule::SigmoidGather)
       y *= pick(s > 0.0f, 1.0f / s, zero);
     else
@@ -103,17 +113,19 @@ bool weights_pairs8(const float* sl, const float* off, const std::int32_t* ex, f
 // requested ones (then masked by the caller).
 // kWidth > 0 fixes the slots per token at compile time (the same operations,
 // unrolled: at k = 2 the loop overhead was most of the cost).
-// At k = 2 with slot logits, blocks of eight tokens go through weights_pairs8 first.
+// At k = 1 and 2 with slot logits, blocks of 16 slots go through weights_block16 first.
 template <WeightRule R, bool Renorm, bool Slots, int kWidth = 0>
 void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
                  Assignment& a) {
   const int W = kWidth > 0 ? kWidth : a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   int t = 0;
-  if constexpr (kWidth == 2 && Slots && kPairVector<R, Renorm>) {
-    for (; t + 8 <= a.tokens; t += 8) {
-      const std::size_t i = static_cast<std::size_t>(t) * 2;
-      if (!weights_pairs8<R, Renorm>(slot_logits + i, a.offset.data() + i, slots + i, a.weight.data() + i)) break;
+  if constexpr ((kWidth == 1 || kWidth == 2) && Slots && kPairVector<R, Renorm>) {
+    constexpr int kTokens = 16 / kWidth;
+    for (; t + kTokens <= a.tokens; t += kTokens) {
+      const std::size_t i = static_cast<std::size_t>(t) * kWidth;
+      if (!weights_block16<R, Renorm, kWidth>(slot_logits + i, a.offset.data() + i, slots + i, a.weight.data() + i))
+        break;
     }
   }
   for (; t < a.tokens; ++t) {
@@ -213,6 +225,9 @@ void weights_by_rule(const WeightSpec& spec, const float* logits, const float* s
   if (slot_logits && a.width == 2)
     renorm ? weights_for<R, true, true, 2>(logits, slot_logits, rows, slots, a)
            : weights_for<R, false, true, 2>(logits, slot_logits, rows, slots, a);
+  else if (slot_logits && a.width == 1)
+    renorm ? weights_for<R, true, true, 1>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, true, 1>(logits, slot_logits, rows, slots, a);
   else if (slot_logits)
     renorm ? weights_for<R, true, true>(logits, slot_logits, rows, slots, a)
            : weights_for<R, false, true>(logits, slot_logits, rows, slots, a);
