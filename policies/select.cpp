@@ -46,7 +46,7 @@ namespace {
 inline float exp_shifted(float x) { return x == 0.0f ? 1.0f : std::exp(x); }
 inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 
-// 16 / W tokens of W = 1 or 2 slots each (16 lanes, slot-interleaved as
+// 16 / W tokens of W = 1, 2, 4 or 8 slots each (16 lanes, slot-interleaved as
 // stored), with the scalar loop's operations lane for lane: the same max by
 // `<`, the same std::exp (expf16 is bitwise std::exp), the same sums (0 + w at
 // one slot) and division. Rules whose weights need the full-row denominator or
@@ -56,9 +56,30 @@ template <WeightRule R, bool Renorm>
 constexpr bool kPairVector =
     R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm) || R == WeightRule::SigmoidGather;
 
+// Slot J of each W-lane token group, in every lane of its group (a constant
+// shuffle; a runtime index vector compiled to far slower code).
+template <int W, int J, typename V, int... L>
+inline V slot_bcast_impl(V v, std::integer_sequence<int, L...>) {
+  return __builtin_shufflevector(v, v, ((L & ~(W - 1)) + J)...);
+}
+template <int W, int J, typename V>
+inline V slot_bcast(V v) {
+  return slot_bcast_impl<W, J>(v, std::make_integer_sequence<int, 16>{});
+}
+// f(integral_constant<int, J>) for J = 0 .. W-1, in order.
+template <int W, typename F>
+inline void each_slot(F&& f) {
+  [&]<int... J>(std::integer_sequence<int, J...>) { (f(std::integral_constant<int, J>{}), ...); }(
+      std::make_integer_sequence<int, W>{});
+}
+
+// GCC 12 reports the AVX-512 intrinsics' undefined pass-through operands, inlined
+// here through expf16, as uninitialized (a false positive, GCC PR 105593).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 template <WeightRule R, bool Renorm, int W>
 bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, float* w) {
-  static_assert(W == 1 || W == 2);
+  static_assert(W == 1 || W == 2 || W == 4 || W == 8);
   f32x16 z, o{};
   i32x16 e;
   std::memcpy(&z, sl, sizeof z);
@@ -68,8 +89,6 @@ bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, 
   auto pick = [](i32x16 take, f32x16 a, f32x16 b) {
     return std::bit_cast<f32x16>((std::bit_cast<i32x16>(a) & take) | (std::bit_cast<i32x16>(b) & ~take));
   };
-  auto first = [](auto v) { return __builtin_shufflevector(v, v, 0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14); };
-  auto second = [](auto v) { return __builtin_shufflevector(v, v, 1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15); };
   const f32x16 zero{};
   f32x16 y;
   if constexpr (R == WeightRule::SigmoidGather) {
@@ -81,24 +100,16 @@ bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, 
     y = pick(valid, 1.0f / (1.0f + expf16(pick(valid, -z, zero))), zero);
   } else {
     const f32x16 v = z + o;  // the scalar loop adds 0.0f for the gather rule too
-    const f32x16 neg = zero - std::numeric_limits<float>::infinity();
-    f32x16 m;
-    if constexpr (W == 1) {
-      m = pick(valid & (neg < v), v, neg);  // std::max(-inf, v), NaN included
-    } else {
-      const f32x16 a0 = first(v), a1 = second(v);
-      const i32x16 v0 = first(valid), v1 = second(valid);
-      m = pick(v0 & (neg < a0), a0, neg);
-      m = pick(v1 & (m < a1), a1, m);
-    }
+    f32x16 m = zero - std::numeric_limits<float>::infinity();
+    each_slot<W>([&](auto j) {  // std::max(m, v_j) slot by slot, NaN included
+      const f32x16 a = slot_bcast<W, decltype(j)::value>(v);
+      m = pick(slot_bcast<W, decltype(j)::value>(valid) & (m < a), a, m);
+    });
     y = pick(valid, expf16(pick(valid, v - m, zero)), zero);
   }
   if constexpr (R == WeightRule::SoftmaxSelected || Renorm) {
-    f32x16 s;
-    if constexpr (W == 1)
-      s = zero + y;
-    else
-      s = first(y) + second(y);
+    f32x16 s = zero;  // s += w_j slot by slot, from 0
+    each_slot<W>([&](auto j) { s += slot_bcast<W, decltype(j)::value>(y); });
     if constexpr (R == WeightRule::SigmoidGather)
       y *= pick(s > 0.0f, 1.0f / s, zero);
     else
@@ -107,20 +118,21 @@ bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, 
   std::memcpy(w, &y, sizeof y);
   return true;
 }
+#pragma GCC diagnostic pop
 
 // One rule per instantiation: the switch is hoisted out of the token loop.
 // `slots` names the experts the weights are formed over: the served ones, or the
 // requested ones (then masked by the caller).
 // kWidth > 0 fixes the slots per token at compile time (the same operations,
 // unrolled: at k = 2 the loop overhead was most of the cost).
-// At k = 1 and 2 with slot logits, blocks of 16 slots go through weights_block16 first.
+// At k = 1, 2, 4 and 8 with slot logits, blocks of 16 slots go through weights_block16 first.
 template <WeightRule R, bool Renorm, bool Slots, int kWidth = 0>
 void weights_for(const float* logits, const float* slot_logits, const RowSoftmax* rows, const std::int32_t* slots,
                  Assignment& a) {
   const int W = kWidth > 0 ? kWidth : a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   int t = 0;
-  if constexpr ((kWidth == 1 || kWidth == 2) && Slots && kPairVector<R, Renorm>) {
+  if constexpr (kWidth > 0 && Slots && kPairVector<R, Renorm>) {
     constexpr int kTokens = 16 / kWidth;
     for (; t + kTokens <= a.tokens; t += kTokens) {
       const std::size_t i = static_cast<std::size_t>(t) * kWidth;
@@ -228,6 +240,12 @@ void weights_by_rule(const WeightSpec& spec, const float* logits, const float* s
   else if (slot_logits && a.width == 1)
     renorm ? weights_for<R, true, true, 1>(logits, slot_logits, rows, slots, a)
            : weights_for<R, false, true, 1>(logits, slot_logits, rows, slots, a);
+  else if (slot_logits && a.width == 4)
+    renorm ? weights_for<R, true, true, 4>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, true, 4>(logits, slot_logits, rows, slots, a);
+  else if (slot_logits && a.width == 8)
+    renorm ? weights_for<R, true, true, 8>(logits, slot_logits, rows, slots, a)
+           : weights_for<R, false, true, 8>(logits, slot_logits, rows, slots, a);
   else if (slot_logits)
     renorm ? weights_for<R, true, true>(logits, slot_logits, rows, slots, a)
            : weights_for<R, false, true>(logits, slot_logits, rows, slots, a);
