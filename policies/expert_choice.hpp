@@ -36,10 +36,12 @@ class ExpertChoicePolicy : public Policy {
   struct Stats {
     std::int64_t candidates = 0;
     int fallbacks = 0;
+    bool prefiltered = false;  // classified through the float prefilter
   };
   const Stats& last_stats() const { return stats_; }
   // Tests only: false classifies every key in double, the definition the float
-  // prefilter must match (the same candidates, not only the same selection).
+  // prefilter (taken where C <= T / 64) must match: the same candidates, not only
+  // the same selection.
   void use_prefilter(bool on) { prefilter_ = on; }
 
  protected:
@@ -52,7 +54,7 @@ class ExpertChoicePolicy : public Policy {
   void bracket(const float* logits, int T, std::int64_t C);
   int sample_keys8(const float* logits, int stride, int S);
   int best_keys(double* col, int S, int need);
-  void classify(const float* logits, int T);
+  void classify(const float* logits, int T, std::int64_t C);
   int classify_vector(const float* logits, int T);
   int classify_prefiltered(const float* logits, int T);
   void resolve(const float* logits, int T, std::int64_t C);

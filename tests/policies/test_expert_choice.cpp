@@ -136,13 +136,14 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
   // token asc), keys by the header's formula. Large T samples every stride-th
   // token for the bracket; tie-heavy batches make brackets miss (the fallback).
   rc::prop("selected sets == full-sort top-C", [] {
-    // E from 16 up takes the float prefilter (a 64-expert word and a tail);
-    // logits scaled to ~1e27 hold its margin at large magnitudes, the extreme
-    // style (FLT_MAX) turns it off.
+    // E from 16 up with C <= T / 64 (a quarter capacity) takes the float
+    // prefilter (a 64-expert word and a tail); logits scaled to ~1e27 hold its
+    // margin at large magnitudes, the extreme style (FLT_MAX) turns it off.
     static const int Es[] = {3, 8, 16, 64, 70, 80};
     const int E = Es[choose(6)];
     const int T = 1024 + choose(6000);
     const int k = 1 + choose(std::min(E, 4));
+    const char* cf = choose(2) == 0 ? "1.0" : "0.25";
     const int style = choose(4);
     const bool sigmoid = choose(2) == 1;
     const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
@@ -151,7 +152,7 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
              << " scale=" << scale << " seed=" << seed << '\n';
     auto z = make_logits(T, E, seed, style);
     for (float& x : z) x *= scale;
-    auto p = moesim::make_policy("expert_choice", E, k, {{"score_fn", sigmoid ? "sigmoid" : "softmax"}});
+    auto p = moesim::make_policy("expert_choice", E, k, {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", cf}});
     const auto a = route_once(*p, z, T, E);
     const std::int64_t C = a.capacity;
     std::vector<double> m(static_cast<std::size_t>(T), 0.0), ls(static_cast<std::size_t>(T), 0.0);
@@ -182,10 +183,11 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
 TEST_CASE("expert choice: the float prefilter keeps every candidate the double keys give, ties at the bracket and "
           "large magnitudes included") {
   rc::prop("prefiltered == unfiltered, candidates and selection", [] {
-    static const int Es[] = {16, 64, 80};
+    // Capacities of at most T / 64, where the prefilter is taken.
+    static const int Es[] = {64, 80, 144};
     const int E = Es[choose(3)];
     const int T = 2048 + choose(4000);
-    const int k = 1 + choose(4);
+    const int k = 1 + choose(2);
     const int style = choose(4);
     const bool sigmoid = choose(2) == 1;
     const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
@@ -194,12 +196,14 @@ TEST_CASE("expert choice: the float prefilter keeps every candidate the double k
              << " scale=" << scale << " seed=" << seed << '\n';
     auto z = make_logits(T, E, seed, style);
     for (float& x : z) x *= scale;
-    const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}};
+    const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", "0.25"}};
     auto fast = moesim::make_policy("expert_choice", E, k, kn), slow = moesim::make_policy("expert_choice", E, k, kn);
     dynamic_cast<moesim::ExpertChoicePolicy&>(*slow).use_prefilter(false);
     const auto a = route_once(*fast, z, T, E), b = route_once(*slow, z, T, E);
     const auto& sa = dynamic_cast<const moesim::ExpertChoicePolicy&>(*fast).last_stats();
     const auto& sb = dynamic_cast<const moesim::ExpertChoicePolicy&>(*slow).last_stats();
+    RC_ASSERT(sa.prefiltered || style == kExtreme);  // FLT_MAX logits turn it off
+    RC_ASSERT(!sb.prefiltered);
     RC_ASSERT(sa.candidates == sb.candidates);
     RC_ASSERT(sa.fallbacks == sb.fallbacks);
     RC_ASSERT(a.expert == b.expert);
