@@ -108,8 +108,12 @@ bool weights_block16(const float* sl, const float* off, const std::int32_t* ex, 
     y = pick(valid, expf16(pick(valid, v - m, zero)), zero);
   }
   if constexpr (R == WeightRule::SoftmaxSelected || Renorm) {
-    f32x16 s = zero;  // s += w_j slot by slot, from 0
-    each_slot<W>([&](auto j) { s += slot_bcast<W, decltype(j)::value>(y); });
+    // s += w_j slot by slot; the scalar's first step 0 + w_0 is w_0 itself (every
+    // w is +0, positive or NaN, never -0), so the sum starts there.
+    f32x16 s = slot_bcast<W, 0>(y);
+    each_slot<W>([&](auto j) {
+      if constexpr (decltype(j)::value > 0) s += slot_bcast<W, decltype(j)::value>(y);
+    });
     if constexpr (R == WeightRule::SigmoidGather)
       y *= pick(s > 0.0f, 1.0f / s, zero);
     else
