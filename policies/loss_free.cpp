@@ -91,6 +91,21 @@ unsigned softmax_scores(const float* z, int E, float m, float inv, const float* 
   return bad;
 }
 
+// Sigmoid scores 1 / (1 + exp(-z)) + b of n values (a multiple of 16), 16 lanes
+// at a time; returns their non-finite lanes.
+unsigned sigmoid_scores16(const float* z, const float* bias, float* out, int n) {
+  unsigned bad = 0;
+  for (int i = 0; i < n; i += 16) {
+    f32x16 v, b;
+    std::memcpy(&v, z + i, sizeof v);
+    std::memcpy(&b, bias + i, sizeof b);
+    bad |= nonfinite_lanes(v);
+    const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
+    std::memcpy(out + i, &r, sizeof r);
+  }
+  return bad;
+}
+
 // Sigmoid scores are elementwise, so a block of rows whose width is not a
 // multiple of 16 (E = 8: no vector body at all) is scored as one flat array,
 // rows back to back, against the bias tiled to lcm(E, 16): loss_free_scores'
@@ -102,14 +117,7 @@ bool sigmoid_scores_flat(const float* z, int rows, int E, const float* bias, flo
   for (int j = 0; j < L; ++j) tile[j] = bias[j % E];
   const int n = rows * E, body = n - n % 16;
   unsigned bad = 0;
-  for (int i = 0, o = 0; i < body; i += 16, o = o + 16 == L ? 0 : o + 16) {
-    f32x16 v, b;
-    std::memcpy(&v, z + i, sizeof v);
-    std::memcpy(&b, tile + o, sizeof b);
-    bad |= nonfinite_lanes(v);
-    const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
-    std::memcpy(out + i, &r, sizeof r);
-  }
+  for (int i = 0; i < body; i += L) bad |= sigmoid_scores16(z + i, tile, out + i, std::min(L, body - i));
   for (int i = body; i < n; ++i) {
     bad |= static_cast<unsigned>(!(std::fabs(z[i]) <= std::numeric_limits<float>::max()));
     out[i] = 1.0f / (1.0f + exp_fast(-z[i])) + bias[i % E];
@@ -124,14 +132,7 @@ bool loss_free_scores(const float* z, int E, const float* bias, WeightRule rule,
   unsigned bad = 0;
   for (int e = body; e < E; ++e) bad |= static_cast<unsigned>(!(std::fabs(z[e]) <= std::numeric_limits<float>::max()));
   if (rule == WeightRule::SigmoidGather) {
-    for (int e = 0; e < body; e += 16) {
-      f32x16 v, b;
-      std::memcpy(&v, z + e, sizeof v);
-      std::memcpy(&b, bias + e, sizeof b);
-      bad |= nonfinite_lanes(v);
-      const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
-      std::memcpy(out + e, &r, sizeof r);
-    }
+    bad |= sigmoid_scores16(z, bias, out, body);
     for (int e = body; e < E; ++e) out[e] = 1.0f / (1.0f + exp_fast(-z[e])) + bias[e];
   } else if (rule == WeightRule::SqrtSoftplusGather) {
     for (int e = 0; e < E; ++e) {

@@ -130,6 +130,33 @@ TEST_CASE("expert choice: capacity never exceeds the batch (every expert takes a
   CHECK(a.expert == std::vector<std::int32_t>{0, 1, 0, 1, 0, 1});
 }
 
+namespace {
+
+// A batch for the large-batch properties: T tokens in one of the four logit
+// styles, softmax or sigmoid keys, and a third of the non-extreme batches scaled
+// to ~1e27 (the prefilter's margin at large magnitudes; FLT_MAX logits of the
+// extreme style turn the prefilter off).
+struct Batch {
+  int T, style;
+  bool sigmoid;
+  std::vector<float> z;
+};
+Batch large_batch(int E, int t_min, int t_span) {
+  Batch b;
+  b.T = t_min + choose(t_span);
+  b.style = choose(4);
+  b.sigmoid = choose(2) == 1;
+  const float scale = choose(3) == 0 && b.style != kExtreme ? 1e27f : 1.0f;
+  const std::uint64_t seed = any_seed();
+  RC_LOG() << "E=" << E << " T=" << b.T << " style=" << b.style << " sigmoid=" << b.sigmoid << " scale=" << scale
+           << " seed=" << seed << '\n';
+  b.z = make_logits(b.T, E, seed, b.style);
+  for (float& x : b.z) x *= scale;
+  return b;
+}
+
+}  // namespace
+
 TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sort per expert on large batches, ties and "
           "extreme magnitudes included") {
   // A second implementation: every expert's column fully sorted by (key desc,
@@ -141,17 +168,10 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
     // margin at large magnitudes, the extreme style (FLT_MAX) turns it off.
     static const int Es[] = {3, 8, 16, 64, 70, 80};
     const int E = Es[choose(6)];
-    const int T = 1024 + choose(6000);
     const int k = 1 + choose(std::min(E, 4));
     const char* cf = choose(2) == 0 ? "1.0" : "0.25";
-    const int style = choose(4);
-    const bool sigmoid = choose(2) == 1;
-    const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
-    const std::uint64_t seed = any_seed();
-    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid
-             << " scale=" << scale << " seed=" << seed << '\n';
-    auto z = make_logits(T, E, seed, style);
-    for (float& x : z) x *= scale;
+    RC_LOG() << "k=" << k << " cf=" << cf << '\n';
+    const auto [T, style, sigmoid, z] = large_batch(E, 1024, 6000);
     auto p = moesim::make_policy("expert_choice", E, k, {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", cf}});
     const auto a = route_once(*p, z, T, E);
     const std::int64_t C = a.capacity;
@@ -186,16 +206,9 @@ TEST_CASE("expert choice: the float prefilter keeps every candidate the double k
     // Capacities of at most T / 64, where the prefilter is taken.
     static const int Es[] = {64, 80, 144};
     const int E = Es[choose(3)];
-    const int T = 2048 + choose(4000);
     const int k = 1 + choose(2);
-    const int style = choose(4);
-    const bool sigmoid = choose(2) == 1;
-    const float scale = choose(3) == 0 && style != kExtreme ? 1e27f : 1.0f;
-    const std::uint64_t seed = any_seed();
-    RC_LOG() << "E=" << E << " T=" << T << " k=" << k << " style=" << style << " sigmoid=" << sigmoid
-             << " scale=" << scale << " seed=" << seed << '\n';
-    auto z = make_logits(T, E, seed, style);
-    for (float& x : z) x *= scale;
+    RC_LOG() << "k=" << k << '\n';
+    const auto [T, style, sigmoid, z] = large_batch(E, 2048, 4000);
     const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", "0.25"}};
     auto fast = moesim::make_policy("expert_choice", E, k, kn), slow = moesim::make_policy("expert_choice", E, k, kn);
     dynamic_cast<moesim::ExpertChoicePolicy&>(*slow).use_prefilter(false);
