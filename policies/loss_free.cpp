@@ -73,37 +73,35 @@ inline unsigned nonfinite_lanes(f32x16 v) {
 #endif
 }
 
-// Softmax scores of one row, exp(z - m) * inv + b, with the row's max m and
-// inverse exp sum given; returns the body's non-finite lanes (the tail's are
-// the caller's).
-unsigned softmax_scores(const float* z, int E, float m, float inv, const float* bias, float* out) {
-  const int body = E - E % 16;
-  unsigned bad = 0;
-  for (int e = 0; e < body; e += 16) {
-    f32x16 v, b;
-    std::memcpy(&v, z + e, sizeof v);
-    std::memcpy(&b, bias + e, sizeof b);
-    bad |= nonfinite_lanes(v);
-    const f32x16 r = exp_fast16(v - m) * inv + b;
-    std::memcpy(out + e, &r, sizeof r);
-  }
-  for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
-  return bad;
-}
-
-// Sigmoid scores 1 / (1 + exp(-z)) + b of n values (a multiple of 16), 16 lanes
-// at a time; returns their non-finite lanes.
-unsigned sigmoid_scores16(const float* z, const float* bias, float* out, int n) {
+// score(v) + b over n values (a multiple of 16), 16 lanes at a time; returns
+// their non-finite lanes (the finiteness scan rides on the loads).
+template <class Score>
+unsigned scores16(const float* z, const float* bias, float* out, int n, Score score) {
   unsigned bad = 0;
   for (int i = 0; i < n; i += 16) {
     f32x16 v, b;
     std::memcpy(&v, z + i, sizeof v);
     std::memcpy(&b, bias + i, sizeof b);
     bad |= nonfinite_lanes(v);
-    const f32x16 r = 1.0f / (1.0f + exp_fast16(-v)) + b;
+    const f32x16 r = score(v) + b;
     std::memcpy(out + i, &r, sizeof r);
   }
   return bad;
+}
+
+// Softmax scores of one row, exp(z - m) * inv + b, with the row's max m and
+// inverse exp sum given; returns the body's non-finite lanes (the tail's are
+// the caller's).
+unsigned softmax_scores(const float* z, int E, float m, float inv, const float* bias, float* out) {
+  const int body = E - E % 16;
+  const unsigned bad = scores16(z, bias, out, body, [=](f32x16 v) { return exp_fast16(v - m) * inv; });
+  for (int e = body; e < E; ++e) out[e] = exp_fast(z[e] - m) * inv + bias[e];
+  return bad;
+}
+
+// Sigmoid scores 1 / (1 + exp(-z)) + b of n values (a multiple of 16).
+unsigned sigmoid_scores16(const float* z, const float* bias, float* out, int n) {
+  return scores16(z, bias, out, n, [](f32x16 v) { return 1.0f / (1.0f + exp_fast16(-v)); });
 }
 
 // Sigmoid scores are elementwise, so a block of rows whose width is not a
