@@ -232,9 +232,7 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
   flat_id_.resize(cap);
   std::size_t n = 0;
   auto flush = [&] {
-    for (std::size_t i = 0; i < n; ++i)
-      cand_[static_cast<std::size_t>(flat_id_[i] >> 32)].emplace_back(flat_key_[i],
-                                                                      static_cast<std::int32_t>(flat_id_[i]));
+    deal_candidates(n);
     n = 0;
   };
   const __m512i lane = _mm512_slli_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), 32);
@@ -266,13 +264,20 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
 #endif
 }
 
+// The first n candidates of the flat buffers (key; expert << 32 | token), in
+// their order, onto the experts' lists.
+void ExpertChoicePolicy::deal_candidates(std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i)
+    cand_[static_cast<std::size_t>(flat_id_[i] >> 32)].emplace_back(flat_key_[i], static_cast<std::int32_t>(flat_id_[i]));
+}
+
 // classify_vector when a float test can rule tokens out: every key is
 // compared in 16-lane float, z - c_t >= lo_f[e] with c_t = float(m_t + log S_t)
 // and lo_f[e] below lo[e] by 2^-20 (|lo[e]| + max_t |c_t| + 1). The double key's
 // two roundings, c_t's to float and the float difference's each move the
 // comparison by at most 2^-22 of that sum, so every key >= lo[e] passes; only
-// the passing few (about 7 of 64 at k = 2) get the double key and the exact
-// tests. Off (returns -1) when some |c_t| exceeds 2^100, where the float
+// the passing few (classify() takes this path where C <= T / 64) get the double
+// key and the exact tests. Off (returns -1) when some |c_t| exceeds 2^100, where the float
 // difference could overflow.
 int ExpertChoicePolicy::classify_prefiltered(const float* logits, int T) {
 #if defined(__AVX512F__)
@@ -343,8 +348,7 @@ int ExpertChoicePolicy::classify_prefiltered(const float* logits, int T) {
       fid[n] = static_cast<std::uint64_t>(e) << 32 | t;
       n += !above && k >= lo[e];
     }
-    for (std::size_t j = 0; j < n; ++j)
-      cand_[static_cast<std::size_t>(fid[j] >> 32)].emplace_back(fkey[j], static_cast<std::int32_t>(fid[j]));
+    deal_candidates(n);
   }
   return vecE;
 #else

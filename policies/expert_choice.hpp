@@ -57,6 +57,7 @@ class ExpertChoicePolicy : public Policy {
   void classify(const float* logits, int T, std::int64_t C);
   int classify_vector(const float* logits, int T);
   int classify_prefiltered(const float* logits, int T);
+  void deal_candidates(std::size_t n);
   void resolve(const float* logits, int T, std::int64_t C);
   void emit(const float* logits, int T, Assignment& out);
 

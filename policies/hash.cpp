@@ -21,7 +21,7 @@ void HashPolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   out.reset(T, E, k);
   const auto uE = static_cast<std::uint64_t>(E);
   // The chosen logits gathered per token, so the weights need no second pass
-  // over the rows and take compute_weights' 16-slot vector blocks at k = 1, 2.
+  // over the rows and take compute_weights' 16-slot vector blocks (k = 1, 2, 4, 8).
   float* slots = tail_.slot_logits(T, k);
   for (int t = 0; t < T; ++t) {
     const auto id = static_cast<std::uint64_t>(in.token_ids[t]);

@@ -85,7 +85,6 @@ void NormalFiller::fill_rows(std::uint64_t key, std::uint64_t first, float* out,
     return;
   }
   if (width % 2 != 0) {  // the last sine of each row is dropped: per row, through the buffer
-    const auto per_row = static_cast<std::uint64_t>(width + 1) / 2;
     for (int r = 0; r < rows; ++r)
       fill(key, first + static_cast<std::uint64_t>(r) * per_row, out + static_cast<std::size_t>(r) * width,
            static_cast<std::size_t>(width), scale);

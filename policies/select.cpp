@@ -48,12 +48,12 @@ inline double exp_shifted(double x) { return x == 0.0 ? 1.0 : std::exp(x); }
 
 // 16 / W tokens of W = 1, 2, 4 or 8 slots each (16 lanes, slot-interleaved as
 // stored), with the scalar loop's operations lane for lane: the same max by
-// `<`, the same std::exp (expf16 is bitwise std::exp), the same sums (0 + w at
-// one slot) and division. Rules whose weights need the full-row denominator or
+// `<`, the same std::exp (expf16 is bitwise std::exp), the same sums (from w_0:
+// the scalar's 0 + w_0 is w_0) and division. Rules whose weights need the full-row denominator or
 // log space are not here. Returns false, writing nothing, when a block needs
 // the scalar path (a sigmoid too small to renormalise directly).
 template <WeightRule R, bool Renorm>
-constexpr bool kPairVector =
+constexpr bool kBlockVector =
     R == WeightRule::SoftmaxSelected || (R == WeightRule::SoftmaxGather && Renorm) || R == WeightRule::SigmoidGather;
 
 // Slot J of each W-lane token group, in every lane of its group (a constant
@@ -136,7 +136,7 @@ void weights_for(const float* logits, const float* slot_logits, const RowSoftmax
   const int W = kWidth > 0 ? kWidth : a.width, E = a.experts;
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   int t = 0;
-  if constexpr (kWidth > 0 && Slots && kPairVector<R, Renorm>) {
+  if constexpr (kWidth > 0 && Slots && kBlockVector<R, Renorm>) {
     constexpr int kTokens = 16 / kWidth;
     for (; t + kTokens <= a.tokens; t += kTokens) {
       const std::size_t i = static_cast<std::size_t>(t) * kWidth;

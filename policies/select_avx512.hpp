@@ -272,8 +272,9 @@ inline unsigned topk_cols_dispatch(const float* cols, int n, int gs, const __mma
 }
 
 // The M best values of every group of gs consecutive experts (gs divides n),
-// 16 rows at once: out[(g * M + j) * 16 + r] is the j-th best of row r's group g,
-// best first, and cols[e * 16 + r] is expert e of row r (the transposed rows). Values only, so a max/min network per expert; equal values are
+// 16 rows at once: out[(g * M + j) * 16 + r] is the j-th best of row r's group
+// g, best first, and cols[e * 16 + r] is expert e of row r (the transposed
+// rows). Values only, so a max/min network per expert; equal values are
 // interchangeable there. Returns whether every value was finite.
 template <int M>
 inline bool group_top_rows16(const float* z, int n, int gs, float* out, float* cols) {
@@ -336,7 +337,8 @@ inline void keep_groups16(const double* s, int G, int keep, __mmask16* kept) {
   }
 }
 
-// false also for m outside 1..4: the caller then takes its scalar path.
+// m in 1..4 (TopKSelector::groups16_applies); false for any other m, as for a
+// non-finite value: the caller then takes its row-by-row path.
 inline bool group_top_dispatch(const float* z, int n, int gs, int m, float* out, float* cols) {
   switch (m) {
     case 1: return group_top_rows16<1>(z, n, gs, out, cols);

@@ -216,18 +216,6 @@ bool TopKSelector::select_groups16(const float* z, std::int32_t* idx, float* val
 #endif
 }
 
-void TopKSelector::keep_best_groups() {
-  // The best topk_groups groups, ties to the lower group index.
-  for (int j = 0; j < topk_groups; ++j) {
-    int best = -1;
-    for (int g = 0; g < groups; ++g)
-      if (!allowed_[static_cast<std::size_t>(g)] &&
-          (best < 0 || gscore_[static_cast<std::size_t>(g)] > gscore_[static_cast<std::size_t>(best)]))
-        best = g;
-    allowed_[static_cast<std::size_t>(best)] = 1;
-  }
-}
-
 void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& rng) {
   const int E = experts;
   const bool random_ties = tie == TieBreak::Random;
@@ -252,7 +240,15 @@ void TopKSelector::select_row(const float* z, std::int32_t* idx, float* v, Rng& 
                                                     : -std::numeric_limits<double>::infinity();
     gscore_[static_cast<std::size_t>(g)] = s;
   }
-  keep_best_groups();
+  // The best topk_groups groups, ties to the lower group index.
+  for (int j = 0; j < topk_groups; ++j) {
+    int best = -1;
+    for (int g = 0; g < groups; ++g)
+      if (!allowed_[static_cast<std::size_t>(g)] &&
+          (best < 0 || gscore_[static_cast<std::size_t>(g)] > gscore_[static_cast<std::size_t>(best)]))
+        best = g;
+    allowed_[static_cast<std::size_t>(best)] = 1;
+  }
   constexpr float kNeg = -std::numeric_limits<float>::infinity();
   auto masked = [&](int e) { return allowed_[static_cast<std::size_t>(e / gs)] ? z[e] : kNeg; };
   topk_by(E, k, masked, idx, v);

@@ -61,7 +61,6 @@ struct TopKSelector {
   // groups16_applies() (AVX-512, k <= 8, lower-index ties, m <= 4, at most 64 groups).
   bool select_groups16(const float* z, std::int32_t* idx, float* val);
   bool groups16_applies() const;
-  void keep_best_groups();  // allowed_ = the topk_groups best gscore_, ties to the lower group
   std::vector<float> gtop_;    // select_groups16: each group's best values, 16 lanes
   std::vector<float> cols_;    // select_groups16: the rows transposed, expert e of row r at e * 16 + r
   std::vector<double> gscore16_;  // select_groups16: group g of row r at g * 16 + r
