@@ -236,6 +236,10 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
     n = 0;
   };
   const __m512i lane = _mm512_slli_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), 32);
+  double* const fkey = flat_key_.data();
+  std::uint64_t* const fid = flat_id_.data();
+  const double* const hi = hi_.data();
+  const double* const lo = lo_.data();
   for (int t = 0; t < T; ++t) {
     if (n + nE > cap - 8) flush();
     const float* z = logits + static_cast<std::size_t>(t) * nE;
@@ -243,15 +247,21 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
     const __m512d vls = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t) + 1]);
     std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
     const __m512i tok = _mm512_set1_epi64(t);
+    // A word's bits gather in a register: a store per group of eight was a
+    // store-to-load chain through the same word (and the flat stores may alias it).
+    std::uint64_t word = 0;
     for (int e = 0; e < vecE; e += 8) {
       const __m512d k = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls);
-      const __mmask8 in = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(hi_.data() + e), _CMP_GT_OQ);
-      const __mmask8 near = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in), k, _mm512_loadu_pd(lo_.data() + e),
-                                                    _CMP_GE_OQ);
-      bits[e / 64] |= static_cast<std::uint64_t>(in) << (e % 64);
+      const __mmask8 in = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(hi + e), _CMP_GT_OQ);
+      const __mmask8 near = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in), k, _mm512_loadu_pd(lo + e), _CMP_GE_OQ);
+      word |= static_cast<std::uint64_t>(in) << (e % 64);
+      if (e % 64 == 56 || e + 8 == vecE) {
+        bits[e / 64] = word;  // classify() zeroed the bits; the scalar tail ORs in after
+        word = 0;
+      }
       const __m512i id = _mm512_or_si512(_mm512_add_epi64(lane, _mm512_set1_epi64(static_cast<std::int64_t>(e) << 32)), tok);
-      _mm512_storeu_pd(flat_key_.data() + n, _mm512_maskz_compress_pd(near, k));
-      _mm512_storeu_si512(flat_id_.data() + n, _mm512_maskz_compress_epi64(near, id));
+      _mm512_storeu_pd(fkey + n, _mm512_maskz_compress_pd(near, k));
+      _mm512_storeu_si512(fid + n, _mm512_maskz_compress_epi64(near, id));
       n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(near)));
     }
   }
@@ -363,32 +373,25 @@ int ExpertChoicePolicy::classify_prefiltered(const float* logits, int T) {
 // the expert's whole column.
 void ExpertChoicePolicy::resolve(const float* logits, int T, std::int64_t C) {
   const int E = experts();
-  std::vector<std::pair<double, std::int32_t>> pool;
-  auto best_first = [](const std::pair<double, std::int32_t>& a, const std::pair<double, std::int32_t>& b) {
-    return a.first > b.first || (a.first == b.first && a.second < b.second);
-  };
   for (int e = 0; e < E; ++e) {
     const std::int64_t need = C - above_[e];
-    const auto& cand = cand_[static_cast<std::size_t>(e)];
+    auto& cand = cand_[static_cast<std::size_t>(e)];
     const std::uint64_t bit = std::uint64_t{1} << (e % 64);
     const std::size_t w = static_cast<std::size_t>(e / 64);
     const bool missed = need < 0 || need > static_cast<std::int64_t>(cand.size());
     stats_.candidates += static_cast<std::int64_t>(cand.size());
     stats_.fallbacks += missed;
-    pool.clear();
     if (missed) {
+      cand.clear();
       for (int t = 0; t < T; ++t) {
-        pool.emplace_back(key(logits, t, e), t);
+        cand.emplace_back(key(logits, t, e), t);
         chosen_[static_cast<std::size_t>(t) * words_ + w] &= ~bit;
       }
-    } else {
-      pool.assign(cand.begin(), cand.end());
     }
     const std::int64_t take = missed ? C : need;
     if (take <= 0) continue;
-    std::nth_element(pool.begin(), pool.begin() + (take - 1), pool.end(), best_first);
-    for (std::int64_t i = 0; i < take; ++i)
-      chosen_[static_cast<std::size_t>(pool[static_cast<std::size_t>(i)].second) * words_ + w] |= bit;
+    best_keyed(cand, static_cast<std::size_t>(take), picked_);
+    for (const std::int32_t t : picked_) chosen_[static_cast<std::size_t>(t) * words_ + w] |= bit;
   }
 }
 

@@ -80,6 +80,7 @@ class ExpertChoicePolicy : public Policy {
   std::vector<std::vector<std::pair<double, std::int32_t>>> cand_;  // per expert: (key, token) inside [lo, hi]
   std::vector<double> flat_key_;                 // classify_vector's candidates: key,
   std::vector<std::uint64_t> flat_id_;           // and expert << 32 | token
+  std::vector<std::int32_t> picked_;             // resolve: one expert's tokens from its candidates
   std::vector<std::uint64_t> chosen_;            // tokens x words_: bit e = expert e chose the token
 };
 

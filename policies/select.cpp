@@ -12,6 +12,56 @@
 
 namespace moesim {
 
+namespace {
+
+// u(a) < u(b) exactly when a < b, for non-NaN doubles; -0 maps with +0 (they are equal keys).
+inline std::uint64_t ordered_bits(double k) {
+  const auto b = std::bit_cast<std::uint64_t>(k + 0.0);
+  return b ^ (static_cast<std::uint64_t>(static_cast<std::int64_t>(b) >> 63) | (std::uint64_t{1} << 63));
+}
+
+}  // namespace
+
+void best_keyed(std::vector<KeyedItem>& items, std::size_t take, std::vector<std::int32_t>& out) {
+  std::size_t n = items.size();
+  take = std::min(take, n);
+  out.resize(take + 1);  // +1: the branch-free append below writes one past what it keeps
+  std::size_t got = 0;
+  KeyedItem* it = items.data();
+  // Each pass leaves a bucket at most 2^-7 of the live range wide: at most ten passes.
+  while (take > 0 && take < n && n > 64) {
+    std::uint64_t lo = ~std::uint64_t{0}, hi = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t u = ordered_bits(it[i].first);
+      lo = std::min(lo, u);
+      hi = std::max(hi, u);
+    }
+    if (lo == hi) break;  // all tied: the ids decide
+    const int shift = std::max(0, static_cast<int>(std::bit_width(hi - lo)) - 8);
+    std::uint32_t hist[256] = {};
+    for (std::size_t i = 0; i < n; ++i) ++hist[(ordered_bits(it[i].first) - lo) >> shift];
+    std::uint64_t b = 255;
+    std::size_t above = 0;  // items in buckets past b: all taken
+    while (above + hist[b] < take) above += hist[b--];
+    std::size_t live = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint64_t bucket = (ordered_bits(it[i].first) - lo) >> shift;
+      out[got] = it[i].second;
+      got += bucket > b;
+      it[live] = it[i];
+      live += bucket == b;
+    }
+    n = live;
+    take -= above;
+  }
+  if (take > 0 && take < n)
+    std::nth_element(it, it + (take - 1), it + n, [](const KeyedItem& a, const KeyedItem& b) {
+      return a.first > b.first || (a.first == b.first && a.second < b.second);
+    });
+  for (std::size_t i = 0; i < take; ++i) out[got++] = it[i].second;
+  out.resize(got);
+}
+
 void topk_row_sorted(const float* row, int n, int k, std::int32_t* idx) {
   std::vector<std::int32_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), 0);

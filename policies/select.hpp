@@ -183,6 +183,18 @@ void shuffle_ties(int n, int k, ValueFn&& value, std::int32_t* idx, const V* val
 // side-by-side comparison and as a second implementation for tests.
 void topk_row_sorted(const float* row, int n, int k, std::int32_t* idx);
 
+// An item of best_keyed: a key and the id it belongs to.
+using KeyedItem = std::pair<double, std::int32_t>;
+
+// out = the ids of the min(take, size) best items (higher key, then lower id),
+// in no particular order; keys must not be NaN, and items is scratch (reordered
+// and overwritten). A radix select on the keys' order-preserving bits: each pass
+// histograms the live items on 8 bits of their remaining range and keeps the
+// bucket holding the take-th, without a branch on the data; the last few items
+// go through nth_element. Why: nth_element's comparisons over a few hundred
+// random keys mispredict about every other branch.
+void best_keyed(std::vector<KeyedItem>& items, std::size_t take, std::vector<std::int32_t>& out);
+
 // Throws Error naming the first token and expert whose score is NaN or infinite.
 void check_finite(const float* logits, int tokens, int experts, const char* who);
 
