@@ -185,17 +185,14 @@ int ExpertChoicePolicy::best_keys(double* col, int S, int need) {
 
 // One pass over the keys: above hi, the expert takes the token (a bit in
 // chosen_); inside [lo, hi], the token is a candidate; below lo, out.
-void ExpertChoicePolicy::classify(const float* logits, int T, std::int64_t C) {
+void ExpertChoicePolicy::classify(const float* logits, int T) {
   const int E = experts();
   const auto nE = static_cast<std::size_t>(E);
   chosen_.assign(static_cast<std::size_t>(T) * words_, 0);
   above_.assign(nE, 0);
   cand_.resize(nE);
   for (auto& c : cand_) c.clear();
-  // The prefilter pays where few keys pass it: measured, C <= T / 64 (E = 64 at
-  // k = 1, E = 256 at k = 2) gained 15-25 %, T / 32 broke even and C = T / 8 lost
-  // a fifth to the double path.
-  int vecE = prefilter_ && C * 64 <= T ? classify_prefiltered(logits, T) : -1;
+  int vecE = prefilter_ ? classify_float(logits, T) : -1;
   stats_.prefiltered = vecE >= 0;
   if (vecE < 0) vecE = classify_vector(logits, T);
   for (int t = 0; t < T; ++t) {
@@ -217,55 +214,67 @@ void ExpertChoicePolicy::classify(const float* logits, int T, std::int64_t C) {
       ++above_[(i % static_cast<std::size_t>(words_)) * 64 + static_cast<std::size_t>(std::countr_zero(b))];
 }
 
-// classify() for experts [0, E - E % 8), eight keys at a time; returns where the
-// scalar remainder starts. The candidates of each group of eight are packed
-// into a flat buffer by a register compress (no branch on whether any lane is a
-// candidate: about a third of the groups hold one, at random) and dealt to the
-// experts' lists in token order, so every list is as the scalar pass builds it.
+// classify() for experts [0, E - E % 8), sixteen keys at a time (eight in a
+// last half block); returns where the scalar remainder starts. The candidates'
+// experts are packed into a flat buffer by a register compress, with their
+// token beside them (no branch on whether any lane is a candidate: about a third
+// of the groups of eight hold one, at random), and dealt to the experts' lists in
+// token order, so every list is as the scalar pass builds it. Their keys are
+// recomputed in the deal: one compress of 16 lanes of int32 per 16 keys, where
+// the keys' and ids' compresses per 8 kept the shuffle port saturated.
 int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
 #if defined(__AVX512F__)
   const int E = experts(), vecE = E - E % 8;
   if (vecE == 0) return 0;
   const auto nE = static_cast<std::size_t>(E);
-  const std::size_t cap = 64 * nE + 8;  // flushed when a token might not fit; +8: a full-vector store's slack
-  flat_key_.resize(cap);
-  flat_id_.resize(cap);
-  std::size_t n = 0;
-  auto flush = [&] {
-    deal_candidates(n);
-    n = 0;
-  };
-  const __m512i lane = _mm512_slli_epi64(_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7), 32);
-  double* const fkey = flat_key_.data();
-  std::uint64_t* const fid = flat_id_.data();
+  const std::size_t cap = 64 * nE + 16;  // flushed when a token might not fit; +16: a full-vector store's slack
+  pe_.resize(cap);
+  pt_.resize(cap);
+  std::int32_t* const pe = pe_.data();
+  std::int32_t* const pt = pt_.data();
   const double* const hi = hi_.data();
   const double* const lo = lo_.data();
+  std::size_t n = 0;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int t = 0; t < T; ++t) {
-    if (n + nE > cap - 8) flush();
+    if (n + nE + 16 > cap) {
+      deal_recomputed(logits, n);
+      n = 0;
+    }
     const float* z = logits + static_cast<std::size_t>(t) * nE;
     const __m512d vm = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t)]);
     const __m512d vls = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t) + 1]);
+    auto key8 = [&](int e) { return _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls); };
     std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    const __m512i tok = _mm512_set1_epi64(t);
-    // A word's bits gather in a register: a store per group of eight was a
-    // store-to-load chain through the same word (and the flat stores may alias it).
+    const __m512i tok = _mm512_set1_epi32(t);
+    __m512i ids = lane;
+    // A word's bits gather in a register: a store per block was a store-to-load
+    // chain through the same word.
     std::uint64_t word = 0;
-    for (int e = 0; e < vecE; e += 8) {
-      const __m512d k = _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls);
-      const __mmask8 in = _mm512_cmp_pd_mask(k, _mm512_loadu_pd(hi + e), _CMP_GT_OQ);
-      const __mmask8 near = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in), k, _mm512_loadu_pd(lo + e), _CMP_GE_OQ);
+    for (int e = 0; e < vecE; e += 16) {
+      const __m512d ka = key8(e);
+      const __mmask8 in_a = _mm512_cmp_pd_mask(ka, _mm512_loadu_pd(hi + e), _CMP_GT_OQ);
+      const __mmask8 near_a = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in_a), ka, _mm512_loadu_pd(lo + e), _CMP_GE_OQ);
+      __mmask8 in_b = 0, near_b = 0;
+      if (e + 16 <= vecE) {
+        const __m512d kb = key8(e + 8);
+        in_b = _mm512_cmp_pd_mask(kb, _mm512_loadu_pd(hi + e + 8), _CMP_GT_OQ);
+        near_b = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in_b), kb, _mm512_loadu_pd(lo + e + 8), _CMP_GE_OQ);
+      }
+      const auto in = static_cast<unsigned>(in_a) | static_cast<unsigned>(in_b) << 8;
+      const auto near = static_cast<__mmask16>(near_a | static_cast<unsigned>(near_b) << 8);
       word |= static_cast<std::uint64_t>(in) << (e % 64);
-      if (e % 64 == 56 || e + 8 == vecE) {
-        bits[e / 64] = word;  // classify() zeroed the bits; the scalar tail ORs in after
+      if (e % 64 == 48 || e + 16 >= vecE) {
+        bits[e / 64] = word;  // classify() zeroed the bits; its scalar tail ORs in after
         word = 0;
       }
-      const __m512i id = _mm512_or_si512(_mm512_add_epi64(lane, _mm512_set1_epi64(static_cast<std::int64_t>(e) << 32)), tok);
-      _mm512_storeu_pd(fkey + n, _mm512_maskz_compress_pd(near, k));
-      _mm512_storeu_si512(fid + n, _mm512_maskz_compress_epi64(near, id));
+      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(near, ids));
+      _mm512_storeu_si512(pt + n, tok);
       n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(near)));
+      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
     }
   }
-  flush();
+  deal_recomputed(logits, n);
   return vecE;
 #else
   (void)logits;
@@ -274,98 +283,120 @@ int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
 #endif
 }
 
-// The first n candidates of the flat buffers (key; expert << 32 | token), in
-// their order, onto the experts' lists.
-void ExpertChoicePolicy::deal_candidates(std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i)
-    cand_[static_cast<std::size_t>(flat_id_[i] >> 32)].emplace_back(flat_key_[i], static_cast<std::int32_t>(flat_id_[i]));
+// The first n candidates of pe_ (experts) and pt_ (tokens), in their order, onto
+// the experts' lists with their keys: key()'s operations, the vector pass's bits.
+void ExpertChoicePolicy::deal_recomputed(const float* logits, std::size_t n) {
+  const auto nE = static_cast<std::size_t>(experts());
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto e = static_cast<std::size_t>(pe_[i]);
+    const auto t = static_cast<std::size_t>(pt_[i]);
+    const double k = (static_cast<double>(logits[t * nE + e]) - shift_[2 * t]) - shift_[2 * t + 1];
+    cand_[e].emplace_back(k, static_cast<std::int32_t>(t));
+  }
 }
 
-// classify_vector when a float test can rule tokens out: every key is
-// compared in 16-lane float, z - c_t >= lo_f[e] with c_t = float(m_t + log S_t)
-// and lo_f[e] below lo[e] by 2^-20 (|lo[e]| + max_t |c_t| + 1). The double key's
-// two roundings, c_t's to float and the float difference's each move the
-// comparison by at most 2^-22 of that sum, so every key >= lo[e] passes; only
-// the passing few (classify() takes this path where C <= T / 64) get the double
-// key and the exact tests. Off (returns -1) when some |c_t| exceeds 2^100, where the float
+// classify() in 16-lane float, for every expert (the last block masked): with
+// c_t = float(m_t + log S_t), a key is surely above hi[e] where z - c_t > hi_f[e],
+// and surely below lo[e] where z - c_t < lo_f[e]; the bounds sit outside hi and
+// lo by 2^-20 (|bound| + max_t |c_t| + 1). Why that suffices: the float
+// difference and the double key K each stay within 2^-24 (|K| + max |c| + 1) of
+// the exact z - m - log S, so |float - K| <= 2^-23 (|K| + max |c| + 1), and
+// K + 2^-23 (|K| + ...) is increasing in K: K <= hi gives float <= hi_f, K >= lo
+// gives float >= lo_f. The sure ones set their bits in the vector pass; the rest
+// that are not surely below (the candidates, and the few near a bound) get the
+// double key and the exact tests in the deal (deal_checked), in the order the
+// double path deals them. One compare per 16 keys and no conversion to double:
+// the double path's conversions, compares and compresses kept the shuffle port
+// saturated. Off (returns -1) when some |c_t| exceeds 2^100, where the float
 // difference could overflow.
-int ExpertChoicePolicy::classify_prefiltered(const float* logits, int T) {
+int ExpertChoicePolicy::classify_float(const float* logits, int T) {
 #if defined(__AVX512F__)
-  const int E = experts(), vecE = E - E % 16;
-  if (vecE == 0) return -1;
+  const int E = experts();
   double cmax = 0.0;
   for (int t = 0; t < T; ++t)
     cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
                               std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
   if (!(cmax <= 0x1p100)) return -1;
   const auto nE = static_cast<std::size_t>(E);
+  constexpr float kInf = std::numeric_limits<float>::infinity();
   lo_f_.resize(nE);
+  hi_f_.resize(nE);
   for (std::size_t e = 0; e < nE; ++e) {
-    const double lo = lo_[e];
+    const double lo = lo_[e], hi = hi_[e];
     const double x = lo - 0x1p-20 * (std::fabs(lo) + cmax + 1.0);
-    float f = static_cast<float>(x);
-    if (static_cast<double>(f) > x) f = std::nextafter(f, -std::numeric_limits<float>::infinity());
-    lo_f_[e] = std::isfinite(x) ? f : -std::numeric_limits<float>::infinity();
+    const double y = hi + 0x1p-20 * (std::fabs(hi) + cmax + 1.0);
+    // Past the float range the bound is the infinity (the conversion would be undefined).
+    constexpr double kMax = std::numeric_limits<float>::max();
+    float f = x >= -kMax ? static_cast<float>(x) : -kInf, g = y <= kMax ? static_cast<float>(y) : kInf;
+    if (static_cast<double>(f) > x) f = std::nextafter(f, -kInf);
+    if (static_cast<double>(g) < y) g = std::nextafter(g, kInf);
+    lo_f_[e] = f;
+    hi_f_[e] = g;
   }
-  // Tokens in blocks: first the passing (value, expert, token) of the block's
-  // tokens packed by register compresses, then one predictable loop over them in
-  // (token, expert) order, the order classify_vector deals candidates in.
-  constexpr int kBlock = 128;
-  const std::size_t room = static_cast<std::size_t>(kBlock) * (nE + 16);
-  pz_.resize(room);
-  pe_.resize(room);
-  pt_.resize(room);
-  flat_key_.resize(room);
-  flat_id_.resize(room);
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const std::size_t cap = 64 * nE + 16;  // dealt when a token might not fit; +16: a full-vector store's slack
+  pe_.resize(cap);
+  pt_.resize(cap);
   // Locals: stores through the vectors' pointers would otherwise reload them.
-  float* const pz = pz_.data();
   std::int32_t* const pe = pe_.data();
   std::int32_t* const pt = pt_.data();
-  double* const fkey = flat_key_.data();
-  std::uint64_t* const fid = flat_id_.data();
-  std::uint64_t* const chosen = chosen_.data();
-  const double* const shift = shift_.data();
-  const double* const hi = hi_.data();
-  const double* const lo = lo_.data();
   const float* const lof = lo_f_.data();
-  const auto words = static_cast<std::size_t>(words_);
-  for (int t0 = 0; t0 < T; t0 += kBlock) {
-    const int t1 = std::min(T, t0 + kBlock);
-    std::size_t np = 0;
-    for (int t = t0; t < t1; ++t) {
-      const float* z = logits + static_cast<std::size_t>(t) * nE;
-      const std::size_t i = 2 * static_cast<std::size_t>(t);
-      const __m512 c = _mm512_set1_ps(static_cast<float>(shift[i] + shift[i + 1]));
-      const __m512i tok = _mm512_set1_epi32(t);
-      for (int e = 0; e < vecE; e += 16) {
-        const __m512 v = _mm512_loadu_ps(z + e);
-        const __mmask16 p = _mm512_cmp_ps_mask(_mm512_sub_ps(v, c), _mm512_loadu_ps(lof + e), _CMP_GE_OQ);
-        _mm512_storeu_ps(pz + np, _mm512_maskz_compress_ps(p, v));
-        _mm512_storeu_si512(pe + np, _mm512_maskz_compress_epi32(p, _mm512_add_epi32(lane, _mm512_set1_epi32(e))));
-        _mm512_storeu_si512(pt + np, tok);
-        np += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(p)));
+  const float* const hif = hi_f_.data();
+  const double* const shift = shift_.data();
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  std::size_t n = 0;
+  for (int t = 0; t < T; ++t) {
+    if (n + nE + 16 > cap) {
+      deal_checked(logits, n);
+      n = 0;
+    }
+    const float* z = logits + static_cast<std::size_t>(t) * nE;
+    const std::size_t i = 2 * static_cast<std::size_t>(t);
+    const __m512 c = _mm512_set1_ps(static_cast<float>(shift[i] + shift[i + 1]));
+    const __m512i tok = _mm512_set1_epi32(t);
+    std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+    __m512i ids = lane;
+    std::uint64_t word = 0;  // a word's sure bits gather in a register, stored once
+    for (int e = 0; e < E; e += 16) {
+      const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
+      const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_maskz_loadu_ps(live, hif + e), _CMP_GT_OQ);
+      const __mmask16 keep = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d,
+                                                     _mm512_maskz_loadu_ps(live, lof + e), _CMP_GE_OQ);
+      word |= static_cast<std::uint64_t>(sure) << (e % 64);
+      if (e % 64 == 48 || e + 16 >= E) {
+        bits[e / 64] = word;
+        word = 0;
       }
+      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(keep, ids));
+      _mm512_storeu_si512(pt + n, tok);
+      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(keep)));
+      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
     }
-    std::size_t n = 0;
-    for (std::size_t j = 0; j < np; ++j) {
-      const auto e = static_cast<std::size_t>(pe[j]);
-      const auto t = static_cast<std::size_t>(pt[j]);
-      const double k = (static_cast<double>(pz[j]) - shift[2 * t]) - shift[2 * t + 1];
-      const bool above = k > hi[e];
-      chosen[t * words + e / 64] |= static_cast<std::uint64_t>(above) << (e % 64);
-      fkey[n] = k;
-      fid[n] = static_cast<std::uint64_t>(e) << 32 | t;
-      n += !above && k >= lo[e];
-    }
-    deal_candidates(n);
   }
-  return vecE;
+  deal_checked(logits, n);
+  return E;
 #else
   (void)logits;
   (void)T;
   return -1;
 #endif
+}
+
+// The first n (expert, token) pairs of pe_ and pt_ that the float tests left
+// open, by their double keys: above hi the expert takes the token (rare: only
+// keys within the margin of hi come here), inside [lo, hi] a candidate.
+void ExpertChoicePolicy::deal_checked(const float* logits, std::size_t n) {
+  const auto nE = static_cast<std::size_t>(experts());
+  const auto words = static_cast<std::size_t>(words_);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto e = static_cast<std::size_t>(pe_[i]);
+    const auto t = static_cast<std::size_t>(pt_[i]);
+    const double k = (static_cast<double>(logits[t * nE + e]) - shift_[2 * t]) - shift_[2 * t + 1];
+    if (k > hi_[e])
+      chosen_[t * words + e / 64] |= std::uint64_t{1} << (e % 64);
+    else if (k >= lo_[e])
+      cand_[e].emplace_back(k, static_cast<std::int32_t>(t));
+  }
 }
 
 // Each expert's C - above best candidates (higher key, then lower token). A
@@ -446,7 +477,7 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
         for (int e = 0; e < E; ++e) chosen_[static_cast<std::size_t>(t) * words_ + e / 64] |= std::uint64_t{1} << (e % 64);
     } else {
       bracket(in.logits, T, C);
-      classify(in.logits, T, C);
+      classify(in.logits, T);
       resolve(in.logits, T, C);
     }
     emit(in.logits, T, out);

@@ -40,8 +40,8 @@ class ExpertChoicePolicy : public Policy {
   };
   const Stats& last_stats() const { return stats_; }
   // Tests only: false classifies every key in double, the definition the float
-  // prefilter (taken where C <= T / 64) must match: the same candidates, not only
-  // the same selection.
+  // prefilter (classify_float) must match: the same candidates, not only the same
+  // selection.
   void use_prefilter(bool on) { prefilter_ = on; }
 
  protected:
@@ -54,10 +54,11 @@ class ExpertChoicePolicy : public Policy {
   void bracket(const float* logits, int T, std::int64_t C);
   int sample_keys8(const float* logits, int stride, int S);
   int best_keys(double* col, int S, int need);
-  void classify(const float* logits, int T, std::int64_t C);
+  void classify(const float* logits, int T);
   int classify_vector(const float* logits, int T);
-  int classify_prefiltered(const float* logits, int T);
-  void deal_candidates(std::size_t n);
+  int classify_float(const float* logits, int T);
+  void deal_recomputed(const float* logits, std::size_t n);
+  void deal_checked(const float* logits, std::size_t n);
   void resolve(const float* logits, int T, std::int64_t C);
   void emit(const float* logits, int T, Assignment& out);
 
@@ -71,15 +72,12 @@ class ExpertChoicePolicy : public Policy {
   // Scratch, reused across batches.
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
   std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
-  std::vector<float> lo_f_;                      // per expert: a float bound below lo (classify_prefiltered)
-  std::vector<float> pz_;                        // classify_prefiltered: the passing values,
-  std::vector<std::int32_t> pe_, pt_;            // their experts and tokens
+  std::vector<float> lo_f_, hi_f_;               // per expert: float bounds outside lo and hi (classify_float)
+  std::vector<std::int32_t> pe_, pt_;            // the classify passes' open keys: experts and tokens
   std::vector<double> sample_;                   // experts x samples
   std::vector<double> gmax_;                     // one sample column's 16-key group maxima
   std::vector<std::int64_t> above_;              // per expert: tokens above hi
   std::vector<std::vector<std::pair<double, std::int32_t>>> cand_;  // per expert: (key, token) inside [lo, hi]
-  std::vector<double> flat_key_;                 // classify_vector's candidates: key,
-  std::vector<std::uint64_t> flat_id_;           // and expert << 32 | token
   std::vector<std::int32_t> picked_;             // resolve: one expert's tokens from its candidates
   std::vector<std::uint64_t> chosen_;            // tokens x words_: bit e = expert e chose the token
 };

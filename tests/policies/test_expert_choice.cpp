@@ -163,9 +163,9 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
   // token asc), keys by the header's formula. Large T samples every stride-th
   // token for the bracket; tie-heavy batches make brackets miss (the fallback).
   rc::prop("selected sets == full-sort top-C", [] {
-    // E from 16 up with C <= T / 64 (a quarter capacity) takes the float
-    // prefilter (a 64-expert word and a tail); logits scaled to ~1e27 hold its
-    // margin at large magnitudes, the extreme style (FLT_MAX) turns it off.
+    // Every E takes the float prefilter (E = 70 and 80: a 64-expert word and a
+    // tail); logits scaled to ~1e27 hold its margins at large magnitudes, the
+    // extreme style (FLT_MAX) turns it off.
     static const int Es[] = {3, 8, 16, 64, 70, 80};
     const int E = Es[choose(6)];
     const int k = 1 + choose(std::min(E, 4));
@@ -203,19 +203,23 @@ TEST_CASE("expert choice: the bracketed, prefiltered selection equals a full sor
 TEST_CASE("expert choice: the float prefilter keeps every candidate the double keys give, ties at the bracket and "
           "large magnitudes included") {
   rc::prop("prefiltered == unfiltered, candidates and selection", [] {
-    // Capacities of at most T / 64, where the prefilter is taken.
-    static const int Es[] = {64, 80, 144};
-    const int E = Es[choose(3)];
-    const int k = 1 + choose(2);
-    RC_LOG() << "k=" << k << '\n';
+    // Every width: 16-lane blocks, a masked last block (E = 3, 24, 80), several
+    // 64-expert words; capacities from T / 256 to T / 2.
+    static const int Es[] = {3, 8, 24, 64, 80, 144};
+    const int E = Es[choose(6)];
+    const int k = 1 + choose(std::min(E, 4));
+    static const char* cfs[] = {"0.25", "1.0", "2.0"};
+    const char* cf = cfs[choose(3)];
+    RC_LOG() << "k=" << k << " cf=" << cf << '\n';
     const auto [T, style, sigmoid, z] = large_batch(E, 2048, 4000);
-    const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", "0.25"}};
+    const moesim::KnobMap kn = {{"score_fn", sigmoid ? "sigmoid" : "softmax"}, {"capacity_factor", cf}};
     auto fast = moesim::make_policy("expert_choice", E, k, kn), slow = moesim::make_policy("expert_choice", E, k, kn);
     dynamic_cast<moesim::ExpertChoicePolicy&>(*slow).use_prefilter(false);
     const auto a = route_once(*fast, z, T, E), b = route_once(*slow, z, T, E);
     const auto& sa = dynamic_cast<const moesim::ExpertChoicePolicy&>(*fast).last_stats();
     const auto& sb = dynamic_cast<const moesim::ExpertChoicePolicy&>(*slow).last_stats();
-    RC_ASSERT(sa.prefiltered || style == kExtreme);  // FLT_MAX logits turn it off
+    // FLT_MAX logits turn it off; at C = T every expert takes every token unclassified.
+    RC_ASSERT(sa.prefiltered || style == kExtreme || a.capacity >= T);
     RC_ASSERT(!sb.prefiltered);
     RC_ASSERT(sa.candidates == sb.candidates);
     RC_ASSERT(sa.fallbacks == sb.fallbacks);
