@@ -188,13 +188,14 @@ int ExpertChoicePolicy::best_keys(double* col, int S, int need) {
 void ExpertChoicePolicy::classify(const float* logits, int T) {
   const int E = experts();
   const auto nE = static_cast<std::size_t>(E);
-  chosen_.assign(static_cast<std::size_t>(T) * words_, 0);
+  chosen_.resize(static_cast<std::size_t>(T) * words_);  // classify_float writes every word
   above_.assign(nE, 0);
   cand_.resize(nE);
   for (auto& c : cand_) c.clear();
-  int vecE = prefilter_ ? classify_float(logits, T) : -1;
-  stats_.prefiltered = vecE >= 0;
-  if (vecE < 0) vecE = classify_vector(logits, T);
+  stats_.prefiltered = prefilter_ && classify_float(logits, T);
+  if (stats_.prefiltered) return;
+  std::fill(chosen_.begin(), chosen_.end(), 0);
+  const int vecE = classify_vector(logits, T);
   for (int t = 0; t < T; ++t) {
     const float* z = logits + static_cast<std::size_t>(t) * nE;
     const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
@@ -307,16 +308,17 @@ void ExpertChoicePolicy::deal_recomputed(const float* logits, std::size_t n) {
 // double key and the exact tests in the deal (deal_checked), in the order the
 // double path deals them. One compare per 16 keys and no conversion to double:
 // the double path's conversions, compares and compresses kept the shuffle port
-// saturated. Off (returns -1) when some |c_t| exceeds 2^100, where the float
-// difference could overflow.
-int ExpertChoicePolicy::classify_float(const float* logits, int T) {
+// saturated. The sure ones are counted per expert in vector lanes as they go.
+// Off (returns false) when some |c_t| exceeds 2^100, where the float difference
+// could overflow.
+bool ExpertChoicePolicy::classify_float(const float* logits, int T) {
 #if defined(__AVX512F__)
   const int E = experts();
   double cmax = 0.0;
   for (int t = 0; t < T; ++t)
     cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
                               std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
-  if (!(cmax <= 0x1p100)) return -1;
+  if (!(cmax <= 0x1p100)) return false;
   const auto nE = static_cast<std::size_t>(E);
   constexpr float kInf = std::numeric_limits<float>::infinity();
   lo_f_.resize(nE);
@@ -343,6 +345,9 @@ int ExpertChoicePolicy::classify_float(const float* logits, int T) {
   const float* const hif = hi_f_.data();
   const double* const shift = shift_.data();
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const int blocks = (E + 15) / 16;
+  sure_count_.assign(static_cast<std::size_t>(blocks) * 16, 0);
+  std::int32_t* const count = sure_count_.data();
   std::size_t n = 0;
   for (int t = 0; t < T; ++t) {
     if (n + nE + 16 > cap) {
@@ -367,6 +372,8 @@ int ExpertChoicePolicy::classify_float(const float* logits, int T) {
         bits[e / 64] = word;
         word = 0;
       }
+      const __m512i cnt = _mm512_loadu_si512(count + e);
+      _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
       _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(keep, ids));
       _mm512_storeu_si512(pt + n, tok);
       n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(keep)));
@@ -374,11 +381,12 @@ int ExpertChoicePolicy::classify_float(const float* logits, int T) {
     }
   }
   deal_checked(logits, n);
-  return E;
+  for (int e = 0; e < E; ++e) above_[static_cast<std::size_t>(e)] += count[e];
+  return true;
 #else
   (void)logits;
   (void)T;
-  return -1;
+  return false;
 #endif
 }
 
@@ -392,9 +400,10 @@ void ExpertChoicePolicy::deal_checked(const float* logits, std::size_t n) {
     const auto e = static_cast<std::size_t>(pe_[i]);
     const auto t = static_cast<std::size_t>(pt_[i]);
     const double k = (static_cast<double>(logits[t * nE + e]) - shift_[2 * t]) - shift_[2 * t + 1];
-    if (k > hi_[e])
+    if (k > hi_[e]) {
       chosen_[t * words + e / 64] |= std::uint64_t{1} << (e % 64);
-    else if (k >= lo_[e])
+      ++above_[e];
+    } else if (k >= lo_[e])
       cand_[e].emplace_back(k, static_cast<std::int32_t>(t));
   }
 }

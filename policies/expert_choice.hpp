@@ -56,7 +56,7 @@ class ExpertChoicePolicy : public Policy {
   int best_keys(double* col, int S, int need);
   void classify(const float* logits, int T);
   int classify_vector(const float* logits, int T);
-  int classify_float(const float* logits, int T);
+  bool classify_float(const float* logits, int T);
   void deal_recomputed(const float* logits, std::size_t n);
   void deal_checked(const float* logits, std::size_t n);
   void resolve(const float* logits, int T, std::int64_t C);
@@ -73,6 +73,7 @@ class ExpertChoicePolicy : public Policy {
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
   std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
   std::vector<float> lo_f_, hi_f_;               // per expert: float bounds outside lo and hi (classify_float)
+  std::vector<std::int32_t> sure_count_;         // classify_float: per expert, the keys surely above hi
   std::vector<std::int32_t> pe_, pt_;            // the classify passes' open keys: experts and tokens
   std::vector<double> sample_;                   // experts x samples
   std::vector<double> gmax_;                     // one sample column's 16-key group maxima
