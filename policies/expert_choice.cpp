@@ -29,18 +29,18 @@ ExpertChoicePolicy::ExpertChoicePolicy(int experts, int k, const Knobs& kn)
   if (!(factor_ > 0.0)) fail_knob(name(), "capacity_factor", "= " + format_real(factor_) + ": must be > 0");
 }
 
-// Per token: the row max and log of the softmax denominator (both 0 for the
-// sigmoid rule), reading every logit once; that pass also checks finiteness.
-void ExpertChoicePolicy::row_constants(const float* logits, int T) {
+// Per token of [t0, t1): the row max and log of the softmax denominator (both 0
+// for the sigmoid rule), reading every logit once; that pass also checks
+// finiteness (an Error naming the first bad logit of the batch).
+void ExpertChoicePolicy::row_constants(const float* logits, int t0, int t1) {
   const int E = experts();
-  shift_.resize(2 * static_cast<std::size_t>(T));
   const bool softmax = spec_.rule == WeightRule::SoftmaxGather;
   bool finite = true;
-  int t = 0;
+  int t = t0;
   if (softmax && E % 16 == 0) {
     float m[16];
     double sum[16];
-    for (; t + 16 <= T; t += 16) {
+    for (; t + 16 <= t1; t += 16) {
       const float* z = logits + static_cast<std::size_t>(t) * E;
       finite &= all_finite(z, 16 * E);
       if (!finite) break;
@@ -51,19 +51,24 @@ void ExpertChoicePolicy::row_constants(const float* logits, int T) {
       }
     }
   }
-  for (; t < T; ++t) {
-    const float* z = logits + static_cast<std::size_t>(t) * E;
-    finite &= all_finite(z, E);
-    double m = 0.0, log_sum = 0.0;
-    if (softmax && finite) {
-      const float mf = row_max(z, E);
-      m = mf;
-      log_sum = std::log(row_sum_exp_padded(z, E, mf));
-    }
-    shift_[2 * static_cast<std::size_t>(t)] = m;
-    shift_[2 * static_cast<std::size_t>(t) + 1] = log_sum;
+  for (; t < t1 && finite; ++t) row_constant(logits, t, finite);
+  if (!finite) check_finite(logits, t1, E, name().c_str());  // rows before t0 are finite
+}
+
+// One row of row_constants by the row kernels (bitwise row_max_sum_exp16's at
+// E % 16 == 0); finite becomes false for a row holding NaN or inf.
+void ExpertChoicePolicy::row_constant(const float* logits, int t, bool& finite) {
+  const int E = experts();
+  const float* z = logits + static_cast<std::size_t>(t) * E;
+  finite = finite && all_finite(z, E);
+  double m = 0.0, log_sum = 0.0;
+  if (spec_.rule == WeightRule::SoftmaxGather && finite) {
+    const float mf = row_max(z, E);
+    m = mf;
+    log_sum = std::log(row_sum_exp_padded(z, E, mf));
   }
-  if (!finite) check_finite(logits, T, E, name().c_str());
+  shift_[2 * static_cast<std::size_t>(t)] = m;
+  shift_[2 * static_cast<std::size_t>(t) + 1] = log_sum;
 }
 
 // (z - m) - log S, never z - (m + log S): at |m| near FLT_MAX the log S would
@@ -79,9 +84,11 @@ inline double ExpertChoicePolicy::key(const float* logits, int t, int e) const {
 // binomial count (plus 2), so the true C-th key falls inside but for about one
 // expert in a thousand (resolve() then orders its whole column); a sample of
 // every token brackets it exactly.
+int ExpertChoicePolicy::sample_stride(int T) { return std::max(1, T / 1024); }
+
 void ExpertChoicePolicy::bracket(const float* logits, int T, std::int64_t C) {
   const int E = experts();
-  const int stride = std::max(1, T / 1024);
+  const int stride = sample_stride(T);
   const int S = (T + stride - 1) / stride;
   sample_.resize(static_cast<std::size_t>(E) * static_cast<std::size_t>(S));
   const int done = sample_keys8(logits, stride, S);
@@ -183,216 +190,189 @@ int ExpertChoicePolicy::best_keys(double* col, int S, int need) {
   return n;
 }
 
-// One pass over the keys: above hi, the expert takes the token (a bit in
-// chosen_); inside [lo, hi], the token is a candidate; below lo, out.
-void ExpertChoicePolicy::classify(const float* logits, int T) {
+// The selection up to the candidates: the sample rows' constants, the brackets,
+// then one pass over 16-row blocks that computes each block's row constants and
+// classifies its keys while the rows are in L1 (a second pass read the T x E
+// logits back from L3): above hi, the expert takes the token (a bit in chosen_);
+// inside [lo, hi], the token is a candidate; below lo, out.
+void ExpertChoicePolicy::select_candidates(const float* logits, int T, std::int64_t C) {
   const int E = experts();
   const auto nE = static_cast<std::size_t>(E);
-  chosen_.resize(static_cast<std::size_t>(T) * words_);  // classify_float writes every word
+  const int stride = sample_stride(T);
+  sample_constants(logits, T, stride);
+  double cmax = 0.0;  // over the sample rows: max |m_t| + |log S_t|
+  for (int t = 0; t < T; t += stride)
+    cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
+                              std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
+  bracket(logits, T, C);
+  chosen_.resize(static_cast<std::size_t>(T) * words_);  // each row's classifier writes its words
   above_.assign(nE, 0);
   cand_.resize(nE);
   for (auto& c : cand_) c.clear();
-  stats_.prefiltered = prefilter_ && classify_float(logits, T);
-  if (stats_.prefiltered) return;
-  std::fill(chosen_.begin(), chosen_.end(), 0);
-  const int vecE = classify_vector(logits, T);
-  for (int t = 0; t < T; ++t) {
-    const float* z = logits + static_cast<std::size_t>(t) * nE;
-    const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
-    std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    for (int e = vecE; e < E; ++e) {
-      const double k = (static_cast<double>(z[e]) - m) - ls;
-      if (k > hi_[e])
-        bits[e / 64] |= std::uint64_t{1} << (e % 64);
-      else if (k >= lo_[e])
-        cand_[static_cast<std::size_t>(e)].emplace_back(k, t);
+  sure_count_.assign(nE + 16, 0);
+  pe_.resize(16 * (nE + 16));  // a block's open keys; +16 a row: a full-vector store's slack
+  pt_.resize(16 * (nE + 16));
+  // Rows whose |m| + |log S| stays within twice the sample's go through the float
+  // test (whose margin that bound sets); the others through the double one.
+  const double cbound = 2.0 * cmax + 1.0;
+  const bool fast = prefilter_ && float_bounds(cbound);
+  for (int t0 = 0; t0 < T; t0 += 16) {
+    const int t1 = std::min(T, t0 + 16);
+    row_constants(logits, t0, t1);
+    std::size_t n = 0;
+    for (int t = t0; t < t1; ++t) {
+      const std::size_t i = 2 * static_cast<std::size_t>(t);
+      const bool in_bound = std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound;
+      n = fast && in_bound ? classify_row_float(logits, t, n) : classify_row_double(logits, t, n);
+      stats_.float_rows += fast && in_bound;
     }
+    deal_checked(logits, n);
   }
-  // Counted from the bits: about one per token, where a counter update per
-  // expert and token was a store-to-load chain in the pass above.
-  for (std::size_t i = 0, n = chosen_.size(); i < n; ++i)
-    for (std::uint64_t b = chosen_[i]; b; b &= b - 1)
-      ++above_[(i % static_cast<std::size_t>(words_)) * 64 + static_cast<std::size_t>(std::countr_zero(b))];
+  for (std::size_t e = 0; e < nE; ++e) above_[e] += sure_count_[e];
 }
 
-// classify() for experts [0, E - E % 8), sixteen keys at a time (eight in a
-// last half block); returns where the scalar remainder starts. The candidates'
-// experts are packed into a flat buffer by a register compress, with their
-// token beside them (no branch on whether any lane is a candidate: about a third
-// of the groups of eight hold one, at random), and dealt to the experts' lists in
-// token order, so every list is as the scalar pass builds it. Their keys are
-// recomputed in the deal: one compress of 16 lanes of int32 per 16 keys, where
-// the keys' and ids' compresses per 8 kept the shuffle port saturated.
-int ExpertChoicePolicy::classify_vector(const float* logits, int T) {
-#if defined(__AVX512F__)
-  const int E = experts(), vecE = E - E % 8;
-  if (vecE == 0) return 0;
-  const auto nE = static_cast<std::size_t>(E);
-  const std::size_t cap = 64 * nE + 16;  // flushed when a token might not fit; +16: a full-vector store's slack
-  pe_.resize(cap);
-  pt_.resize(cap);
-  std::int32_t* const pe = pe_.data();
-  std::int32_t* const pt = pt_.data();
-  const double* const hi = hi_.data();
-  const double* const lo = lo_.data();
-  std::size_t n = 0;
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int t = 0; t < T; ++t) {
-    if (n + nE + 16 > cap) {
-      deal_recomputed(logits, n);
-      n = 0;
-    }
-    const float* z = logits + static_cast<std::size_t>(t) * nE;
-    const __m512d vm = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t)]);
-    const __m512d vls = _mm512_set1_pd(shift_[2 * static_cast<std::size_t>(t) + 1]);
-    auto key8 = [&](int e) { return _mm512_sub_pd(_mm512_sub_pd(_mm512_cvtps_pd(_mm256_loadu_ps(z + e)), vm), vls); };
-    std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    const __m512i tok = _mm512_set1_epi32(t);
-    __m512i ids = lane;
-    // A word's bits gather in a register: a store per block was a store-to-load
-    // chain through the same word.
-    std::uint64_t word = 0;
-    for (int e = 0; e < vecE; e += 16) {
-      const __m512d ka = key8(e);
-      const __mmask8 in_a = _mm512_cmp_pd_mask(ka, _mm512_loadu_pd(hi + e), _CMP_GT_OQ);
-      const __mmask8 near_a = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in_a), ka, _mm512_loadu_pd(lo + e), _CMP_GE_OQ);
-      __mmask8 in_b = 0, near_b = 0;
-      if (e + 16 <= vecE) {
-        const __m512d kb = key8(e + 8);
-        in_b = _mm512_cmp_pd_mask(kb, _mm512_loadu_pd(hi + e + 8), _CMP_GT_OQ);
-        near_b = _mm512_mask_cmp_pd_mask(static_cast<__mmask8>(~in_b), kb, _mm512_loadu_pd(lo + e + 8), _CMP_GE_OQ);
-      }
-      const auto in = static_cast<unsigned>(in_a) | static_cast<unsigned>(in_b) << 8;
-      const auto near = static_cast<__mmask16>(near_a | static_cast<unsigned>(near_b) << 8);
-      word |= static_cast<std::uint64_t>(in) << (e % 64);
-      if (e % 64 == 48 || e + 16 >= vecE) {
-        bits[e / 64] = word;  // classify() zeroed the bits; its scalar tail ORs in after
-        word = 0;
-      }
-      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(near, ids));
-      _mm512_storeu_si512(pt + n, tok);
-      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(near)));
-      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
-    }
-  }
-  deal_recomputed(logits, n);
-  return vecE;
-#else
-  (void)logits;
-  (void)T;
-  return 0;
-#endif
-}
-
-// The first n candidates of pe_ (experts) and pt_ (tokens), in their order, onto
-// the experts' lists with their keys: key()'s operations, the vector pass's bits.
-void ExpertChoicePolicy::deal_recomputed(const float* logits, std::size_t n) {
-  const auto nE = static_cast<std::size_t>(experts());
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto e = static_cast<std::size_t>(pe_[i]);
-    const auto t = static_cast<std::size_t>(pt_[i]);
-    const double k = (static_cast<double>(logits[t * nE + e]) - shift_[2 * t]) - shift_[2 * t + 1];
-    cand_[e].emplace_back(k, static_cast<std::int32_t>(t));
-  }
-}
-
-// classify() in 16-lane float, for every expert (the last block masked): with
-// c_t = float(m_t + log S_t), a key is surely above hi[e] where z - c_t > hi_f[e],
-// and surely below lo[e] where z - c_t < lo_f[e]; the bounds sit outside hi and
-// lo by 2^-20 (|bound| + max_t |c_t| + 1). Why that suffices: the float
-// difference and the double key K each stay within 2^-24 (|K| + max |c| + 1) of
-// the exact z - m - log S, so |float - K| <= 2^-23 (|K| + max |c| + 1), and
-// K + 2^-23 (|K| + ...) is increasing in K: K <= hi gives float <= hi_f, K >= lo
-// gives float >= lo_f. The sure ones set their bits in the vector pass; the rest
-// that are not surely below (the candidates, and the few near a bound) get the
-// double key and the exact tests in the deal (deal_checked), in the order the
-// double path deals them. One compare per 16 keys and no conversion to double:
-// the double path's conversions, compares and compresses kept the shuffle port
-// saturated. The sure ones are counted per expert in vector lanes as they go.
-// Off (returns false) when some |c_t| exceeds 2^100, where the float difference
-// could overflow.
-bool ExpertChoicePolicy::classify_float(const float* logits, int T) {
-#if defined(__AVX512F__)
+// row_constants of the rows t = 0, stride, 2 stride, ... (the bracket's sample),
+// copied 16 at a time into one block for the 16-row kernels: the same bits as
+// the block pass gives those rows later, at a sixth of the per-row kernels' cost.
+void ExpertChoicePolicy::sample_constants(const float* logits, int T, int stride) {
   const int E = experts();
-  double cmax = 0.0;
-  for (int t = 0; t < T; ++t)
-    cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
-                              std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
-  if (!(cmax <= 0x1p100)) return false;
   const auto nE = static_cast<std::size_t>(E);
+  const int S = (T + stride - 1) / stride;
+  int i = 0;
+  if (spec_.rule == WeightRule::SoftmaxGather && E % 16 == 0) {
+    sample_rows_.resize(16 * nE);
+    float m[16];
+    double sum[16];
+    for (; i + 16 <= S; i += 16) {
+      for (int r = 0; r < 16; ++r)
+        std::memcpy(sample_rows_.data() + static_cast<std::size_t>(r) * nE,
+                    logits + static_cast<std::size_t>(i + r) * static_cast<std::size_t>(stride) * nE, nE * sizeof(float));
+      if (!all_finite(sample_rows_.data(), 16 * E)) check_finite(logits, T, E, name().c_str());
+      row_max_sum_exp16(sample_rows_.data(), E, m, sum);
+      for (int r = 0; r < 16; ++r) {
+        const auto t = static_cast<std::size_t>(i + r) * static_cast<std::size_t>(stride);
+        shift_[2 * t] = m[r];
+        shift_[2 * t + 1] = std::log(sum[r]);
+      }
+    }
+  }
+  for (; i < S; ++i) {
+    bool finite = true;
+    row_constant(logits, i * stride, finite);
+    if (!finite) check_finite(logits, T, E, name().c_str());
+  }
+}
+
+// The float test's bounds: lo_f[e] below lo[e] and hi_f[e] above hi[e] by
+// 2^-20 (|bound| + cmax + 1), rounded outwards. With c_t = float(m_t + log S_t),
+// a key is surely above hi[e] where z - c_t > hi_f[e], and surely below lo[e]
+// where z - c_t < lo_f[e], for every row with |m_t| + |log S_t| <= cmax. Why:
+// the float difference and the double key K each stay within 2^-24 (|K| + cmax
+// + 1) of the exact z - m - log S, so |float - K| <= 2^-23 (|K| + cmax + 1), and
+// K + 2^-23 (|K| + ...) is increasing in K: K <= hi gives float <= hi_f, K >= lo
+// gives float >= lo_f. False (no float test) above cmax = 2^100, where the float
+// difference could overflow, and without AVX-512.
+bool ExpertChoicePolicy::float_bounds(double cmax) {
+#if defined(__AVX512F__)
+  if (!(cmax <= 0x1p100)) return false;
+  const auto nE = static_cast<std::size_t>(experts());
   constexpr float kInf = std::numeric_limits<float>::infinity();
-  lo_f_.resize(nE);
-  hi_f_.resize(nE);
+  constexpr double kMax = std::numeric_limits<float>::max();
+  lo_f_.assign(nE + 16, 0.0f);  // +16: the last block's masked lanes
+  hi_f_.assign(nE + 16, 0.0f);
   for (std::size_t e = 0; e < nE; ++e) {
     const double lo = lo_[e], hi = hi_[e];
     const double x = lo - 0x1p-20 * (std::fabs(lo) + cmax + 1.0);
     const double y = hi + 0x1p-20 * (std::fabs(hi) + cmax + 1.0);
     // Past the float range the bound is the infinity (the conversion would be undefined).
-    constexpr double kMax = std::numeric_limits<float>::max();
     float f = x >= -kMax ? static_cast<float>(x) : -kInf, g = y <= kMax ? static_cast<float>(y) : kInf;
     if (static_cast<double>(f) > x) f = std::nextafter(f, -kInf);
     if (static_cast<double>(g) < y) g = std::nextafter(g, kInf);
     lo_f_[e] = f;
     hi_f_[e] = g;
   }
-  const std::size_t cap = 64 * nE + 16;  // dealt when a token might not fit; +16: a full-vector store's slack
-  pe_.resize(cap);
-  pt_.resize(cap);
-  // Locals: stores through the vectors' pointers would otherwise reload them.
-  std::int32_t* const pe = pe_.data();
-  std::int32_t* const pt = pt_.data();
-  const float* const lof = lo_f_.data();
-  const float* const hif = hi_f_.data();
-  const double* const shift = shift_.data();
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const int blocks = (E + 15) / 16;
-  sure_count_.assign(static_cast<std::size_t>(blocks) * 16, 0);
-  std::int32_t* const count = sure_count_.data();
-  std::size_t n = 0;
-  for (int t = 0; t < T; ++t) {
-    if (n + nE + 16 > cap) {
-      deal_checked(logits, n);
-      n = 0;
-    }
-    const float* z = logits + static_cast<std::size_t>(t) * nE;
-    const std::size_t i = 2 * static_cast<std::size_t>(t);
-    const __m512 c = _mm512_set1_ps(static_cast<float>(shift[i] + shift[i + 1]));
-    const __m512i tok = _mm512_set1_epi32(t);
-    std::uint64_t* bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    __m512i ids = lane;
-    std::uint64_t word = 0;  // a word's sure bits gather in a register, stored once
-    for (int e = 0; e < E; e += 16) {
-      const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
-      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
-      const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_maskz_loadu_ps(live, hif + e), _CMP_GT_OQ);
-      const __mmask16 keep = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d,
-                                                     _mm512_maskz_loadu_ps(live, lof + e), _CMP_GE_OQ);
-      word |= static_cast<std::uint64_t>(sure) << (e % 64);
-      if (e % 64 == 48 || e + 16 >= E) {
-        bits[e / 64] = word;
-        word = 0;
-      }
-      const __m512i cnt = _mm512_loadu_si512(count + e);
-      _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
-      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(keep, ids));
-      _mm512_storeu_si512(pt + n, tok);
-      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(keep)));
-      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
-    }
-  }
-  deal_checked(logits, n);
-  for (int e = 0; e < E; ++e) above_[static_cast<std::size_t>(e)] += count[e];
   return true;
 #else
-  (void)logits;
-  (void)T;
+  (void)cmax;
   return false;
 #endif
 }
 
-// The first n (expert, token) pairs of pe_ and pt_ that the float tests left
-// open, by their double keys: above hi the expert takes the token (rare: only
-// keys within the margin of hi come here), inside [lo, hi] a candidate.
+// Row t by the float test, 16 keys at a time (the last block masked): the sure
+// ones set their bits (a word gathered in a register, stored once) and are
+// counted per expert in vector lanes; the open ones, neither sure above nor sure
+// below, are packed by a register compress into pe_/pt_ from n on (no branch on
+// whether any lane is open: about a third of the blocks hold one, at random).
+// Returns the new n. One compare per 16 keys and no conversion to double: the
+// double test's conversions, compares and compresses saturated the shuffle port.
+std::size_t ExpertChoicePolicy::classify_row_float(const float* logits, int t, std::size_t n) {
+#if defined(__AVX512F__)
+  const int E = experts();
+  const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
+  const std::size_t i = 2 * static_cast<std::size_t>(t);
+  const __m512 c = _mm512_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
+  const __m512i tok = _mm512_set1_epi32(t);
+  // Locals: stores through the vectors' pointers would otherwise reload them.
+  std::int32_t* const pe = pe_.data();
+  std::int32_t* const pt = pt_.data();
+  std::int32_t* const count = sure_count_.data();
+  const float* const lof = lo_f_.data();
+  const float* const hif = hi_f_.data();
+  std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  std::uint64_t word = 0;
+  for (int e = 0; e < E; e += 16) {
+    const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
+    const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_loadu_ps(hif + e), _CMP_GT_OQ);
+    const __mmask16 open = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d, _mm512_loadu_ps(lof + e),
+                                                   _CMP_GE_OQ);
+    word |= static_cast<std::uint64_t>(sure) << (e % 64);
+    if (e % 64 == 48 || e + 16 >= E) {
+      bits[e / 64] = word;
+      word = 0;
+    }
+    const __m512i cnt = _mm512_loadu_si512(count + e);
+    _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
+    _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(open, ids));
+    _mm512_storeu_si512(pt + n, tok);
+    n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
+    ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+  }
+  return n;
+#else
+  (void)logits;
+  (void)t;
+  return n;
+#endif
+}
+
+// Row t by the double keys (key()'s operations): above hi sets the bit and
+// counts, inside [lo, hi] goes to pe_/pt_ like the float test's open keys.
+std::size_t ExpertChoicePolicy::classify_row_double(const float* logits, int t, std::size_t n) {
+  const int E = experts();
+  const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
+  const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
+  std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+  std::fill(bits, bits + words_, 0);
+  for (int e = 0; e < E; ++e) {
+    const double k = (static_cast<double>(z[e]) - m) - ls;
+    if (k > hi_[static_cast<std::size_t>(e)]) {
+      bits[e / 64] |= std::uint64_t{1} << (e % 64);
+      ++sure_count_[static_cast<std::size_t>(e)];
+    } else if (k >= lo_[static_cast<std::size_t>(e)]) {
+      pe_[n] = e;
+      pt_[n] = t;
+      ++n;
+    }
+  }
+  return n;
+}
+
+// The first n (expert, token) pairs of pe_ and pt_ that a row test left open,
+// by their double keys, in (token, expert) order: above hi the expert takes the
+// token (rare: only keys within the float margin of hi come here), inside
+// [lo, hi] a candidate.
 void ExpertChoicePolicy::deal_checked(const float* logits, std::size_t n) {
   const auto nE = static_cast<std::size_t>(experts());
   const auto words = static_cast<std::size_t>(words_);
@@ -403,8 +383,9 @@ void ExpertChoicePolicy::deal_checked(const float* logits, std::size_t n) {
     if (k > hi_[e]) {
       chosen_[t * words + e / 64] |= std::uint64_t{1} << (e % 64);
       ++above_[e];
-    } else if (k >= lo_[e])
+    } else if (k >= lo_[e]) {
       cand_[e].emplace_back(k, static_cast<std::int32_t>(t));
+    }
   }
 }
 
@@ -479,14 +460,14 @@ void ExpertChoicePolicy::do_route(const RouteInput& in, Rng&, Assignment& out) {
   words_ = (E + 63) / 64;
   stats_ = {};
   if (T > 0) {
-    row_constants(in.logits, T);
+    shift_.resize(2 * static_cast<std::size_t>(T));
     if (C >= T) {
+      row_constants(in.logits, 0, T);
       chosen_.assign(static_cast<std::size_t>(T) * words_, 0);  // every expert takes the whole batch
       for (int t = 0; t < T; ++t)
         for (int e = 0; e < E; ++e) chosen_[static_cast<std::size_t>(t) * words_ + e / 64] |= std::uint64_t{1} << (e % 64);
     } else {
-      bracket(in.logits, T, C);
-      classify(in.logits, T);
+      select_candidates(in.logits, T, C);
       resolve(in.logits, T, C);
     }
     emit(in.logits, T, out);

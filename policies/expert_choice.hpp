@@ -36,11 +36,11 @@ class ExpertChoicePolicy : public Policy {
   struct Stats {
     std::int64_t candidates = 0;
     int fallbacks = 0;
-    bool prefiltered = false;  // classified through the float prefilter
+    std::int64_t float_rows = 0;  // rows classified by the float test (the others by the double keys)
   };
   const Stats& last_stats() const { return stats_; }
   // Tests only: false classifies every key in double, the definition the float
-  // prefilter (classify_float) must match: the same candidates, not only the same
+  // test (classify_row_float) must match: the same candidates, not only the same
   // selection.
   void use_prefilter(bool on) { prefilter_ = on; }
 
@@ -50,14 +50,17 @@ class ExpertChoicePolicy : public Policy {
 
  private:
   double key(const float* logits, int t, int e) const;
-  void row_constants(const float* logits, int T);
+  void row_constants(const float* logits, int t0, int t1);
+  void row_constant(const float* logits, int t, bool& finite);
+  static int sample_stride(int T);
   void bracket(const float* logits, int T, std::int64_t C);
   int sample_keys8(const float* logits, int stride, int S);
   int best_keys(double* col, int S, int need);
-  void classify(const float* logits, int T);
-  int classify_vector(const float* logits, int T);
-  bool classify_float(const float* logits, int T);
-  void deal_recomputed(const float* logits, std::size_t n);
+  void select_candidates(const float* logits, int T, std::int64_t C);
+  void sample_constants(const float* logits, int T, int stride);
+  bool float_bounds(double cmax);
+  std::size_t classify_row_float(const float* logits, int t, std::size_t n);
+  std::size_t classify_row_double(const float* logits, int t, std::size_t n);
   void deal_checked(const float* logits, std::size_t n);
   void resolve(const float* logits, int T, std::int64_t C);
   void emit(const float* logits, int T, Assignment& out);
@@ -72,9 +75,10 @@ class ExpertChoicePolicy : public Policy {
   // Scratch, reused across batches.
   std::vector<double> shift_;                    // per token: m_t, then log S_t (softmax)
   std::vector<double> hi_, lo_;                  // per expert: keys above hi are in, below lo out
-  std::vector<float> lo_f_, hi_f_;               // per expert: float bounds outside lo and hi (classify_float)
-  std::vector<std::int32_t> sure_count_;         // classify_float: per expert, the keys surely above hi
-  std::vector<std::int32_t> pe_, pt_;            // the classify passes' open keys: experts and tokens
+  std::vector<float> lo_f_, hi_f_;               // per expert: float bounds outside lo and hi (float_bounds)
+  std::vector<std::int32_t> sure_count_;         // per expert: the keys the row tests found above hi
+  std::vector<std::int32_t> pe_, pt_;            // a 16-row block's open keys: experts and tokens
+  std::vector<float> sample_rows_;               // sample_constants: 16 sample rows' logits
   std::vector<double> sample_;                   // experts x samples
   std::vector<double> gmax_;                     // one sample column's 16-key group maxima
   std::vector<std::int64_t> above_;              // per expert: tokens above hi
