@@ -430,7 +430,16 @@ void ExpertChoicePolicy::emit(const float* logits, int T, Assignment& out) {
   }
   out.reset(T, E, width);
   const bool softmax = spec_.rule == WeightRule::SoftmaxGather;
+  const auto nE = static_cast<std::size_t>(E);
+  constexpr int kAhead = 16;  // tokens: the logits come from memory, and the exps hide little of its latency
   for (int t = 0; t < T; ++t) {
+    if (t + kAhead < T && !spec_.renormalize)  // the lines of the first and last chosen expert, rows ahead
+      for (int wd = 0; wd < words_; ++wd)
+        if (const std::uint64_t b = chosen_[static_cast<std::size_t>(t + kAhead) * words_ + wd]) {
+          const float* row = logits + static_cast<std::size_t>(t + kAhead) * nE + static_cast<std::size_t>(wd) * 64;
+          __builtin_prefetch(row + std::countr_zero(b));
+          __builtin_prefetch(row + (63 - std::countl_zero(b)));
+        }
     std::int32_t* ex = out.expert.data() + static_cast<std::size_t>(t) * width;
     float* wt = out.weight.data() + static_cast<std::size_t>(t) * width;
     int n = 0;
