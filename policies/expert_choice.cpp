@@ -29,6 +29,24 @@ ExpertChoicePolicy::ExpertChoicePolicy(int experts, int k, const Knobs& kn)
   if (!(factor_ > 0.0)) fail_knob(name(), "capacity_factor", "= " + format_real(factor_) + ": must be > 0");
 }
 
+// One row of row_constants by the row kernels (bitwise row_max_sum_exp16's at
+// E % 16 == 0); false for a row holding NaN or inf. Inline: at E = 8 the call
+// and the flag through memory were half of a batch's time.
+inline bool ExpertChoicePolicy::row_constant(const float* logits, int t) {
+  const int E = experts();
+  const float* z = logits + static_cast<std::size_t>(t) * E;
+  const bool finite = all_finite(z, E);
+  double m = 0.0, log_sum = 0.0;
+  if (spec_.rule == WeightRule::SoftmaxGather && finite) {
+    const float mf = row_max(z, E);
+    m = mf;
+    log_sum = std::log(row_sum_exp_padded(z, E, mf));
+  }
+  shift_[2 * static_cast<std::size_t>(t)] = m;
+  shift_[2 * static_cast<std::size_t>(t) + 1] = log_sum;
+  return finite;
+}
+
 // Per token of [t0, t1): the row max and log of the softmax denominator (both 0
 // for the sigmoid rule), reading every logit once; that pass also checks
 // finiteness (an Error naming the first bad logit of the batch).
@@ -51,24 +69,8 @@ void ExpertChoicePolicy::row_constants(const float* logits, int t0, int t1) {
       }
     }
   }
-  for (; t < t1 && finite; ++t) row_constant(logits, t, finite);
+  for (; t < t1 && finite; ++t) finite = row_constant(logits, t);
   if (!finite) check_finite(logits, t1, E, name().c_str());  // rows before t0 are finite
-}
-
-// One row of row_constants by the row kernels (bitwise row_max_sum_exp16's at
-// E % 16 == 0); finite becomes false for a row holding NaN or inf.
-void ExpertChoicePolicy::row_constant(const float* logits, int t, bool& finite) {
-  const int E = experts();
-  const float* z = logits + static_cast<std::size_t>(t) * E;
-  finite = finite && all_finite(z, E);
-  double m = 0.0, log_sum = 0.0;
-  if (spec_.rule == WeightRule::SoftmaxGather && finite) {
-    const float mf = row_max(z, E);
-    m = mf;
-    log_sum = std::log(row_sum_exp_padded(z, E, mf));
-  }
-  shift_[2 * static_cast<std::size_t>(t)] = m;
-  shift_[2 * static_cast<std::size_t>(t) + 1] = log_sum;
 }
 
 // (z - m) - log S, never z - (m + log S): at |m| near FLT_MAX the log S would
@@ -218,13 +220,16 @@ void ExpertChoicePolicy::select_candidates(const float* logits, int T, std::int6
   const bool fast = prefilter_ && float_bounds(cbound);
   for (int t0 = 0; t0 < T; t0 += 16) {
     const int t1 = std::min(T, t0 + 16);
+    if (t1 + 16 <= T) {  // the next block's lines, while this one computes
+      const char* next = reinterpret_cast<const char*>(logits + static_cast<std::size_t>(t1) * nE);
+      for (std::size_t b = 0; b < 16 * nE * sizeof(float); b += 64) __builtin_prefetch(next + b);
+    }
     row_constants(logits, t0, t1);
     std::size_t n = 0;
-    for (int t = t0; t < t1; ++t) {
-      const std::size_t i = 2 * static_cast<std::size_t>(t);
-      const bool in_bound = std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound;
-      n = fast && in_bound ? classify_row_float(logits, t, n) : classify_row_double(logits, t, n);
-      stats_.float_rows += fast && in_bound;
+    if (fast) {
+      n = classify_rows_float(logits, t0, t1, cbound);
+    } else {
+      for (int t = t0; t < t1; ++t) n = classify_row_double(logits, t, n);
     }
     deal_checked(logits, n);
   }
@@ -256,11 +261,8 @@ void ExpertChoicePolicy::sample_constants(const float* logits, int T, int stride
       }
     }
   }
-  for (; i < S; ++i) {
-    bool finite = true;
-    row_constant(logits, i * stride, finite);
-    if (!finite) check_finite(logits, T, E, name().c_str());
-  }
+  for (; i < S; ++i)
+    if (!row_constant(logits, i * stride)) check_finite(logits, T, E, name().c_str());
 }
 
 // The float test's bounds: lo_f[e] below lo[e] and hi_f[e] above hi[e] by
@@ -298,53 +300,62 @@ bool ExpertChoicePolicy::float_bounds(double cmax) {
 #endif
 }
 
-// Row t by the float test, 16 keys at a time (the last block masked): the sure
+// Rows [t0, t1) by the float test, 16 keys at a time (the last block masked);
+// a row whose |m| + |log S| exceeds cbound goes to the double test. The sure
 // ones set their bits (a word gathered in a register, stored once) and are
 // counted per expert in vector lanes; the open ones, neither sure above nor sure
-// below, are packed by a register compress into pe_/pt_ from n on (no branch on
-// whether any lane is open: about a third of the blocks hold one, at random).
-// Returns the new n. One compare per 16 keys and no conversion to double: the
-// double test's conversions, compares and compresses saturated the shuffle port.
-std::size_t ExpertChoicePolicy::classify_row_float(const float* logits, int t, std::size_t n) {
+// below, are packed by a register compress into pe_/pt_ (no branch on whether
+// any lane is open: about a third of the blocks hold one, at random). Returns
+// their number. One compare per 16 keys and no conversion to double: the double
+// test's conversions, compares and compresses saturated the shuffle port.
+std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0, int t1, double cbound) {
+  std::size_t n = 0;
 #if defined(__AVX512F__)
   const int E = experts();
-  const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
-  const std::size_t i = 2 * static_cast<std::size_t>(t);
-  const __m512 c = _mm512_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
-  const __m512i tok = _mm512_set1_epi32(t);
   // Locals: stores through the vectors' pointers would otherwise reload them.
   std::int32_t* const pe = pe_.data();
   std::int32_t* const pt = pt_.data();
   std::int32_t* const count = sure_count_.data();
   const float* const lof = lo_f_.data();
   const float* const hif = hi_f_.data();
-  std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  std::uint64_t word = 0;
-  for (int e = 0; e < E; e += 16) {
-    const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
-    const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_loadu_ps(hif + e), _CMP_GT_OQ);
-    const __mmask16 open = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d, _mm512_loadu_ps(lof + e),
-                                                   _CMP_GE_OQ);
-    word |= static_cast<std::uint64_t>(sure) << (e % 64);
-    if (e % 64 == 48 || e + 16 >= E) {
-      bits[e / 64] = word;
-      word = 0;
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int t = t0; t < t1; ++t) {
+    const std::size_t i = 2 * static_cast<std::size_t>(t);
+    if (!(std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound)) {
+      n = classify_row_double(logits, t, n);
+      continue;
     }
-    const __m512i cnt = _mm512_loadu_si512(count + e);
-    _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
-    _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(open, ids));
-    _mm512_storeu_si512(pt + n, tok);
-    n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
-    ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+    ++stats_.float_rows;
+    const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
+    const __m512 c = _mm512_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
+    const __m512i tok = _mm512_set1_epi32(t);
+    std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+    __m512i ids = lane;
+    std::uint64_t word = 0;
+    for (int e = 0; e < E; e += 16) {
+      const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
+      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
+      const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_loadu_ps(hif + e), _CMP_GT_OQ);
+      const __mmask16 open = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d, _mm512_loadu_ps(lof + e),
+                                                     _CMP_GE_OQ);
+      word |= static_cast<std::uint64_t>(sure) << (e % 64);
+      if (e % 64 == 48 || e + 16 >= E) {
+        bits[e / 64] = word;
+        word = 0;
+      }
+      const __m512i cnt = _mm512_loadu_si512(count + e);
+      _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
+      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(open, ids));
+      _mm512_storeu_si512(pt + n, tok);
+      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
+      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+    }
   }
-  return n;
 #else
-  (void)logits;
-  (void)t;
-  return n;
+  for (int t = t0; t < t1; ++t) n = classify_row_double(logits, t, n);
+  (void)cbound;
 #endif
+  return n;
 }
 
 // Row t by the double keys (key()'s operations): above hi sets the bit and

@@ -40,7 +40,7 @@ class ExpertChoicePolicy : public Policy {
   };
   const Stats& last_stats() const { return stats_; }
   // Tests only: false classifies every key in double, the definition the float
-  // test (classify_row_float) must match: the same candidates, not only the same
+  // test (classify_rows_float) must match: the same candidates, not only the same
   // selection.
   void use_prefilter(bool on) { prefilter_ = on; }
 
@@ -51,7 +51,7 @@ class ExpertChoicePolicy : public Policy {
  private:
   double key(const float* logits, int t, int e) const;
   void row_constants(const float* logits, int t0, int t1);
-  void row_constant(const float* logits, int t, bool& finite);
+  bool row_constant(const float* logits, int t);
   static int sample_stride(int T);
   void bracket(const float* logits, int T, std::int64_t C);
   int sample_keys8(const float* logits, int stride, int S);
@@ -59,7 +59,7 @@ class ExpertChoicePolicy : public Policy {
   void select_candidates(const float* logits, int T, std::int64_t C);
   void sample_constants(const float* logits, int T, int stride);
   bool float_bounds(double cmax);
-  std::size_t classify_row_float(const float* logits, int t, std::size_t n);
+  std::size_t classify_rows_float(const float* logits, int t0, int t1, double cbound);
   std::size_t classify_row_double(const float* logits, int t, std::size_t n);
   void deal_checked(const float* logits, std::size_t n);
   void resolve(const float* logits, int T, std::int64_t C);
