@@ -10,8 +10,12 @@
 // sigmoid: z itself, its monotone preimage. Ties: the lower token index.
 // Per expert, the C-th best key is bracketed from a strided sample of the
 // tokens; one pass then takes every token above the bracket and collects the
-// few inside it, which alone are ordered. A bracket that misses (heavy ties)
-// falls back to ordering that expert's whole column: always the exact top-C.
+// few inside it, which alone are ordered (a radix select, best_keyed). That pass
+// computes each 16-row block's softmax constants and tests its keys in float
+// against bounds set outside the bracket by more than the float rounding can
+// move a key, so only the keys near a bound get the double key. A bracket that
+// misses (heavy ties) falls back to ordering that expert's whole column: always
+// the exact top-C.
 //
 // The assignment's width is the most experts any token of the batch got (the
 // chosen experts first, in index order, then kNoExpert), not E: at E = 64 a
