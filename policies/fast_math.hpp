@@ -76,12 +76,15 @@ inline F exp_fast_t(F x) {
   // n read from t's mantissa (t = 1.5 * 2^23 + n, ulp 1): the same integer as a
   // float-to-int conversion for every clamped x, and no undefined behaviour for
   // NaN, whose garbage exponent only multiplies a NaN y.
-  const I ni = std::bit_cast<I>(t) - std::bit_cast<I>(zero + 12582912.0f);
 #if defined(__AVX512F__)
+  // y * 2^n in one vscalefps: n is in [-126, 127] after the clamps, where 2^n is
+  // the normal float the exponent bits below build, so the one rounding of the
+  // product is the same; three integer operations fewer on the loop's two ports.
   if constexpr (kZmm)
-    return reinterpret_cast<F>(_mm512_maskz_mul_ps(static_cast<__mmask16>(~under_k), reinterpret_cast<__m512>(y),
-                                                   reinterpret_cast<__m512>(static_cast<I>((ni + 127) << 23))));
+    return reinterpret_cast<F>(_mm512_maskz_scalef_ps(static_cast<__mmask16>(~under_k), reinterpret_cast<__m512>(y),
+                                                      reinterpret_cast<__m512>(n)));
 #endif
+  const I ni = std::bit_cast<I>(t) - std::bit_cast<I>(zero + 12582912.0f);
   const F r2 = y * std::bit_cast<F>(static_cast<I>((ni + 127) << 23));
   if constexpr (std::is_same_v<F, float>)
     return under ? zero : r2;

@@ -55,10 +55,18 @@ TEST_CASE("ln_fast stays within 1e-6 absolute-or-relative error of double log ov
   REQUIRE(moesim::ln_fast(1.0f) == 0.0f);  // e = 0, f = 0
 }
 
-TEST_CASE("exp_fast16 equals exp_fast lane by lane, bitwise, saturation included") {
+TEST_CASE("exp_fast16 equals exp_fast lane by lane, bitwise, saturation, subnormal results and NaN included") {
   std::vector<float> x;
   for (float v = -100.0f; v < 100.0f; v += 0.0137f) x.push_back(v);
-  for (float v : {0.0f, -0.0f, 1e6f, -1e6f, 88.7f, -87.5f}) x.push_back(v);
+  for (float v : {0.0f, -0.0f, 1e6f, -1e6f, 88.7f, -87.5f, std::numeric_limits<float>::infinity(),
+                  -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                  -std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(v);
+  // Every float where the scale 2^n is at its ends (n = -126, results subnormal;
+  // n = 127, overflow): the vector form scales by vscalefps, the scalar one
+  // multiplies by built exponent bits.
+  for (float v = -87.5f; v <= -86.5f; v = std::nextafter(v, 0.0f)) x.push_back(v);
+  for (float v = 87.5f; v <= 88.5f; v = std::nextafter(v, 100.0f)) x.push_back(v);
   while (x.size() % 16) x.push_back(0.5f);
   for (std::size_t i = 0; i < x.size(); i += 16) {
     moesim::f32x16 v;
