@@ -201,11 +201,7 @@ void ExpertChoicePolicy::select_candidates(const float* logits, int T, std::int6
   const int E = experts();
   const auto nE = static_cast<std::size_t>(E);
   const int stride = sample_stride(T);
-  sample_constants(logits, T, stride);
-  double cmax = 0.0;  // over the sample rows: max |m_t| + |log S_t|
-  for (int t = 0; t < T; t += stride)
-    cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
-                              std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
+  const double cmax = sample_constants(logits, T, stride);
   bracket(logits, T, C);
   chosen_.resize(static_cast<std::size_t>(T) * words_);  // each row's classifier writes its words
   above_.assign(nE, 0);
@@ -239,7 +235,8 @@ void ExpertChoicePolicy::select_candidates(const float* logits, int T, std::int6
 // row_constants of the rows t = 0, stride, 2 stride, ... (the bracket's sample),
 // copied 16 at a time into one block for the 16-row kernels: the same bits as
 // the block pass gives those rows later, at a sixth of the per-row kernels' cost.
-void ExpertChoicePolicy::sample_constants(const float* logits, int T, int stride) {
+// Returns the sample's max |m_t| + |log S_t|.
+double ExpertChoicePolicy::sample_constants(const float* logits, int T, int stride) {
   const int E = experts();
   const auto nE = static_cast<std::size_t>(E);
   const int S = (T + stride - 1) / stride;
@@ -263,6 +260,11 @@ void ExpertChoicePolicy::sample_constants(const float* logits, int T, int stride
   }
   for (; i < S; ++i)
     if (!row_constant(logits, i * stride)) check_finite(logits, T, E, name().c_str());
+  double cmax = 0.0;
+  for (int t = 0; t < T; t += stride)
+    cmax = std::max(cmax, std::fabs(shift_[2 * static_cast<std::size_t>(t)]) +
+                              std::fabs(shift_[2 * static_cast<std::size_t>(t) + 1]));
+  return cmax;
 }
 
 // The float test's bounds: lo_f[e] below lo[e] and hi_f[e] above hi[e] by
@@ -362,12 +364,10 @@ std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0,
 // counts, inside [lo, hi] goes to pe_/pt_ like the float test's open keys.
 std::size_t ExpertChoicePolicy::classify_row_double(const float* logits, int t, std::size_t n) {
   const int E = experts();
-  const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
-  const double m = shift_[2 * static_cast<std::size_t>(t)], ls = shift_[2 * static_cast<std::size_t>(t) + 1];
   std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
   std::fill(bits, bits + words_, 0);
   for (int e = 0; e < E; ++e) {
-    const double k = (static_cast<double>(z[e]) - m) - ls;
+    const double k = key(logits, t, e);
     if (k > hi_[static_cast<std::size_t>(e)]) {
       bits[e / 64] |= std::uint64_t{1} << (e % 64);
       ++sure_count_[static_cast<std::size_t>(e)];
@@ -385,12 +385,11 @@ std::size_t ExpertChoicePolicy::classify_row_double(const float* logits, int t, 
 // token (rare: only keys within the float margin of hi come here), inside
 // [lo, hi] a candidate.
 void ExpertChoicePolicy::deal_checked(const float* logits, std::size_t n) {
-  const auto nE = static_cast<std::size_t>(experts());
   const auto words = static_cast<std::size_t>(words_);
   for (std::size_t i = 0; i < n; ++i) {
     const auto e = static_cast<std::size_t>(pe_[i]);
     const auto t = static_cast<std::size_t>(pt_[i]);
-    const double k = (static_cast<double>(logits[t * nE + e]) - shift_[2 * t]) - shift_[2 * t + 1];
+    const double k = key(logits, pt_[i], pe_[i]);
     if (k > hi_[e]) {
       chosen_[t * words + e / 64] |= std::uint64_t{1} << (e % 64);
       ++above_[e];

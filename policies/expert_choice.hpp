@@ -61,7 +61,7 @@ class ExpertChoicePolicy : public Policy {
   int sample_keys8(const float* logits, int stride, int S);
   int best_keys(double* col, int S, int need);
   void select_candidates(const float* logits, int T, std::int64_t C);
-  void sample_constants(const float* logits, int T, int stride);
+  double sample_constants(const float* logits, int T, int stride);
   bool float_bounds(double cmax);
   std::size_t classify_rows_float(const float* logits, int t0, int t1, double cbound);
   std::size_t classify_row_double(const float* logits, int t, std::size_t n);
