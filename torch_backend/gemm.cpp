@@ -4,6 +4,8 @@
 #include <ATen/record_function.h>
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -37,6 +39,37 @@ std::int64_t row_major_ld(const torch::Tensor& m) {
   return ld >= m.size(1) ? std::max<std::int64_t>(ld, 1) : 0;
 }
 
+#ifdef MOESIM_HAVE_DNNL
+// fp32 c = op(a) op(b) + beta c as fixed output tiles, each one single-threaded
+// oneDNN call inside at::parallel_for. Why: multi-threaded, oneDNN's sgemm
+// splits the reduction over threads for some shapes (measured: the SwiGLU's
+// dx, 2048 x 256 with K = 2048), so fp32 training gave other bits on 1 and on 2
+// threads. The tiles depend on the shape alone, and each is a whole-K product
+// on one thread, so the bits are the same for any thread count (and inside a
+// parallel region, where the tiles run in order). bf16 GEMMs give the same
+// bits on 1 and 2 threads at every shape of the model and keep oneDNN's own
+// threading.
+dnnl_status_t sgemm_tiled(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* a,
+                          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const std::int64_t mt = std::clamp<std::int64_t>(M / 256, 1, 8);
+  std::int64_t nt = 1;
+  while (mt * nt < 8 && N / (2 * nt) >= 128) nt *= 2;
+  std::atomic<int> status{static_cast<int>(dnnl_success)};
+  at::parallel_for(0, mt * nt, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (auto t = lo; t < hi; ++t) {
+      const auto i = t / nt, j = t % nt;
+      const auto m0 = M * i / mt, m1 = M * (i + 1) / mt, n0 = N * j / nt, n1 = N * (j + 1) / nt;
+      const float* at = ta ? a + m0 : a + m0 * lda;
+      const float* bt = tb ? b + n0 * ldb : b + n0;
+      const auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m1 - m0, n1 - n0, K, 1.0f, at, lda, bt, ldb, beta,
+                                 c + m0 * ldc + n0, ldc);
+      if (st != dnnl_success) status.store(static_cast<int>(st));
+    }
+  });
+  return static_cast<dnnl_status_t>(status.load());
+}
+#endif
+
 }  // namespace
 
 void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta) {
@@ -55,8 +88,7 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
   if (lda > 0 && ldb > 0 && ldc > 0) {
     dnnl_status_t st = dnnl_unimplemented;
     if (a.scalar_type() == torch::kFloat) {
-      st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
-                      beta, c.data_ptr<float>(), ldc);
+      st = sgemm_tiled(ta, tb, M, N, K, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, beta, c.data_ptr<float>(), ldc);
     } else if (auto fn = bf16_gemm_fn()) {
       st = fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, static_cast<const std::uint16_t*>(a.data_ptr()), lda,
               static_cast<const std::uint16_t*>(b.data_ptr()), ldb, beta, c.data_ptr<float>(), ldc);
@@ -77,8 +109,30 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
 
 torch::ScalarType compute_dtype(GemmPrecision p) { return p == GemmPrecision::bf16 ? torch::kBFloat16 : torch::kFloat; }
 
+namespace {
+
+// bf16_bits over a range; restrict pointers so that it vectorises (16 lanes of
+// integer adds, shifts and a compare).
+void bf16_range(const float* __restrict x, std::uint16_t* __restrict o, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) o[i] = bf16_bits(x[i]);
+}
+
+}  // namespace
+
+torch::Tensor to_bf16(const torch::Tensor& t) {
+  if (t.scalar_type() == torch::kBFloat16) return t.contiguous();
+  // Other dtypes round once, by LibTorch (through float would round twice).
+  if (t.scalar_type() != torch::kFloat) return t.to(torch::kBFloat16).contiguous();
+  const auto src = t.contiguous();
+  auto out = torch::empty(src.sizes(), src.options().dtype(torch::kBFloat16));
+  const float* x = src.data_ptr<float>();
+  auto* o = static_cast<std::uint16_t*>(out.data_ptr());
+  at::parallel_for(0, src.numel(), 1 << 15, [&](std::int64_t lo, std::int64_t hi) { bf16_range(x + lo, o + lo, hi - lo); });
+  return out;
+}
+
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p) {
-  return p == GemmPrecision::bf16 ? t.to(compute_dtype(p)).contiguous() : t.contiguous();
+  return p == GemmPrecision::bf16 ? to_bf16(t) : t.contiguous();
 }
 
 namespace {

@@ -50,6 +50,10 @@ torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
 torch::ScalarType compute_dtype(GemmPrecision p);
 // and operands rounded to the precision p, contiguous.
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p);
+// t rounded to bf16 (contiguous) with bf16_bits: the bits of .to(kBFloat16),
+// where LibTorch 1.13's cast ran at 3-5 GB/s on one thread inside the
+// experts' parallel region (about 15 ms of a 240 ms bf16 step in casts).
+torch::Tensor to_bf16(const torch::Tensor& t);
 // The bf16 bits of x, rounded to nearest even, NaN to 0xFFFF: what
 // LibTorch's vectorised .to(kBFloat16) stores, branch-free so
 // a fused kernel can emit bf16 operands without a separate cast pass.

@@ -2,6 +2,8 @@
 // the same (for bf16: bf16-rounded) operands, and LibTorch autograd for gradients.
 #include <catch2/catch.hpp>
 
+#include <ATen/Parallel.h>
+
 #include <limits>
 
 #include "torch_backend/gemm.hpp"
@@ -47,6 +49,26 @@ TEST_CASE("gemm equals a float64 reference for every transpose combination, 2-D 
           CHECK(c.sizes() == ref.sizes());
           CHECK((c.to(torch::kDouble) - ref).abs().max().item<double>() < tolerance(K));
         }
+}
+
+// Shapes that fp32 splits into uneven output tiles (1100 rows: 4 tiles of 275;
+// 300 columns: 2 of 150), every transpose combination, and beta = 0.5 adding
+// to what c held: each tile must read and write its own block of c.
+TEST_CASE("gemm_into over output tiles equals a float64 reference, with beta, for every transpose", "[torch][gemm]") {
+  torch::manual_seed(14);
+  const std::int64_t M = 1100, K = 70, N = 300;
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        CAPTURE(p == GemmPrecision::bf16, ta, tb);
+        const auto a = ta ? torch::randn({K, M}) : torch::randn({M, K});
+        const auto b = tb ? torch::randn({N, K}) : torch::randn({K, N});
+        const auto c0 = torch::randn({M, N});
+        auto c = c0.clone();
+        gemm_into(to_compute(a, p), ta, to_compute(b, p), tb, c, 0.5f);
+        const auto ref = reference(a, b, ta, tb, p) + 0.5 * c0.to(torch::kDouble);
+        CHECK((c.to(torch::kDouble) - ref).abs().max().item<double>() < tolerance(K) + 1e-6);
+      }
 }
 
 TEST_CASE("bf16 gemm rounds its operands: it differs from the fp32 product by bf16 error", "[torch][gemm]") {
@@ -131,4 +153,71 @@ TEST_CASE("bf16_bits stores what LibTorch's .to(kBFloat16) stores, specials and 
     INFO("x = " << xp[i]);
     REQUIRE(bf16_bits(xp[i]) == w[i]);
   }
+}
+
+// A second implementation: LibTorch's own cast. Sizes around the parallel
+// chunk (2^15) and a tail, a transposed (non-contiguous) view, a double input,
+// and bf16 passed through unchanged.
+TEST_CASE("to_bf16 gives the bits of .to(kBFloat16) for any size, layout and input dtype", "[torch][gemm]") {
+  torch::manual_seed(12);
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (std::int64_t n : {1, 17, 32768, 32769, 100003}) {
+    auto x = torch::randn({n}) * 5.0;
+    x.index_put_({0}, nan);
+    if (n > 3) x.index_put_({n - 1}, inf), x.index_put_({n - 2}, -0.0f), x.index_put_({n / 2}, 1e-39f);
+    CAPTURE(n);
+    const auto got = to_bf16(x);
+    REQUIRE(got.scalar_type() == torch::kBFloat16);
+    CHECK(torch::equal(got.view(torch::kShort), x.to(torch::kBFloat16).view(torch::kShort)));
+  }
+  const auto m = torch::randn({300, 257});
+  const auto mt = m.t();
+  REQUIRE_FALSE(mt.is_contiguous());
+  const auto got_t = to_bf16(mt);
+  CHECK(got_t.sizes() == mt.sizes());
+  CHECK(torch::equal(got_t.view(torch::kShort), mt.to(torch::kBFloat16).contiguous().view(torch::kShort)));
+  const auto d = torch::randn({1000}, torch::kDouble);
+  CHECK(torch::equal(to_bf16(d).view(torch::kShort), d.to(torch::kBFloat16).view(torch::kShort)));
+  const auto b = m.to(torch::kBFloat16);
+  CHECK(to_bf16(b).data_ptr() == b.data_ptr());
+}
+
+// Determinism across thread counts at the shapes the topk model multiplies
+// (forward and both gradients of every projection, the experts, the head, the
+// gate and one attention head). Before fp32 went by fixed tiles, oneDNN's
+// multi-threaded sgemm summed the SwiGLU's dx (K = 2048, NT) in another order
+// on 2 threads than on 1.
+TEST_CASE("gemm gives the same bits on 1 and on 2 threads at every shape of the topk model, fp32 and bf16",
+          "[torch][gemm]") {
+  struct Shape {
+    const char* name;
+    std::int64_t m, n, k;
+    bool ta, tb;
+  };
+  const Shape shapes[] = {
+      {"qkv", 2048, 768, 256, false, true},       {"qkv dx", 2048, 256, 768, false, false},
+      {"qkv dw", 768, 256, 2048, true, false},    {"o dw", 256, 256, 2048, true, false},
+      {"w13", 2048, 2048, 256, false, false},     {"w13 dx", 2048, 256, 2048, false, true},
+      {"w13 dw", 256, 2048, 2048, true, false},   {"w2", 2048, 256, 1024, false, false},
+      {"w2 dh", 2048, 1024, 256, false, true},    {"w2 dw", 1024, 256, 2048, true, false},
+      {"expert w13", 512, 2048, 256, false, false}, {"expert dx", 512, 256, 2048, false, true},
+      {"expert w13 dw", 256, 2048, 512, true, false}, {"head", 1024, 8000, 256, false, true},
+      {"head dh", 1024, 256, 8000, false, false}, {"head dW", 8000, 256, 1024, true, false},
+      {"gate", 2048, 8, 256, false, true},        {"gate dw", 8, 256, 2048, true, false},
+      {"scores", 256, 256, 64, false, true},      {"values dv", 256, 64, 256, true, false}};
+  torch::manual_seed(13);
+  const int threads = at::get_num_threads();
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16})
+    for (const auto& s : shapes) {
+      CAPTURE(s.name, p == GemmPrecision::bf16);
+      const auto a = to_compute(s.ta ? torch::randn({s.k, s.m}) : torch::randn({s.m, s.k}), p);
+      const auto b = to_compute(s.tb ? torch::randn({s.n, s.k}) : torch::randn({s.k, s.n}), p);
+      auto c1 = torch::empty({s.m, s.n}), c2 = torch::empty({s.m, s.n});
+      at::set_num_threads(1);
+      gemm_into(a, s.ta, b, s.tb, c1, 0.0f);
+      at::set_num_threads(2);
+      gemm_into(a, s.ta, b, s.tb, c2, 0.0f);
+      at::set_num_threads(threads);
+      CHECK(torch::equal(c1, c2));
+    }
 }
