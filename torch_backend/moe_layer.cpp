@@ -227,26 +227,19 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     return out;
   }
   auto xs = x.index_select(0, tok_idx);
-  // The experts' row segments by one split: its backward is one cat of their
-  // gradients, where a narrow per expert zero-filled and added a full (S, D)
-  // gradient for each of them.
-  std::vector<std::int64_t> sizes;
-  std::vector<int> owner;
+  // Every served expert's rows through one grouped node (grouped_swiglu): the
+  // experts run one per thread, and backward writes xs's gradient directly.
+  std::vector<std::int64_t> rows;
+  std::vector<torch::Tensor> w13s, w2s;
   for (int e = 0; e < experts_; ++e) {
     const auto n = start[static_cast<std::size_t>(e) + 1] - start[static_cast<std::size_t>(e)];
     if (n == 0) continue;
-    sizes.push_back(n);
-    owner.push_back(e);
+    const auto i = static_cast<std::size_t>(e);
+    rows.push_back(n);
+    w13s.push_back(lora_w13.empty() ? w13[i] : adapted(w13[i], lora_w13[i]));
+    w2s.push_back(lora_w2.empty() ? w2[i] : adapted(w2[i], lora_w2[i]));
   }
-  const auto parts = xs.split_with_sizes(sizes, 0);
-  std::vector<torch::Tensor> ys;
-  ys.reserve(parts.size());
-  for (std::size_t p = 0; p < parts.size(); ++p) {
-    const auto i = static_cast<std::size_t>(owner[p]);
-    if (lora_w13.empty()) ys.push_back(swiglu(parts[p], w13[i], w2[i]));
-    else ys.push_back(swiglu(parts[p], adapted(w13[i], lora_w13[i]), adapted(w2[i], lora_w2[i])));
-  }
-  auto y = torch::cat(ys, 0);  // (S, D), in slot order of tok_idx
+  auto y = grouped_swiglu(xs, rows, w13s, w2s);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);
   out.index_add_(0, tok_idx, y * w.unsqueeze(1));
 

@@ -4,6 +4,9 @@
 #include <ATen/record_function.h>
 
 #include <algorithm>
+#include <atomic>
+#include <string>
+#include <vector>
 #include <cstdint>
 #include <stdexcept>
 
@@ -77,72 +80,170 @@ std::int64_t row_block(GemmPrecision p, std::int64_t rows) {
   return p == GemmPrecision::bf16 ? std::min<std::int64_t>(256, rows) : std::max<std::int64_t>(rows, 1);
 }
 
+// What a block's backward multiplies by: the rounded x, W13, W2 and h, and gu
+// for the sigmoid.
+struct SwigluSaved {
+  torch::Tensor xc, w13c, w2c, gu, h;
+};
+
+// y = (silu(x W1) * (x W3)) W2 into y (N, out). In bf16 the first GEMM and the
+// silu kernel go by row blocks (row_block), so each block's [g | u] is read
+// while still in L2, and h is written as the second GEMM's bf16 operand.
+SwigluSaved swiglu_forward(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2, GemmPrecision p,
+                           torch::Tensor& y) {
+  SwigluSaved s{to_compute(x, p), to_compute(w13, p), to_compute(w2, p), {}, {}};
+  const auto N = x.size(0), H = w2.size(0);
+  s.gu = torch::empty({N, 2 * H}, torch::kFloat);
+  s.h = torch::empty({N, H}, compute_dtype(p));
+  const auto B = row_block(p, N);
+  for (std::int64_t r0 = 0; r0 < N; r0 += B) {
+    const auto n = std::min(B, N - r0);
+    auto gu_blk = s.gu.narrow(0, r0, n);
+    gemm_into(s.xc.narrow(0, r0, n), false, s.w13c, false, gu_blk, 0.0f);
+    RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
+    with_operand_ptr(s.h, [&](auto* hp) { silu_mul_rows(gu_blk.data_ptr<float>(), hp + r0 * H, n, H); });
+  }
+  gemm_into(s.h, false, s.w2c, false, y, 0.0f);
+  return s;
+}
+
+// The gradients of one block for the upstream gradient dy_f (N, out) fp32:
+// into dx (N, dim, when defined), and new dw13, dw2 where asked. Backward's dh
+// is one row block's scratch, never the whole (N, H).
+void swiglu_backward(const SwigluSaved& s, const torch::Tensor& dy_f, GemmPrecision p, torch::Tensor* dx, bool want_dw13,
+                     bool want_dw2, torch::Tensor& dw13, torch::Tensor& dw2) {
+  const auto dy = to_compute(dy_f, p);
+  const auto N = s.gu.size(0), H = s.h.size(1);
+  if (want_dw2) {
+    dw2 = torch::empty({H, dy.size(1)}, torch::kFloat);
+    gemm_into(s.h, true, dy, false, dw2, 0.0f);
+  }
+  if (!dx && !want_dw13) return;
+  const auto B = row_block(p, N);
+  auto dh = torch::empty({B, H}, torch::kFloat);  // one block, reused
+  auto dgu = torch::empty({N, 2 * H}, compute_dtype(p));
+  for (std::int64_t r0 = 0; r0 < N; r0 += B) {
+    const auto n = std::min(B, N - r0);
+    auto dh_blk = dh.narrow(0, 0, n);
+    gemm_into(dy.narrow(0, r0, n), false, s.w2c, true, dh_blk, 0.0f);
+    RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
+    with_operand_ptr(dgu, [&](auto* op) {
+      silu_mul_grad_rows(s.gu.data_ptr<float>() + r0 * 2 * H, dh_blk.data_ptr<float>(), op + r0 * 2 * H, n, H);
+    });
+  }
+  if (dx) gemm_into(dgu, false, s.w13c, true, *dx, 0.0f);
+  if (want_dw13) {
+    dw13 = torch::empty({s.xc.size(1), 2 * H}, torch::kFloat);
+    gemm_into(s.xc, true, dgu, false, dw13, 0.0f);
+  }
+}
+
+GemmPrecision saved_precision(torch::autograd::AutogradContext* ctx) {
+  return ctx->saved_data["bf16"].toBool() ? GemmPrecision::bf16 : GemmPrecision::fp32;
+}
+
 // The whole block, y = (silu(x W1) * (x W3)) W2, as one autograd node. Why: in
 // bf16 the composition wrote h in fp32 and cast it to the second GEMM's operand,
 // and backward wrote d[g | u] in fp32 and cast it again; here the kernels emit
 // the bf16 operands themselves (the same roundings, so the same bits) and the
-// two fp32 intermediates are never written. In bf16 the first GEMM and the
-// silu kernel go by row blocks (row_block), and backward's dh is one block's
-// scratch, never the whole (N, H). Saved: the rounded x, W13, W2 and h the GEMMs
-// multiply by, and gu for the sigmoid.
+// two fp32 intermediates are never written.
 struct SwigluFn : public torch::autograd::Function<SwigluFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& w13,
                                const torch::Tensor& w2) {
     const auto p = gemm_precision();
-    const auto xc = to_compute(x, p), w13c = to_compute(w13, p), w2c = to_compute(w2, p);
-    const auto N = x.size(0), H = w2.size(0);
-    auto gu = torch::empty({N, 2 * H}, torch::kFloat);
-    auto h = torch::empty({N, H}, compute_dtype(p));
-    const auto B = row_block(p, N);
-    for (std::int64_t r0 = 0; r0 < N; r0 += B) {
-      const auto n = std::min(B, N - r0);
-      auto gu_blk = gu.narrow(0, r0, n);
-      gemm_into(xc.narrow(0, r0, n), false, w13c, false, gu_blk, 0.0f);
-      RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
-      with_operand_ptr(h, [&](auto* hp) { silu_mul_rows(gu_blk.data_ptr<float>(), hp + r0 * H, n, H); });
-    }
-    auto y = torch::empty({N, w2.size(1)}, torch::kFloat);
-    gemm_into(h, false, w2c, false, y, 0.0f);
+    auto y = torch::empty({x.size(0), w2.size(1)}, torch::kFloat);
+    const auto s = swiglu_forward(x, w13, w2, p, y);
     ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
-    ctx->save_for_backward({xc, w13c, w2c, gu, h});
+    ctx->save_for_backward({s.xc, s.w13c, s.w2c, s.gu, s.h});
     return y;
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
-    const auto s = ctx->get_saved_variables();
-    const auto &xc = s[0], &w13c = s[1], &w2c = s[2], &gu = s[3], &h = s[4];
-    const auto p = ctx->saved_data["bf16"].toBool() ? GemmPrecision::bf16 : GemmPrecision::fp32;
-    const auto dy = to_compute(grads[0], p);
-    const auto N = gu.size(0), H = h.size(1);
+    const auto v = ctx->get_saved_variables();
+    const SwigluSaved s{v[0], v[1], v[2], v[3], v[4]};
     torch::Tensor dx, dw13, dw2;
-    if (ctx->needs_input_grad(2)) {
-      dw2 = torch::empty({H, dy.size(1)}, torch::kFloat);
-      gemm_into(h, true, dy, false, dw2, 0.0f);
-    }
-    if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
-      const auto B = row_block(p, N);
-      auto dh = torch::empty({B, H}, torch::kFloat);  // one block, reused
-      auto dgu = torch::empty({N, 2 * H}, compute_dtype(p));
-      for (std::int64_t r0 = 0; r0 < N; r0 += B) {
-        const auto n = std::min(B, N - r0);
-        auto dh_blk = dh.narrow(0, 0, n);
-        gemm_into(dy.narrow(0, r0, n), false, w2c, true, dh_blk, 0.0f);
-        RECORD_FUNCTION("moesim::silu_mul", std::vector<c10::IValue>());
-        with_operand_ptr(dgu, [&](auto* op) {
-          silu_mul_grad_rows(gu.data_ptr<float>() + r0 * 2 * H, dh_blk.data_ptr<float>(), op + r0 * 2 * H, n, H);
-        });
-      }
-      if (ctx->needs_input_grad(0)) {
-        dx = torch::empty({N, xc.size(1)}, torch::kFloat);
-        gemm_into(dgu, false, w13c, true, dx, 0.0f);
-      }
-      if (ctx->needs_input_grad(1)) {
-        dw13 = torch::empty({xc.size(1), 2 * H}, torch::kFloat);
-        gemm_into(xc, true, dgu, false, dw13, 0.0f);
-      }
-    }
+    if (ctx->needs_input_grad(0)) dx = torch::empty({s.gu.size(0), s.xc.size(1)}, torch::kFloat);
+    swiglu_backward(s, grads[0], saved_precision(ctx), dx.defined() ? &dx : nullptr, ctx->needs_input_grad(1),
+                    ctx->needs_input_grad(2), dw13, dw2);
     return {dx, dw13, dw2};
+  }
+};
+
+// Runs job(g) for every group g, one group per thread, largest groups first
+// (each thread takes the next one when it is done). Inside the parallel region
+// oneDNN and at::parallel_for run on the calling core, so each group's GEMMs
+// are single-threaded with its expert's weights in that core's L2. Why always
+// one thread per group, even with fewer groups than threads: oneDNN's fp32
+// GEMM splits the reduction across threads for some shapes (the weight
+// gradients), so a group's bits would depend on the thread count. On one
+// thread they do not, nor on which thread runs the group.
+template <typename Job>
+void for_each_group(const std::vector<std::int64_t>& rows, Job&& job) {
+  const auto G = static_cast<std::int64_t>(rows.size());
+  const auto threads = static_cast<std::int64_t>(at::get_num_threads());
+  if (threads < 2) {
+    for (std::int64_t g = 0; g < G; ++g) job(g);
+    return;
+  }
+  std::vector<std::int64_t> order(static_cast<std::size_t>(G));
+  for (std::int64_t g = 0; g < G; ++g) order[static_cast<std::size_t>(g)] = g;
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return rows[static_cast<std::size_t>(a)] > rows[static_cast<std::size_t>(b)];
+  });
+  std::atomic<std::int64_t> next{0};
+  at::parallel_for(0, threads, 1, [&](std::int64_t, std::int64_t) {
+    for (auto i = next.fetch_add(1); i < G; i = next.fetch_add(1)) job(order[static_cast<std::size_t>(i)]);
+  });
+}
+
+// Every expert's block as one node over the expert-sorted rows (grouped_swiglu).
+// Saved: five tensors per group, as SwigluFn saves them, group after group.
+struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& xs, torch::TensorList w13s,
+                               torch::TensorList w2s, std::vector<std::int64_t> rows) {
+    const auto p = gemm_precision();
+    const auto G = static_cast<std::int64_t>(rows.size());
+    std::vector<std::int64_t> start(rows.size() + 1, 0);
+    for (std::size_t g = 0; g < rows.size(); ++g) start[g + 1] = start[g] + rows[g];
+    auto y = torch::empty({xs.size(0), w2s[0].size(1)}, torch::kFloat);
+    std::vector<SwigluSaved> saved(rows.size());
+    for_each_group(rows, [&](std::int64_t g) {
+      const auto i = static_cast<std::size_t>(g);
+      auto yg = y.narrow(0, start[i], rows[i]);
+      saved[i] = swiglu_forward(xs.narrow(0, start[i], rows[i]), w13s[i], w2s[i], p, yg);
+    });
+    torch::autograd::variable_list keep;
+    keep.reserve(saved.size() * 5);
+    for (const auto& s : saved) keep.insert(keep.end(), {s.xc, s.w13c, s.w2c, s.gu, s.h});
+    ctx->save_for_backward(keep);
+    ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
+    ctx->saved_data["rows"] = c10::IValue(rows);
+    ctx->saved_data["groups"] = G;
+    return y;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto v = ctx->get_saved_variables();
+    const auto rows = ctx->saved_data["rows"].toIntVector();
+    const auto G = static_cast<std::size_t>(ctx->saved_data["groups"].toInt());
+    const auto p = saved_precision(ctx);
+    const auto dy = grads[0].contiguous();
+    std::vector<std::int64_t> start(G + 1, 0);
+    for (std::size_t g = 0; g < G; ++g) start[g + 1] = start[g] + rows[g];
+    // Inputs in order: xs, the G w13s, the G w2s, rows (not a tensor).
+    torch::autograd::tensor_list out(2 * G + 2);
+    const bool want_dx = ctx->needs_input_grad(0);
+    if (want_dx) out[0] = torch::empty({start[G], v[0].size(1)}, torch::kFloat);
+    for_each_group(rows, [&](std::int64_t gi) {
+      const auto g = static_cast<std::size_t>(gi);
+      const SwigluSaved s{v[5 * g], v[5 * g + 1], v[5 * g + 2], v[5 * g + 3], v[5 * g + 4]};
+      torch::Tensor dxg = want_dx ? out[0].narrow(0, start[g], rows[g]) : torch::Tensor();
+      swiglu_backward(s, dy.narrow(0, start[g], rows[g]), p, want_dx ? &dxg : nullptr, ctx->needs_input_grad(1 + g),
+                      ctx->needs_input_grad(1 + G + g), out[1 + g], out[1 + G + g]);
+    });
+    return out;
   }
 };
 
@@ -170,6 +271,26 @@ torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const tor
 SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {
   w13 = register_parameter("w13", torch::randn({dim, 2 * hidden}) * init_std);
   w2 = register_parameter("w2", torch::randn({hidden, dim}) * out_std);
+}
+
+torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int64_t>& rows,
+                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s) {
+  if (rows.empty() || rows.size() != w13s.size() || rows.size() != w2s.size())
+    throw std::invalid_argument("grouped_swiglu: one w13 and one w2 per group, at least one group");
+  if (xs.dim() != 2 || xs.scalar_type() != torch::kFloat)
+    throw std::invalid_argument("grouped_swiglu: xs must be 2-D fp32 (rows, dim)");
+  std::int64_t total = 0;
+  for (std::size_t g = 0; g < rows.size(); ++g) {
+    if (rows[g] < 1) throw std::invalid_argument("grouped_swiglu: every group needs at least one row");
+    const auto &a = w13s[g], &b = w2s[g];
+    if (a.scalar_type() != torch::kFloat || b.scalar_type() != torch::kFloat || a.dim() != 2 || b.dim() != 2 ||
+        a.size(0) != xs.size(1) || a.size(1) != 2 * b.size(0) || b.size(1) != w2s[0].size(1))
+      throw std::invalid_argument("grouped_swiglu: group " + std::to_string(g) +
+                                  ": w13 (dim, 2*hidden) and w2 (hidden, out) with the first group's out");
+    total += rows[g];
+  }
+  if (total != xs.size(0)) throw std::invalid_argument("grouped_swiglu: the groups' rows do not add up to xs's rows");
+  return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows);
 }
 
 torch::Tensor SwiGLU::forward(const torch::Tensor& x) { return swiglu(x, w13, w2); }

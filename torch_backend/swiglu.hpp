@@ -3,6 +3,9 @@
 // W1 and W3 are one fused (dim, 2*hidden) matrix: one matmul instead of two.
 #include <torch/torch.h>
 
+#include <cstdint>
+#include <vector>
+
 namespace moesim::torch_backend {
 
 // silu(g) * u for gu = [g | u] (..., 2H) -> (..., H), one fused kernel each way
@@ -13,6 +16,15 @@ torch::Tensor silu_mul(const torch::Tensor& gu);
 // whose kernels write the GEMMs' operands in the calling thread's precision;
 // the same bits as gemm_matmul(silu_mul(gemm_matmul(x, w13)), w2).
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const torch::Tensor& w2);
+
+// Every expert of an MoE layer as one node: rows [start_g, start_g + rows[g])
+// of xs (the expert-sorted rows, rows[g] >= 1 each) go through
+// swiglu(., w13s[g], w2s[g]). The groups run one per thread, largest first,
+// each group's GEMMs on one core, so the result has the bits of the cat of
+// those calls on one thread, for any thread count; backward writes dxs
+// directly (no cat of per-expert gradients).
+torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int64_t>& rows,
+                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s);
 
 class SwiGLU : public torch::nn::Module {
  public:

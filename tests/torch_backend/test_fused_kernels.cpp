@@ -4,6 +4,8 @@
 // gradient.
 #include <catch2/catch.hpp>
 
+#include <ATen/Parallel.h>
+
 #include <cmath>
 #include <limits>
 
@@ -99,6 +101,76 @@ TEST_CASE("swiglu's fused node equals the gemm, silu_mul, gemm composition bit f
       CHECK_FALSE(torch::equal(swiglu(x0, w130, w20), got.detach()));
     }
   }
+}
+
+// A second implementation: each group through its own swiglu node on one
+// thread, the outputs concatenated. The grouped node runs the groups one per
+// thread (LPT order) on two threads, and must give the same bits for the output
+// and every gradient, in both precisions; with 5 groups (more than threads,
+// uneven sizes, one of a single row) and with 1 group (fewer than threads).
+// Frozen weights for one group: its gradients stay undefined, the others'
+// do not change.
+TEST_CASE("grouped_swiglu equals the cat of per-group swiglu on one thread, bit for bit, on two threads",
+          "[torch][fused]") {
+  torch::manual_seed(7);
+  const std::int64_t D = 48, H = 64, O = 40;
+  const int threads = at::get_num_threads();
+  for (const std::vector<std::int64_t>& rows : {std::vector<std::int64_t>{300, 1, 77, 512, 130}, std::vector<std::int64_t>{260}})
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+    GemmPrecisionScope scope(p);
+    CAPTURE(rows.size(), p == GemmPrecision::bf16);
+    std::int64_t S = 0;
+    for (auto r : rows) S += r;
+    const auto x0 = torch::randn({S, D});
+    const auto up = torch::randn({S, O});
+    std::vector<torch::Tensor> w13_0, w2_0;
+    for (std::size_t g = 0; g < rows.size(); ++g) {
+      w13_0.push_back(torch::randn({D, 2 * H}) * 0.3);
+      w2_0.push_back(torch::randn({H, O}) * 0.2);
+    }
+    auto leaf = [](const torch::Tensor& t, bool grad = true) { return t.clone().requires_grad_(grad); };
+    // The reference, every GEMM on one thread.
+    at::set_num_threads(1);
+    auto xb = leaf(x0);
+    std::vector<torch::Tensor> w13b, w2b, ys;
+    std::int64_t r0 = 0;
+    for (std::size_t g = 0; g < rows.size(); ++g) {
+      w13b.push_back(leaf(w13_0[g], g != 2));
+      w2b.push_back(leaf(w2_0[g], g != 2));
+      ys.push_back(swiglu(xb.narrow(0, r0, rows[g]), w13b[g], w2b[g]));
+      r0 += rows[g];
+    }
+    const auto ref = torch::cat(ys, 0);
+    (ref * up).sum().backward();
+    at::set_num_threads(2);
+    auto xa = leaf(x0);
+    std::vector<torch::Tensor> w13a, w2a;
+    for (std::size_t g = 0; g < rows.size(); ++g) {
+      w13a.push_back(leaf(w13_0[g], g != 2));
+      w2a.push_back(leaf(w2_0[g], g != 2));
+    }
+    const auto got = grouped_swiglu(xa, rows, w13a, w2a);
+    (got * up).sum().backward();
+    at::set_num_threads(threads);
+    CHECK(torch::equal(got, ref));
+    CHECK(torch::equal(xa.grad(), xb.grad()));
+    for (std::size_t g = 0; g < rows.size(); ++g) {
+      CAPTURE(g);
+      REQUIRE(w13a[g].grad().defined() == w13b[g].grad().defined());
+      if (!w13b[g].grad().defined()) continue;
+      CHECK(torch::equal(w13a[g].grad(), w13b[g].grad()));
+      CHECK(torch::equal(w2a[g].grad(), w2b[g].grad()));
+    }
+  }
+}
+
+TEST_CASE("grouped_swiglu rejects groups that do not match xs or their weights, naming the group", "[torch][fused]") {
+  const auto x = torch::randn({10, 8});
+  const auto w13 = torch::randn({8, 12}), w2 = torch::randn({6, 8});
+  CHECK_THROWS_WITH(grouped_swiglu(x, {4, 5}, {w13, w13}, {w2, w2}), Catch::Contains("do not add up"));
+  CHECK_THROWS_WITH(grouped_swiglu(x, {10, 0}, {w13, w13}, {w2, w2}), Catch::Contains("at least one row"));
+  CHECK_THROWS_WITH(grouped_swiglu(x, {5, 5}, {w13, torch::randn({8, 10})}, {w2, w2}), Catch::Contains("group 1"));
+  CHECK_THROWS_WITH(grouped_swiglu(x, {10}, {w13, w13}, {w2}), Catch::Contains("one w13 and one w2 per group"));
 }
 
 TEST_CASE("swiglu with frozen weights gives x's gradient alone, the same as with trainable ones", "[torch][fused]") {
