@@ -198,7 +198,10 @@ void DataParallel::broadcast(const std::vector<torch::Tensor>& ts) {
     auto c = t.detach().contiguous();
     std::vector<at::Tensor> one{c};
     group_->pg->broadcast(one)->wait();
-    if (!c.is_same(t)) t.detach().copy_(c);
+    if (!c.is_same(t))
+      t.detach().copy_(c);
+    else  // Gloo wrote into t's storage by pointer: a bf16 copy of the old values must not be used
+      t.unsafeGetTensorImpl()->bump_version();
   }
 }
 

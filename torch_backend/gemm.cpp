@@ -14,6 +14,8 @@
 #include <oneapi/dnnl/dnnl.h>
 #endif
 
+#include "torch_backend/bf16_shadow.hpp"
+
 namespace moesim::torch_backend {
 
 namespace {
@@ -132,7 +134,10 @@ torch::Tensor to_bf16(const torch::Tensor& t) {
 }
 
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p) {
-  return p == GemmPrecision::bf16 ? to_bf16(t) : t.contiguous();
+  if (p != GemmPrecision::bf16) return t.contiguous();
+  if (t.scalar_type() == torch::kFloat)
+    if (auto s = bf16_shadow(t); s.defined()) return s;  // a parameter the optimizer keeps in bf16
+  return to_bf16(t);
 }
 
 namespace {

@@ -48,7 +48,8 @@ torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w);
 // Building blocks for fused ops (fused_ce.hpp, swiglu.hpp), no autograd:
 // the dtype GEMM operands of precision p are stored in (float or bfloat16),
 torch::ScalarType compute_dtype(GemmPrecision p);
-// and operands rounded to the precision p, contiguous.
+// and operands rounded to the precision p, contiguous (in bf16, a parameter's
+// copy from bf16_shadow.hpp while it is valid: the same bits, no cast).
 torch::Tensor to_compute(const torch::Tensor& t, GemmPrecision p);
 // t rounded to bf16 (contiguous) with bf16_bits: the bits of .to(kBFloat16),
 // where LibTorch 1.13's cast ran at 3-5 GB/s on one thread inside the

@@ -4,7 +4,11 @@
 #include <c10/util/string_utils.h>
 
 #include <cmath>
+#include <cstdint>
 #include <stdexcept>
+
+#include "torch_backend/bf16_shadow.hpp"
+#include "torch_backend/gemm.hpp"
 
 namespace moesim::torch_backend {
 
@@ -41,9 +45,11 @@ double sum_squares(const torch::Tensor& g) {
 // reference, so every store might have changed them and the loop stayed scalar
 // (one sqrt and one divide at a time); here it vectorises, and vector sqrt and
 // divide round exactly as the scalar ones do.
+// With Bf16, o receives the new weight's bf16 bits as well (bf16_shadow.hpp).
+template <bool Bf16>
 void adamw_range(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
-                 std::int64_t n, float grad_scale, float decay, float beta1, float beta2, float inv_sqrt_bc2, float eps,
-                 float step_size) {
+                 std::uint16_t* __restrict o, std::int64_t n, float grad_scale, float decay, float beta1, float beta2,
+                 float inv_sqrt_bc2, float eps, float step_size) {
   const float a1 = 1.0f - beta1, a2 = 1.0f - beta2;
   for (std::int64_t i = 0; i < n; ++i) {
     // Rounded as g.mul_(grad_scale) would store it.
@@ -52,20 +58,27 @@ void adamw_range(float* __restrict p, const float* __restrict g, float* __restri
     const float vi = v[i] * beta2 + a2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] * decay - step_size * (mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps));
+    const float pi = p[i] * decay - step_size * (mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps));
+    p[i] = pi;
+    if constexpr (Bf16) o[i] = bf16_bits(pi);
   }
 }
 
-void adamw_update(float* p, const float* g, float* m, float* v, std::int64_t n, float grad_scale, float decay, float beta1,
-                  float beta2, float inv_sqrt_bc2, float eps, float step_size) {
+void adamw_update(float* p, const float* g, float* m, float* v, std::uint16_t* o, std::int64_t n, float grad_scale,
+                  float decay, float beta1, float beta2, float inv_sqrt_bc2, float eps, float step_size) {
   at::parallel_for(0, n, kChunk, [=](std::int64_t lo, std::int64_t hi) {
-    adamw_range(p + lo, g + lo, m + lo, v + lo, hi - lo, grad_scale, decay, beta1, beta2, inv_sqrt_bc2, eps, step_size);
+    if (o)
+      adamw_range<true>(p + lo, g + lo, m + lo, v + lo, o + lo, hi - lo, grad_scale, decay, beta1, beta2, inv_sqrt_bc2,
+                        eps, step_size);
+    else
+      adamw_range<false>(p + lo, g + lo, m + lo, v + lo, nullptr, hi - lo, grad_scale, decay, beta1, beta2,
+                         inv_sqrt_bc2, eps, step_size);
   });
 }
 
 }  // namespace
 
-void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale) {
+void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale, bool bf16_copies) {
   torch::NoGradGuard ng;
   for (auto& group : opt.param_groups()) {
     auto& o = static_cast<torch::optim::AdamWOptions&>(group.options());
@@ -89,11 +102,21 @@ void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale) {
       const auto t = static_cast<double>(st.step());
       const double bc1 = 1.0 - std::pow(beta1, t), bc2 = 1.0 - std::pow(beta2, t);
       const auto g = p.grad().contiguous();
+      torch::Tensor copy;
+      if (bf16_copies) {
+        copy = bf16_shadow_buffer(p);
+        if (!copy.defined()) copy = torch::empty(p.sizes(), p.options().dtype(torch::kBFloat16));
+        // A graph still holding the old copy now fails its version check
+        // instead of multiplying by the new weights.
+        copy.unsafeGetTensorImpl()->bump_version();
+      }
       adamw_update(p.data_ptr<float>(), g.data_ptr<float>(), st.exp_avg().data_ptr<float>(),
-                   st.exp_avg_sq().data_ptr<float>(), p.numel(), grad_scale,
+                   st.exp_avg_sq().data_ptr<float>(),
+                   copy.defined() ? static_cast<std::uint16_t*>(copy.data_ptr()) : nullptr, p.numel(), grad_scale,
                    static_cast<float>(1.0 - o.lr() * o.weight_decay()),
                    static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 / std::sqrt(bc2)),
                    static_cast<float>(o.eps()), static_cast<float>(o.lr() / bc1));
+      if (copy.defined()) set_bf16_shadow(p, copy);
     }
   }
 }

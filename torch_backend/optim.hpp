@@ -17,8 +17,10 @@ namespace moesim::torch_backend {
 // One AdamW step over every parameter group of `opt` (amsgrad unsupported:
 // throws std::invalid_argument). Parameters without a gradient are skipped.
 // Each gradient is read as g * grad_scale (rounded as g.mul_(grad_scale)
-// stores it), so clipping costs no pass of its own over the gradients.
-void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale = 1.0f);
+// stores it), so clipping costs no pass of its own over the gradients. With
+// bf16_copies, each updated parameter's bf16 copy (bf16_shadow.hpp) is written
+// in the same pass, for the next bf16 forward pass to read without a cast.
+void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale = 1.0f, bool bf16_copies = false);
 
 // The 2-norm of every defined gradient together (sums of squares in double, in a
 // fixed order for any thread count).

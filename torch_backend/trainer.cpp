@@ -293,7 +293,7 @@ StepStats Trainer::step() {
     // The clip factor is applied as AdamW reads each gradient: one pass fewer
     // over the gradients than clip_grad_norm followed by the step.
     st.grad_norm = grad_norm(trainable_);
-    fused_adamw_step(*opt_, clip_scale(st.grad_norm, max_norm));
+    fused_adamw_step(*opt_, clip_scale(st.grad_norm, max_norm), cfg_.train.bf16);
   }
   ++step_;
   tokens_seen_ += st.tokens;
