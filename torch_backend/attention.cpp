@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "policies/fast_math.hpp"
@@ -81,11 +83,19 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
     torch::Tensor out, P, Pc;
   };
 
-  static Out run(const torch::Tensor& qc, const torch::Tensor& kc, const torch::Tensor& vc, float scale, bool keep) {
+  // Head i's rows of the output: (T, hd), inside (BH, T, hd), or with heads > 0
+  // columns h*hd.. of batch b's (T, heads*hd) rows, for i = b*heads + h.
+  static torch::Tensor head_rows(const torch::Tensor& t, std::int64_t i, std::int64_t heads, std::int64_t hd) {
+    if (heads == 0) return t.select(0, i);
+    return t.select(0, i / heads).narrow(1, (i % heads) * hd, hd);
+  }
+
+  static Out run(const torch::Tensor& qc, const torch::Tensor& kc, const torch::Tensor& vc, float scale, bool keep,
+                 std::int64_t heads) {
     const auto BH = qc.size(0), T = qc.size(1), hd = qc.size(2);
     const bool bf16 = qc.scalar_type() == torch::kBFloat16;
     Out o;
-    o.out = torch::empty({BH, T, hd}, torch::kFloat);
+    o.out = heads == 0 ? torch::empty({BH, T, hd}, torch::kFloat) : torch::empty({BH / heads, T, heads * hd}, torch::kFloat);
     if (keep) {
       o.P = torch::empty({BH, T, T}, torch::kFloat);
       o.Pc = bf16 ? torch::empty({BH, T, T}, torch::kBFloat16) : o.P;
@@ -106,7 +116,7 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
           auto* pc = static_cast<std::uint16_t*>(Pc.data_ptr());
           for (std::int64_t j = 0; j < T * T; ++j) pc[j] = bf16_bits(pp[j]);
         }
-        auto oi = o.out.select(0, i);
+        auto oi = head_rows(o.out, i, heads, hd);
         gemm_into(Pc, false, vc.select(0, i), false, oi, 0.0f);
       }
     });
@@ -114,12 +124,13 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
   }
 
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& q, const torch::Tensor& k,
-                               const torch::Tensor& v, double scale) {
+                               const torch::Tensor& v, double scale, std::int64_t heads) {
     const auto p = gemm_precision();
     const auto qc = to_compute(q, p), kc = to_compute(k, p), vc = to_compute(v, p);
-    auto o = run(qc, kc, vc, static_cast<float>(scale), true);
+    auto o = run(qc, kc, vc, static_cast<float>(scale), true, heads);
     ctx->save_for_backward({qc, kc, vc, o.P, o.Pc});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["heads"] = heads;
     ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
     return o.out;
   }
@@ -133,6 +144,7 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
     const auto p = ctx->saved_data["bf16"].toBool() ? GemmPrecision::bf16 : GemmPrecision::fp32;
     const auto scale = static_cast<float>(ctx->saved_data.at("scale").toDouble());
     const auto g = to_compute(grads[0], p);
+    const auto heads = ctx->saved_data.at("heads").toInt();
     const auto BH = qc.size(0), T = qc.size(1), hd = qc.size(2);
     auto dq = torch::empty({BH, T, hd}, torch::kFloat), dk = torch::empty({BH, T, hd}, torch::kFloat),
          dv = torch::empty({BH, T, hd}, torch::kFloat);
@@ -140,7 +152,7 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
       auto dP = torch::empty({T, T}, torch::kFloat);
       auto dS = torch::empty({T, T}, compute_dtype(p));
       for (auto i = lo; i < hi; ++i) {
-        const auto gi = g.select(0, i);
+        const auto gi = head_rows(g, i, heads, hd);
         auto dvi = dv.select(0, i), dqi = dq.select(0, i), dki = dk.select(0, i);
         gemm_into(gi, false, vc.select(0, i), true, dP, 0.0f);
         gemm_into(Pc.select(0, i), true, gi, false, dvi, 0.0f);
@@ -153,7 +165,7 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
         gemm_into(dS, true, qc.select(0, i), false, dki, 0.0f);
       }
     });
-    return {dq, dk, dv, torch::Tensor()};
+    return {dq, dk, dv, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -165,15 +177,25 @@ torch::Tensor causal_softmax(const torch::Tensor& scores, double scale) {
   return CausalSoftmaxFn::apply(scores, scale);
 }
 
-torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale) {
+torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                             std::int64_t heads) {
   if (q.scalar_type() != torch::kFloat || k.scalar_type() != torch::kFloat || v.scalar_type() != torch::kFloat ||
       q.dim() != 3 || q.sizes() != k.sizes() || q.sizes() != v.sizes())
     throw std::invalid_argument("attention_core: fp32 q, k, v of one shape (BH, T, hd)");
-  if (q.numel() == 0) return gemm(causal_softmax(gemm(q, k, false, true), scale), v);  // empty: the composition
+  if (heads < 0 || (heads > 0 && q.size(0) % heads != 0))
+    throw std::invalid_argument("attention_core: heads must divide BH = " + std::to_string(q.size(0)));
+  if (q.numel() == 0) {  // empty: the composition
+    auto out = gemm(causal_softmax(gemm(q, k, false, true), scale), v);
+    if (heads == 0) return out;
+    const auto B = q.size(0) / heads, T = q.size(1), hd = q.size(2);
+    return out.view({B, heads, T, hd}).transpose(1, 2).reshape({B, T, heads * hd});
+  }
   if (torch::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad()))
-    return AttentionCoreFn::apply(q, k, v, scale);
+    return AttentionCoreFn::apply(q, k, v, scale, heads);
   const auto p = gemm_precision();
-  return AttentionCoreFn::run(to_compute(q, p), to_compute(k, p), to_compute(v, p), static_cast<float>(scale), false).out;
+  return AttentionCoreFn::run(to_compute(q, p), to_compute(k, p), to_compute(v, p), static_cast<float>(scale), false,
+                              heads)
+      .out;
 }
 
 Attention::Attention(int dim, int heads, double init_std, double out_std) : dim_(dim), heads_(heads) {
@@ -187,13 +209,10 @@ void Attention::add_lora(int rank, double alpha) {
 }
 
 torch::Tensor Attention::forward(const torch::Tensor& x, const Rotary& rope) {
-  const auto B = x.size(0), T = x.size(1);
   const auto hd = dim_ / heads_;
   const auto qkv = qkv_rope(gemm_linear(x, adapted(w_qkv, lora_qkv)), heads_, rope);  // q, k, v: (B*H, T, hd)
-  auto ctx = attention_core(qkv[0], qkv[1], qkv[2], 1.0 / std::sqrt(static_cast<double>(hd)))
-                 .view({B, heads_, T, hd})
-                 .transpose(1, 2)
-                 .reshape({B, T, dim_});
+  // The heads' outputs land merged, (B, T, dim), as the output projection reads them.
+  const auto ctx = attention_core(qkv[0], qkv[1], qkv[2], 1.0 / std::sqrt(static_cast<double>(hd)), heads_);
   return gemm_linear(ctx, adapted(w_out, lora_out));
 }
 

@@ -16,8 +16,12 @@ torch::Tensor causal_softmax(const torch::Tensor& scores, double scale);
 // gemm(causal_softmax(gemm(q, k, false, true), scale), v) for fp32 q, k, v
 // (BH, T, hd), as one autograd node run head by head: the same bits, in the
 // calling thread's GEMM precision, without the (BH, T, T) scores, their
-// gradients and the casts of the probabilities in memory.
-torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale);
+// gradients and the casts of the probabilities in memory. With heads > 0 the
+// output comes merged as (BH / heads, T, heads * hd), head h of batch b in
+// columns h*hd.. (the same bits as the (BH, T, hd) result viewed (B, H, T, hd),
+// transposed and reshaped), so neither pass copies it through a transpose.
+torch::Tensor attention_core(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, double scale,
+                             std::int64_t heads = 0);
 
 class Attention : public torch::nn::Module {
  public:

@@ -277,6 +277,46 @@ TEST_CASE("attention_core equals the gemm, causal_softmax, gemm composition bit 
     }
 }
 
+// A second implementation: the (BH, T, hd) output viewed (B, H, T, hd),
+// transposed and reshaped, as Attention::forward did before. The merged
+// layout must give the same bits forward and for every gradient, in both
+// precisions, at an odd length and at the model's shape.
+TEST_CASE("attention_core with heads gives the transposed, reshaped output bit for bit, and its gradients",
+          "[torch][fused]") {
+  torch::manual_seed(9);
+  struct Shape {
+    std::int64_t batch, heads, T, hd;
+  };
+  for (const Shape sh : {Shape{2, 3, 37, 8}, Shape{8, 4, 256, 64}})
+    for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+      GemmPrecisionScope scope(p);
+      CAPTURE(sh.heads, sh.T, p == GemmPrecision::bf16);
+      const auto BH = sh.batch * sh.heads;
+      const auto q0 = torch::randn({BH, sh.T, sh.hd}), k0 = torch::randn({BH, sh.T, sh.hd}),
+                 v0 = torch::randn({BH, sh.T, sh.hd});
+      const auto up = torch::randn({sh.batch, sh.T, sh.heads * sh.hd});
+      const double scale = 1.0 / std::sqrt(static_cast<double>(sh.hd));
+      auto leaf = [](const torch::Tensor& t) { return t.clone().requires_grad_(true); };
+      auto qa = leaf(q0), ka = leaf(k0), va = leaf(v0), qb = leaf(q0), kb = leaf(k0), vb = leaf(v0);
+      const auto got = attention_core(qa, ka, va, scale, sh.heads);
+      const auto ref = attention_core(qb, kb, vb, scale)
+                           .view({sh.batch, sh.heads, sh.T, sh.hd})
+                           .transpose(1, 2)
+                           .reshape({sh.batch, sh.T, sh.heads * sh.hd});
+      REQUIRE(got.sizes() == ref.sizes());
+      CHECK(torch::equal(got, ref));
+      (got * up).sum().backward();
+      (ref * up).sum().backward();
+      CHECK(torch::equal(qa.grad(), qb.grad()));
+      CHECK(torch::equal(ka.grad(), kb.grad()));
+      CHECK(torch::equal(va.grad(), vb.grad()));
+      torch::NoGradGuard ng;
+      CHECK(torch::equal(attention_core(q0, k0, v0, scale, sh.heads), ref.detach()));
+    }
+  const auto q = torch::randn({6, 5, 4});
+  CHECK_THROWS_WITH(attention_core(q, q, q, 0.5, 4), Catch::Contains("heads must divide"));
+}
+
 TEST_CASE("attention_core refuses other dtypes and mismatched shapes", "[torch][fused]") {
   const auto q = torch::randn({2, 5, 4});
   CHECK_THROWS_WITH(attention_core(q.to(torch::kDouble), q, q, 0.5), Catch::Contains("attention_core"));
