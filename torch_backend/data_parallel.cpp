@@ -198,10 +198,10 @@ void DataParallel::broadcast(const std::vector<torch::Tensor>& ts) {
     auto c = t.detach().contiguous();
     std::vector<at::Tensor> one{c};
     group_->pg->broadcast(one)->wait();
-    if (!c.is_same(t))
-      t.detach().copy_(c);
-    else  // Gloo wrote into t's storage by pointer: a bf16 copy of the old values must not be used
+    if (c.is_alias_of(t))  // Gloo wrote into t's storage by pointer: bump its version as copy_ would
       t.unsafeGetTensorImpl()->bump_version();
+    else
+      t.detach().copy_(c);
   }
 }
 

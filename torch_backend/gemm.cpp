@@ -42,29 +42,35 @@ std::int64_t row_major_ld(const torch::Tensor& m) {
 }
 
 #ifdef MOESIM_HAVE_DNNL
-// fp32 c = op(a) op(b) + beta c as fixed output tiles, each one single-threaded
-// oneDNN call inside at::parallel_for. Why: multi-threaded, oneDNN's sgemm
-// splits the reduction over threads for some shapes (measured: the SwiGLU's
-// dx, 2048 x 256 with K = 2048), so fp32 training gave other bits on 1 and on 2
-// threads. The tiles depend on the shape alone, and each is a whole-K product
-// on one thread, so the bits are the same for any thread count (and inside a
-// parallel region, where the tiles run in order). bf16 GEMMs give the same
-// bits on 1 and 2 threads at every shape of the model and keep oneDNN's own
-// threading.
-dnnl_status_t sgemm_tiled(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* a,
-                          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  const std::int64_t mt = std::clamp<std::int64_t>(M / 256, 1, 8);
+// c = op(a) op(b) + beta c as fixed output tiles, at most max_tiles, each one
+// single-threaded oneDNN call gemm(m, n, a_tile, b_tile, c_tile) inside
+// at::parallel_for. Why: multi-threaded, oneDNN splits the reduction over
+// threads for some shapes, so training gave other bits on 1 and on 2 threads
+// (measured: fp32, the SwiGLU's dx, 2048 x 256 with K = 2048; bf16, small
+// outputs with K = 2048 such as the router MLP's gate gradient). The tiles
+// depend on the shape alone, and each is a whole-K product on one thread, so
+// the bits are the same for any thread count, and inside a parallel region
+// (the grouped experts, the attention heads), where the tiles run in order.
+// Each tile packs its own operands: bf16 takes at most 2 tiles (at 8 its step
+// ran 5 % slower), fp32 up to 8 (the same speed as oneDNN's threading).
+template <typename T, typename Gemm>
+dnnl_status_t gemm_tiled(bool ta, bool tb, std::int64_t M, std::int64_t N, const T* a, std::int64_t lda, const T* b,
+                         std::int64_t ldb, float* c, std::int64_t ldc, std::int64_t max_tiles, Gemm&& gemm) {
+  const std::int64_t mt = std::clamp<std::int64_t>(M / 256, 1, max_tiles);
   std::int64_t nt = 1;
-  while (mt * nt < 8 && N / (2 * nt) >= 128) nt *= 2;
+  while (mt * nt < max_tiles && N / (2 * nt) >= 128) nt *= 2;
   std::atomic<int> status{static_cast<int>(dnnl_success)};
-  at::parallel_for(0, mt * nt, 1, [&](std::int64_t lo, std::int64_t hi) {
-    for (auto t = lo; t < hi; ++t) {
+  // At least two iterations, so that a single tile also runs inside a parallel
+  // region (at::parallel_for calls one iteration inline, where oneDNN would
+  // thread it).
+  const auto tiles = mt * nt;
+  at::parallel_for(0, std::max<std::int64_t>(tiles, 2), 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (auto t = lo; t < std::min(hi, tiles); ++t) {
       const auto i = t / nt, j = t % nt;
       const auto m0 = M * i / mt, m1 = M * (i + 1) / mt, n0 = N * j / nt, n1 = N * (j + 1) / nt;
-      const float* at = ta ? a + m0 : a + m0 * lda;
-      const float* bt = tb ? b + n0 * ldb : b + n0;
-      const auto st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m1 - m0, n1 - n0, K, 1.0f, at, lda, bt, ldb, beta,
-                                 c + m0 * ldc + n0, ldc);
+      const T* at = ta ? a + m0 : a + m0 * lda;
+      const T* bt = tb ? b + n0 * ldb : b + n0;
+      const dnnl_status_t st = gemm(m1 - m0, n1 - n0, at, bt, c + m0 * ldc + n0);
       if (st != dnnl_success) status.store(static_cast<int>(st));
     }
   });
@@ -89,11 +95,20 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
   const auto lda = row_major_ld(a), ldb = row_major_ld(b), ldc = row_major_ld(c);
   if (lda > 0 && ldb > 0 && ldc > 0) {
     dnnl_status_t st = dnnl_unimplemented;
+    const char opa = ta ? 'T' : 'N', opb = tb ? 'T' : 'N';
     if (a.scalar_type() == torch::kFloat) {
-      st = sgemm_tiled(ta, tb, M, N, K, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, beta, c.data_ptr<float>(), ldc);
+      st = gemm_tiled(ta, tb, M, N, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb, c.data_ptr<float>(), ldc, 8,
+                      [&](std::int64_t m, std::int64_t n, const float* at, const float* bt, float* ct) {
+                        return dnnl_sgemm(opa, opb, m, n, K, 1.0f, at, lda, bt, ldb, beta, ct, ldc);
+                      });
     } else if (auto fn = bf16_gemm_fn()) {
-      st = fn(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, 1.0f, static_cast<const std::uint16_t*>(a.data_ptr()), lda,
-              static_cast<const std::uint16_t*>(b.data_ptr()), ldb, beta, c.data_ptr<float>(), ldc);
+      using U = std::uint16_t;
+      const auto* ap = static_cast<const U*>(a.data_ptr());
+      const auto* bp = static_cast<const U*>(b.data_ptr());
+      st = gemm_tiled(ta, tb, M, N, ap, lda, bp, ldb, c.data_ptr<float>(), ldc, 2,
+                      [&](std::int64_t m, std::int64_t n, const U* at, const U* bt, float* ct) {
+                        return fn(opa, opb, m, n, K, 1.0f, at, lda, bt, ldb, beta, ct, ldc);
+                      });
     }
     if (st == dnnl_success) return;
     if (a.scalar_type() == torch::kFloat || bf16_gemm_fn())

@@ -116,6 +116,10 @@ void fused_adamw_step(torch::optim::AdamW& opt, float grad_scale, bool bf16_copi
                    static_cast<float>(1.0 - o.lr() * o.weight_decay()),
                    static_cast<float>(beta1), static_cast<float>(beta2), static_cast<float>(1.0 / std::sqrt(bc2)),
                    static_cast<float>(o.eps()), static_cast<float>(o.lr() / bc1));
+      // Written by pointer: bump the version as an in-place op would, so that a
+      // graph which saved p refuses backward and an earlier bf16 copy of p is
+      // never handed out again (set_bf16_shadow records the new version).
+      p.unsafeGetTensorImpl()->bump_version();
       if (copy.defined()) set_bf16_shadow(p, copy);
     }
   }

@@ -193,6 +193,9 @@ void for_each_group(const std::vector<std::int64_t>& rows, Job&& job) {
   });
   std::atomic<std::int64_t> next{0};
   at::parallel_for(0, threads, 1, [&](std::int64_t, std::int64_t) {
+    // OpenMP workers do not inherit the caller's autograd state: without this,
+    // a worker's narrow and cast would record graph nodes.
+    c10::AutoGradMode no_grad(false);
     for (auto i = next.fetch_add(1); i < G; i = next.fetch_add(1)) job(order[static_cast<std::size_t>(i)]);
   });
 }
@@ -236,12 +239,18 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
     torch::autograd::tensor_list out(2 * G + 2);
     const bool want_dx = ctx->needs_input_grad(0);
     if (want_dx) out[0] = torch::empty({start[G], v[0].size(1)}, torch::kFloat);
+    // Asked on this thread: needs_input_grad reads the engine's thread-local task.
+    std::vector<char> want_dw13(G), want_dw2(G);
+    for (std::size_t g = 0; g < G; ++g) {
+      want_dw13[g] = ctx->needs_input_grad(1 + g);
+      want_dw2[g] = ctx->needs_input_grad(1 + G + g);
+    }
     for_each_group(rows, [&](std::int64_t gi) {
       const auto g = static_cast<std::size_t>(gi);
       const SwigluSaved s{v[5 * g], v[5 * g + 1], v[5 * g + 2], v[5 * g + 3], v[5 * g + 4]};
       torch::Tensor dxg = want_dx ? out[0].narrow(0, start[g], rows[g]) : torch::Tensor();
-      swiglu_backward(s, dy.narrow(0, start[g], rows[g]), p, want_dx ? &dxg : nullptr, ctx->needs_input_grad(1 + g),
-                      ctx->needs_input_grad(1 + G + g), out[1 + g], out[1 + G + g]);
+      swiglu_backward(s, dy.narrow(0, start[g], rows[g]), p, want_dx ? &dxg : nullptr, want_dw13[g] != 0,
+                      want_dw2[g] != 0, out[1 + g], out[1 + G + g]);
     });
     return out;
   }

@@ -70,6 +70,22 @@ TEST_CASE("a bf16 copy is not used once its parameter changed in place", "[torch
   clear_bf16_shadows();
 }
 
+// AdamW writes parameters by pointer; without copies it must still retire an
+// earlier copy, or to_compute would hand out the weights before the step.
+TEST_CASE("an fp32 AdamW step retires the bf16 copy recorded before it", "[torch][bf16_shadow]") {
+  clear_bf16_shadows();
+  torch::manual_seed(23);
+  auto w = torch::randn({12, 6}).requires_grad_(true);
+  torch::optim::AdamW opt({w}, torch::optim::AdamWOptions(1e-2));
+  w.mutable_grad() = torch::randn({12, 6});
+  fused_adamw_step(opt, 1.0f, true);
+  REQUIRE(bf16_shadow(w).defined());
+  fused_adamw_step(opt, 1.0f, false);
+  CHECK_FALSE(bf16_shadow(w).defined());
+  CHECK(torch::equal(bits(to_compute(w, GemmPrecision::bf16)), bits(w.detach().to(torch::kBFloat16))));
+  clear_bf16_shadows();
+}
+
 // A graph that saved a copy (the backward of a bf16 GEMM multiplies by it) must
 // not run after the optimizer rewrote that copy: it would multiply by the new
 // weights. The version check refuses it.

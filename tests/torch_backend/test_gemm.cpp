@@ -68,6 +68,21 @@ TEST_CASE("gemm_into over output tiles equals a float64 reference, with beta, fo
         gemm_into(to_compute(a, p), ta, to_compute(b, p), tb, c, 0.5f);
         const auto ref = reference(a, b, ta, tb, p) + 0.5 * c0.to(torch::kDouble);
         CHECK((c.to(torch::kDouble) - ref).abs().max().item<double>() < tolerance(K) + 1e-6);
+        // Operands and output as column windows of wider matrices (leading
+        // dimension > columns): each tile must step by the leading dimension,
+        // and c's other columns stay as they were.
+        const auto aw = to_compute(torch::randn({a.size(0), a.size(1) + 9}), p);
+        const auto bw = to_compute(torch::randn({b.size(0), b.size(1) + 5}), p);
+        aw.narrow(1, 4, a.size(1)).copy_(to_compute(a, p));
+        bw.narrow(1, 2, b.size(1)).copy_(to_compute(b, p));
+        const auto cw0 = torch::randn({M, N + 7});
+        auto cw = cw0.clone();
+        auto cv = cw.narrow(1, 3, N);
+        gemm_into(aw.narrow(1, 4, a.size(1)), ta, bw.narrow(1, 2, b.size(1)), tb, cv, 0.5f);
+        const auto refw = reference(a, b, ta, tb, p) + 0.5 * cw0.narrow(1, 3, N).to(torch::kDouble);
+        CHECK((cv.to(torch::kDouble) - refw).abs().max().item<double>() < tolerance(K) + 1e-6);
+        CHECK(torch::equal(cw.narrow(1, 0, 3), cw0.narrow(1, 0, 3)));
+        CHECK(torch::equal(cw.narrow(1, N + 3, 4), cw0.narrow(1, N + 3, 4)));
       }
 }
 
@@ -187,7 +202,7 @@ TEST_CASE("to_bf16 gives the bits of .to(kBFloat16) for any size, layout and inp
 // gate and one attention head). Before fp32 went by fixed tiles, oneDNN's
 // multi-threaded sgemm summed the SwiGLU's dx (K = 2048, NT) in another order
 // on 2 threads than on 1.
-TEST_CASE("gemm gives the same bits on 1 and on 2 threads at every shape of the topk model, fp32 and bf16",
+TEST_CASE("gemm gives the same bits on 1 and on 2 threads at every shape of the topk model and at small outputs, fp32 and bf16",
           "[torch][gemm]") {
   struct Shape {
     const char* name;
@@ -204,7 +219,12 @@ TEST_CASE("gemm gives the same bits on 1 and on 2 threads at every shape of the 
       {"expert w13 dw", 256, 2048, 512, true, false}, {"head", 1024, 8000, 256, false, true},
       {"head dh", 1024, 256, 8000, false, false}, {"head dW", 8000, 256, 1024, true, false},
       {"gate", 2048, 8, 256, false, true},        {"gate dw", 8, 256, 2048, true, false},
-      {"scores", 256, 256, 64, false, true},      {"values dv", 256, 64, 256, true, false}};
+      {"scores", 256, 256, 64, false, true},      {"values dv", 256, 64, 256, true, false},
+      // Small outputs with a long reduction, where oneDNN's bf16 GEMM split K
+      // over threads: the router MLP's gate gradient at dim 128, tiny.yaml's
+      // output projection gradient at 2048 tokens, select_selector's qkv dW.
+      {"router mlp gate dw", 8, 64, 2048, true, false}, {"tiny o dw", 32, 32, 2048, true, false},
+      {"selector qkv dw", 384, 128, 1024, true, false}};
   torch::manual_seed(13);
   const int threads = at::get_num_threads();
   for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16})
