@@ -226,9 +226,9 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     pending_ = is_training();
     return out;
   }
-  auto xs = x.index_select(0, tok_idx);
-  // Every served expert's rows through one grouped node (grouped_swiglu): the
-  // experts run one per thread, and backward writes xs's gradient directly.
+  // Every served expert's rows through one grouped node (grouped_swiglu): it
+  // gathers x's rows by tok_idx itself, the experts run one per thread, and
+  // backward sums each token's rows straight into x's gradient.
   std::vector<std::int64_t> rows;
   std::vector<torch::Tensor> w13s, w2s;
   for (int e = 0; e < experts_; ++e) {
@@ -239,7 +239,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
     w13s.push_back(lora_w13.empty() ? w13[i] : adapted(w13[i], lora_w13[i]));
     w2s.push_back(lora_w2.empty() ? w2[i] : adapted(w2[i], lora_w2[i]));
   }
-  auto y = grouped_swiglu(xs, rows, w13s, w2s);  // (S, D), in slot order of tok_idx
+  auto y = grouped_swiglu(x, rows, w13s, w2s, tok_idx);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);
   out.index_add_(0, tok_idx, y * w.unsqueeze(1));
 

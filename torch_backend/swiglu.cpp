@@ -200,29 +200,81 @@ void for_each_group(const std::vector<std::int64_t>& rows, Job&& job) {
   });
 }
 
+// Rows [r0, r0 + n) of xs = x[index] (or of xs = x without an index) rounded
+// to the GEMM precision: the gather and the cast in one pass.
+torch::Tensor gather_rows(const torch::Tensor& x, const torch::Tensor& index, std::int64_t r0, std::int64_t n,
+                          GemmPrecision p) {
+  if (!index.defined()) return to_compute(x.narrow(0, r0, n), p);
+  const auto D = x.size(1);
+  auto out = torch::empty({n, D}, x.options().dtype(compute_dtype(p)));
+  const float* xp = x.data_ptr<float>();
+  const std::int64_t* ip = index.data_ptr<std::int64_t>() + r0;
+  with_operand_ptr(out, [&](auto* op) {
+    for (std::int64_t r = 0; r < n; ++r) {
+      const float* src = xp + ip[r] * D;
+      auto* dst = op + r * D;
+      for (std::int64_t d = 0; d < D; ++d) store_operand(dst + d, src[d]);
+    }
+  });
+  return out;
+}
+
+// dx (N, D) = the sum over every slot s with index[s] = t of dxs[s], added in
+// slot order from +0 (index_add_'s order, so the same bits as
+// zeros.index_add_(0, index, dxs)), one token per iteration on every thread.
+torch::Tensor scatter_rows(const torch::Tensor& dxs, const torch::Tensor& index, std::int64_t N) {
+  const auto S = dxs.size(0), D = dxs.size(1);
+  const std::int64_t* ip = index.data_ptr<std::int64_t>();
+  std::vector<std::int64_t> first(static_cast<std::size_t>(N) + 1, 0), slots(static_cast<std::size_t>(S));
+  for (std::int64_t s = 0; s < S; ++s) ++first[static_cast<std::size_t>(ip[s]) + 1];
+  for (std::int64_t t = 0; t < N; ++t) first[static_cast<std::size_t>(t) + 1] += first[static_cast<std::size_t>(t)];
+  {
+    std::vector<std::int64_t> fill(first.begin(), first.end() - 1);
+    for (std::int64_t s = 0; s < S; ++s) slots[static_cast<std::size_t>(fill[static_cast<std::size_t>(ip[s])]++)] = s;
+  }
+  auto dx = torch::empty({N, D}, torch::kFloat);
+  const float* gp = dxs.data_ptr<float>();
+  float* op = dx.data_ptr<float>();
+  at::parallel_for(0, N, 64, [&](std::int64_t t0, std::int64_t t1) {
+    for (auto t = t0; t < t1; ++t) {
+      float* o = op + t * D;
+      for (std::int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+      for (auto k = first[static_cast<std::size_t>(t)]; k < first[static_cast<std::size_t>(t) + 1]; ++k) {
+        const float* g = gp + slots[static_cast<std::size_t>(k)] * D;
+        for (std::int64_t d = 0; d < D; ++d) o[d] += g[d];
+      }
+    }
+  });
+  return dx;
+}
+
 // Every expert's block as one node over the expert-sorted rows (grouped_swiglu).
 // Saved: five tensors per group, as SwigluFn saves them, group after group.
 struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& xs, torch::TensorList w13s,
-                               torch::TensorList w2s, std::vector<std::int64_t> rows) {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, torch::TensorList w13s,
+                               torch::TensorList w2s, std::vector<std::int64_t> rows,
+                               const c10::optional<torch::Tensor>& index_opt) {
     const auto p = gemm_precision();
+    const auto index = index_opt.has_value() ? *index_opt : torch::Tensor();
     const auto G = static_cast<std::int64_t>(rows.size());
     std::vector<std::int64_t> start(rows.size() + 1, 0);
     for (std::size_t g = 0; g < rows.size(); ++g) start[g + 1] = start[g] + rows[g];
-    auto y = torch::empty({xs.size(0), w2s[0].size(1)}, torch::kFloat);
+    auto y = torch::empty({start.back(), w2s[0].size(1)}, torch::kFloat);
     std::vector<SwigluSaved> saved(rows.size());
     for_each_group(rows, [&](std::int64_t g) {
       const auto i = static_cast<std::size_t>(g);
       auto yg = y.narrow(0, start[i], rows[i]);
-      saved[i] = swiglu_forward(xs.narrow(0, start[i], rows[i]), w13s[i], w2s[i], p, yg);
+      saved[i] = swiglu_forward(gather_rows(x, index, start[i], rows[i], p), w13s[i], w2s[i], p, yg);
     });
     torch::autograd::variable_list keep;
-    keep.reserve(saved.size() * 5);
+    keep.reserve(saved.size() * 5 + 1);
     for (const auto& s : saved) keep.insert(keep.end(), {s.xc, s.w13c, s.w2c, s.gu, s.h});
+    keep.push_back(index);
     ctx->save_for_backward(keep);
     ctx->saved_data["bf16"] = p == GemmPrecision::bf16;
     ctx->saved_data["rows"] = c10::IValue(rows);
     ctx->saved_data["groups"] = G;
+    ctx->saved_data["x_rows"] = x.size(0);
     return y;
   }
 
@@ -233,12 +285,14 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
     const auto G = static_cast<std::size_t>(ctx->saved_data["groups"].toInt());
     const auto p = saved_precision(ctx);
     const auto dy = grads[0].contiguous();
+    const auto& index = v[5 * G];
     std::vector<std::int64_t> start(G + 1, 0);
     for (std::size_t g = 0; g < G; ++g) start[g + 1] = start[g] + rows[g];
-    // Inputs in order: xs, the G w13s, the G w2s, rows (not a tensor).
-    torch::autograd::tensor_list out(2 * G + 2);
+    // Inputs in order: x, the G w13s, the G w2s, rows (not a tensor), index.
+    torch::autograd::tensor_list out(2 * G + 3);
     const bool want_dx = ctx->needs_input_grad(0);
-    if (want_dx) out[0] = torch::empty({start[G], v[0].size(1)}, torch::kFloat);
+    torch::Tensor dxs;
+    if (want_dx) dxs = torch::empty({start[G], v[0].size(1)}, torch::kFloat);
     // Asked on this thread: needs_input_grad reads the engine's thread-local task.
     std::vector<char> want_dw13(G), want_dw2(G);
     for (std::size_t g = 0; g < G; ++g) {
@@ -248,10 +302,11 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
     for_each_group(rows, [&](std::int64_t gi) {
       const auto g = static_cast<std::size_t>(gi);
       const SwigluSaved s{v[5 * g], v[5 * g + 1], v[5 * g + 2], v[5 * g + 3], v[5 * g + 4]};
-      torch::Tensor dxg = want_dx ? out[0].narrow(0, start[g], rows[g]) : torch::Tensor();
+      torch::Tensor dxg = want_dx ? dxs.narrow(0, start[g], rows[g]) : torch::Tensor();
       swiglu_backward(s, dy.narrow(0, start[g], rows[g]), p, want_dx ? &dxg : nullptr, want_dw13[g] != 0,
                       want_dw2[g] != 0, out[1 + g], out[1 + G + g]);
     });
+    if (want_dx) out[0] = index.defined() ? scatter_rows(dxs, index, ctx->saved_data["x_rows"].toInt()) : dxs;
     return out;
   }
 };
@@ -283,7 +338,8 @@ SwiGLU::SwiGLU(int dim, int hidden, double init_std, double out_std) {
 }
 
 torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int64_t>& rows,
-                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s) {
+                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s,
+                             const torch::Tensor& index) {
   if (rows.empty() || rows.size() != w13s.size() || rows.size() != w2s.size())
     throw std::invalid_argument("grouped_swiglu: one w13 and one w2 per group, at least one group");
   if (xs.dim() != 2 || xs.scalar_type() != torch::kFloat)
@@ -298,8 +354,18 @@ torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int
                                   ": w13 (dim, 2*hidden) and w2 (hidden, out) with the first group's out");
     total += rows[g];
   }
-  if (total != xs.size(0)) throw std::invalid_argument("grouped_swiglu: the groups' rows do not add up to xs's rows");
-  return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows);
+  if (!index.defined()) {
+    if (total != xs.size(0)) throw std::invalid_argument("grouped_swiglu: the groups' rows do not add up to xs's rows");
+    return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows,
+                                  c10::optional<torch::Tensor>());
+  }
+  if (index.dim() != 1 || index.scalar_type() != torch::kLong || index.size(0) != total)
+    throw std::invalid_argument("grouped_swiglu: index must be int64 with one entry per row of the groups");
+  const auto ic = index.contiguous();
+  if (total > 0 && (ic.min().item<std::int64_t>() < 0 || ic.max().item<std::int64_t>() >= xs.size(0)))
+    throw std::invalid_argument("grouped_swiglu: an index is outside [0, " + std::to_string(xs.size(0)) + ")");
+  return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows,
+                                c10::optional<torch::Tensor>(ic));
 }
 
 torch::Tensor SwiGLU::forward(const torch::Tensor& x) { return swiglu(x, w13, w2); }

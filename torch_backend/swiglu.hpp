@@ -22,9 +22,13 @@ torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const tor
 // swiglu(., w13s[g], w2s[g]). The groups run one per thread, largest first,
 // each group's GEMMs on one core, so the result has the bits of the cat of
 // those calls on one thread, for any thread count; backward writes dxs
-// directly (no cat of per-expert gradients).
+// directly (no cat of per-expert gradients). With an index (int64, one entry
+// per row), the rows are xs[index] (the dispatch), gathered and rounded in one
+// pass, and xs's gradient sums each token's rows in index order: the bits of
+// grouped_swiglu(xs.index_select(0, index), ...).
 torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int64_t>& rows,
-                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s);
+                             const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s,
+                             const torch::Tensor& index = torch::Tensor());
 
 class SwiGLU : public torch::nn::Module {
  public:

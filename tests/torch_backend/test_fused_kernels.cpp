@@ -166,6 +166,57 @@ TEST_CASE("grouped_swiglu equals the cat of per-group swiglu on one thread, bit 
   }
 }
 
+// A second implementation: the dispatch as LibTorch's index_select before the
+// grouped node, whose backward is index_add_ into zeros. The fused gather must
+// give the same bits forward and for x's and every weight's gradient, in both
+// precisions, with tokens routed to no, one, two and three experts (the sum's
+// order matters from three on) and an expert-sorted index as the MoE layer
+// builds it.
+TEST_CASE("grouped_swiglu with an index equals it on x.index_select(0, index), bit for bit, with x's gradient",
+          "[torch][fused]") {
+  torch::manual_seed(10);
+  const std::int64_t N = 300, D = 48, H = 64, E = 4;
+  // Token t goes to experts t % 4 < ... : the first (t % 4) experts of a rotation.
+  std::vector<std::vector<std::int64_t>> by_expert(E);
+  for (std::int64_t t = 0; t < N; ++t)
+    for (std::int64_t j = 0; j < t % 4; ++j) by_expert[static_cast<std::size_t>((t + j) % E)].push_back(t);
+  std::vector<std::int64_t> idx, rows;
+  for (const auto& v : by_expert) {
+    idx.insert(idx.end(), v.begin(), v.end());
+    rows.push_back(static_cast<std::int64_t>(v.size()));
+  }
+  const auto index = torch::tensor(idx, torch::kLong);
+  const auto x0 = torch::randn({N, D});
+  const auto up = torch::randn({index.size(0), D});
+  std::vector<torch::Tensor> w13, w2;
+  for (std::int64_t e = 0; e < E; ++e) {
+    w13.push_back(torch::randn({D, 2 * H}) * 0.3);
+    w2.push_back(torch::randn({H, D}) * 0.2);
+  }
+  for (auto p : {GemmPrecision::fp32, GemmPrecision::bf16}) {
+    GemmPrecisionScope scope(p);
+    CAPTURE(p == GemmPrecision::bf16);
+    auto leaves = [&](std::vector<torch::Tensor>& out, const std::vector<torch::Tensor>& from) {
+      for (const auto& t : from) out.push_back(t.clone().requires_grad_(true));
+    };
+    auto xa = x0.clone().requires_grad_(true), xb = x0.clone().requires_grad_(true);
+    std::vector<torch::Tensor> w13a, w2a, w13b, w2b;
+    leaves(w13a, w13), leaves(w2a, w2), leaves(w13b, w13), leaves(w2b, w2);
+    const auto got = grouped_swiglu(xa, rows, w13a, w2a, index);
+    const auto ref = grouped_swiglu(xb.index_select(0, index), rows, w13b, w2b);
+    CHECK(torch::equal(got, ref));
+    (got * up).sum().backward();
+    (ref * up).sum().backward();
+    CHECK(torch::equal(xa.grad(), xb.grad()));
+    for (std::size_t e = 0; e < static_cast<std::size_t>(E); ++e) {
+      CHECK(torch::equal(w13a[e].grad(), w13b[e].grad()));
+      CHECK(torch::equal(w2a[e].grad(), w2b[e].grad()));
+    }
+  }
+  CHECK_THROWS_WITH(grouped_swiglu(x0, rows, w13, w2, index.narrow(0, 0, 5)), Catch::Contains("one entry per row"));
+  CHECK_THROWS_WITH(grouped_swiglu(x0, rows, w13, w2, index + N), Catch::Contains("outside [0, 300)"));
+}
+
 TEST_CASE("grouped_swiglu rejects groups that do not match xs or their weights, naming the group", "[torch][fused]") {
   const auto x = torch::randn({10, 8});
   const auto w13 = torch::randn({8, 12}), w2 = torch::randn({6, 8});
