@@ -52,7 +52,7 @@ std::int64_t row_major_ld(const torch::Tensor& m) {
 // the bits are the same for any thread count, and inside a parallel region
 // (the grouped experts, the attention heads), where the tiles run in order.
 // Each tile packs its own operands: bf16 takes at most 2 tiles (at 8 its step
-// ran 5 % slower), fp32 up to 8 (the same speed as oneDNN's threading).
+// ran 3-5 % slower), fp32 up to 8 (the same speed as oneDNN's threading).
 template <typename T, typename Gemm>
 dnnl_status_t gemm_tiled(bool ta, bool tb, std::int64_t M, std::int64_t N, const T* a, std::int64_t lda, const T* b,
                          std::int64_t ldb, float* c, std::int64_t ldc, std::int64_t max_tiles, Gemm&& gemm) {
