@@ -38,10 +38,12 @@ void set_bf16_shadow(const torch::Tensor& param, const torch::Tensor& copy) {
   TORCH_CHECK(copy.scalar_type() == torch::kBFloat16 && copy.sizes() == param.sizes() && copy.is_contiguous(),
               "set_bf16_shadow: the copy must be a contiguous bf16 tensor of the parameter's shape");
   std::lock_guard<std::mutex> lock(g_mutex);
-  // Drop the entries of parameters that no longer exist, so that a process
-  // building many models (tests, data selection) does not keep their copies.
-  for (auto it = g_shadows.begin(); it != g_shadows.end();)
-    it = it->second.owner.expired() ? g_shadows.erase(it) : std::next(it);
+  // Before a new parameter's entry, drop those of parameters that no longer
+  // exist, so that a process building many models (tests, data selection) does
+  // not keep their copies; a step that rewrites known copies pays nothing.
+  if (g_shadows.find(param.unsafeGetTensorImpl()) == g_shadows.end())
+    for (auto it = g_shadows.begin(); it != g_shadows.end();)
+      it = it->second.owner.expired() ? g_shadows.erase(it) : std::next(it);
   Entry e{c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>(param.getIntrusivePtr()),
           param._version(), param.data_ptr(), copy};
   g_shadows.insert_or_assign(param.unsafeGetTensorImpl(), std::move(e));

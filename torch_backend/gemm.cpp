@@ -88,7 +88,11 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
   const auto N = tb ? b.size(0) : b.size(1);
   if (M == 0 || N == 0) return;
   if (K == 0) {
-    c.mul_(beta);
+    // As BLAS: with beta = 0, c is not read (it may hold garbage, NaN included).
+    if (beta == 0.0f)
+      c.zero_();
+    else
+      c.mul_(beta);
     return;
   }
 #ifdef MOESIM_HAVE_DNNL

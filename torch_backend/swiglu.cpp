@@ -5,10 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <string>
-#include <vector>
 #include <cstdint>
 #include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "policies/fast_math.hpp"
 #include "torch_backend/gemm.hpp"
@@ -173,16 +173,15 @@ struct SwigluFn : public torch::autograd::Function<SwigluFn> {
 // Runs job(g) for every group g, one group per thread, largest groups first
 // (each thread takes the next one when it is done). Inside the parallel region
 // oneDNN and at::parallel_for run on the calling core, so each group's GEMMs
-// are single-threaded with its expert's weights in that core's L2. Why always
-// one thread per group, even with fewer groups than threads: oneDNN's fp32
-// GEMM splits the reduction across threads for some shapes (the weight
-// gradients), so a group's bits would depend on the thread count. On one
-// thread they do not, nor on which thread runs the group.
+// are single-threaded with its expert's weights in that core's L2. With fewer
+// groups than threads the groups run in order, each GEMM on every thread.
+// Either way a group's bits are the same: gemm_into's tiles do not depend on
+// the thread count, nor on which thread runs them.
 template <typename Job>
 void for_each_group(const std::vector<std::int64_t>& rows, Job&& job) {
   const auto G = static_cast<std::int64_t>(rows.size());
   const auto threads = static_cast<std::int64_t>(at::get_num_threads());
-  if (threads < 2) {
+  if (threads < 2 || G < threads) {
     for (std::int64_t g = 0; g < G; ++g) job(g);
     return;
   }
@@ -248,6 +247,13 @@ torch::Tensor scatter_rows(const torch::Tensor& dxs, const torch::Tensor& index,
   return dx;
 }
 
+// Row offsets of the groups: start[g] .. start[g + 1] are group g's rows.
+std::vector<std::int64_t> group_starts(const std::vector<std::int64_t>& rows) {
+  std::vector<std::int64_t> start(rows.size() + 1, 0);
+  for (std::size_t g = 0; g < rows.size(); ++g) start[g + 1] = start[g] + rows[g];
+  return start;
+}
+
 // Every expert's block as one node over the expert-sorted rows (grouped_swiglu).
 // Saved: five tensors per group, as SwigluFn saves them, group after group.
 struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
@@ -257,8 +263,7 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
     const auto p = gemm_precision();
     const auto index = index_opt.has_value() ? *index_opt : torch::Tensor();
     const auto G = static_cast<std::int64_t>(rows.size());
-    std::vector<std::int64_t> start(rows.size() + 1, 0);
-    for (std::size_t g = 0; g < rows.size(); ++g) start[g + 1] = start[g] + rows[g];
+    const auto start = group_starts(rows);
     auto y = torch::empty({start.back(), w2s[0].size(1)}, torch::kFloat);
     std::vector<SwigluSaved> saved(rows.size());
     for_each_group(rows, [&](std::int64_t g) {
@@ -286,8 +291,7 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
     const auto p = saved_precision(ctx);
     const auto dy = grads[0].contiguous();
     const auto& index = v[5 * G];
-    std::vector<std::int64_t> start(G + 1, 0);
-    for (std::size_t g = 0; g < G; ++g) start[g + 1] = start[g] + rows[g];
+    const auto start = group_starts(rows);
     // Inputs in order: x, the G w13s, the G w2s, rows (not a tensor), index.
     torch::autograd::tensor_list out(2 * G + 3);
     const bool want_dx = ctx->needs_input_grad(0);
@@ -362,7 +366,7 @@ torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int
   if (index.dim() != 1 || index.scalar_type() != torch::kLong || index.size(0) != total)
     throw std::invalid_argument("grouped_swiglu: index must be int64 with one entry per row of the groups");
   const auto ic = index.contiguous();
-  if (total > 0 && (ic.min().item<std::int64_t>() < 0 || ic.max().item<std::int64_t>() >= xs.size(0)))
+  if (ic.min().item<std::int64_t>() < 0 || ic.max().item<std::int64_t>() >= xs.size(0))
     throw std::invalid_argument("grouped_swiglu: an index is outside [0, " + std::to_string(xs.size(0)) + ")");
   return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows,
                                 c10::optional<torch::Tensor>(ic));

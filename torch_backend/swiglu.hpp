@@ -19,10 +19,11 @@ torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& w13, const tor
 
 // Every expert of an MoE layer as one node: rows [start_g, start_g + rows[g])
 // of xs (the expert-sorted rows, rows[g] >= 1 each) go through
-// swiglu(., w13s[g], w2s[g]). The groups run one per thread, largest first,
-// each group's GEMMs on one core, so the result has the bits of the cat of
-// those calls on one thread, for any thread count; backward writes dxs
-// directly (no cat of per-expert gradients). With an index (int64, one entry
+// swiglu(., w13s[g], w2s[g]). With at least as many groups as threads they
+// run one per thread, largest first, each group's GEMMs on one core; the
+// result has the bits of the cat of those calls, for any thread count
+// (gemm_into's tiles make the GEMMs thread-count independent); backward
+// writes dxs directly (no cat of per-expert gradients). With an index (int64, one entry
 // per row), the rows are xs[index] (the dispatch), gathered and rounded in one
 // pass, and xs's gradient sums each token's rows in index order: the bits of
 // grouped_swiglu(xs.index_select(0, index), ...).

@@ -155,6 +155,18 @@ TEST_CASE("gemm rejects mismatched operands with a message naming the dimensions
   CHECK(torch::equal(gemm(torch::randn({2, 0}), torch::randn({0, 3})), torch::zeros({2, 3})));
 }
 
+// An empty reduction, as BLAS defines it: beta = 0 never reads c (here NaN,
+// as fresh memory may hold), other betas scale it.
+TEST_CASE("gemm_into with K = 0 writes zeros for beta 0 whatever c held, and beta * c otherwise", "[torch][gemm]") {
+  const auto a = torch::randn({2, 0}), b = torch::randn({0, 3});
+  auto c = torch::full({2, 3}, std::numeric_limits<float>::quiet_NaN());
+  gemm_into(a, false, b, false, c, 0.0f);
+  CHECK(torch::equal(c, torch::zeros({2, 3})));
+  auto d = torch::full({2, 3}, 4.0f);
+  gemm_into(a, false, b, false, d, 0.5f);
+  CHECK(torch::equal(d, torch::full({2, 3}, 2.0f)));
+}
+
 TEST_CASE("bf16_bits stores what LibTorch's .to(kBFloat16) stores, specials and subnormals included", "[torch][gemm]") {
   torch::manual_seed(11);
   auto x = torch::cat({torch::randn({4096}) * 3.0, torch::rand({1024}) * 1e-38,  // subnormals
