@@ -228,22 +228,6 @@ inline float row_extreme(const float* z, int n) {
 inline float row_max(const float* z, int n) { return row_extreme<true>(z, n); }
 inline float row_min(const float* z, int n) { return row_extreme<false>(z, n); }
 
-// sum_e a[e] * b[e] in double over 8 lanes in a fixed order (lanes, then tail).
-inline double dot_d(const double* a, const double* b, int n) {
-  f64x8 acc{};
-  int e = 0;
-  for (; e + 8 <= n; e += 8) {
-    f64x8 x, y;
-    std::memcpy(&x, a + e, sizeof x);
-    std::memcpy(&y, b + e, sizeof y);
-    acc += x * y;
-  }
-  double s = 0.0;
-  for (int l = 0; l < 8; ++l) s += acc[l];
-  for (; e < n; ++e) s += a[e] * b[e];
-  return s;
-}
-
 // sum_e exp(z[e] - m) with exp_fast, accumulated in double: relative error
 // below 2e-7 (each term's), and >= 1 whenever m is the row's maximum. Needs
 // z[e] - m <= 88 for every e (every caller passes the row's maximum).
@@ -409,7 +393,12 @@ inline bool all_finite(const float* z, int n) {
 #endif
 }
 
-// sum_e a[e] * b[e] in float over 16 lanes in a fixed order (lanes, then tail).
+// sum_e a[e] * b[e] in float, every term one fused multiply-add in a fixed
+// order: lane l accumulates e = l mod 16 over the 16-wide body, the lanes are
+// added 0..15, then the tail's terms one by one. Why explicit fmas: `s += a * b`
+// leaves contraction to the compiler, and GCC vectorised the tail's products
+// (rounded, then added) as far as its preferred vector width allowed and fused
+// the rest, so the bits changed with -mprefer-vector-width.
 inline float dot_f(const float* a, const float* b, int n) {
   f32x16 acc{};
   int e = 0;
@@ -417,11 +406,16 @@ inline float dot_f(const float* a, const float* b, int n) {
     f32x16 x, y;
     std::memcpy(&x, a + e, sizeof x);
     std::memcpy(&y, b + e, sizeof y);
-    acc += x * y;
+#if defined(__AVX512F__)
+    acc = reinterpret_cast<f32x16>(_mm512_fmadd_ps(reinterpret_cast<__m512>(x), reinterpret_cast<__m512>(y),
+                                                   reinterpret_cast<__m512>(acc)));
+#else
+    for (int l = 0; l < 16; ++l) acc[l] = std::fma(x[l], y[l], acc[l]);
+#endif
   }
   float s = 0.0f;
   for (int l = 0; l < 16; ++l) s += acc[l];
-  for (; e < n; ++e) s += a[e] * b[e];
+  for (; e < n; ++e) s = std::fma(a[e], b[e], s);
   return s;
 }
 

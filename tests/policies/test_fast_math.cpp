@@ -135,6 +135,28 @@ TEST_CASE("row_max and row_sum_exp equal a plain loop (max exactly, the sum with
   }
 }
 
+TEST_CASE("dot_f is one fused multiply-add per term in its documented order, bitwise, for every length 0..300") {
+  // The order written out one scalar std::fma at a time: lane l sums the body's
+  // e = l mod 16, lanes folded 0..15, then the tail. Before the explicit fmas
+  // GCC rounded some tail products before adding them (mul, then add), so
+  // lengths with a tail of 8 or more failed here.
+  moesim::Rng rng(11);
+  std::vector<float> a(300), b(300);
+  for (auto& v : a) v = static_cast<float>(3.0 * rng.normal());
+  for (auto& v : b) v = static_cast<float>(3.0 * rng.normal());
+  for (int n = 0; n <= 300; ++n) {
+    float lane[16] = {};
+    const int body = n - n % 16;
+    for (int e = 0; e < body; ++e) lane[e % 16] = std::fma(a[e], b[e], lane[e % 16]);
+    float want = 0.0f;
+    for (float l : lane) want += l;
+    for (int e = body; e < n; ++e) want = std::fma(a[e], b[e], want);
+    const float got = moesim::dot_f(a.data(), b.data(), n);
+    INFO("n = " << n);
+    CHECK(std::bit_cast<std::uint32_t>(got) == std::bit_cast<std::uint32_t>(want));
+  }
+}
+
 TEST_CASE("exp_neg_d8 stays within 1e-15 relative error of std::exp on [-700, 0], and is 0 below -708") {
   double worst = 0.0;
   for (double x = -700.0; x <= 0.0; x += 0.01237) {
