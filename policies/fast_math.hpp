@@ -419,4 +419,39 @@ inline float dot_f(const float* a, const float* b, int n) {
   return s;
 }
 
+// sum_j (a_j w_j) b_j in double, a_j w_j rounded to float first (w may be
+// null: a_j alone), every term one fused multiply-add into lane j mod 16 over
+// the 16-wide body, the lanes folded as row_sum_exp folds them, then the tail
+// in order. Why lanes: one double accumulator is a chain of n dependent
+// multiply-adds (about 1000 cycles for a 256-wide row), which left RMSNorm
+// bound by that latency rather than by its memory traffic.
+inline double dot_fd(const float* a, const float* w, const float* b, int n) {
+  int j = 0;
+#if defined(__AVX512F__)
+  __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+  for (; j + 16 <= n; j += 16) {
+    __m512 av = _mm512_loadu_ps(a + j);
+    if (w) av = _mm512_mul_ps(av, _mm512_loadu_ps(w + j));
+    const __m512 bv = _mm512_loadu_ps(b + j);
+    lo = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(av)), _mm512_cvtps_pd(_mm512_castps512_ps256(bv)), lo);
+    hi = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(av), 1))),
+                         _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bv), 1))), hi);
+  }
+  const f64x8 v = reinterpret_cast<f64x8>(lo) + reinterpret_cast<f64x8>(hi);
+#else
+  f64x8 lo{}, hi{};
+  for (; j + 16 <= n; j += 16)
+    for (int l = 0; l < 8; ++l) {
+      const float a0 = w ? a[j + l] * w[j + l] : a[j + l], a1 = w ? a[j + 8 + l] * w[j + 8 + l] : a[j + 8 + l];
+      lo[l] = std::fma(static_cast<double>(a0), static_cast<double>(b[j + l]), lo[l]);
+      hi[l] = std::fma(static_cast<double>(a1), static_cast<double>(b[j + 8 + l]), hi[l]);
+    }
+  const f64x8 v = lo + hi;
+#endif
+  const f64x4 q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  double s = (q[0] + q[2]) + (q[1] + q[3]);
+  for (; j < n; ++j) s = std::fma(static_cast<double>(w ? a[j] * w[j] : a[j]), static_cast<double>(b[j]), s);
+  return s;
+}
+
 }  // namespace moesim

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "policies/fast_math.hpp"
+
 namespace moesim::torch_backend {
 
 namespace {
@@ -16,6 +18,7 @@ constexpr std::int64_t kRowBlock = 64;
 
 // y = x * r * w with r = 1 / sqrt(mean(x^2) + eps) per row of D. Backward, with
 // a = gy * w: gx = r * a - x * r^3 / D * sum(a * x), gw = sum over rows of gy * x * r.
+// Both row sums are dot_fd's (double, 16 lanes of fused multiply-adds).
 struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
                                const torch::Tensor& w_in, double eps) {
@@ -30,8 +33,7 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
     at::parallel_for(0, N, 16, [&](std::int64_t b, std::int64_t e) {
       for (std::int64_t i = b; i < e; ++i) {
         const float* xr = xp + i * D;
-        double ss = 0.0;
-        for (std::int64_t j = 0; j < D; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+        const double ss = dot_fd(xr, nullptr, xr, static_cast<int>(D));
         const auto ri = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
         rp[i] = ri;
         float* yr = yp + i * D;
@@ -60,8 +62,7 @@ struct RmsNormFn : public torch::autograd::Function<RmsNormFn> {
         for (std::int64_t i = blk * kRowBlock; i < std::min(N, (blk + 1) * kRowBlock); ++i) {
           const float *xr = xp + i * D, *gr = gp + i * D;
           const float ri = rp[i];
-          double dot = 0.0;
-          for (std::int64_t j = 0; j < D; ++j) dot += static_cast<double>(gr[j] * wp[j]) * xr[j];
+          const double dot = dot_fd(gr, wp, xr, static_cast<int>(D));
           const auto c = static_cast<float>(dot * ri * ri * ri / static_cast<double>(D));
           float* gxr = gxp + i * D;
           for (std::int64_t j = 0; j < D; ++j) {

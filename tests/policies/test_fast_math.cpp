@@ -157,6 +157,29 @@ TEST_CASE("dot_f is one fused multiply-add per term in its documented order, bit
   }
 }
 
+TEST_CASE("dot_fd is one double fused multiply-add per term in 16 lanes folded as documented, bitwise, with and "
+          "without the weight, for every length 0..300") {
+  moesim::Rng rng(12);
+  std::vector<float> a(300), w(300), b(300);
+  for (auto* v : {&a, &w, &b})
+    for (auto& x : *v) x = static_cast<float>(3.0 * rng.normal());
+  for (const float* wp : {static_cast<const float*>(nullptr), static_cast<const float*>(w.data())})
+    for (int n = 0; n <= 300; ++n) {
+      double lane[16] = {};
+      const int body = n - n % 16;
+      auto term = [&](int j) { return static_cast<double>(wp ? a[j] * wp[j] : a[j]); };
+      for (int j = 0; j < body; ++j) lane[j % 16] = std::fma(term(j), static_cast<double>(b[j]), lane[j % 16]);
+      double v[8];
+      for (int l = 0; l < 8; ++l) v[l] = lane[l] + lane[l + 8];
+      const double q[4] = {v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]};
+      double want = (q[0] + q[2]) + (q[1] + q[3]);
+      for (int j = body; j < n; ++j) want = std::fma(term(j), static_cast<double>(b[j]), want);
+      INFO("n = " << n << (wp ? ", weighted" : ""));
+      CHECK(std::bit_cast<std::uint64_t>(moesim::dot_fd(a.data(), wp, b.data(), n)) ==
+            std::bit_cast<std::uint64_t>(want));
+    }
+}
+
 TEST_CASE("exp_neg_d8 stays within 1e-15 relative error of std::exp on [-700, 0], and is 0 below -708") {
   double worst = 0.0;
   for (double x = -700.0; x <= 0.0; x += 0.01237) {
