@@ -231,13 +231,17 @@ inline float row_min(const float* z, int n) { return row_extreme<false>(z, n); }
 // sum_e exp(z[e] - m) with exp_fast, accumulated in double: relative error
 // below 2e-7 (each term's), and >= 1 whenever m is the row's maximum. Needs
 // z[e] - m <= 88 for every e (every caller passes the row's maximum).
-inline double row_sum_exp(const float* z, int n, float m) {
+// With kStore, each exp(z[e] - m) it adds is also written to out[e]: a
+// softmax's numerators without a second pass of exps.
+template <bool kStore>
+inline double row_sum_exp_t(const float* z, int n, float m, float* out) {
   f64x8 lo = {}, hi = {};
   int e = 0;
   for (; e + 16 <= n; e += 16) {
     f32x16 v;
     std::memcpy(&v, z + e, sizeof v);
     const f32x16 x = exp_fast16_capped(v - m);
+    if constexpr (kStore) std::memcpy(out + e, &x, sizeof x);
     // Halves by a register shuffle (a memcpy of a vector's half goes through the stack).
     const f32x8 a = __builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7);
     const f32x8 b = __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -248,9 +252,16 @@ inline double row_sum_exp(const float* z, int n, float m) {
   const f64x8 v = lo + hi;
   const f64x4 q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
   double s = (q[0] + q[2]) + (q[1] + q[3]);
-  for (; e < n; ++e) s += static_cast<double>(exp_fast(z[e] - m));
+  for (; e < n; ++e) {
+    const float x = exp_fast(z[e] - m);
+    if constexpr (kStore) out[e] = x;
+    s += static_cast<double>(x);
+  }
   return s;
 }
+inline double row_sum_exp(const float* z, int n, float m) { return row_sum_exp_t<false>(z, n, m, nullptr); }
+// row_sum_exp, bitwise, that also writes out[e] = exp_fast(z[e] - m).
+inline double row_sum_exp_into(const float* z, int n, float m, float* out) { return row_sum_exp_t<true>(z, n, m, out); }
 
 // row_sum_exp of 16 consecutive rows of width n given each row's maximum (or
 // more), bitwise: s[r] = row_sum_exp(z + r n, n, m[r]). Why: each row's sum

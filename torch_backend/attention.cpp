@@ -16,12 +16,19 @@ namespace moesim::torch_backend {
 namespace {
 
 // One query row of causal_softmax: p[0, n) = softmax(scale * s[0, n)) and
-// p[n, T) = 0, where query i sees keys 0 .. i (n = i + 1); x: n floats of scratch.
-void softmax_row(const float* s, float* p, int n, std::int64_t T, float scale, float* x) {
+// p[n, T) = 0, where query i sees keys 0 .. i (n = i + 1); x: n floats of
+// scratch. The exps are computed once, by the pass that sums them, and scaled
+// in a second; pc, when given, receives p rounded to bf16 in that same pass.
+void softmax_row(const float* s, float* p, std::uint16_t* pc, int n, std::int64_t T, float scale, float* x) {
   for (int j = 0; j < n; ++j) x[j] = s[j] * scale;
   const float m = row_max(x, n);
-  const auto inv = static_cast<float>(1.0 / row_sum_exp(x, n, m));
-  for (int j = 0; j < n; ++j) p[j] = exp_fast(x[j] - m) * inv;
+  const auto inv = static_cast<float>(1.0 / row_sum_exp_into(x, n, m, p));
+  if (pc) {
+    for (int j = 0; j < n; ++j) pc[j] = bf16_bits(p[j] *= inv);
+    for (std::int64_t j = n; j < T; ++j) pc[j] = 0;
+  } else {
+    for (int j = 0; j < n; ++j) p[j] *= inv;
+  }
   for (std::int64_t j = n; j < T; ++j) p[j] = 0.0f;
 }
 
@@ -45,7 +52,7 @@ struct CausalSoftmaxFn : public torch::autograd::Function<CausalSoftmaxFn> {
     at::parallel_for(0, rows, 16, [&](std::int64_t b, std::int64_t e) {
       std::vector<float> x(static_cast<std::size_t>(T));
       for (std::int64_t r = b; r < e; ++r)
-        softmax_row(sp + r * T, pp + r * T, static_cast<int>(r % T) + 1, T, scale_f, x.data());
+        softmax_row(sp + r * T, pp + r * T, nullptr, static_cast<int>(r % T) + 1, T, scale_f, x.data());
     });
     ctx->save_for_backward({P});
     ctx->saved_data["scale"] = scale;
@@ -111,11 +118,9 @@ struct AttentionCoreFn : public torch::autograd::Function<AttentionCoreFn> {
         auto Pc = keep ? o.Pc.select(0, i) : (bf16 ? Pct : P);
         const float* sp = S.data_ptr<float>();
         float* pp = P.data_ptr<float>();
-        for (std::int64_t r = 0; r < T; ++r) softmax_row(sp + r * T, pp + r * T, static_cast<int>(r) + 1, T, scale, x.data());
-        if (bf16) {
-          auto* pc = static_cast<std::uint16_t*>(Pc.data_ptr());
-          for (std::int64_t j = 0; j < T * T; ++j) pc[j] = bf16_bits(pp[j]);
-        }
+        auto* pc = bf16 ? static_cast<std::uint16_t*>(Pc.data_ptr()) : nullptr;
+        for (std::int64_t r = 0; r < T; ++r)
+          softmax_row(sp + r * T, pp + r * T, pc ? pc + r * T : nullptr, static_cast<int>(r) + 1, T, scale, x.data());
         auto oi = head_rows(o.out, i, heads, hd);
         gemm_into(Pc, false, vc.select(0, i), false, oi, 0.0f);
       }

@@ -135,6 +135,22 @@ TEST_CASE("row_max and row_sum_exp equal a plain loop (max exactly, the sum with
   }
 }
 
+TEST_CASE("row_sum_exp_into returns row_sum_exp's sum bitwise and writes exactly exp_fast(z - m) for each term") {
+  moesim::Rng rng(13);
+  for (int n : {1, 5, 15, 16, 17, 33, 64, 100, 255, 256}) {
+    std::vector<float> z(static_cast<std::size_t>(n)), out(static_cast<std::size_t>(n), -1.0f);
+    for (auto& v : z) v = static_cast<float>(20.0 * rng.normal());
+    if (n > 3) z[2] = -std::numeric_limits<float>::infinity();  // a masked key: exp 0
+    const float m = moesim::row_max(z.data(), n);
+    INFO("n = " << n);
+    const double s = moesim::row_sum_exp_into(z.data(), n, m, out.data());
+    CHECK(std::bit_cast<std::uint64_t>(s) == std::bit_cast<std::uint64_t>(moesim::row_sum_exp(z.data(), n, m)));
+    for (int e = 0; e < n; ++e)
+      CHECK(std::bit_cast<std::uint32_t>(out[static_cast<std::size_t>(e)]) ==
+            std::bit_cast<std::uint32_t>(moesim::exp_fast(z[static_cast<std::size_t>(e)] - m)));
+  }
+}
+
 TEST_CASE("dot_f is one fused multiply-add per term in its documented order, bitwise, for every length 0..300") {
   // The order written out one scalar std::fma at a time: lane l sums the body's
   // e = l mod 16, lanes folded 0..15, then the tail. Before the explicit fmas
