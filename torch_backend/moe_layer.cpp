@@ -221,10 +221,9 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
 
   std::vector<float>& perf = sharded_ ? local_perf_ : last_perf;
   perf.assign(a.expert.size(), 0.0f);
-  auto out = torch::zeros({N, D}, torch::kFloat);
   if (S == 0) {
     pending_ = is_training();
-    return out;
+    return torch::zeros({N, D}, torch::kFloat);
   }
   // Every served expert's rows through one grouped node (grouped_swiglu): it
   // gathers x's rows by tok_idx itself, the experts run one per thread, and
@@ -241,7 +240,7 @@ torch::Tensor MoeLayer::forward(const torch::Tensor& x, const torch::Tensor& tok
   }
   auto y = grouped_swiglu(x, rows, w13s, w2s, tok_idx);  // (S, D), in slot order of tok_idx
   auto w = weights.reshape({-1}).index_select(0, slot_idx);
-  out.index_add_(0, tok_idx, y * w.unsqueeze(1));
+  auto out = combine_rows(y * w.unsqueeze(1), tok_idx, N);
 
   if (is_training()) {
     torch::NoGradGuard ng;

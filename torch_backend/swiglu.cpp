@@ -315,7 +315,30 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
   }
 };
 
+struct CombineRowsFn : public torch::autograd::Function<CombineRowsFn> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& src,
+                               const torch::Tensor& index, std::int64_t N) {
+    ctx->save_for_backward({index});
+    return scatter_rows(src.contiguous(), index, N);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    const auto index = ctx->get_saved_variables()[0];
+    return {grads[0].index_select(0, index), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor combine_rows(const torch::Tensor& src, const torch::Tensor& index, std::int64_t N) {
+  if (src.dim() != 2 || src.scalar_type() != torch::kFloat || index.dim() != 1 || index.scalar_type() != torch::kLong ||
+      index.size(0) != src.size(0))
+    throw std::invalid_argument("combine_rows: fp32 src (S, D) and an int64 index of S rows");
+  const auto c = index.contiguous();
+  if (c.numel() > 0 && (c.min().item<std::int64_t>() < 0 || c.max().item<std::int64_t>() >= N))
+    throw std::invalid_argument("combine_rows: an index is outside [0, " + std::to_string(N) + ")");
+  return CombineRowsFn::apply(src, c, N);
+}
 
 torch::Tensor silu_mul(const torch::Tensor& gu) {
   if (gu.scalar_type() != torch::kFloat || gu.size(-1) % 2 != 0)

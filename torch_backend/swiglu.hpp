@@ -31,6 +31,12 @@ torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int
                              const std::vector<torch::Tensor>& w13s, const std::vector<torch::Tensor>& w2s,
                              const torch::Tensor& index = torch::Tensor());
 
+// The MoE combine: zeros({N, D}).index_add_(0, index, src), bitwise, as one
+// node. Forward sums each token's rows in index order, one token per
+// iteration on every thread (LibTorch 1.13's index_add_ runs on one); backward
+// is index_add_'s own, grad.index_select(0, index).
+torch::Tensor combine_rows(const torch::Tensor& src, const torch::Tensor& index, std::int64_t N);
+
 class SwiGLU : public torch::nn::Module {
  public:
   SwiGLU(int dim, int hidden, double init_std, double out_std);

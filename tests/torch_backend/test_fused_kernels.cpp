@@ -217,6 +217,37 @@ TEST_CASE("grouped_swiglu with an index equals it on x.index_select(0, index), b
   CHECK_THROWS_WITH(grouped_swiglu(x0, rows, w13, w2, index + N), Catch::Contains("outside [0, 300)"));
 }
 
+// The MoE layer's combine: tokens with no, one, two and three rows (three is
+// where the order of a sum shows), rows expert-sorted as the layer builds them,
+// signed zeros among the values (0 + -0 is +0 either way), on two threads.
+TEST_CASE("combine_rows equals zeros.index_add_ bit for bit, forward and the source's gradient, on two threads",
+          "[torch][fused]") {
+  torch::manual_seed(11);
+  const std::int64_t N = 300, D = 40, E = 4;
+  std::vector<std::vector<std::int64_t>> by_expert(E);
+  for (std::int64_t t = 0; t < N; ++t)
+    for (std::int64_t j = 0; j < t % 4; ++j) by_expert[static_cast<std::size_t>((t + j) % E)].push_back(t);
+  std::vector<std::int64_t> idx;
+  for (const auto& v : by_expert) idx.insert(idx.end(), v.begin(), v.end());
+  const auto index = torch::tensor(idx, torch::kLong);
+  auto src0 = torch::randn({index.size(0), D}) * 1e3;
+  src0.index_put_({torch::indexing::Slice(0, 7)}, -0.0);
+  const auto up = torch::randn({N, D});
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  auto a = src0.clone().requires_grad_(true), b = src0.clone().requires_grad_(true);
+  const auto got = combine_rows(a, index, N);
+  const auto ref = torch::zeros({N, D}).index_add(0, index, b);
+  at::set_num_threads(threads);
+  CHECK(torch::equal(got, ref));
+  CHECK(torch::equal(torch::signbit(got), torch::signbit(ref)));
+  (got * up).sum().backward();
+  (ref * up).sum().backward();
+  CHECK(torch::equal(a.grad(), b.grad()));
+  CHECK_THROWS_WITH(combine_rows(src0, index + N, N), Catch::Contains("outside [0, 300)"));
+  CHECK_THROWS_WITH(combine_rows(src0, index.narrow(0, 0, 5), N), Catch::Contains("S rows"));
+}
+
 TEST_CASE("grouped_swiglu rejects groups that do not match xs or their weights, naming the group", "[torch][fused]") {
   const auto x = torch::randn({10, 8});
   const auto w13 = torch::randn({8, 12}), w2 = torch::randn({6, 8});
