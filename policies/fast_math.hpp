@@ -409,7 +409,9 @@ inline bool all_finite(const float* z, int n) {
 // added 0..15, then the tail's terms one by one. Why explicit fmas: `s += a * b`
 // leaves contraction to the compiler, and GCC vectorised the tail's products
 // (rounded, then added) as far as its preferred vector width allowed and fused
-// the rest, so the bits changed with -mprefer-vector-width.
+// the rest, so the bits changed with -mprefer-vector-width. (Without FMA in
+// the target, -DMOESIM_NATIVE=OFF, std::fma is a correctly rounded libm call:
+// the same bits, slower.)
 inline float dot_f(const float* a, const float* b, int n) {
   f32x16 acc{};
   int e = 0;
@@ -431,11 +433,13 @@ inline float dot_f(const float* a, const float* b, int n) {
 }
 
 // sum_j (a_j w_j) b_j in double, a_j w_j rounded to float first (w may be
-// null: a_j alone), every term one fused multiply-add into lane j mod 16 over
-// the 16-wide body, the lanes folded as row_sum_exp folds them, then the tail
-// in order. Why lanes: one double accumulator is a chain of n dependent
-// multiply-adds (about 1000 cycles for a 256-wide row), which left RMSNorm
-// bound by that latency rather than by its memory traffic.
+// null: a_j alone), each term added into lane j mod 16 over the 16-wide body,
+// the lanes folded as row_sum_exp folds them, then the tail in order. The
+// product of two floats is exact in double, so a fused and an unfused
+// multiply-add give the same bits and the compiler's choice cannot matter.
+// Why lanes: one double accumulator is a chain of n dependent multiply-adds
+// (about 1000 cycles for a 256-wide row), which left RMSNorm bound by that
+// latency rather than by its memory traffic.
 inline double dot_fd(const float* a, const float* w, const float* b, int n) {
   int j = 0;
 #if defined(__AVX512F__)
@@ -454,14 +458,14 @@ inline double dot_fd(const float* a, const float* w, const float* b, int n) {
   for (; j + 16 <= n; j += 16)
     for (int l = 0; l < 8; ++l) {
       const float a0 = w ? a[j + l] * w[j + l] : a[j + l], a1 = w ? a[j + 8 + l] * w[j + 8 + l] : a[j + 8 + l];
-      lo[l] = std::fma(static_cast<double>(a0), static_cast<double>(b[j + l]), lo[l]);
-      hi[l] = std::fma(static_cast<double>(a1), static_cast<double>(b[j + 8 + l]), hi[l]);
+      lo[l] += static_cast<double>(a0) * static_cast<double>(b[j + l]);
+      hi[l] += static_cast<double>(a1) * static_cast<double>(b[j + 8 + l]);
     }
   const f64x8 v = lo + hi;
 #endif
   const f64x4 q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
   double s = (q[0] + q[2]) + (q[1] + q[3]);
-  for (; j < n; ++j) s = std::fma(static_cast<double>(w ? a[j] * w[j] : a[j]), static_cast<double>(b[j]), s);
+  for (; j < n; ++j) s += static_cast<double>(w ? a[j] * w[j] : a[j]) * static_cast<double>(b[j]);
   return s;
 }
 

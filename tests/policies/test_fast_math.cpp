@@ -173,8 +173,8 @@ TEST_CASE("dot_f is one fused multiply-add per term in its documented order, bit
   }
 }
 
-TEST_CASE("dot_fd is one double fused multiply-add per term in 16 lanes folded as documented, bitwise, with and "
-          "without the weight, for every length 0..300") {
+TEST_CASE("dot_fd adds each term into 16 double lanes folded as documented, bitwise, with and without the weight, "
+          "for every length 0..300") {
   moesim::Rng rng(12);
   std::vector<float> a(300), w(300), b(300);
   for (auto* v : {&a, &w, &b})

@@ -219,7 +219,7 @@ TEST_CASE("grouped_swiglu with an index equals it on x.index_select(0, index), b
 
 // The MoE layer's combine: tokens with no, one, two and three rows (three is
 // where the order of a sum shows), rows expert-sorted as the layer builds them,
-// signed zeros among the values (0 + -0 is +0 either way), on two threads.
+// signed zeros among the values and a token whose only row is -0, on two threads.
 TEST_CASE("combine_rows equals zeros.index_add_ bit for bit, forward and the source's gradient, on two threads",
           "[torch][fused]") {
   torch::manual_seed(11);
@@ -232,6 +232,11 @@ TEST_CASE("combine_rows equals zeros.index_add_ bit for bit, forward and the sou
   const auto index = torch::tensor(idx, torch::kLong);
   auto src0 = torch::randn({index.size(0), D}) * 1e3;
   src0.index_put_({torch::indexing::Slice(0, 7)}, -0.0);
+  // Token 1's only row (expert 1's first) is -0: index_add_ into zeros gives +0,
+  // a sum started from the first row would give -0.
+  const auto t1 = static_cast<std::int64_t>(by_expert[0].size());
+  REQUIRE(idx[static_cast<std::size_t>(t1)] == 1);
+  src0.index_put_({t1}, -0.0);
   const auto up = torch::randn({N, D});
   const int threads = at::get_num_threads();
   at::set_num_threads(2);
