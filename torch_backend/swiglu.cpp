@@ -315,6 +315,17 @@ struct GroupedSwigluFn : public torch::autograd::Function<GroupedSwigluFn> {
   }
 };
 
+// A row index (int64, 1-D) made contiguous, every entry checked to lie in [0, N).
+torch::Tensor checked_index(const torch::Tensor& index, std::int64_t N, const char* who) {
+  const auto c = index.contiguous();
+  if (c.numel() > 0) {
+    const auto [lo, hi] = torch::aminmax(c);
+    if (lo.item<std::int64_t>() < 0 || hi.item<std::int64_t>() >= N)
+      throw std::invalid_argument(std::string(who) + ": an index is outside [0, " + std::to_string(N) + ")");
+  }
+  return c;
+}
+
 struct CombineRowsFn : public torch::autograd::Function<CombineRowsFn> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& src,
                                const torch::Tensor& index, std::int64_t N) {
@@ -334,10 +345,7 @@ torch::Tensor combine_rows(const torch::Tensor& src, const torch::Tensor& index,
   if (src.dim() != 2 || src.scalar_type() != torch::kFloat || index.dim() != 1 || index.scalar_type() != torch::kLong ||
       index.size(0) != src.size(0))
     throw std::invalid_argument("combine_rows: fp32 src (S, D) and an int64 index of S rows");
-  const auto c = index.contiguous();
-  if (c.numel() > 0 && (c.min().item<std::int64_t>() < 0 || c.max().item<std::int64_t>() >= N))
-    throw std::invalid_argument("combine_rows: an index is outside [0, " + std::to_string(N) + ")");
-  return CombineRowsFn::apply(src, c, N);
+  return CombineRowsFn::apply(src, checked_index(index, N, "combine_rows"), N);
 }
 
 torch::Tensor silu_mul(const torch::Tensor& gu) {
@@ -388,11 +396,8 @@ torch::Tensor grouped_swiglu(const torch::Tensor& xs, const std::vector<std::int
   }
   if (index.dim() != 1 || index.scalar_type() != torch::kLong || index.size(0) != total)
     throw std::invalid_argument("grouped_swiglu: index must be int64 with one entry per row of the groups");
-  const auto ic = index.contiguous();
-  if (ic.min().item<std::int64_t>() < 0 || ic.max().item<std::int64_t>() >= xs.size(0))
-    throw std::invalid_argument("grouped_swiglu: an index is outside [0, " + std::to_string(xs.size(0)) + ")");
   return GroupedSwigluFn::apply(xs.contiguous(), torch::TensorList(w13s), torch::TensorList(w2s), rows,
-                                c10::optional<torch::Tensor>(ic));
+                                c10::optional<torch::Tensor>(checked_index(index, xs.size(0), "grouped_swiglu")));
 }
 
 torch::Tensor SwiGLU::forward(const torch::Tensor& x) { return swiglu(x, w13, w2); }
