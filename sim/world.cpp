@@ -3,6 +3,10 @@
 #include <bit>
 #include <cmath>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 namespace moesim {
 
 World::World(const WorldConfig& cfg, int experts, int clusters, std::uint64_t seed)
@@ -37,22 +41,48 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
   const float* scale = scale_.empty() ? nullptr : scale_.data();
   const auto clusters = static_cast<std::size_t>(clusters_);
   const int width = a.width;
+  const std::size_t slots = a.expert.size();
+  std::size_t i = 0, q = 0;
+#if defined(__AVX512F__)
+  // 16 slots a vector for the simulator's widths (1 and 2, where a slot's token is
+  // a load or a lane duplication away): the skills by gather, the served slots'
+  // noise by an expand-load (the next popcount values, in slot order), the same
+  // float operations as the loop below, so the same bits.
+  if (width <= 2) {
+    const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i vc = _mm512_set1_epi32(static_cast<int>(clusters));
+    for (; i + 16 <= slots; i += 16) {
+      const __m512i e = _mm512_loadu_si512(ex + i);
+      const __mmask16 kept = _mm512_cmpge_epi32_mask(e, _mm512_setzero_si512());
+      const __m512i ue = _mm512_maskz_mov_epi32(kept, e);
+      const __m512i c = width == 1 ? _mm512_loadu_si512(cluster + i)
+                                   : _mm512_permutexvar_epi32(dup, _mm512_castsi256_si512(_mm256_loadu_si256(
+                                                                       reinterpret_cast<const __m256i*>(cluster + i / 2))));
+      const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(ue, vc), c);
+      const __m256 lo = _mm512_cvtpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(idx), skill, 8));
+      const __m256 hi = _mm512_cvtpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), skill, 8));
+      __m512 p = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+      if (noisy) {
+        p = _mm512_add_ps(p, _mm512_maskz_expandloadu_ps(kept, noise + q));
+        q += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));
+      }
+      if (scale) p = _mm512_mul_ps(p, _mm512_i32gather_ps(ue, scale, 4));
+      _mm512_storeu_ps(perf + i, _mm512_maskz_mov_ps(kept, p));
+    }
+  }
+#endif
   // Branch-free: drops are unpredictable. A dropped slot reads expert 0's skill
   // and the next noise value (one spare at the end) and keeps neither.
-  std::size_t q = 0;
-  for (int t = 0; t < a.tokens; ++t) {
-    const double* st = skill + cluster[t];
-    for (int j = 0; j < width; ++j) {
-      const std::size_t i = static_cast<std::size_t>(t) * width + j;
-      const auto e = ex[i];
-      const bool kept = e >= 0;
-      const auto ue = static_cast<std::size_t>(kept ? e : 0);
-      float p = static_cast<float>(st[ue * clusters]);
-      if (noisy) p += noise[q];
-      q += kept;
-      if (scale) p *= scale[ue];
-      perf[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(p) & (0u - static_cast<std::uint32_t>(kept)));
-    }
+  for (; i < slots; ++i) {
+    const double* st = skill + cluster[i / static_cast<std::size_t>(width)];
+    const auto e = ex[i];
+    const bool kept = e >= 0;
+    const auto ue = static_cast<std::size_t>(kept ? e : 0);
+    float p = static_cast<float>(st[ue * clusters]);
+    if (noisy) p += noise[q];
+    q += kept;
+    if (scale) p *= scale[ue];
+    perf[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(p) & (0u - static_cast<std::uint32_t>(kept)));
   }
 }
 

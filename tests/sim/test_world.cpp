@@ -166,3 +166,45 @@ TEST_CASE("noisy performance: the served slots get the same draws wherever the d
   }
   CHECK(q == kept_ex.size());
 }
+
+TEST_CASE("performance equals the header's equation bit for bit at widths 1, 2 and 3, with drops, noise and scales",
+          "[world]") {
+  // The expected values rebuilt from the header's streams: the noise is one fill
+  // of the served count from "world.noise", the scales exp(sigma z_e) from
+  // "world.scale", r = (float(s[e][c]) + noise_q) * g_e in slot order, 0 for a drop.
+  auto cfg = exact();
+  cfg.skill_spread = 0.2;
+  cfg.perf_noise = 0.3;
+  cfg.perf_scale_spread = 0.4;
+  const int E = 5, C = 3, seed = 17;
+  for (int width : {1, 2, 3})
+    for (int T : {53, 64, 7}) {
+      Assignment a;
+      a.reset(T, E, width);
+      std::vector<std::int32_t> cl(static_cast<std::size_t>(T));
+      std::size_t served = 0;
+      for (int t = 0; t < T; ++t) cl[t] = (t * 5 + 1) % C;
+      for (std::size_t i = 0; i < a.expert.size(); ++i) {
+        a.expert[i] = i % 7 == 4 || i % 11 == 2 ? kNoExpert : static_cast<std::int32_t>((i * 3 + 2) % E);
+        served += a.expert[i] != kNoExpert;
+      }
+      World w(cfg, E, C, seed);
+      std::vector<float> perf(a.expert.size(), -1.0f);
+      w.perform(a, cl.data(), perf.data());
+      Rng noise_rng(derive_seed(seed, "world.noise")), scale_rng(derive_seed(seed, "world.scale"));
+      std::vector<float> noise(served), g(E);
+      NormalFiller().fill(noise_rng, noise.data(), served, 0.3f);
+      for (auto& x : g) x = static_cast<float>(std::exp(0.4 * scale_rng.normal()));
+      std::size_t q = 0;
+      for (std::size_t i = 0; i < a.expert.size(); ++i) {
+        const int e = a.expert[i];
+        if (e == kNoExpert) {
+          CHECK(std::bit_cast<std::uint32_t>(perf[i]) == 0u);
+          continue;
+        }
+        const float want = (static_cast<float>(w.skill(e, cl[i / width])) + noise[q++]) * g[e];
+        INFO("width " << width << " T " << T << " slot " << i);
+        CHECK(std::bit_cast<std::uint32_t>(perf[i]) == std::bit_cast<std::uint32_t>(want));
+      }
+    }
+}
