@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metrics/load_metrics.hpp"
+#include "policies/rng.hpp"
 
 using namespace moesim;
 
@@ -197,4 +198,40 @@ TEST_CASE("served_perf is the in-order double sum over served slots, whatever th
   const ServedPerf none = served_perf(a, nullptr);
   CHECK(none.n == 0);
   CHECK(none.sum == 0.0);
+}
+
+TEST_CASE("served_perf gives the in-order chain's bits on long batches, exact-range or not", "[metrics]") {
+  // A second implementation, the plain chain in slot order, against batches the
+  // order-free path may take (values in [0.25, 2): 8 exponents apart at most) and
+  // batches it must not: a 1 followed by 2^-53 terms, where the chain rounds
+  // every add back to 1 and any other order sums the small terms first.
+  auto chain = [](const Assignment& a, const std::vector<float>& perf) {
+    ServedPerf sp;
+    for (std::size_t i = 0; i < perf.size(); ++i)
+      if (a.expert[i] >= 0) {
+        sp.sum += static_cast<double>(perf[i]);
+        ++sp.n;
+      }
+    return sp;
+  };
+  Rng rng(5);
+  for (int slots : {8192 + 5, 4096, 37, 16}) {
+    Assignment a;
+    a.reset(slots, 8, 1);
+    std::vector<float> perf(static_cast<std::size_t>(slots));
+    for (int i = 0; i < slots; ++i) {
+      a.expert[static_cast<std::size_t>(i)] = rng.uniform() < 0.1 ? kNoExpert : i % 8;
+      perf[static_cast<std::size_t>(i)] = static_cast<float>(rng.uniform(0.25, 2.0));
+    }
+    const ServedPerf got = served_perf(a, perf.data()), want = chain(a, perf);
+    INFO("slots " << slots);
+    CHECK(got.n == want.n);
+    CHECK(std::memcmp(&got.sum, &want.sum, sizeof want.sum) == 0);
+    std::fill(a.expert.begin(), a.expert.end(), 0);
+    std::fill(perf.begin(), perf.end(), 0x1p-53f);
+    perf[0] = 1.0f;
+    const ServedPerf tiny = served_perf(a, perf.data()), tiny_want = chain(a, perf);
+    CHECK(tiny_want.sum == 1.0);
+    CHECK(std::memcmp(&tiny.sum, &tiny_want.sum, sizeof tiny.sum) == 0);
+  }
 }
