@@ -11,6 +11,7 @@
 #include <immintrin.h>
 #endif
 
+#include "metrics/exact_sum.hpp"
 #include "policies/fast_math.hpp"
 
 namespace moesim {
@@ -256,39 +257,13 @@ void served_chain(const std::int32_t* ex, const float* perf, std::size_t slots, 
 }
 
 #if defined(__AVX512F__)
-// The same sum in 8 double lanes, when the served values prove it exact: with
-// exponent fields in [lo, hi] (lo at least 1, as subnormals share field 1's
-// quantum), every value is a multiple of 2^(lo - 150) below 2^(hi - 126), so
-// every partial sum of at most n of them is an integer times that quantum below
-// n 2^(hi - lo + 24); when that is at most 2^53 every partial sum is a double,
-// exactly, in any order, and the lanes give the chain's bits. False (nothing
-// summed) when the bound fails or a served value is infinite or NaN.
-bool served_exact(const std::int32_t* ex, const float* perf, std::size_t slots, ServedPerf& sp) {
-  __m512i lo = _mm512_set1_epi32(255), hi = _mm512_setzero_si512();
-  const __m512i field = _mm512_set1_epi32(0xFF);
-  std::size_t i = 0;
-  for (; i + 16 <= slots; i += 16) {
-    const __mmask16 m = _mm512_cmpge_epi32_mask(_mm512_loadu_si512(ex + i), _mm512_setzero_si512());
-    const __m512i b = _mm512_maskz_loadu_epi32(m, perf + i);
-    const __m512i f = _mm512_and_si512(_mm512_srli_epi32(b, 23), field);
-    const __mmask16 nz = _mm512_test_epi32_mask(b, _mm512_set1_epi32(0x7FFFFFFF));
-    lo = _mm512_mask_min_epu32(lo, nz, lo, _mm512_max_epu32(f, _mm512_set1_epi32(1)));
-    hi = _mm512_max_epu32(hi, f);
-  }
-  std::uint32_t flo = _mm512_reduce_min_epu32(lo), fhi = _mm512_reduce_max_epu32(hi);
-  for (std::size_t t = i; t < slots; ++t) {
-    if (ex[t] < 0) continue;
-    const std::uint32_t b = std::bit_cast<std::uint32_t>(perf[t]), f = (b >> 23) & 0xFFu;
-    if (b & 0x7FFFFFFFu) flo = std::min(flo, std::max(f, 1u));
-    fhi = std::max(fhi, f);
-  }
-  if (fhi == 255) return false;
-  if (flo > fhi) flo = fhi;  // every served value is zero
-  const int bits = static_cast<int>(std::bit_width(slots));  // slots < 2^bits
-  if (static_cast<int>(fhi - flo) + 24 + bits > 53) return false;
+// The same sum in 8 double lanes, for a batch where served_sums_exact() holds:
+// every partial sum is exact there, so the lanes give the chain's bits.
+void served_lanes(const std::int32_t* ex, const float* perf, std::size_t slots, ServedPerf& sp) {
   __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
   std::int64_t n = 0;
-  for (i = 0; i + 16 <= slots; i += 16) {
+  std::size_t i = 0;
+  for (; i + 16 <= slots; i += 16) {
     const __mmask16 m = _mm512_cmpge_epi32_mask(_mm512_loadu_si512(ex + i), _mm512_setzero_si512());
     const __m512 v = _mm512_maskz_loadu_ps(m, perf + i);
     acc[0] = _mm512_add_pd(acc[0], _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
@@ -301,9 +276,8 @@ bool served_exact(const std::int32_t* ex, const float* perf, std::size_t slots, 
       s += static_cast<double>(perf[i]);
       ++n;
     }
-  sp.sum = s + 0.0;  // +0 for an exact zero, as the chain from +0 gives
+  sp.sum = s;  // never -0: the lanes start at +0, and an exact cancellation gives +0
   sp.n = n;
-  return true;
 }
 #endif
 
@@ -317,7 +291,10 @@ ServedPerf served_perf(const Assignment& a, const float* perf) {
 #if defined(__AVX512F__)
   // The chain is one dependent add a slot (4 cycles each); a batch whose
   // exponent range allows it is summed in lanes instead, with the same bits.
-  if (served_exact(ex, perf, slots, sp)) return sp;
+  if (served_sums_exact(ex, perf, slots)) {
+    served_lanes(ex, perf, slots, sp);
+    return sp;
+  }
 #endif
   served_chain(ex, perf, slots, sp);
   return sp;

@@ -5,6 +5,7 @@
 #include <rapidcheck/catch.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "helpers.hpp"
 #include "policies/registry.hpp"
@@ -386,4 +387,36 @@ TEST_CASE("rdesi count_slots: served counts only what capacity kept, routed coun
   REQUIRE(a.dropped == 1);
   check_vec(state(*served, "counts"), {1, 1, 1, 0}, 0);
   check_vec(state(*routed, "counts"), {1, 2, 1, 0}, 0);
+}
+
+TEST_CASE("rdesi observe: each expert's mean performance is the in-order double sum over its slots, bit for bit") {
+  // R = alpha * (sum / count) + (1 - alpha) * R with alpha = 1, so R is each
+  // served expert's mean, the sum written out as one chain in slot order. The second batch puts
+  // a 1 before 2^-53 terms on expert 0: the chain rounds each add back to 1,
+  // where any other order of the adds would not.
+  const int E = 8, k = 2, T = 1500;
+  for (int batch = 0; batch < 2; ++batch) {
+    auto p = moesim::make_policy("rdesi", E, k, knobs_with({{"alpha", "1"}}));
+    Assignment a;
+    a.reset(T, E, k);
+    std::vector<float> perf(static_cast<std::size_t>(T) * k);
+    Rng rng(3);
+    for (std::size_t i = 0; i < perf.size(); ++i) {
+      a.expert[i] = rng.uniform() < 0.1 ? moesim::kNoExpert : static_cast<std::int32_t>(rng.below(E));
+      perf[i] = batch == 0 ? static_cast<float>(rng.uniform(0.2, 1.7)) : (i == 0 ? 1.0f : 0x1p-53f);
+    }
+    if (batch == 1) a.expert[0] = 0;
+    for (auto e : a.expert)
+      if (e >= 0) ++a.counts[static_cast<std::size_t>(e)];
+    p->observe(a, perf.data());
+    const auto R = state(*p, "reputation");
+    for (int e = 0; e < E; ++e) {
+      double sum = 0.0, n = 0.0;
+      for (std::size_t i = 0; i < perf.size(); ++i)
+        if (a.expert[i] == e) sum += perf[i], n += 1.0;
+      const double want = n > 0 ? 1.0 * (sum / n) + 0.0 * 1.0 : 0.0;  // idle: perf 0
+      INFO("batch " << batch << " expert " << e);
+      CHECK(std::memcmp(&R[static_cast<std::size_t>(e)], &want, sizeof want) == 0);
+    }
+  }
 }

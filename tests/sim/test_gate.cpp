@@ -176,10 +176,10 @@ TEST_CASE("force_balance: the policy sees standard-normal logits whatever the ga
 }
 
 TEST_CASE("reward step: one fused multiply-add per weight and served slot, in slot order", "[gate]") {
-  // d = 37 takes the 16-float blocks and the per-element tail, d = 32 the loop
-  // compiled for that width; the expected W is the header's update written out
-  // with std::fma, slot after slot.
-  const int d = GENERATE(37, 32);
+  // d = 37 takes the 16-float blocks and the per-element tail, d = 16, 32 and 64
+  // the loops compiled for those widths; the expected W is the header's update
+  // written out with std::fma, slot after slot.
+  const int d = GENERATE(37, 32, 16, 64);
   const int T = 40, E = 5, k = 2;
   GateConfig cfg;
   cfg.lr = 0.3;
