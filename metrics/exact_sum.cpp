@@ -10,7 +10,9 @@
 namespace moesim {
 
 bool served_sums_exact(const std::int32_t* ex, const float* v, std::size_t n) {
-  std::uint32_t lo = 255, hi = 0;  // over the nonzero served values; hi over all served
+  // Fields, with subnormals and zeros counted as field 1: lo over the nonzero
+  // served values, hi over all served ones.
+  std::uint32_t lo = 255, hi = 0;
   std::size_t i = 0;
 #if defined(__AVX512F__)
   __m512i vlo = _mm512_set1_epi32(255), vhi = _mm512_setzero_si512();
@@ -18,8 +20,8 @@ bool served_sums_exact(const std::int32_t* ex, const float* v, std::size_t n) {
   for (; i + 16 <= n; i += 16) {
     const __mmask16 m = _mm512_cmpge_epi32_mask(_mm512_loadu_si512(ex + i), _mm512_setzero_si512());
     const __m512i b = _mm512_maskz_loadu_epi32(m, v + i);  // dropped lanes read as +0
-    const __m512i f = _mm512_and_si512(_mm512_srli_epi32(b, 23), field);
-    vlo = _mm512_mask_min_epu32(vlo, _mm512_test_epi32_mask(b, mag), vlo, _mm512_max_epu32(f, one));
+    const __m512i f = _mm512_max_epu32(_mm512_and_si512(_mm512_srli_epi32(b, 23), field), one);
+    vlo = _mm512_mask_min_epu32(vlo, _mm512_test_epi32_mask(b, mag), vlo, f);
     vhi = _mm512_max_epu32(vhi, f);
   }
   // Folded from memory: GCC 12's _mm512_reduce_min_epu32 trips -Wuninitialized.
@@ -30,12 +32,12 @@ bool served_sums_exact(const std::int32_t* ex, const float* v, std::size_t n) {
 #endif
   for (; i < n; ++i) {
     if (ex[i] < 0) continue;
-    const std::uint32_t b = std::bit_cast<std::uint32_t>(v[i]), f = (b >> 23) & 0xFFu;
-    if (b & 0x7FFFFFFFu) lo = std::min(lo, std::max(f, 1u));
+    const std::uint32_t b = std::bit_cast<std::uint32_t>(v[i]), f = std::max((b >> 23) & 0xFFu, 1u);
+    if (b & 0x7FFFFFFFu) lo = std::min(lo, f);
     hi = std::max(hi, f);
   }
   if (hi == 255) return false;  // an infinity or a NaN
-  if (lo > hi) return true;     // every served value is zero
+  if (lo > hi) return true;     // every served value is zero, or none is served
   const int bits = static_cast<int>(std::bit_width(n));  // n < 2^bits
   return static_cast<int>(hi - lo) + 24 + bits <= 53;
 }

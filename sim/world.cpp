@@ -48,7 +48,7 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
   // a load or a lane duplication away): the skills by gather, the served slots'
   // noise by an expand-load (the next popcount values, in slot order), the same
   // float operations as the loop below, so the same bits.
-  if (width <= 2) {
+  if (width <= 2 && s_.size() <= static_cast<std::size_t>(INT32_MAX)) {  // 32-bit gather indices
     const __m512i dup = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m512i vc = _mm512_set1_epi32(static_cast<int>(clusters));
     for (; i + 16 <= slots; i += 16) {
@@ -61,7 +61,9 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
       const __m512i idx = _mm512_add_epi32(_mm512_mullo_epi32(ue, vc), c);
       const __m256 lo = _mm512_cvtpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(idx), skill, 8));
       const __m256 hi = _mm512_cvtpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(idx, 1), skill, 8));
-      __m512 p = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+      // Joined as doubles' halves: insertf32x8 would need AVX-512DQ.
+      __m512 p = _mm512_castpd_ps(
+          _mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
       if (noisy) {
         p = _mm512_add_ps(p, _mm512_maskz_expandloadu_ps(kept, noise + q));
         q += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(kept)));

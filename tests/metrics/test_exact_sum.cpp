@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "metrics/exact_sum.hpp"
@@ -20,34 +21,42 @@ bool same_bits(double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; 
 }  // namespace
 
 TEST_CASE("served_sums_exact: the exponent bound, by hand", "[exact_sum]") {
-  // n = 16 values, so n < 2^5: hi - lo + 24 + 5 <= 53 allows 24 exponents between
-  // the largest field and the smallest nonzero one.
-  std::vector<std::int32_t> ex(16, 0);
-  std::vector<float> v(16, 1.5f);  // field 127
-  CHECK(served_sums_exact(ex.data(), v.data(), 16));
-  v[3] = 0x1p-24f;  // field 103: 24 apart
-  CHECK(served_sums_exact(ex.data(), v.data(), 16));
-  v[3] = 0x1p-25f;  // 25 apart
-  CHECK_FALSE(served_sums_exact(ex.data(), v.data(), 16));
-  ex[3] = -1;  // dropped: no longer counted
-  CHECK(served_sums_exact(ex.data(), v.data(), 16));
-  v[5] = 0.0f;  // a zero is a multiple of every quantum
-  v[6] = -0.0f;
-  CHECK(served_sums_exact(ex.data(), v.data(), 16));
-  v[7] = std::numeric_limits<float>::infinity();
-  CHECK_FALSE(served_sums_exact(ex.data(), v.data(), 16));
-  ex[7] = -1;
-  v[8] = std::nanf("");
-  CHECK_FALSE(served_sums_exact(ex.data(), v.data(), 16));
-  ex[8] = -1;
-  CHECK(served_sums_exact(ex.data(), v.data(), 16));
-  // Subnormals count as field 1, whose quantum 2^-149 they share.
+  // n = 16 values (n < 2^5, the vector block) and n = 5 (n < 2^3, the scalar
+  // loop): hi - lo + 24 + bits <= 53 allows 24 and 26 exponent fields between the
+  // largest field and the smallest nonzero one.
+  for (const auto& [n, apart] : {std::pair<std::size_t, int>{16, 24}, std::pair<std::size_t, int>{5, 26}}) {
+    INFO("n " << n);
+    std::vector<std::int32_t> ex(n, 0);
+    std::vector<float> v(n, 1.5f);  // field 127
+    CHECK(served_sums_exact(ex.data(), v.data(), n));
+    v[3] = std::ldexp(1.0f, -apart);  // field 127 - apart
+    CHECK(served_sums_exact(ex.data(), v.data(), n));
+    v[3] = std::ldexp(1.0f, -apart - 1);  // one field more
+    CHECK_FALSE(served_sums_exact(ex.data(), v.data(), n));
+    ex[3] = -1;  // dropped: no longer counted
+    CHECK(served_sums_exact(ex.data(), v.data(), n));
+    v[1] = 0.0f;  // a zero is a multiple of every quantum
+    v[2] = -0.0f;
+    CHECK(served_sums_exact(ex.data(), v.data(), n));
+    v[4] = std::numeric_limits<float>::infinity();
+    CHECK_FALSE(served_sums_exact(ex.data(), v.data(), n));
+    ex[4] = -1;
+    v[0] = std::nanf("");
+    CHECK_FALSE(served_sums_exact(ex.data(), v.data(), n));
+    ex[0] = -1;
+    CHECK(served_sums_exact(ex.data(), v.data(), n));
+  }
+  // Subnormals count as field 1, whose quantum 2^-149 they share: fine beside
+  // 2^-126, and the bound still applies when every value is subnormal.
   std::vector<float> tiny = {0x1p-126f, 0x1p-149f, 0x1p-140f};
   std::vector<std::int32_t> ex3(3, 1);
   CHECK(served_sums_exact(ex3.data(), tiny.data(), 3));
+  std::vector<float> sub = {0x1p-149f, 0x1p-130f};
+  CHECK(served_sums_exact(ex3.data(), sub.data(), 2));
   const std::vector<float> zeros(20, 0.0f);
   const std::vector<std::int32_t> ex20(20, 2);
   CHECK(served_sums_exact(ex20.data(), zeros.data(), 20));
+  CHECK(served_sums_exact(ex20.data(), zeros.data(), 0));
 }
 
 TEST_CASE("served_sums_exact true means forward, reverse and 8-lane sums have the same bits", "[exact_sum]") {

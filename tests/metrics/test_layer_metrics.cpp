@@ -202,7 +202,8 @@ TEST_CASE("served_perf is the in-order double sum over served slots, whatever th
 
 TEST_CASE("served_perf gives the in-order chain's bits on long batches, exact-range or not", "[metrics]") {
   // A second implementation, the plain chain in slot order, against batches the
-  // order-free path may take (values in [0.25, 2): 8 exponents apart at most) and
+  // order-free path may take (values in [0.25, 2): fields 125 to 127; dropped
+  // slots hold NaN and infinity, which must not leak into the sum) and
   // batches it must not: a 1 followed by 2^-53 terms, where the chain rounds
   // every add back to 1 and any other order sums the small terms first.
   auto chain = [](const Assignment& a, const std::vector<float>& perf) {
@@ -220,12 +221,15 @@ TEST_CASE("served_perf gives the in-order chain's bits on long batches, exact-ra
     a.reset(slots, 8, 1);
     std::vector<float> perf(static_cast<std::size_t>(slots));
     for (int i = 0; i < slots; ++i) {
-      a.expert[static_cast<std::size_t>(i)] = rng.uniform() < 0.1 ? kNoExpert : i % 8;
-      perf[static_cast<std::size_t>(i)] = static_cast<float>(rng.uniform(0.25, 2.0));
+      const bool dropped = rng.uniform() < 0.1;
+      a.expert[static_cast<std::size_t>(i)] = dropped ? kNoExpert : i % 8;
+      perf[static_cast<std::size_t>(i)] =
+          dropped ? (i % 2 ? NAN : INFINITY) : static_cast<float>(rng.uniform(0.25, 2.0));
     }
     const ServedPerf got = served_perf(a, perf.data()), want = chain(a, perf);
     INFO("slots " << slots);
     CHECK(got.n == want.n);
+    CHECK(std::isfinite(got.sum));
     CHECK(std::memcmp(&got.sum, &want.sum, sizeof want.sum) == 0);
     std::fill(a.expert.begin(), a.expert.end(), 0);
     std::fill(perf.begin(), perf.end(), 0x1p-53f);

@@ -393,7 +393,7 @@ TEST_CASE("rdesi observe: each expert's mean performance is the in-order double 
   // R = alpha * (sum / count) + (1 - alpha) * R with alpha = 1, so R is each
   // served expert's mean, the sum written out as one chain in slot order. The second batch puts
   // a 1 before 2^-53 terms on expert 0: the chain rounds each add back to 1,
-  // where any other order of the adds would not.
+  // where adding small terms before the 1 would not.
   const int E = 8, k = 2, T = 1500;
   for (int batch = 0; batch < 2; ++batch) {
     auto p = moesim::make_policy("rdesi", E, k, knobs_with({{"alpha", "1"}}));
