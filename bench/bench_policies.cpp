@@ -166,6 +166,13 @@ const bool registered = [] {
         ->Args({256, k})
         ->ArgNames({"E", "k"})
         ->Unit(benchmark::kMillisecond);
+  // RD-ESI with GT-MoE router.py's semantics: the row scripts/bench_torch_routers.py's
+  // rdesi_gtmoe times in PyTorch.
+  benchmark::RegisterBenchmark("route+observe/rdesi (preset=reference)", BM_Policy, std::string("rdesi"),
+                               KnobMap{{"preset", "reference"}})
+      ->Args({64, 2})
+      ->ArgNames({"E", "k"})
+      ->Unit(benchmark::kMillisecond);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/topk", BM_NaiveSort, false), false);
   sizes(benchmark::RegisterBenchmark("naive_full_sort/rdesi", BM_NaiveSort, true), false);
   return true;
