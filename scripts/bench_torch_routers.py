@@ -9,7 +9,8 @@ route+observe rows time (moesim's RD-ESI row with preset=reference runs the same
 equations):
 
   rdesi_gtmoe      GT-MoE's RDESIRouter (src/rd_esi/router.py, kaiqiancui/GT-MoE),
-                   op for op from its given logits: forward's selection scores
+                   op for op from its given logits (its zero-filled bonus
+                   tensor included): forward's selection scores
                    g + beta R - gamma L' + c sqrt(ln(N + 1) / (N_i + 1e-10)),
                    torch.topk, softmax over the k, then update_states (bincount,
                    two scatter_add_, the decayed reputation EMA, the load EMA).
@@ -65,6 +66,7 @@ class GtMoeRdesiState:
     def route(self, logits, with_aux):
         # forward() from its base logits, current_batch_assignments = None.
         updated_loads = self.load_ema_alpha * self.loads + (1 - self.load_ema_alpha) * self.loads
+        bonus = torch.zeros_like(logits)  # router.py allocates it before it knows the bonus is on
         bonus = self.c * torch.sqrt(torch.log(self.total + 1.0) / (self.counts.unsqueeze(0) + 1e-10))
         bonus = bonus.expand_as(logits)
         scores = (logits + self.beta * self.reputation.unsqueeze(0) - self.gamma * updated_loads.unsqueeze(0)
@@ -126,6 +128,8 @@ def main():
     a = ap.parse_args()
     if a.tokens < 1 or a.experts < 1 or not 1 <= a.k <= a.experts or a.reps < 1:
         sys.exit("bench_torch_routers: need tokens >= 1, reps >= 1 and 1 <= k <= experts")
+    if a.csv and not os.path.isdir(os.path.dirname(os.path.abspath(a.csv))):
+        sys.exit(f"bench_torch_routers: --csv {a.csv}: its folder does not exist")
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(42)
     logits = torch.randn(a.tokens, a.experts, generator=gen)
@@ -159,11 +163,18 @@ def main():
         # Temp file, then rename: no half-written CSV on failure.
         d = os.path.dirname(os.path.abspath(a.csv))
         fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench_torch_routers.", suffix=".csv")
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["name", "tokens", "experts", "k", "median_s", "tokens_per_s"])
-            w.writerows(rows)
-        os.replace(tmp, a.csv)
+        try:
+            with os.fdopen(fd, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["name", "tokens", "experts", "k", "median_s", "tokens_per_s"])
+                w.writerows(rows)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, a.csv)
+        except BaseException:
+            os.unlink(tmp)
+            raise
 
 
 if __name__ == "__main__":

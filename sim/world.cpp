@@ -41,9 +41,9 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
   const float* scale = scale_.empty() ? nullptr : scale_.data();
   const auto clusters = static_cast<std::size_t>(clusters_);
   const int width = a.width;
-  const std::size_t slots = a.expert.size();
-  std::size_t i = 0, q = 0;
+  std::size_t i = 0, q = 0;  // slots done, noise values used
 #if defined(__AVX512F__)
+  const std::size_t slots = a.expert.size();
   // 16 slots a vector for the simulator's widths (1 and 2, where a slot's token is
   // a load or a lane duplication away): the skills by gather, the served slots'
   // noise by an expand-load (the next popcount values, in slot order), the same
@@ -73,18 +73,23 @@ void World::perform(const Assignment& a, const std::int32_t* cluster, float* per
     }
   }
 #endif
-  // Branch-free: drops are unpredictable. A dropped slot reads expert 0's skill
-  // and the next noise value (one spare at the end) and keeps neither.
-  for (; i < slots; ++i) {
-    const double* st = skill + cluster[i / static_cast<std::size_t>(width)];
-    const auto e = ex[i];
-    const bool kept = e >= 0;
-    const auto ue = static_cast<std::size_t>(kept ? e : 0);
-    float p = static_cast<float>(st[ue * clusters]);
-    if (noisy) p += noise[q];
-    q += kept;
-    if (scale) p *= scale[ue];
-    perf[i] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(p) & (0u - static_cast<std::uint32_t>(kept)));
+  // The rest token by token (the vector blocks end on a token: 16 slots are whole
+  // tokens at widths 1 and 2). Branch-free: drops are unpredictable. A dropped
+  // slot reads expert 0's skill and the next noise value (one spare at the end)
+  // and keeps neither.
+  for (int t = width > 0 ? static_cast<int>(i / static_cast<std::size_t>(width)) : a.tokens; t < a.tokens; ++t) {
+    const double* st = skill + cluster[t];
+    for (int j = 0; j < width; ++j) {
+      const std::size_t s = static_cast<std::size_t>(t) * width + j;
+      const auto e = ex[s];
+      const bool kept = e >= 0;
+      const auto ue = static_cast<std::size_t>(kept ? e : 0);
+      float p = static_cast<float>(st[ue * clusters]);
+      if (noisy) p += noise[q];
+      q += kept;
+      if (scale) p *= scale[ue];
+      perf[s] = std::bit_cast<float>(std::bit_cast<std::uint32_t>(p) & (0u - static_cast<std::uint32_t>(kept)));
+    }
   }
 }
 

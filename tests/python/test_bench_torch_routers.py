@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """scripts/bench_torch_routers.py at a small size: it runs, checks its routers'
 outputs, writes one CSV row per router with a positive rate, and refuses bad
-sizes with one line and a non-zero exit.
+sizes and a --csv folder that does not exist with one line and a non-zero exit.
 
     test_bench_torch_routers.py PROJECT_DIR
 """
@@ -31,6 +31,10 @@ def main():
                              text=True)
         assert bad.returncode != 0
         assert bad.stderr.strip().count("\n") == 0 and "k <= experts" in bad.stderr, bad.stderr
+        nodir = subprocess.run(["/usr/bin/python3", script, "--tokens", "10", "--reps", "1", "--csv",
+                                os.path.join(d, "missing", "rows.csv")], capture_output=True, text=True)
+        assert nodir.returncode != 0
+        assert nodir.stderr.strip().count("\n") == 0 and "folder does not exist" in nodir.stderr, nodir.stderr
     print("bench_torch_routers: ok")
 
 
