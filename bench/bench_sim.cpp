@@ -5,6 +5,9 @@
 
 #include <filesystem>
 #include <string>
+#include <system_error>
+
+#include <unistd.h>
 
 #include "policies/rng.hpp"
 #include "sim/scenario.hpp"
@@ -36,10 +39,13 @@ void BM_Simulate(benchmark::State& state, std::string policy) {
 }
 
 // A recorded stream of the default shape (100 steps of U(-2, 2) logits, token
-// ids and per-expert performance), written once per process under the temp dir.
+// ids and per-expert performance), written once per process under the temp dir,
+// in a folder of its own (two benchmark processes run side by side for A/B
+// comparisons, and one must not delete the other's trace).
 std::string bench_trace() {
   static const std::string dir = [] {
-    const auto d = (std::filesystem::temp_directory_path() / "moesim-bench-trace").string();
+    const auto d =
+        (std::filesystem::temp_directory_path() / ("moesim-bench-trace-" + std::to_string(::getpid()))).string();
     std::filesystem::remove_all(d);
     TraceWriter w(d);
     const SimConfig c;
@@ -62,6 +68,13 @@ std::string bench_trace() {
     w.commit();
     return d;
   }();
+  // The trace is about 100 MB: removed when the process exits.
+  static const struct Cleanup {
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup;
   return dir;
 }
 

@@ -47,6 +47,14 @@ class ExpertChoicePolicy : public Policy {
   // test (classify_rows_float) must match: the same candidates, not only the same
   // selection.
   void use_prefilter(bool on) { prefilter_ = on; }
+  // Whether this build has the float test at all: it is AVX-512 code, and
+  // without it every row takes the double keys (float_rows stays 0).
+  static constexpr bool kHasFloatTest =
+#if defined(__AVX512F__)
+      true;
+#else
+      false;
+#endif
 
  protected:
   bool checks_logits() const override { return true; }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "policies/rng.hpp"
+#include "policies/select_avx2.hpp"
 #include "policies/select_avx512.hpp"
 #include "policies/types.hpp"
 
@@ -86,8 +87,9 @@ inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* v
 }
 
 // topk_row for rows z[t*n ..] of t in [0, T): idx and val are T x k. The same
-// output; with AVX-512 and k <= 8, 16 rows at a time (topk_rows16). Returns
-// whether every z read was finite (the bias is not checked).
+// output; for k <= 8, 16 rows at a time with AVX-512 (topk_rows16), else 8 rows
+// at a time with AVX2 (topk_rows8). Returns whether every z read was finite
+// (the bias is not checked).
 inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, float* val, const float* bias = nullptr) {
   int t = 0;
   bool finite = true;
@@ -110,6 +112,23 @@ inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, fl
       }
       // A k-th best of -inf (only from overflowing scores): the scalar kernel,
       // which leaves kNoExpert where nothing is selectable.
+      for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
+        const int r = __builtin_ctz(short_rows);
+        topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
+      }
+    }
+  }
+#elif defined(__AVX2__) && defined(__FMA__)
+  if (k >= 1 && k <= 8) {
+    for (; t + 8 <= T; t += 8) {
+      const float* zt = z + static_cast<std::size_t>(t) * n;
+      std::int32_t* it = idx + static_cast<std::size_t>(t) * k;
+      float* vt = val + static_cast<std::size_t>(t) * k;
+      unsigned short_rows = 0;
+      bool fin = true;
+      simd2::topk_rows8_dispatch(zt, bias, n, k, it, vt, &short_rows, &fin);
+      finite &= fin;
+      // As above: a k-th best of -inf takes the scalar kernel.
       for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
         const int r = __builtin_ctz(short_rows);
         topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);

@@ -26,7 +26,7 @@ inline int first_index_of(const float* z, int n, float x) {
   for (; i + 16 <= n; i += 16)
     if (const unsigned m = _mm512_cmp_ps_mask(_mm512_loadu_ps(z + i), vx, _CMP_EQ_OQ)) return i + __builtin_ctz(m);
 #endif
-  while (z[i] != x) ++i;
+  while (i < n && z[i] != x) ++i;
   return i;
 }
 

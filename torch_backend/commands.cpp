@@ -223,7 +223,8 @@ int bench_command(const std::vector<std::string>& args) {
   configure_runtime(cfg.train.threads);
   const int steps = static_cast<int>(a.whole("--steps", 5, 1, 1 << 20)), warmup = static_cast<int>(a.whole("--warmup", 2, 0, 1 << 20));
   const auto peak = measure_peak(static_cast<int>(a.whole("--peak-n", 4096, 64, 1 << 16)), 3);
-  std::printf("cpu: %s | ISA: %s | GEMMs: %s\n", cpu_model().c_str(), cpu_isa().c_str(), gemm_isa());
+  std::printf("cpu: %s | ISA: %s | GEMMs: %s | bf16 GEMMs: %s\n", cpu_model().c_str(), cpu_isa().c_str(), gemm_isa(),
+              gemm_backend(GemmPrecision::bf16));
   std::printf("threads %d | matmul peak (n=%d): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s\n", torch::get_num_threads(), peak.n,
               peak.fp32 / 1e9, peak.bf16 / 1e9);
   std::printf("model: %d layers, dim %d, %d heads, ff %d, experts %d x %d (top-%d, policy %s) in layers", cfg.model.layers,

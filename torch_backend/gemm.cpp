@@ -29,7 +29,15 @@ thread_local GemmPrecision t_precision = GemmPrecision::fp32;
 using Bf16GemmFn = dnnl_status_t (*)(char, char, dnnl_dim_t, dnnl_dim_t, dnnl_dim_t, float, const std::uint16_t*,
                                      dnnl_dim_t, const std::uint16_t*, dnnl_dim_t, float, float*, dnnl_dim_t);
 Bf16GemmFn bf16_gemm_fn() {
-  static const Bf16GemmFn fn = reinterpret_cast<Bf16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+  static const Bf16GemmFn fn = [] {
+    auto f = reinterpret_cast<Bf16GemmFn>(dlsym(RTLD_DEFAULT, "dnnl_gemm_bf16bf16f32"));
+    // oneDNN 2.x implements it only from AVX-512 up: on an AVX2 CPU every call
+    // answers dnnl_unimplemented. One 1 x 1 x 1 product tells which.
+    const std::uint16_t one = 0x3F80;  // 1.0 in bf16
+    float c = 0.0f;
+    if (f && f('N', 'N', 1, 1, 1, 1.0f, &one, 1, &one, 1, 0.0f, &c, 1) != dnnl_success) f = nullptr;
+    return f;
+  }();
   return fn;
 }
 #endif
@@ -120,8 +128,15 @@ void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb,
                                std::to_string(M) + "x" + std::to_string(K) + "x" + std::to_string(N));
   }
 #endif
+  if (a.scalar_type() != torch::kFloat) {
+    // No bf16 GEMM here: the operands widened to fp32 (exact), where a product of
+    // two bf16 values is exact too, so this is a bf16 GEMM with fp32
+    // accumulation, only slower. LibTorch's own bf16 mm would round c to bf16.
+    gemm_into(a.to(torch::kFloat), ta, b.to(torch::kFloat), tb, c, beta);
+    return;
+  }
   auto oa = ta ? a.t() : a, ob = tb ? b.t() : b;
-  auto prod = a.scalar_type() == torch::kFloat ? torch::mm(oa, ob) : torch::mm(oa, ob).to(torch::kFloat);
+  auto prod = torch::mm(oa, ob);
   if (beta == 0.0f)
     c.copy_(prod);
   else
@@ -253,10 +268,18 @@ torch::Tensor gemm_linear(const torch::Tensor& x, const torch::Tensor& w) {
 const char* gemm_backend(GemmPrecision p) {
 #ifdef MOESIM_HAVE_DNNL
   if (p == GemmPrecision::fp32 || bf16_gemm_fn()) return "oneDNN";
+  return "oneDNN sgemm on bf16 operands widened to fp32";
 #else
-  (void)p;
+  return p == GemmPrecision::fp32 ? "LibTorch" : "LibTorch mm on bf16 operands widened to fp32";
 #endif
-  return "LibTorch";
+}
+
+bool bf16_gemm_native() {
+#ifdef MOESIM_HAVE_DNNL
+  return bf16_gemm_fn() != nullptr;
+#else
+  return false;
+#endif
 }
 
 const char* gemm_isa() {

@@ -83,9 +83,17 @@ void with_operand_ptr(const torch::Tensor& t, Kernel&& k) {
 // (float or bfloat16) and row-major float c of the right shape.
 void gemm_into(const torch::Tensor& a, bool ta, const torch::Tensor& b, bool tb, torch::Tensor& c, float beta);
 
-// Which library multiplies: "oneDNN", or "LibTorch" where oneDNN's headers were
-// missing at build time or its bf16 GEMM is not exported by the loaded library.
+// Which library multiplies, in words: oneDNN, or LibTorch where oneDNN's headers
+// were missing at build time. Where the loaded oneDNN has no bf16 GEMM for this
+// CPU (oneDNN 2.x on AVX2) or does not export it, bf16 operands are widened to
+// fp32 (exactly) and multiplied in fp32: the same products, fp32 accumulation.
 const char* gemm_backend(GemmPrecision p);
+// Whether bf16 operands are multiplied by a bf16 GEMM (oneDNN's, AVX-512 and
+// up), whose rows come out the same bits whatever the row count M. Not so for
+// the widened fp32 path on an AVX2 CPU: there a row's bits changed with M
+// (SwiGLU's 600 rows at once against blocks of 256), so a kernel that splits
+// the rows into blocks must not do it there.
+bool bf16_gemm_native();
 // The instruction set oneDNN's GEMMs run on here (its effective ISA), in words.
 const char* gemm_isa();
 

@@ -75,9 +75,12 @@ struct SiluMulFn : public torch::autograd::Function<SiluMulFn> {
 // read by the silu kernel while still in L2 (256 x 2048 floats, 2 MiB) instead
 // of coming back from memory. fp32 keeps one block: its GEMMs dominate, and at
 // 256 rows the step ran 1-2 % slower (measured on AMX). Each row's products are
-// the same bits in a block as in the whole GEMM (a test compares them).
+// the same bits in a block as in the whole GEMM (a test compares them). Where
+// bf16 is widened to fp32 (an AVX2 CPU), the rows' bits depend on the block's
+// size (bf16_gemm_native), so it keeps one block there too.
 std::int64_t row_block(GemmPrecision p, std::int64_t rows) {
-  return p == GemmPrecision::bf16 ? std::min<std::int64_t>(256, rows) : std::max<std::int64_t>(rows, 1);
+  return p == GemmPrecision::bf16 && bf16_gemm_native() ? std::min<std::int64_t>(256, rows)
+                                                        : std::max<std::int64_t>(rows, 1);
 }
 
 // What a block's backward multiplies by: the rounded x, W13, W2 and h, and gu
