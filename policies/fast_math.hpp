@@ -12,7 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -101,14 +101,35 @@ inline float exp_fast(float x) { return exp_fast_t<float, std::int32_t>(x); }
 inline f64x8 widen_f64x8(f32x8 a) {
 #if defined(__AVX512F__)
   return reinterpret_cast<f64x8>(_mm512_cvtps_pd(reinterpret_cast<__m256>(a)));
+#elif defined(__AVX2__)
+  // Two vcvtps2pd: GCC's own lowering of this without AVX-512 moved lanes one
+  // by one through general registers.
+  const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(std::bit_cast<__m256>(a)));
+  const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(std::bit_cast<__m256>(a), 1));
+  return __builtin_shufflevector(std::bit_cast<f64x4>(lo), std::bit_cast<f64x4>(hi), 0, 1, 2, 3, 4, 5, 6, 7);
 #else
   return __builtin_convertvector(a, f64x8);
 #endif
 }
 
+#if !defined(__AVX512F__) && defined(__AVX2__)
+// Without AVX-512, GCC lowers the compares of 64-byte vectors to one scalar
+// compare and branch per lane (half of loss_free's time on an AVX2 EPYC), so
+// the 16 lanes run as two native 8-lane halves: the same operations per lane.
+using i32x8 = std::int32_t __attribute__((vector_size(32)));
+template <bool kCapped>
+inline f32x16 exp_fast16_halves(f32x16 x) {
+  const f32x8 a = exp_fast_t<f32x8, i32x8, kCapped>(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7));
+  const f32x8 b = exp_fast_t<f32x8, i32x8, kCapped>(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15));
+  return __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+inline f32x16 exp_fast16(f32x16 x) { return exp_fast16_halves<false>(x); }
+inline f32x16 exp_fast16_capped(f32x16 x) { return exp_fast16_halves<true>(x); }
+#else
 inline f32x16 exp_fast16(f32x16 x) { return exp_fast_t<f32x16, i32x16>(x); }
 // exp_fast16 for x <= 88 only (bitwise equal there): the exps of a softmax row.
 inline f32x16 exp_fast16_capped(f32x16 x) { return exp_fast_t<f32x16, i32x16, true>(x); }
+#endif
 
 // std::exp(float) of 16 lanes, bitwise: glibc's expf (2.28 and later,
 // sysdeps/ieee754/flt-32/e_expf.c, the FMA build x86-64 CPUs with AVX2 and FMA
@@ -212,6 +233,24 @@ inline float row_extreme(const float* z, int n) {
   float r = z[0];
   int e = 0;
   if (n >= 16) {
+#if !defined(__AVX512F__) && defined(__AVX2__)
+    // Lanes 0-7 and 8-15 as two native halves (GCC turns a 64-byte compare into
+    // 16 scalar ones without AVX-512): the same fold per lane.
+    using h32 = std::int32_t __attribute__((vector_size(32)));
+    f32x8 m0, m1;
+    std::memcpy(&m0, z, sizeof m0);
+    std::memcpy(&m1, z + 8, sizeof m1);
+    for (e = 16; e + 16 <= n; e += 16) {
+      f32x8 v0, v1;
+      std::memcpy(&v0, z + e, sizeof v0);
+      std::memcpy(&v1, z + e + 8, sizeof v1);
+      const h32 t0 = better(v0, m0), t1 = better(v1, m1);
+      m0 = std::bit_cast<f32x8>((std::bit_cast<h32>(v0) & t0) | (std::bit_cast<h32>(m0) & ~t0));
+      m1 = std::bit_cast<f32x8>((std::bit_cast<h32>(v1) & t1) | (std::bit_cast<h32>(m1) & ~t1));
+    }
+    for (int l = 0; l < 8; ++l) r = better(m0[l], r) ? m0[l] : r;
+    for (int l = 0; l < 8; ++l) r = better(m1[l], r) ? m1[l] : r;
+#else
     f32x16 m;
     std::memcpy(&m, z, sizeof m);
     for (e = 16; e + 16 <= n; e += 16) {
@@ -221,6 +260,7 @@ inline float row_extreme(const float* z, int n) {
       m = std::bit_cast<f32x16>((std::bit_cast<i32x16>(v) & take) | (std::bit_cast<i32x16>(m) & ~take));
     }
     for (int l = 0; l < 16; ++l) r = better(m[l], r) ? m[l] : r;
+#endif
   }
   for (; e < n; ++e) r = better(z[e], r) ? z[e] : r;
   return r;

@@ -5,6 +5,10 @@
 #include <cstring>
 #include <limits>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 #include "policies/fast_math.hpp"
 #include "policies/topk.hpp"
 
@@ -21,13 +25,28 @@ inline f64x8 load_f64x8(const float* p) {
 
 // sum_e a[e] * b[e] in double over 8 lanes in a fixed order (lanes, then tail).
 inline double dot_fd(const float* a, const double* b, int n) {
-  f64x8 acc{};
   int e = 0;
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+  // Two native 4-lane halves of the loop below (GCC moved its 64-byte
+  // accumulator lane by lane through the stack on AVX2), with the fused
+  // multiply-add GCC contracts it into.
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  for (; e + 8 <= n; e += 8) {
+    const __m256 x = _mm256_loadu_ps(a + e);
+    lo = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(x)), _mm256_loadu_pd(b + e), lo);
+    hi = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(x, 1)), _mm256_loadu_pd(b + e + 4), hi);
+  }
+  double acc[8];
+  _mm256_storeu_pd(acc, lo);
+  _mm256_storeu_pd(acc + 4, hi);
+#else
+  f64x8 acc{};
   for (; e + 8 <= n; e += 8) {
     f64x8 y;
     std::memcpy(&y, b + e, sizeof y);
     acc += load_f64x8(a + e) * y;
   }
+#endif
   double s = 0.0;
   for (int l = 0; l < 8; ++l) s += acc[l];
   for (; e < n; ++e) s += static_cast<double>(a[e]) * b[e];
@@ -111,6 +130,22 @@ void SinkhornPolicy::balance_linear(const float* logits, int T) {
       const int n = std::min(32, T - t0);
       for (int t = t0; t < t0 + n; ++t) row_[t] = 1.0 / dot_fd(kexp_.data() + t * nE, colscale_.data(), E);
       int e = 0;
+#if !defined(__AVX512F__) && defined(__AVX2__) && defined(__FMA__)
+      // Native 4-lane halves: GCC kept the 64-byte accumulator below in memory
+      // and moved it lane by lane through general registers on every row. The
+      // same fused multiply-add per lane GCC contracts that loop into.
+      for (; e + 8 <= E; e += 8) {
+        __m256d a0 = _mm256_loadu_pd(colsum_.data() + e), a1 = _mm256_loadu_pd(colsum_.data() + e + 4);
+        for (int t = t0; t < t0 + n; ++t) {
+          const __m256 kv = _mm256_loadu_ps(kexp_.data() + t * nE + e);
+          const __m256d r = _mm256_set1_pd(row_[t]);
+          a0 = _mm256_fmadd_pd(r, _mm256_cvtps_pd(_mm256_castps256_ps128(kv)), a0);
+          a1 = _mm256_fmadd_pd(r, _mm256_cvtps_pd(_mm256_extractf128_ps(kv, 1)), a1);
+        }
+        _mm256_storeu_pd(colsum_.data() + e, a0);
+        _mm256_storeu_pd(colsum_.data() + e + 4, a1);
+      }
+#endif
       for (; e + 8 <= E; e += 8) {
         f64x8 acc;
         std::memcpy(&acc, colsum_.data() + e, sizeof acc);
