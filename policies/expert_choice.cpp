@@ -8,7 +8,7 @@
 #include <limits>
 #include <utility>
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -275,9 +275,9 @@ double ExpertChoicePolicy::sample_constants(const float* logits, int T, int stri
 // + 1) of the exact z - m - log S, so |float - K| <= 2^-23 (|K| + cmax + 1), and
 // K + 2^-23 (|K| + ...) is increasing in K: K <= hi gives float <= hi_f, K >= lo
 // gives float >= lo_f. False (no float test) above cmax = 2^100, where the float
-// difference could overflow, and without AVX-512.
+// difference could overflow, and without AVX-512 or AVX2.
 bool ExpertChoicePolicy::float_bounds(double cmax) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
   if (!(cmax <= 0x1p100)) return false;
   const auto nE = static_cast<std::size_t>(experts());
   constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -351,6 +351,48 @@ std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0,
       _mm512_storeu_si512(pt + n, tok);
       n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
       ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+    }
+  }
+#elif defined(__AVX2__)
+  // The same test 8 keys at a time. AVX2 has no compress: the open keys (about
+  // one in ten) are written out bit by bit from their mask.
+  const int E = experts();
+  std::int32_t* const pe = pe_.data();
+  std::int32_t* const pt = pt_.data();
+  std::int32_t* const count = sure_count_.data();
+  const float* const lof = lo_f_.data();
+  const float* const hif = hi_f_.data();
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (int t = t0; t < t1; ++t) {
+    const std::size_t i = 2 * static_cast<std::size_t>(t);
+    if (!(std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound)) {
+      n = classify_row_double(logits, t, n);
+      continue;
+    }
+    ++stats_.float_rows;
+    const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
+    const __m256 c = _mm256_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
+    std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
+    std::uint64_t word = 0;
+    for (int e = 0; e < E; e += 8) {
+      const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(E - e), lane);
+      const __m256 live = _mm256_castsi256_ps(lm);
+      const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(z + e, lm), c);
+      const __m256 sure = _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(hif + e), _CMP_GT_OQ));
+      const __m256 open = _mm256_andnot_ps(sure, _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(lof + e), _CMP_GE_OQ)));
+      word |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm256_movemask_ps(sure))) << (e % 64);
+      if (e % 64 == 56 || e + 8 >= E) {
+        bits[e / 64] = word;
+        word = 0;
+      }
+      // A true compare lane is -1: subtracting it counts the sure keys.
+      const __m256i cnt = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + e));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(count + e), _mm256_sub_epi32(cnt, _mm256_castps_si256(sure)));
+      for (unsigned om = static_cast<unsigned>(_mm256_movemask_ps(open)); om != 0; om &= om - 1) {
+        pe[n] = e + std::countr_zero(om);
+        pt[n] = t;
+        ++n;
+      }
     }
   }
 #else

@@ -47,10 +47,10 @@ class ExpertChoicePolicy : public Policy {
   // test (classify_rows_float) must match: the same candidates, not only the same
   // selection.
   void use_prefilter(bool on) { prefilter_ = on; }
-  // Whether this build has the float test at all: it is AVX-512 code, and
-  // without it every row takes the double keys (float_rows stays 0).
+  // Whether this build has the float test at all: it is AVX-512 or AVX2 code,
+  // and without either every row takes the double keys (float_rows stays 0).
   static constexpr bool kHasFloatTest =
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__AVX2__)
       true;
 #else
       false;

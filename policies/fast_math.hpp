@@ -275,8 +275,26 @@ inline float row_min(const float* z, int n) { return row_extreme<false>(z, n); }
 // softmax's numerators without a second pass of exps.
 template <bool kStore>
 inline double row_sum_exp_t(const float* z, int n, float m, float* out) {
-  f64x8 lo = {}, hi = {};
   int e = 0;
+#if !defined(__AVX512F__) && defined(__AVX2__)
+  // The same sums in native 4-lane quarters (lanes 0-3, 4-7 of lo; 8-11, 12-15
+  // of hi), added in the same tree: GCC kept 64-byte accumulators in memory.
+  f64x4 l0 = {}, l1 = {}, h0 = {}, h1 = {};
+  for (; e + 16 <= n; e += 16) {
+    f32x16 v;
+    std::memcpy(&v, z + e, sizeof v);
+    const f32x16 x = exp_fast16_capped(v - m);
+    if constexpr (kStore) std::memcpy(out + e, &x, sizeof x);
+    const __m256 a = std::bit_cast<__m256>(__builtin_shufflevector(x, x, 0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256 b = std::bit_cast<__m256>(__builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15));
+    l0 += std::bit_cast<f64x4>(_mm256_cvtps_pd(_mm256_castps256_ps128(a)));
+    l1 += std::bit_cast<f64x4>(_mm256_cvtps_pd(_mm256_extractf128_ps(a, 1)));
+    h0 += std::bit_cast<f64x4>(_mm256_cvtps_pd(_mm256_castps256_ps128(b)));
+    h1 += std::bit_cast<f64x4>(_mm256_cvtps_pd(_mm256_extractf128_ps(b, 1)));
+  }
+  const f64x4 q = (l0 + h0) + (l1 + h1);
+#else
+  f64x8 lo = {}, hi = {};
   for (; e + 16 <= n; e += 16) {
     f32x16 v;
     std::memcpy(&v, z + e, sizeof v);
@@ -291,6 +309,7 @@ inline double row_sum_exp_t(const float* z, int n, float m, float* out) {
   // Lanes folded pairwise (a fixed tree: 4 dependent adds instead of 16).
   const f64x8 v = lo + hi;
   const f64x4 q = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+#endif
   double s = (q[0] + q[2]) + (q[1] + q[3]);
   for (; e < n; ++e) {
     const float x = exp_fast(z[e] - m);
@@ -428,6 +447,17 @@ inline bool all_finite(const float* z, int n) {
     bad |= _mm512_mask_cmp_ps_mask(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(m, z + e)), fmax, _CMP_NLE_UQ);
   }
   return bad == 0;
+#elif defined(__AVX2__)
+  // Native 8 lanes (GCC scalarises 64-byte compares without AVX-512).
+  const __m256 fmax = _mm256_set1_ps(std::numeric_limits<float>::max());
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 bad = _mm256_setzero_ps();
+  int e = 0;
+  for (; e + 8 <= n; e += 8)
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(z + e), abs_mask), fmax, _CMP_NLE_UQ));
+  bool all = _mm256_movemask_ps(bad) == 0;
+  for (; e < n; ++e) all &= std::fabs(z[e]) <= std::numeric_limits<float>::max();
+  return all;
 #else
   i32x16 ok = ~i32x16{};
   int e = 0;
