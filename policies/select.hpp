@@ -94,7 +94,7 @@ inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, fl
   int t = 0;
   bool finite = true;
 #if defined(__AVX512F__)
-  if (k <= 8) {
+  if (k >= 1 && k <= 8) {
     for (; t + 16 <= T; t += 16) {
       const float* zt = z + static_cast<std::size_t>(t) * n;
       std::int32_t* it = idx + static_cast<std::size_t>(t) * k;
