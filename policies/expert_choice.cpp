@@ -302,67 +302,100 @@ bool ExpertChoicePolicy::float_bounds(double cmax) {
 #endif
 }
 
-// Rows [t0, t1) by the float test, 16 keys at a time (the last block masked);
-// a row whose |m| + |log S| exceeds cbound goes to the double test. The sure
+// Rows [t0, t1) by the float test, 16 keys at a time with AVX-512 and 8 with
+// AVX2 (the last block masked); a row whose |m| + |log S| exceeds cbound goes
+// to the double test. The sure
 // ones set their bits (a word gathered in a register, stored once) and are
 // counted per expert in vector lanes; the open ones, neither sure above nor sure
 // below, are packed by a register compress into pe_/pt_ (no branch on whether
 // any lane is open: about a third of the blocks hold one, at random). Returns
 // their number. One compare per 16 keys and no conversion to double: the double
 // test's conversions, compares and compresses saturated the shuffle port.
-std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0, int t1, double cbound) {
-  std::size_t n = 0;
+namespace {
+
+// One row of the float test: z - c against the float bounds, the sure keys'
+// bits into bits and their counts into count, the open ones appended to pe/pt
+// from n; returns the new n.
+struct FloatRow {
+  const float* z;
+  float c;
+  std::int32_t t;
+  std::uint64_t* bits;
+};
+struct FloatTables {
+  int E;
+  std::int32_t* pe;
+  std::int32_t* pt;
+  std::int32_t* count;
+  const float* lof;
+  const float* hif;
+};
+
 #if defined(__AVX512F__)
-  const int E = experts();
-  // Locals: stores through the vectors' pointers would otherwise reload them.
-  std::int32_t* const pe = pe_.data();
-  std::int32_t* const pt = pt_.data();
-  std::int32_t* const count = sure_count_.data();
-  const float* const lof = lo_f_.data();
-  const float* const hif = hi_f_.data();
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (int t = t0; t < t1; ++t) {
-    const std::size_t i = 2 * static_cast<std::size_t>(t);
-    if (!(std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound)) {
-      n = classify_row_double(logits, t, n);
-      continue;
+inline std::size_t float_row(const FloatTables& f, const FloatRow& r, std::size_t n) {
+  const __m512 c = _mm512_set1_ps(r.c);
+  const __m512i tok = _mm512_set1_epi32(r.t);
+  __m512i ids = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  std::uint64_t word = 0;
+  for (int e = 0; e < f.E; e += 16) {
+    const auto live = static_cast<__mmask16>(f.E - e >= 16 ? 0xffff : (1u << (f.E - e)) - 1);
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, r.z + e), c);
+    const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_loadu_ps(f.hif + e), _CMP_GT_OQ);
+    const __mmask16 open = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d, _mm512_loadu_ps(f.lof + e),
+                                                   _CMP_GE_OQ);
+    word |= static_cast<std::uint64_t>(sure) << (e % 64);
+    if (e % 64 == 48 || e + 16 >= f.E) {
+      r.bits[e / 64] = word;
+      word = 0;
     }
-    ++stats_.float_rows;
-    const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
-    const __m512 c = _mm512_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
-    const __m512i tok = _mm512_set1_epi32(t);
-    std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    __m512i ids = lane;
-    std::uint64_t word = 0;
-    for (int e = 0; e < E; e += 16) {
-      const auto live = static_cast<__mmask16>(E - e >= 16 ? 0xffff : (1u << (E - e)) - 1);
-      const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(live, z + e), c);
-      const __mmask16 sure = _mm512_mask_cmp_ps_mask(live, d, _mm512_loadu_ps(hif + e), _CMP_GT_OQ);
-      const __mmask16 open = _mm512_mask_cmp_ps_mask(static_cast<__mmask16>(live & ~sure), d, _mm512_loadu_ps(lof + e),
-                                                     _CMP_GE_OQ);
-      word |= static_cast<std::uint64_t>(sure) << (e % 64);
-      if (e % 64 == 48 || e + 16 >= E) {
-        bits[e / 64] = word;
-        word = 0;
-      }
-      const __m512i cnt = _mm512_loadu_si512(count + e);
-      _mm512_storeu_si512(count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
-      _mm512_storeu_si512(pe + n, _mm512_maskz_compress_epi32(open, ids));
-      _mm512_storeu_si512(pt + n, tok);
-      n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
-      ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+    const __m512i cnt = _mm512_loadu_si512(f.count + e);
+    _mm512_storeu_si512(f.count + e, _mm512_mask_add_epi32(cnt, sure, cnt, _mm512_set1_epi32(1)));
+    _mm512_storeu_si512(f.pe + n, _mm512_maskz_compress_epi32(open, ids));
+    _mm512_storeu_si512(f.pt + n, tok);
+    n += static_cast<std::size_t>(std::popcount(static_cast<unsigned>(open)));
+    ids = _mm512_add_epi32(ids, _mm512_set1_epi32(16));
+  }
+  return n;
+}
+#elif defined(__AVX2__)
+// The same test 8 keys at a time. AVX2 has no compress: the open keys (about
+// one in ten) are written out bit by bit from their mask.
+inline std::size_t float_row(const FloatTables& f, const FloatRow& r, std::size_t n) {
+  const __m256 c = _mm256_set1_ps(r.c);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  std::uint64_t word = 0;
+  for (int e = 0; e < f.E; e += 8) {
+    const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(f.E - e), lane);
+    const __m256 live = _mm256_castsi256_ps(lm);
+    const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(r.z + e, lm), c);
+    const __m256 sure = _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(f.hif + e), _CMP_GT_OQ));
+    const __m256 open = _mm256_andnot_ps(sure, _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(f.lof + e), _CMP_GE_OQ)));
+    word |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm256_movemask_ps(sure))) << (e % 64);
+    if (e % 64 == 56 || e + 8 >= f.E) {
+      r.bits[e / 64] = word;
+      word = 0;
+    }
+    // A true compare lane is -1: subtracting it counts the sure keys.
+    const __m256i cnt = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(f.count + e));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(f.count + e), _mm256_sub_epi32(cnt, _mm256_castps_si256(sure)));
+    for (unsigned om = static_cast<unsigned>(_mm256_movemask_ps(open)); om != 0; om &= om - 1) {
+      f.pe[n] = e + std::countr_zero(om);
+      f.pt[n] = r.t;
+      ++n;
     }
   }
-#elif defined(__AVX2__)
-  // The same test 8 keys at a time. AVX2 has no compress: the open keys (about
-  // one in ten) are written out bit by bit from their mask.
+  return n;
+}
+#endif
+
+}  // namespace
+
+std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0, int t1, double cbound) {
+  std::size_t n = 0;
+#if defined(__AVX512F__) || defined(__AVX2__)
   const int E = experts();
-  std::int32_t* const pe = pe_.data();
-  std::int32_t* const pt = pt_.data();
-  std::int32_t* const count = sure_count_.data();
-  const float* const lof = lo_f_.data();
-  const float* const hif = hi_f_.data();
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  // Plain pointers: stores through the vectors' pointers would otherwise reload them.
+  const FloatTables f{E, pe_.data(), pt_.data(), sure_count_.data(), lo_f_.data(), hi_f_.data()};
   for (int t = t0; t < t1; ++t) {
     const std::size_t i = 2 * static_cast<std::size_t>(t);
     if (!(std::fabs(shift_[i]) + std::fabs(shift_[i + 1]) <= cbound)) {
@@ -370,30 +403,10 @@ std::size_t ExpertChoicePolicy::classify_rows_float(const float* logits, int t0,
       continue;
     }
     ++stats_.float_rows;
-    const float* z = logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E);
-    const __m256 c = _mm256_set1_ps(static_cast<float>(shift_[i] + shift_[i + 1]));
-    std::uint64_t* const bits = chosen_.data() + static_cast<std::size_t>(t) * words_;
-    std::uint64_t word = 0;
-    for (int e = 0; e < E; e += 8) {
-      const __m256i lm = _mm256_cmpgt_epi32(_mm256_set1_epi32(E - e), lane);
-      const __m256 live = _mm256_castsi256_ps(lm);
-      const __m256 d = _mm256_sub_ps(_mm256_maskload_ps(z + e, lm), c);
-      const __m256 sure = _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(hif + e), _CMP_GT_OQ));
-      const __m256 open = _mm256_andnot_ps(sure, _mm256_and_ps(live, _mm256_cmp_ps(d, _mm256_loadu_ps(lof + e), _CMP_GE_OQ)));
-      word |= static_cast<std::uint64_t>(static_cast<unsigned>(_mm256_movemask_ps(sure))) << (e % 64);
-      if (e % 64 == 56 || e + 8 >= E) {
-        bits[e / 64] = word;
-        word = 0;
-      }
-      // A true compare lane is -1: subtracting it counts the sure keys.
-      const __m256i cnt = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(count + e));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(count + e), _mm256_sub_epi32(cnt, _mm256_castps_si256(sure)));
-      for (unsigned om = static_cast<unsigned>(_mm256_movemask_ps(open)); om != 0; om &= om - 1) {
-        pe[n] = e + std::countr_zero(om);
-        pt[n] = t;
-        ++n;
-      }
-    }
+    const FloatRow r{logits + static_cast<std::size_t>(t) * static_cast<std::size_t>(E),
+                     static_cast<float>(shift_[i] + shift_[i + 1]), t,
+                     chosen_.data() + static_cast<std::size_t>(t) * words_};
+    n = float_row(f, r, n);
   }
 #else
   for (int t = t0; t < t1; ++t) n = classify_row_double(logits, t, n);
