@@ -433,6 +433,15 @@ inline double row_sum_exp_padded(const float* z, int n, float m) {
   return s + ((q[0] + q[2]) + (q[1] + q[3]));
 }
 
+#if defined(__AVX2__)
+// The lanes of v that are NaN or infinite, as bits.
+inline unsigned nonfinite8(__m256 v) {
+  const __m256 abs = _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  return static_cast<unsigned>(
+      _mm256_movemask_ps(_mm256_cmp_ps(abs, _mm256_set1_ps(std::numeric_limits<float>::max()), _CMP_NLE_UQ)));
+}
+#endif
+
 // Whether every z[0, n) is finite, 16 lanes at a time (no early exit: one pass).
 // With AVX-512 the lanes fold into a mask register as they go: a 16-lane
 // reduction per call cost more than the scan of a 64-expert row.
@@ -449,13 +458,10 @@ inline bool all_finite(const float* z, int n) {
   return bad == 0;
 #elif defined(__AVX2__)
   // Native 8 lanes (GCC scalarises 64-byte compares without AVX-512).
-  const __m256 fmax = _mm256_set1_ps(std::numeric_limits<float>::max());
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 bad = _mm256_setzero_ps();
+  unsigned bad = 0;
   int e = 0;
-  for (; e + 8 <= n; e += 8)
-    bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(z + e), abs_mask), fmax, _CMP_NLE_UQ));
-  bool all = _mm256_movemask_ps(bad) == 0;
+  for (; e + 8 <= n; e += 8) bad |= nonfinite8(_mm256_loadu_ps(z + e));
+  bool all = bad == 0;
   for (; e < n; ++e) all &= std::fabs(z[e]) <= std::numeric_limits<float>::max();
   return all;
 #else

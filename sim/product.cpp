@@ -122,15 +122,22 @@ void block8(const float* x, int T, int d, const float* wt, std::size_t ld_wt, fl
 }
 #endif
 
+// W (E x d) transposed into scratch (d x Ep), experts padded to a multiple of
+// the vector width with zeros (their logits are computed but never stored).
+[[maybe_unused]] std::size_t transpose_padded(const float* w, int E, int d, int width, std::vector<float>& scratch) {
+  const auto ld = static_cast<std::size_t>((E + width - 1) / width * width);
+  scratch.assign(static_cast<std::size_t>(d) * ld, 0.0f);
+  for (int e = 0; e < E; ++e)
+    for (int q = 0; q < d; ++q) scratch[static_cast<std::size_t>(q) * ld + e] = w[static_cast<std::size_t>(e) * d + q];
+  return ld;
+}
+
 }  // namespace
 
 void gate_logits(const float* x, int T, int d, const float* w, int E, float* z, std::vector<float>& scratch) {
 #if defined(__AVX512F__)
-  const int Ep = (E + 15) / 16 * 16;
-  const auto ld = static_cast<std::size_t>(Ep);
-  scratch.assign(static_cast<std::size_t>(d) * ld, 0.0f);  // padding experts are 0, never stored
-  for (int e = 0; e < E; ++e)
-    for (int q = 0; q < d; ++q) scratch[static_cast<std::size_t>(q) * ld + e] = w[static_cast<std::size_t>(e) * d + q];
+  const auto ld = transpose_padded(w, E, d, 16, scratch);
+  const int Ep = static_cast<int>(ld);
   for (int e0 = 0; e0 < E; e0 += 64) {
     const int nb = std::min(4, (Ep - e0) / 16);
     const int tail = E - (e0 + 16 * (nb - 1));  // experts in the block's last vector, 1 .. 16
@@ -146,11 +153,8 @@ void gate_logits(const float* x, int T, int d, const float* w, int E, float* z, 
     }
   }
 #elif defined(__AVX2__) && defined(__FMA__)
-  const int Ep = (E + 7) / 8 * 8;
-  const auto ld = static_cast<std::size_t>(Ep);
-  scratch.assign(static_cast<std::size_t>(d) * ld, 0.0f);  // padding experts are 0, never stored
-  for (int e = 0; e < E; ++e)
-    for (int q = 0; q < d; ++q) scratch[static_cast<std::size_t>(q) * ld + e] = w[static_cast<std::size_t>(e) * d + q];
+  const auto ld = transpose_padded(w, E, d, 8, scratch);
+  const int Ep = static_cast<int>(ld);
   for (int e0 = 0; e0 < E; e0 += 16) {
     const int nb = std::min(2, (Ep - e0) / 8);
     const int tail = E - (e0 + 8 * (nb - 1));  // experts in the block's last vector, 1 .. 8 (or more: all)
