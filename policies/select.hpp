@@ -86,6 +86,17 @@ inline void topk_row(const float* row, int n, int k, std::int32_t* idx, float* v
     topk_by(n, k, [row](int i) { return row[i]; }, idx, val);
 }
 
+// The rows of a block whose k-th best was -inf (only from overflowing scores;
+// bit r of short_rows for row r), redone by topk_row, which leaves kNoExpert
+// where nothing is selectable.
+inline void redo_short_rows(const float* zt, int n, int k, std::int32_t* it, float* vt, const float* bias,
+                            unsigned short_rows) {
+  for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
+    const int r = __builtin_ctz(short_rows);
+    topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
+  }
+}
+
 // topk_row for rows z[t*n ..] of t in [0, T): idx and val are T x k. The same
 // output; for k <= 8, 16 rows at a time with AVX-512 (topk_rows16), else 8 rows
 // at a time with AVX2 (topk_rows8). Returns whether every z read was finite
@@ -110,12 +121,7 @@ inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, fl
         case 7: finite &= simd::topk_rows16<7>(zt, bias, n, it, vt, &short_rows); break;
         default: finite &= simd::topk_rows16<8>(zt, bias, n, it, vt, &short_rows); break;
       }
-      // A k-th best of -inf (only from overflowing scores): the scalar kernel,
-      // which leaves kNoExpert where nothing is selectable.
-      for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
-        const int r = __builtin_ctz(short_rows);
-        topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
-      }
+      redo_short_rows(zt, n, k, it, vt, bias, short_rows);
     }
   }
 #elif defined(__AVX2__) && defined(__FMA__)
@@ -128,11 +134,7 @@ inline bool topk_rows(const float* z, int T, int n, int k, std::int32_t* idx, fl
       bool fin = true;
       simd2::topk_rows8_dispatch(zt, bias, n, k, it, vt, &short_rows, &fin);
       finite &= fin;
-      // As above: a k-th best of -inf takes the scalar kernel.
-      for (; __builtin_expect(short_rows != 0, 0); short_rows &= short_rows - 1) {
-        const int r = __builtin_ctz(short_rows);
-        topk_row(zt + static_cast<std::size_t>(r) * n, n, k, it + r * k, vt + r * k, bias);
-      }
+      redo_short_rows(zt, n, k, it, vt, bias, short_rows);
     }
   }
 #endif
